@@ -1,0 +1,123 @@
+//! The outgoing event types and the body n8n receives.
+
+use serde::Serialize;
+
+/// The eleven events the relay delivers. The SQL function `webhook_event_types()`
+/// holds the same list; a test keeps the two equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventType {
+    LeadScraped,
+    LeadQualified,
+    DemoCompleted,
+    DemoFailed,
+    VideoCompleted,
+    VideoFailed,
+    EmailSent,
+    EmailFailed,
+    LeadResponded,
+    ApprovalRequested,
+    WorkflowError,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 11] = [
+        EventType::LeadScraped,
+        EventType::LeadQualified,
+        EventType::DemoCompleted,
+        EventType::DemoFailed,
+        EventType::VideoCompleted,
+        EventType::VideoFailed,
+        EventType::EmailSent,
+        EventType::EmailFailed,
+        EventType::LeadResponded,
+        EventType::ApprovalRequested,
+        EventType::WorkflowError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::LeadScraped => "lead_scraped",
+            EventType::LeadQualified => "lead_qualified",
+            EventType::DemoCompleted => "demo_completed",
+            EventType::DemoFailed => "demo_failed",
+            EventType::VideoCompleted => "video_completed",
+            EventType::VideoFailed => "video_failed",
+            EventType::EmailSent => "email_sent",
+            EventType::EmailFailed => "email_failed",
+            EventType::LeadResponded => "lead_responded",
+            EventType::ApprovalRequested => "approval_requested",
+            EventType::WorkflowError => "workflow_error",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.iter().copied().find(|e| e.as_str() == name)
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        EventType::ALL.iter().map(|e| e.as_str()).collect()
+    }
+
+    /// The default webhook path segment: `lead_scraped` -> `lead-scraped`.
+    pub fn default_path(self) -> String {
+        self.as_str().replace('_', "-")
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The request body. Field order is fixed by this struct and `data` comes from
+/// Postgres jsonb, so the bytes are the same on every attempt.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    pub id: &'a str,
+    pub event: &'a str,
+    pub occurred_at: &'a str,
+    pub entity_type: &'a str,
+    pub entity_id: Option<i64>,
+    pub data: &'a serde_json::Value,
+}
+
+impl Envelope<'_> {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising these field types cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_round_trips_and_paths_use_dashes() {
+        for e in EventType::ALL {
+            assert_eq!(EventType::parse(e.as_str()), Some(e));
+            assert!(!e.default_path().contains('_'));
+        }
+        assert_eq!(EventType::LeadScraped.default_path(), "lead-scraped");
+        assert_eq!(EventType::parse("lead-scraped"), None);
+    }
+
+    #[test]
+    fn envelope_has_the_contract_fields_in_order() {
+        let data = serde_json::json!({"lead_id": 123, "business_name": "Acme Inc"});
+        let body = Envelope {
+            id: "abc",
+            event: "lead_scraped",
+            occurred_at: "2025-11-04T12:00:00Z",
+            entity_type: "lead",
+            entity_id: Some(123),
+            data: &data,
+        }
+        .to_bytes();
+        assert_eq!(
+            String::from_utf8(body).expect("utf8"),
+            r#"{"id":"abc","event":"lead_scraped","occurred_at":"2025-11-04T12:00:00Z","entity_type":"lead","entity_id":123,"data":{"business_name":"Acme Inc","lead_id":123}}"#
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! n8n-relay core: what the daemon, the callback listener and the CLI share.
+//! Nothing here serves HTTP.
+
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod retry;
+pub mod schema;
+pub mod signature;
+
+pub use config::{Config, ConfigError, Secret};
+pub use events::EventType;

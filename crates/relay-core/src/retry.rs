@@ -1,0 +1,154 @@
+//! The delivery retry schedule. The schedule is data in the database
+//! (`next_attempt_at`); this module only decides what an outcome means.
+
+use std::time::Duration;
+
+/// What to do with a row after an attempt that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Try again after this delay; `retry_count` becomes the given value.
+    RetryIn(Duration, i32),
+    /// No retries left: the row becomes `failed`.
+    GiveUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    delays: Vec<u64>,
+    max_retry_after: u64,
+}
+
+impl RetrySchedule {
+    /// `delays` in seconds: before retry 1, 2, ...; the last one repeats.
+    pub fn new(delays: Vec<u64>, max_retry_after: u64) -> Self {
+        let delays = if delays.is_empty() { vec![5] } else { delays };
+        RetrySchedule {
+            delays,
+            max_retry_after,
+        }
+    }
+
+    /// The delay before retry number `retry` (1-based).
+    pub fn delay_for(&self, retry: i32) -> Duration {
+        let index = usize::try_from(retry.max(1) - 1).unwrap_or(0);
+        let secs = self
+            .delays
+            .get(index)
+            .or(self.delays.last())
+            .copied()
+            .unwrap_or(5);
+        Duration::from_secs(secs)
+    }
+
+    /// After a failed attempt on a row with `retry_count` retries already done out
+    /// of `max_retries`: retry (when, and the new count) or give up. A server's
+    /// `Retry-After` replaces the schedule's delay, capped at `max_retry_after`.
+    pub fn after_failure(
+        &self,
+        retry_count: i32,
+        max_retries: i32,
+        retry_after: Option<Duration>,
+    ) -> RetryDecision {
+        if retry_count >= max_retries {
+            return RetryDecision::GiveUp;
+        }
+        let next = retry_count + 1;
+        let delay = match retry_after {
+            Some(d) => d.min(Duration::from_secs(self.max_retry_after)),
+            None => self.delay_for(next),
+        };
+        RetryDecision::RetryIn(delay, next)
+    }
+}
+
+/// Parses a `Retry-After` header: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now_unix: u64) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate_to_unix(v)?;
+    Some(Duration::from_secs(when.saturating_sub(now_unix)))
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form RFC 9110 requires senders
+/// to use; the obsolete forms are not accepted.
+fn httpdate_to_unix(v: &str) -> Option<u64> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: u64 = parts[1].parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])? as u64
+        + 1;
+    let year: u64 = parts[3].parse().ok()?;
+    let hms: Vec<u64> = parts[4]
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    if hms.len() != 3 || hms[0] > 23 || hms[1] > 59 || hms[2] > 60 || day == 0 || day > 31 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_the_configured_delays_then_gives_up() {
+        let s = RetrySchedule::new(vec![5, 30, 300], 3600);
+        assert_eq!(s.after_failure(0, 3, None), RetryDecision::RetryIn(Duration::from_secs(5), 1));
+        assert_eq!(s.after_failure(1, 3, None), RetryDecision::RetryIn(Duration::from_secs(30), 2));
+        assert_eq!(s.after_failure(2, 3, None), RetryDecision::RetryIn(Duration::from_secs(300), 3));
+        assert_eq!(s.after_failure(3, 3, None), RetryDecision::GiveUp);
+        assert_eq!(s.after_failure(0, 0, None), RetryDecision::GiveUp);
+    }
+
+    #[test]
+    fn the_last_delay_repeats() {
+        let s = RetrySchedule::new(vec![1, 2], 3600);
+        assert_eq!(s.delay_for(5), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn retry_after_replaces_the_schedule_but_is_capped() {
+        let s = RetrySchedule::new(vec![5], 60);
+        assert_eq!(
+            s.after_failure(0, 3, Some(Duration::from_secs(2))),
+            RetryDecision::RetryIn(Duration::from_secs(2), 1)
+        );
+        assert_eq!(
+            s.after_failure(0, 3, Some(Duration::from_secs(9999))),
+            RetryDecision::RetryIn(Duration::from_secs(60), 1)
+        );
+    }
+
+    #[test]
+    fn parses_retry_after_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
+        // 784111777 = Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_770),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_790),
+            Some(Duration::from_secs(0))
+        );
+        assert_eq!(parse_retry_after("soon", 0), None);
+        assert_eq!(parse_retry_after("-3", 0), None);
+    }
+}

@@ -1,0 +1,111 @@
+//! The SQL install scripts, embedded, and `migrate`, which applies them.
+//!
+//! The files in `sql/` are the single source: DBAs run them with psql, `migrate`
+//! runs the same bytes. Each script is idempotent, so `migrate` applies any script
+//! whose content it has not applied before (new, or changed by an upgrade) and
+//! records name and checksum in `relay_schema_migrations`.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use crate::db::DbError;
+
+pub struct Script {
+    pub name: &'static str,
+    pub sql: &'static str,
+    /// Only with `--example-tables`.
+    pub example_only: bool,
+}
+
+pub const SCRIPTS: &[Script] = &[
+    Script {
+        name: "001_webhook_tables.sql",
+        sql: include_str!("../../../sql/001_webhook_tables.sql"),
+        example_only: false,
+    },
+    Script {
+        name: "002_webhook_emit.sql",
+        sql: include_str!("../../../sql/002_webhook_emit.sql"),
+        example_only: false,
+    },
+    Script {
+        name: "003_example_tables.sql",
+        sql: include_str!("../../../sql/003_example_tables.sql"),
+        example_only: true,
+    },
+    Script {
+        name: "004_triggers.sql",
+        sql: include_str!("../../../sql/004_triggers.sql"),
+        example_only: false,
+    },
+];
+
+pub const UNINSTALL_SQL: &str = include_str!("../../../sql/uninstall.sql");
+
+/// Serialises concurrent `migrate` runs (two relays starting at once).
+const MIGRATE_LOCK_KEY: i64 = 0x6e38_6e72_656c_6179; // "n8nrelay"
+
+const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS relay_schema_migrations (
+    name       text PRIMARY KEY,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)";
+const SELECT_APPLIED: &str = "SELECT checksum FROM relay_schema_migrations WHERE name = $1";
+const RECORD_APPLIED: &str = "INSERT INTO relay_schema_migrations (name, checksum) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()";
+
+/// What `migrate` did with one script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub name: &'static str,
+    /// False when the same content was applied before.
+    pub ran: bool,
+}
+
+pub fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Applies the install scripts in order, each in its own transaction, under an
+/// advisory lock. Scripts already applied with the same content are skipped.
+pub async fn migrate(client: &mut Client, example_tables: bool) -> Result<Vec<Applied>, DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY])
+        .await?;
+    let result = apply_all(client, example_tables).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY])
+        .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_all(client: &mut Client, example_tables: bool) -> Result<Vec<Applied>, DbError> {
+    client.batch_execute(CREATE_MIGRATIONS).await?;
+    let mut out = Vec::new();
+    for script in SCRIPTS {
+        if script.example_only && !example_tables {
+            continue;
+        }
+        let sum = checksum(script.sql);
+        let previous = client.query_opt(SELECT_APPLIED, &[&script.name]).await?;
+        let same = previous
+            .map(|row| row.get::<_, String>(0) == sum)
+            .unwrap_or(false);
+        // The triggers attach only to tables that exist, so they are re-applied
+        // whenever the example tables were just created.
+        let rerun_triggers = script.name == "004_triggers.sql"
+            && out.iter().any(|a: &Applied| a.name == "003_example_tables.sql" && a.ran);
+        if same && !rerun_triggers {
+            out.push(Applied { name: script.name, ran: false });
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(script.sql).await?;
+        tx.execute(RECORD_APPLIED, &[&script.name, &sum]).await?;
+        tx.commit().await?;
+        out.push(Applied { name: script.name, ran: true });
+    }
+    Ok(out)
+}

@@ -1,0 +1,72 @@
+-- n8n-relay: webhook_emit(), the one way an event enters the outbox, and the wake-up.
+-- Idempotent: safe to run again (CREATE OR REPLACE).
+--
+-- The wake-up. NOTIFY is only a hint, and an expensive one: every notifying commit
+-- takes a cluster-wide lock, which serialises busy writers. So a writer notifies only
+-- when the relay has armed the wake-up (it is idle and waiting); the first writer to
+-- see it armed disarms it and notifies, everyone after that writes the outbox row
+-- alone. While it is busy the relay polls the outbox and leaves the wake-up disarmed.
+--
+-- The flag is a sequence because sequences are not transactional: a writer sees the
+-- relay's arming at once, whatever its isolation level or snapshot. 1 = armed.
+-- How the relay closes the hand-over gap (a writer that read 0 just before the relay
+-- armed) is described in crates/relay-daemon/src/wakeup.rs.
+
+CREATE SEQUENCE IF NOT EXISTS webhook_relay_wakeup
+    AS integer MINVALUE 0 MAXVALUE 1 START WITH 0 NO CYCLE;
+
+-- The events the relay knows. Unknown names are refused here rather than discovered
+-- by n8n later.
+CREATE OR REPLACE FUNCTION webhook_event_types()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT ARRAY[
+        'lead_scraped', 'lead_qualified', 'demo_completed', 'demo_failed',
+        'video_completed', 'video_failed', 'email_sent', 'email_failed',
+        'lead_responded', 'approval_requested', 'workflow_error'
+    ]::text[]
+$$;
+
+CREATE OR REPLACE FUNCTION webhook_emit(
+    p_event_type  text,
+    p_entity_type text,
+    p_entity_id   bigint,
+    p_payload     jsonb DEFAULT '{}'::jsonb
+)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    IF p_event_type IS NULL OR NOT (p_event_type = ANY (webhook_event_types())) THEN
+        RAISE EXCEPTION 'webhook_emit: unknown event type "%"', p_event_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'known event types: ' || array_to_string(webhook_event_types(), ', ');
+    END IF;
+    IF p_entity_type IS NULL OR p_entity_type = '' THEN
+        RAISE EXCEPTION 'webhook_emit: entity_type must not be empty (event "%")', p_event_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
+    VALUES (p_event_type, p_entity_type, p_entity_id, COALESCE(p_payload, '{}'::jsonb))
+    RETURNING id INTO v_id;
+
+    -- Read the flag only after the INSERT: the relay relies on a writer holding its
+    -- lock on webhook_events before it looks (see wakeup.rs).
+    IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
+        PERFORM setval('webhook_relay_wakeup', 0);
+        -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
+        PERFORM pg_notify('n8n_relay', v_id::text);
+    END IF;
+    RETURN v_id;
+END;
+$$;
+
+COMMENT ON FUNCTION webhook_emit(text, text, bigint, jsonb) IS
+    'n8n-relay: record an event in the outbox (same transaction) and wake the relay if it is idle';

@@ -1,0 +1,36 @@
+-- n8n-relay: remove everything the install scripts created, except your business
+-- tables (leads, demo_sites, videos are dropped only if you uncomment the last block).
+-- Undelivered events are lost with the tables: check `n8n-relay queue stats` first.
+-- Idempotent: psql -v ON_ERROR_STOP=1 -f sql/uninstall.sql may run any number of times.
+
+DO $$
+BEGIN
+    IF to_regclass('leads') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS webhook_leads_insert ON leads;
+        DROP TRIGGER IF EXISTS webhook_leads_update ON leads;
+    END IF;
+    IF to_regclass('demo_sites') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS webhook_demo_sites_change ON demo_sites;
+    END IF;
+    IF to_regclass('videos') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS webhook_videos_change ON videos;
+    END IF;
+END;
+$$;
+
+DROP FUNCTION IF EXISTS webhook_leads_emit();
+DROP FUNCTION IF EXISTS webhook_asset_emit();
+DROP FUNCTION IF EXISTS webhook_emit(text, text, bigint, jsonb);
+DROP FUNCTION IF EXISTS webhook_event_types();
+DROP SEQUENCE IF EXISTS webhook_relay_wakeup;
+DROP TABLE IF EXISTS webhook_retry_history;
+DROP TABLE IF EXISTS webhook_logs;
+DROP TABLE IF EXISTS webhook_queue;
+DROP TABLE IF EXISTS webhook_events;
+DROP TABLE IF EXISTS workflow_runs;
+DROP TABLE IF EXISTS webhook_callback_receipts;
+DROP TABLE IF EXISTS relay_schema_migrations;
+
+-- DROP TABLE IF EXISTS videos;
+-- DROP TABLE IF EXISTS demo_sites;
+-- DROP TABLE IF EXISTS leads;

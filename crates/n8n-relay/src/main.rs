@@ -1,1 +1,59 @@
-fn main() {}
+//! `n8n-relay`: the binary only wires the crates together.
+
+mod cli;
+mod commands;
+mod error;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use relay_core::config::{Config, Sources};
+
+use crate::cli::{Cli, Command};
+use crate::error::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error());
+            failure.exit_code()
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let sources = Sources::standard(cli.config.clone());
+    // `sign` works without a valid database config, everything else needs it.
+    if let Command::Sign(args) = &cli.command {
+        return commands::sign::run(&sources, args);
+    }
+    let loaded = Config::load(&sources)?;
+    match cli.command {
+        Command::CheckConfig(args) => commands::check_config::run(&loaded, &args),
+        Command::Run => {
+            logging::init(&loaded.config.log);
+            commands::run::run(loaded.config).await
+        }
+        Command::Callbacks => {
+            logging::init(&loaded.config.log);
+            commands::callbacks::run(loaded.config).await
+        }
+        Command::Migrate(args) => commands::migrate::run(&loaded.config, &args).await,
+        Command::Queue(cmd) => commands::queue::run(&loaded.config, cmd).await,
+        Command::Emit(args) => commands::emit::run(&loaded.config, &args).await,
+        Command::Sign(_) => Ok(()),
+    }
+}

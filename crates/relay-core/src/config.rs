@@ -502,7 +502,10 @@ impl Config {
         {
             return Err(ConfigError::invalid(
                 "n8n.auth_header_name",
-                format!("{:?} is not a valid HTTP header name", self.n8n.auth_header_name),
+                format!(
+                    "{:?} is not a valid HTTP header name",
+                    self.n8n.auth_header_name
+                ),
             ));
         }
         positive("security.max_age_seconds", self.security.max_age_seconds)?;
@@ -532,7 +535,10 @@ impl Config {
             ));
         }
         positive("queue.max_per_endpoint", self.queue.max_per_endpoint as u64)?;
-        positive("callbacks.max_body_bytes", self.callbacks.max_body_bytes as u64)?;
+        positive(
+            "callbacks.max_body_bytes",
+            self.callbacks.max_body_bytes as u64,
+        )?;
         positive(
             "callbacks.header_read_timeout_seconds",
             self.callbacks.header_read_timeout_seconds,
@@ -541,7 +547,10 @@ impl Config {
             "callbacks.request_timeout_seconds",
             self.callbacks.request_timeout_seconds,
         )?;
-        positive("callbacks.max_connections", self.callbacks.max_connections as u64)?;
+        positive(
+            "callbacks.max_connections",
+            self.callbacks.max_connections as u64,
+        )?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::invalid("log.level", "must not be empty"));
         }
@@ -549,7 +558,10 @@ impl Config {
             if EventType::parse(name).is_none() {
                 return Err(ConfigError::invalid(
                     &format!("routes.{name}"),
-                    format!("unknown event type; known: {}", EventType::names().join(", ")),
+                    format!(
+                        "unknown event type; known: {}",
+                        EventType::names().join(", ")
+                    ),
                 ));
             }
             if let Some(url) = &route.url {
@@ -602,7 +614,10 @@ fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
             key,
             format!("{value:?} must be an http:// or https:// URL with a host"),
         )),
-        Err(e) => Err(ConfigError::invalid(key, format!("{value:?} is not a URL ({e})"))),
+        Err(e) => Err(ConfigError::invalid(
+            key,
+            format!("{value:?} is not a URL ({e})"),
+        )),
     }
 }
 
@@ -735,6 +750,8 @@ fn insert_dotted(dict: &mut Dict, key: &str, value: Value) {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -774,7 +791,9 @@ mod tests {
             assert_eq!(loaded.config.queue.max_retries, 6, "environment beats .env");
             assert!(loaded.source_of("queue.workers").contains("TOML"));
             assert!(loaded.source_of("queue.batch_size").contains(".env"));
-            assert!(loaded.source_of("queue.max_retries").contains("environment"));
+            assert!(loaded
+                .source_of("queue.max_retries")
+                .contains("environment"));
             Ok(())
         });
     }
@@ -838,10 +857,16 @@ enabled = false
             )?;
             let c = load_in_jail().expect("load");
             let routes = c.routes();
-            let failed = routes.iter().find(|r| r.event == EventType::DemoFailed).expect("r");
+            let failed = routes
+                .iter()
+                .find(|r| r.event == EventType::DemoFailed)
+                .expect("r");
             assert_eq!(failed.url, "http://hooks:5678/webhook/alerts");
             assert_eq!(failed.priority, 10);
-            let scraped = routes.iter().find(|r| r.event == EventType::LeadScraped).expect("r");
+            let scraped = routes
+                .iter()
+                .find(|r| r.event == EventType::LeadScraped)
+                .expect("r");
             assert_eq!(scraped.url, "https://other.example/x");
             assert!(!scraped.enabled);
             Ok(())
@@ -878,7 +903,10 @@ enabled = false
                 jail.set_env(var, value);
                 Ok(())
             });
-            assert!(msg.contains(key), "{var}={value}: {msg:?} should name {key}");
+            assert!(
+                msg.contains(key),
+                "{var}={value}: {msg:?} should name {key}"
+            );
         }
     }
 
@@ -892,7 +920,10 @@ enabled = false
         assert!(msg.contains("wrokers"), "{msg}");
         let msg = error_in_jail(|jail| {
             jail.create_dir("config")?;
-            jail.create_file("config/relay.toml", "[routes.lead_scrapped]\npriority = 1\n")?;
+            jail.create_file(
+                "config/relay.toml",
+                "[routes.lead_scrapped]\npriority = 1\n",
+            )?;
             Ok(())
         });
         assert!(msg.contains("routes.lead_scrapped"), "{msg}");

@@ -32,7 +32,10 @@ impl From<deadpool_postgres::PoolError> for DbError {
 /// A tokio-postgres config with the relay's settings: connect timeout, TCP
 /// keepalives (so a silently dead link is noticed), a statement timeout on every
 /// query, and an application name that shows up in `pg_stat_activity`.
-pub fn pg_config(db: &DatabaseConfig, application: &str) -> Result<tokio_postgres::Config, DbError> {
+pub fn pg_config(
+    db: &DatabaseConfig,
+    application: &str,
+) -> Result<tokio_postgres::Config, DbError> {
     let mut config: tokio_postgres::Config = db
         .url
         .expose()

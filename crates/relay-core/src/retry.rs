@@ -94,7 +94,11 @@ fn httpdate_to_unix(v: &str) -> Option<u64> {
         return None;
     }
     // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + day - 1;
@@ -110,9 +114,18 @@ mod tests {
     #[test]
     fn follows_the_configured_delays_then_gives_up() {
         let s = RetrySchedule::new(vec![5, 30, 300], 3600);
-        assert_eq!(s.after_failure(0, 3, None), RetryDecision::RetryIn(Duration::from_secs(5), 1));
-        assert_eq!(s.after_failure(1, 3, None), RetryDecision::RetryIn(Duration::from_secs(30), 2));
-        assert_eq!(s.after_failure(2, 3, None), RetryDecision::RetryIn(Duration::from_secs(300), 3));
+        assert_eq!(
+            s.after_failure(0, 3, None),
+            RetryDecision::RetryIn(Duration::from_secs(5), 1)
+        );
+        assert_eq!(
+            s.after_failure(1, 3, None),
+            RetryDecision::RetryIn(Duration::from_secs(30), 2)
+        );
+        assert_eq!(
+            s.after_failure(2, 3, None),
+            RetryDecision::RetryIn(Duration::from_secs(300), 3)
+        );
         assert_eq!(s.after_failure(3, 3, None), RetryDecision::GiveUp);
         assert_eq!(s.after_failure(0, 0, None), RetryDecision::GiveUp);
     }

@@ -96,16 +96,24 @@ async fn apply_all(client: &mut Client, example_tables: bool) -> Result<Vec<Appl
         // The triggers attach only to tables that exist, so they are re-applied
         // whenever the example tables were just created.
         let rerun_triggers = script.name == "004_triggers.sql"
-            && out.iter().any(|a: &Applied| a.name == "003_example_tables.sql" && a.ran);
+            && out
+                .iter()
+                .any(|a: &Applied| a.name == "003_example_tables.sql" && a.ran);
         if same && !rerun_triggers {
-            out.push(Applied { name: script.name, ran: false });
+            out.push(Applied {
+                name: script.name,
+                ran: false,
+            });
             continue;
         }
         let tx = client.transaction().await?;
         tx.batch_execute(script.sql).await?;
         tx.execute(RECORD_APPLIED, &[&script.name, &sum]).await?;
         tx.commit().await?;
-        out.push(Applied { name: script.name, ran: true });
+        out.push(Applied {
+            name: script.name,
+            ran: true,
+        });
     }
     Ok(out)
 }

@@ -80,7 +80,10 @@ pub fn parse_signature_header(value: &str) -> Result<[u8; 32], VerifyError> {
 pub fn parse_timestamp_header(value: &str) -> Result<u64, VerifyError> {
     let v = value.trim();
     if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(VerifyError::Malformed(HEADER_TIMESTAMP, "expected unix seconds"));
+        return Err(VerifyError::Malformed(
+            HEADER_TIMESTAMP,
+            "expected unix seconds",
+        ));
     }
     v.parse()
         .map_err(|_| VerifyError::Malformed(HEADER_TIMESTAMP, "expected unix seconds"))
@@ -118,7 +121,11 @@ pub fn verify(
 }
 
 /// Verifies the legacy body-only signature (no timestamp, so no replay window).
-pub fn verify_legacy(secret: &[u8], signature_header: &str, body: &[u8]) -> Result<(), VerifyError> {
+pub fn verify_legacy(
+    secret: &[u8],
+    signature_header: &str,
+    body: &[u8],
+) -> Result<(), VerifyError> {
     if secret.is_empty() {
         return Err(VerifyError::NoSecret);
     }
@@ -158,10 +165,21 @@ mod tests {
     fn verify_accepts_its_own_signature_with_or_without_prefix() {
         let body = br#"{"demo_id":1,"approved":true}"#;
         let sig = sign(b"k", 1000, body);
-        assert_eq!(verify(b"k", Some("1000"), Some(&sig), body, 1000, 300), Ok(1000));
+        assert_eq!(
+            verify(b"k", Some("1000"), Some(&sig), body, 1000, 300),
+            Ok(1000)
+        );
         let prefixed = format!("sha256={sig}");
         assert!(verify(b"k", Some("1000"), Some(&prefixed), body, 1200, 300).is_ok());
-        assert!(verify(b"k", Some("1000"), Some(&sig.to_uppercase()), body, 1000, 300).is_ok());
+        assert!(verify(
+            b"k",
+            Some("1000"),
+            Some(&sig.to_uppercase()),
+            body,
+            1000,
+            300
+        )
+        .is_ok());
     }
 
     #[test]
@@ -214,7 +232,10 @@ mod tests {
     fn legacy_signature_covers_the_body_only() {
         let sig = sign_legacy(b"k", b"{}");
         assert!(verify_legacy(b"k", &sig, b"{}").is_ok());
-        assert_eq!(verify_legacy(b"k", &sig, b"{ }"), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify_legacy(b"k", &sig, b"{ }"),
+            Err(VerifyError::Mismatch)
+        );
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! The command line. `--help` is the reference; keep it true.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "n8n-relay",
+    version,
+    about = "Postgres changes to signed n8n webhooks, and n8n's signed callbacks back into Postgres",
+    long_about = "Postgres changes to signed n8n webhooks, and n8n's signed callbacks back into Postgres.\n\n\
+Configuration layers, later wins: built-in defaults < TOML file (--config, else config/relay.toml \
+if present) < .env in the working directory < environment (RELAY_SECTION__KEY, or the older \
+names DATABASE_URL, N8N_*, WEBHOOK_*).\n\n\
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid configuration."
+)]
+pub struct Cli {
+    /// TOML config file (default: config/relay.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay, the callback listener and /metrics, /healthz, /readyz.
+    Run,
+    /// Run the callback listener alone.
+    Callbacks,
+    /// Install or upgrade the schema (idempotent).
+    Migrate(MigrateArgs),
+    /// Print the effective configuration with secrets redacted; exit 2 if invalid.
+    CheckConfig(CheckConfigArgs),
+    /// Inspect and steer the delivery queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Record an event by hand, through webhook_emit, delivered like any other.
+    Emit(EmitArgs),
+    /// Print signature headers for a request body read from stdin.
+    Sign(SignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Also create the reference leads, demo_sites and videos tables.
+    #[arg(long)]
+    pub example_tables: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Counts by status, oldest pending age, rows due now.
+    Stats {
+        /// Break the counts down by event type.
+        #[arg(long)]
+        by_event: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List queue rows, newest first.
+    List {
+        /// pending, sending, sent, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Event type, e.g. lead_scraped.
+        #[arg(long)]
+        event: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one row with its attempts and last error.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failed rows back to pending now (retry_count reset).
+    Retry {
+        /// The row to retry.
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<i64>,
+        /// Every failed row (narrow with --event and --since).
+        #[arg(long)]
+        all_failed: bool,
+        #[arg(long, requires = "all_failed")]
+        event: Option<String>,
+        /// Only rows created at or after this time (e.g. 2025-11-04T12:00:00Z).
+        #[arg(long, requires = "all_failed")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a pending or failed row.
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete sent and cancelled rows (and their logs) older than N days.
+    Cleanup {
+        #[arg(long)]
+        days: u32,
+        /// Count what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete failed rows too.
+        #[arg(long)]
+        include_failed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// Event type, e.g. lead_scraped.
+    pub event: String,
+    #[arg(long)]
+    pub entity_type: String,
+    #[arg(long)]
+    pub entity_id: i64,
+    /// The event's data, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub data: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Secret to sign with (default: security.n8n_webhook_secret, as n8n would sign a callback).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Unix seconds (default: now).
+    #[arg(long)]
+    pub timestamp: Option<u64>,
+}

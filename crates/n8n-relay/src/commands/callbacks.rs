@@ -1,0 +1,9 @@
+//! `n8n-relay callbacks`
+
+use relay_core::Config;
+
+use crate::error::CmdResult;
+
+pub async fn run(_config: Config) -> CmdResult {
+    Err(anyhow::anyhow!("n8n-relay callbacks is not built yet").into())
+}

@@ -1,0 +1,37 @@
+//! `n8n-relay emit`: an event by hand, through the same SQL function as triggers.
+
+use anyhow::Context;
+use relay_core::{Config, EventType};
+
+use crate::cli::EmitArgs;
+use crate::error::{CmdResult, Failure};
+
+const EMIT: &str = "SELECT webhook_emit($1, $2, $3, $4)";
+
+pub async fn run(config: &Config, args: &EmitArgs) -> CmdResult {
+    if EventType::parse(&args.event).is_none() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "unknown event type {:?}; known: {}",
+            args.event,
+            EventType::names().join(", ")
+        )));
+    }
+    let data: serde_json::Value = serde_json::from_str(&args.data)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--data is not valid JSON: {e}")))?;
+    if !data.is_object() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--data must be a JSON object"
+        )));
+    }
+    let client = super::connect(config).await?;
+    let row = client
+        .query_one(
+            EMIT,
+            &[&args.event, &args.entity_type, &args.entity_id, &data],
+        )
+        .await
+        .context("webhook_emit failed")?;
+    let id: i64 = row.get(0);
+    println!("{id}");
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! `n8n-relay migrate`
+
+use anyhow::Context;
+use relay_core::Config;
+
+use crate::cli::MigrateArgs;
+use crate::error::CmdResult;
+
+pub async fn run(config: &Config, args: &MigrateArgs) -> CmdResult {
+    let mut client = super::connect(config).await?;
+    let applied = relay_core::schema::migrate(&mut client, args.example_tables)
+        .await
+        .context("migration failed")?;
+    for a in applied {
+        println!(
+            "{:<26} {}",
+            a.name,
+            if a.ran { "applied" } else { "up to date" }
+        );
+    }
+    Ok(())
+}

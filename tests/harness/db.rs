@@ -1,0 +1,105 @@
+//! A fresh database per test, dropped when the test ends.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::cluster;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+async fn connect_url(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to test Postgres at {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+impl TestDb {
+    /// An empty database.
+    pub async fn empty() -> TestDb {
+        let server = cluster::server();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "relay_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            nanos % 100_000
+        );
+        let admin = connect_url(&server.admin_url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        TestDb {
+            url: server.url_for(&name),
+            name,
+            admin_url: server.admin_url.clone(),
+        }
+    }
+
+    /// A database with the relay's schema and the example business tables, applied
+    /// through the same code as `n8n-relay migrate --example-tables`.
+    pub async fn migrated() -> TestDb {
+        let db = TestDb::empty().await;
+        let mut client = db.client().await;
+        relay_core::schema::migrate(&mut client, true)
+            .await
+            .expect("migrate the test database");
+        db
+    }
+
+    pub async fn client(&self) -> Client {
+        connect_url(&self.url).await
+    }
+
+    /// Convenience: one scalar i64 from a query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.client().await;
+        let row = client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        row.get::<_, i64>(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin_url = self.admin_url.clone();
+        // Drop runs outside async context guarantees: use a private runtime on a
+        // thread of its own.
+        let handle = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url, NoTls).await {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = handle.join();
+    }
+}

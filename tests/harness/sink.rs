@@ -1,0 +1,299 @@
+//! The fake n8n: a real hyper HTTP/1.1 server on loopback that records every request
+//! and answers as the test tells it to.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// One request as the sink received it.
+#[derive(Debug, Clone)]
+pub struct SinkRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+    pub received_at: Instant,
+    pub received_wall: SystemTime,
+    /// 1-based count of requests this sink had seen with the same `X-Webhook-Id`.
+    pub nth_for_id: usize,
+}
+
+impl SinkRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("sink request body is JSON")
+    }
+    pub fn webhook_id(&self) -> String {
+        self.header("x-webhook-id").unwrap_or_default().to_string()
+    }
+}
+
+/// How the sink answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A status (and headers), after an optional delay.
+    Status {
+        status: u16,
+        headers: Vec<(String, String)>,
+        delay: Duration,
+    },
+    /// Never answer (the relay must time out).
+    Hang,
+    /// Close the connection without a response.
+    Drop,
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::status(200)
+    }
+    pub fn status(status: u16) -> Reply {
+        Reply::Status {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn with_header(self, name: &str, value: &str) -> Reply {
+        match self {
+            Reply::Status {
+                status,
+                mut headers,
+                delay,
+            } => {
+                headers.push((name.to_string(), value.to_string()));
+                Reply::Status {
+                    status,
+                    headers,
+                    delay,
+                }
+            }
+            other => other,
+        }
+    }
+    pub fn after(self, d: Duration) -> Reply {
+        match self {
+            Reply::Status {
+                status, headers, ..
+            } => Reply::Status {
+                status,
+                headers,
+                delay: d,
+            },
+            other => other,
+        }
+    }
+}
+
+type Behaviour = Arc<dyn Fn(&SinkRequest) -> Reply + Send + Sync>;
+
+struct State {
+    requests: Mutex<Vec<SinkRequest>>,
+    per_id: Mutex<HashMap<String, usize>>,
+    behaviour: Mutex<Behaviour>,
+    arrived: Notify,
+}
+
+/// A running sink; stops when dropped.
+pub struct Sink {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    /// A sink that answers 200 to everything.
+    pub async fn start() -> Sink {
+        Sink::with(|_| Reply::ok()).await
+    }
+
+    /// A sink whose answer is decided per request.
+    pub async fn with(f: impl Fn(&SinkRequest) -> Reply + Send + Sync + 'static) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        Sink::on(listener, f)
+    }
+
+    /// A sink on a listener the test bound (e.g. to restart on the same port).
+    pub fn on(
+        listener: TcpListener,
+        f: impl Fn(&SinkRequest) -> Reply + Send + Sync + 'static,
+    ) -> Sink {
+        let addr = listener.local_addr().expect("sink addr");
+        let state = Arc::new(State {
+            requests: Mutex::new(Vec::new()),
+            per_id: Mutex::new(HashMap::new()),
+            behaviour: Mutex::new(Arc::new(f)),
+            arrived: Notify::new(),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Sink { addr, state, task }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes how the sink answers from now on.
+    pub fn set_behaviour(&self, f: impl Fn(&SinkRequest) -> Reply + Send + Sync + 'static) {
+        if let Ok(mut b) = self.state.behaviour.lock() {
+            *b = Arc::new(f);
+        }
+    }
+
+    pub fn requests(&self) -> Vec<SinkRequest> {
+        self.state
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.requests.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Distinct `X-Webhook-Id`s received.
+    pub fn distinct_ids(&self) -> std::collections::HashSet<String> {
+        self.requests().iter().map(|r| r.webhook_id()).collect()
+    }
+
+    /// Waits until at least `n` requests arrived, or panics after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<SinkRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.state.arrived.notified();
+            let got = self.requests();
+            if got.len() >= n {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "sink: timed out after {timeout:?} with {} of {n} requests",
+                    got.len()
+                );
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+        }
+    }
+
+    /// Waits until `n` distinct webhook ids arrived.
+    pub async fn wait_for_distinct(&self, n: usize, timeout: Duration) -> Vec<SinkRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.state.arrived.notified();
+            let got = self.requests();
+            let distinct: std::collections::HashSet<String> =
+                got.iter().map(|r| r.webhook_id()).collect();
+            if distinct.len() >= n {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "sink: timed out after {timeout:?} with {} of {n} distinct webhook ids",
+                    distinct.len()
+                );
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, BoxError> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let headers: HashMap<String, String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let id = headers.get("x-webhook-id").cloned().unwrap_or_default();
+    let nth_for_id = {
+        let mut per = state.per_id.lock().expect("sink lock");
+        let n = per.entry(id).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let record = SinkRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        headers,
+        body,
+        received_at: Instant::now(),
+        received_wall: SystemTime::now(),
+        nth_for_id,
+    };
+    let behaviour = state.behaviour.lock().expect("sink lock").clone();
+    let reply = behaviour(&record);
+    state.requests.lock().expect("sink lock").push(record);
+    state.arrived.notify_waiters();
+    match reply {
+        Reply::Status {
+            status,
+            headers,
+            delay,
+        } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut resp = Response::builder().status(status);
+            for (k, v) in headers {
+                resp = resp.header(k, v);
+            }
+            Ok(resp
+                .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+                .expect("sink response"))
+        }
+        Reply::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Reply::Drop => Err("sink: closing the connection without a response".into()),
+    }
+}

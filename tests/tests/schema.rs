@@ -1,0 +1,32 @@
+//! The install scripts: idempotent, and what the older system's SQL expects exists.
+
+use relay_tests::TestDb;
+
+#[tokio::test]
+async fn migrate_twice_is_a_no_op_the_second_time() {
+    let db = TestDb::migrated().await;
+    let mut client = db.client().await;
+    let again = relay_core::schema::migrate(&mut client, true)
+        .await
+        .expect("second migrate");
+    assert!(again.iter().all(|a| !a.ran), "{again:?}");
+}
+
+#[tokio::test]
+async fn unknown_event_type_is_refused_with_a_clear_error() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let err = client
+        .query_one("SELECT webhook_emit('lead_scrapped', 'lead', 1, '{}')", &[])
+        .await
+        .expect_err("must refuse");
+    let text = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        text.contains("unknown event type \"lead_scrapped\""),
+        "{text}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
+}

@@ -946,6 +946,73 @@ enabled = false
         });
     }
 
+    /// Every key as dotted paths, from a JSON object.
+    fn dotted_keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = v {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if v.is_object() && key != "routes" {
+                    dotted_keys(&key, v, out);
+                } else {
+                    out.push(key);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shipped_relay_toml_documents_every_key_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/relay.toml");
+        let file_json: serde_json::Value = Figment::from(Toml::file_exact(path))
+            .extract()
+            .expect("relay.toml parses");
+        let defaults = serde_json::to_value(Config::default()).expect("json");
+        let mut want = Vec::new();
+        dotted_keys("", &defaults, &mut want);
+        let mut have = Vec::new();
+        dotted_keys("", &file_json, &mut have);
+        want.sort();
+        have.sort();
+        assert_eq!(have, want, "config/relay.toml must list every key");
+        Jail::expect_with(|_jail| {
+            let loaded = Config::load(&Sources {
+                config_file: Some(PathBuf::from(path)),
+                dotenv: None,
+            })
+            .expect("relay.toml loads");
+            assert_eq!(
+                loaded.config,
+                Config::default(),
+                "relay.toml shows the defaults"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_example_lists_every_seed_name_and_nothing_unknown() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/.env.example");
+        let names: Vec<String> = dotenvy::from_path_iter(path)
+            .expect(".env.example")
+            .map(|item| item.expect("valid line").0)
+            .collect();
+        for (seed, _) in SEED_ENV_KEYS {
+            assert!(names.iter().any(|n| n == seed), ".env.example lacks {seed}");
+        }
+        for name in &names {
+            assert!(EnvMap::key_for(name).is_some(), "{name} maps to no key");
+        }
+        Jail::expect_with(|jail| {
+            jail.create_file(".env", &std::fs::read_to_string(path).expect("read"))?;
+            load_in_jail().expect(".env.example loads as a valid configuration");
+            Ok(())
+        });
+    }
+
     #[test]
     fn a_missing_explicit_config_file_is_an_error() {
         let err = Config::load(&Sources {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +64,7 @@ pub enum QueueCommand {
         /// Break the counts down by event type.
         #[arg(long)]
         by_event: bool,
+        /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -75,41 +76,51 @@ pub enum QueueCommand {
         /// Event type, e.g. lead_scraped.
         #[arg(long)]
         event: Option<String>,
+        /// At most this many rows.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one row with its attempts and last error.
     Show {
+        /// The queue row's id.
         id: i64,
+        /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Put failed rows back to pending now (retry_count reset).
+    /// Put failed rows back to pending now (retry_count reset, noted in the history).
+    #[command(group(ArgGroup::new("which").required(true).args(["id", "all_failed"])))]
     Retry {
         /// The row to retry.
-        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
         id: Option<i64>,
         /// Every failed row (narrow with --event and --since).
         #[arg(long)]
         all_failed: bool,
+        /// Only rows of this event type (with --all-failed).
         #[arg(long, requires = "all_failed")]
         event: Option<String>,
-        /// Only rows created at or after this time (e.g. 2025-11-04T12:00:00Z).
+        /// Only rows created at or after this time: 2025-11-04T12:00:00Z, or an age
+        /// like 30m, 6h, 2d.
         #[arg(long, requires = "all_failed")]
         since: Option<String>,
+        /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a pending or failed row.
+    /// Cancel a pending or failed row (a row being sent is refused).
     Cancel {
+        /// The queue row's id.
         id: i64,
+        /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Delete sent and cancelled rows (and their logs) older than N days.
+    /// Delete sent and cancelled rows (and their logs) older than N days, in batches.
     Cleanup {
+        /// Age in days (by created_at) past which rows go.
         #[arg(long)]
         days: u32,
         /// Count what would be deleted, delete nothing.
@@ -118,6 +129,7 @@ pub enum QueueCommand {
         /// Delete failed rows too.
         #[arg(long)]
         include_failed: bool,
+        /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },

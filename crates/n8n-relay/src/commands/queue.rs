@@ -1,10 +1,490 @@
-//! `n8n-relay queue ...`
+//! `n8n-relay queue ...`: the queue library in `relay_core::queue_admin`, rendered as
+//! an aligned table for people or, with `--json`, as one JSON document whose keys
+//! scripts may rely on.
 
+use relay_core::queue_admin::{
+    self, CleanupOptions, CleanupReport, Detail, ListFilter, QueueAdminError, QueueRow,
+    QueueStatus, Stats, StatusCounts,
+};
 use relay_core::Config;
+use serde_json::json;
 
 use crate::cli::QueueCommand;
-use crate::error::CmdResult;
+use crate::error::{CmdResult, Failure};
 
-pub async fn run(_config: &Config, _cmd: QueueCommand) -> CmdResult {
-    Err(anyhow::anyhow!("n8n-relay queue is not built yet").into())
+pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
+    let client = super::connect(config).await?;
+    match cmd {
+        QueueCommand::Stats { by_event, json } => {
+            let stats = queue_admin::stats(&client, by_event)
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&stats_json(&stats, by_event));
+            } else {
+                print!("{}", render_stats(&stats, by_event));
+            }
+        }
+        QueueCommand::List {
+            status,
+            event,
+            limit,
+            json,
+        } => {
+            let filter = ListFilter {
+                status,
+                event,
+                limit,
+            };
+            let rows = queue_admin::list(&client, &filter).await.map_err(failure)?;
+            if json {
+                print_json(&json!({ "rows": rows, "count": rows.len() }));
+            } else {
+                print!("{}", render_list(&rows));
+            }
+        }
+        QueueCommand::Show { id, json } => {
+            let detail = queue_admin::show(&client, id).await.map_err(failure)?;
+            if json {
+                print_json(&detail);
+            } else {
+                print!("{}", render_detail(&detail));
+            }
+        }
+        QueueCommand::Retry {
+            id,
+            all_failed,
+            event,
+            since,
+            json,
+        } => {
+            let ids = match id {
+                Some(id) if !all_failed => {
+                    queue_admin::retry(&client, id).await.map_err(failure)?;
+                    vec![id]
+                }
+                _ => queue_admin::retry_all_failed(&client, event.as_deref(), since.as_deref())
+                    .await
+                    .map_err(failure)?,
+            };
+            if json {
+                print_json(&json!({ "retried": ids, "count": ids.len() }));
+            } else if ids.is_empty() {
+                println!("no failed rows matched; nothing retried");
+            } else {
+                println!(
+                    "retried {} failed row{} (now pending, due now, retry_count reset to 0): {}",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" },
+                    join_ids(&ids)
+                );
+            }
+        }
+        QueueCommand::Cancel { id, json } => {
+            let previous = queue_admin::cancel(&client, id).await.map_err(failure)?;
+            if json {
+                print_json(&json!({
+                    "id": id,
+                    "status": QueueStatus::Cancelled,
+                    "previous_status": previous,
+                }));
+            } else {
+                println!("queue row {id}: {previous} -> cancelled");
+            }
+        }
+        QueueCommand::Cleanup {
+            days,
+            dry_run,
+            include_failed,
+            json,
+        } => {
+            let options = CleanupOptions {
+                days,
+                dry_run,
+                include_failed,
+            };
+            let report = queue_admin::cleanup(&client, options)
+                .await
+                .map_err(failure)?;
+            if json {
+                let mut value = json!(report);
+                value["days"] = json!(days);
+                value["statuses"] = json!(cleanup_statuses(include_failed));
+                print_json(&value);
+            } else {
+                print!("{}", render_cleanup(&report, options));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bad flags or values exit 2; a refused action, an unknown id or a database error 1.
+fn failure(e: QueueAdminError) -> Failure {
+    if e.is_bad_input() {
+        Failure::Usage(e.into())
+    } else {
+        Failure::Runtime(e.into())
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: could not render JSON: {e}"),
+    }
+}
+
+fn stats_json(stats: &Stats, by_event: bool) -> serde_json::Value {
+    let mut value = json!(stats);
+    if by_event {
+        // Keyed by event type so scripts can index it; present even when empty.
+        let events: serde_json::Map<String, serde_json::Value> = stats
+            .by_event
+            .iter()
+            .map(|e| {
+                let mut counts = json!(e.counts);
+                counts["due_now"] = json!(e.due_now);
+                (e.event_type.clone(), counts)
+            })
+            .collect();
+        value["by_event"] = serde_json::Value::Object(events);
+    }
+    value
+}
+
+fn render_stats(stats: &Stats, by_event: bool) -> String {
+    let mut out = String::new();
+    if by_event {
+        let mut table = Table::new(&[
+            "event",
+            "pending",
+            "sending",
+            "sent",
+            "failed",
+            "cancelled",
+            "total",
+            "due now",
+        ]);
+        for e in &stats.by_event {
+            table.row(count_cells(&e.event_type, &e.counts, e.due_now));
+        }
+        table.row(count_cells("(all)", &stats.counts, stats.due_now));
+        out.push_str(&table.render());
+    } else {
+        let mut table = Table::new(&["status", "count"]);
+        for status in QueueStatus::ALL {
+            table.row(vec![
+                status.to_string(),
+                stats.counts.get(status).to_string(),
+            ]);
+        }
+        table.row(vec!["total".into(), stats.counts.total.to_string()]);
+        out.push_str(&table.render());
+    }
+    out.push('\n');
+    let oldest = stats
+        .oldest_pending_age_seconds
+        .map(format_age)
+        .unwrap_or_else(|| "-".into());
+    out.push_str(&format!("oldest pending  {oldest}\n"));
+    out.push_str(&format!("due now         {}\n", stats.due_now));
+    out
+}
+
+fn count_cells(label: &str, c: &StatusCounts, due: i64) -> Vec<String> {
+    vec![
+        label.to_string(),
+        c.pending.to_string(),
+        c.sending.to_string(),
+        c.sent.to_string(),
+        c.failed.to_string(),
+        c.cancelled.to_string(),
+        c.total.to_string(),
+        due.to_string(),
+    ]
+}
+
+fn render_list(rows: &[QueueRow]) -> String {
+    if rows.is_empty() {
+        return "no queue rows match\n".into();
+    }
+    let mut table = Table::new(&[
+        "id",
+        "status",
+        "event",
+        "entity",
+        "tries",
+        "next attempt",
+        "created",
+        "last error",
+    ]);
+    for r in rows {
+        table.row(vec![
+            r.id.to_string(),
+            r.status.clone(),
+            r.event_type.clone(),
+            entity(r),
+            format!("{}/{}", r.retry_count, r.max_retries),
+            r.next_attempt_at.clone(),
+            r.created_at.clone(),
+            r.last_error
+                .as_deref()
+                .map(|e| shorten(e, 48))
+                .unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+fn render_detail(d: &Detail) -> String {
+    let r = &d.row;
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let fields: Vec<(&str, String)> = vec![
+        ("id", r.id.to_string()),
+        ("webhook id", r.webhook_id.clone()),
+        ("event", r.event_type.clone()),
+        ("event id", dash(r.event_id.map(|v| v.to_string()))),
+        ("entity", entity(r)),
+        ("url", r.webhook_url.clone()),
+        ("status", r.status.clone()),
+        ("priority", r.priority.to_string()),
+        ("retries", format!("{} of {}", r.retry_count, r.max_retries)),
+        ("next attempt", r.next_attempt_at.clone()),
+        ("occurred", r.occurred_at.clone()),
+        ("created", r.created_at.clone()),
+        ("updated", r.updated_at.clone()),
+        ("sent", dash(r.sent_at.clone())),
+        ("last error", dash(r.last_error.clone())),
+        (
+            "last response",
+            dash(r.last_response_status.map(|v| v.to_string())),
+        ),
+    ];
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in fields {
+        out.push_str(&format!("{key:<width$}  {value}\n"));
+    }
+    out.push_str("\npayload\n");
+    let payload = serde_json::to_string_pretty(&d.payload).unwrap_or_default();
+    for line in payload.lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str("\nattempts\n");
+    if d.attempts.is_empty() {
+        out.push_str("  (none yet)\n");
+    } else {
+        let mut table = Table::new(&["#", "at", "status", "ms", "next attempt", "error / note"]);
+        for a in &d.attempts {
+            let what = match (&a.error_message, &a.note) {
+                (Some(e), Some(n)) => format!("{} ({n})", shorten(e, 60)),
+                (Some(e), None) => shorten(e, 60),
+                (None, Some(n)) => n.clone(),
+                (None, None) => String::new(),
+            };
+            table.row(vec![
+                a.attempt.to_string(),
+                a.created_at.clone(),
+                dash(a.response_status.map(|v| v.to_string())),
+                dash(a.duration_ms.map(|v| v.to_string())),
+                dash(a.next_attempt_at.clone()),
+                what,
+            ]);
+        }
+        out.push_str(&indent(&table.render()));
+    }
+    out.push_str(&format!(
+        "\nlogs (newest first, at most {})\n",
+        queue_admin::SHOW_LOG_LIMIT
+    ));
+    if d.logs.is_empty() {
+        out.push_str("  (none)\n");
+    } else {
+        let mut table = Table::new(&["at", "attempt", "status", "ms", "error"]);
+        for l in &d.logs {
+            table.row(vec![
+                l.created_at.clone(),
+                dash(l.attempt.map(|v| v.to_string())),
+                dash(l.response_status.map(|v| v.to_string())),
+                dash(l.duration_ms.map(|v| v.to_string())),
+                l.error_message
+                    .as_deref()
+                    .map(|e| shorten(e, 60))
+                    .unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&indent(&table.render()));
+    }
+    out
+}
+
+fn render_cleanup(report: &CleanupReport, options: CleanupOptions) -> String {
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut out = format!(
+        "{verb} rows older than {} days (queue statuses: {}):\n",
+        options.days,
+        cleanup_statuses(options.include_failed).join(", ")
+    );
+    let mut table = Table::new(&["what", "rows"]);
+    table.row(vec!["queue rows".into(), report.queue_rows.to_string()]);
+    table.row(vec!["logs".into(), report.logs.to_string()]);
+    table.row(vec![
+        "retry history".into(),
+        report.retry_history.to_string(),
+    ]);
+    table.row(vec!["outbox events".into(), report.events.to_string()]);
+    out.push_str(&indent(&table.render()));
+    if !report.dry_run {
+        out.push_str(&format!(
+            "in {} batches of at most {} rows\n",
+            report.batches,
+            queue_admin::CLEANUP_BATCH
+        ));
+    }
+    out
+}
+
+fn cleanup_statuses(include_failed: bool) -> Vec<&'static str> {
+    let mut statuses = vec!["sent", "cancelled"];
+    if include_failed {
+        statuses.push("failed");
+    }
+    statuses
+}
+
+fn entity(r: &QueueRow) -> String {
+    match (&r.entity_type, r.entity_id) {
+        (Some(t), Some(id)) => format!("{t} {id}"),
+        (Some(t), None) => t.clone(),
+        (None, Some(id)) => id.to_string(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `75` → `1m 15s`; hours and days for older backlogs.
+fn format_age(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// One line, at most `max` characters (errors can be long response bodies).
+fn shorten(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() <= max && !text.contains('\n') {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(max.saturating_sub(3)).collect();
+    format!("{cut}...")
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Columns padded to their widest cell; numbers right-aligned.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: &[&str]) -> Table {
+        Table {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let columns = self.header.len();
+        let widths: Vec<usize> = (0..columns)
+            .map(|i| {
+                std::iter::once(&self.header)
+                    .chain(&self.rows)
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let numeric: Vec<bool> = (0..columns)
+            .map(|i| {
+                !self.rows.is_empty()
+                    && self
+                        .rows
+                        .iter()
+                        .filter_map(|r| r.get(i))
+                        .all(|c| c.parse::<f64>().is_ok() || c == "-")
+            })
+            .collect();
+        let mut out = String::new();
+        for cells in std::iter::once(&self.header).chain(&self.rows) {
+            let line: Vec<String> = (0..columns)
+                .map(|i| {
+                    let cell = cells.get(i).map(String::as_str).unwrap_or("");
+                    let w = widths[i];
+                    if numeric[i] {
+                        format!("{cell:>w$}")
+                    } else {
+                        format!("{cell:<w$}")
+                    }
+                })
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_right_align_numbers() {
+        let mut t = Table::new(&["status", "count"]);
+        t.row(vec!["pending".into(), "5".into()]);
+        t.row(vec!["sent".into(), "150".into()]);
+        assert_eq!(
+            t.render(),
+            "status   count\npending      5\nsent       150\n"
+        );
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(format_age(4.4), "4s");
+        assert_eq!(format_age(75.0), "1m 15s");
+        assert_eq!(format_age(7300.0), "2h 1m");
+        assert_eq!(format_age(90_000.0), "1d 1h");
+    }
+
+    #[test]
+    fn long_errors_are_cut_to_one_line() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("0123456789abc", 10), "0123456...");
+        assert_eq!(shorten("line one\nline two", 40), "line one...");
+    }
 }

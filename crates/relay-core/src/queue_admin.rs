@@ -1,0 +1,793 @@
+//! Operators' view of the delivery queue: the library behind `n8n-relay queue ...`.
+//!
+//! Every change here is a single guarded statement (`... WHERE id = $1 AND status IN
+//! (...)`), so it cannot race the dispatcher into a double send: a row the dispatcher
+//! has claimed is `sending` and every action below refuses it. Timestamps leave the
+//! database as ISO-8601 UTC text so the CLI needs no date library.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio_postgres::{Client, Row};
+
+use crate::events::EventType;
+
+/// A queue row's status, as the `webhook_queue_status_check` constraint spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueStatus {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+    Cancelled,
+}
+
+impl QueueStatus {
+    pub const ALL: [QueueStatus; 5] = [
+        QueueStatus::Pending,
+        QueueStatus::Sending,
+        QueueStatus::Sent,
+        QueueStatus::Failed,
+        QueueStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Pending => "pending",
+            QueueStatus::Sending => "sending",
+            QueueStatus::Sent => "sent",
+            QueueStatus::Failed => "failed",
+            QueueStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<QueueStatus> {
+        QueueStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for QueueStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueAdminError {
+    #[error("no queue row with id {0}")]
+    UnknownId(i64),
+    #[error(
+        "queue row {0} is in flight (status sending): a delivery attempt is running; \
+         try again once it has finished"
+    )]
+    InFlight(i64),
+    #[error("queue row {id} is {status}; only {allowed} rows can be {action}")]
+    WrongStatus {
+        id: i64,
+        status: String,
+        action: &'static str,
+        allowed: &'static str,
+    },
+    #[error("unknown status {0:?}; known: pending, sending, sent, failed, cancelled")]
+    BadStatus(String),
+    #[error("unknown event type {0:?}; known: {known}", known = EventType::names().join(", "))]
+    BadEvent(String),
+    #[error(
+        "--since {0:?} is not a time: use e.g. 2025-11-04T12:00:00Z, 2025-11-04, \
+         or an age like 30m, 6h, 2d"
+    )]
+    BadTime(String),
+    #[error("--limit must be between 1 and {max}, got {0}", max = MAX_LIST_LIMIT)]
+    BadLimit(i64),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl QueueAdminError {
+    /// The operator typed something invalid (as opposed to asking for something the
+    /// queue cannot do right now, or the database failing).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            QueueAdminError::BadStatus(_)
+                | QueueAdminError::BadEvent(_)
+                | QueueAdminError::BadTime(_)
+                | QueueAdminError::BadLimit(_)
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, QueueAdminError>;
+
+/// Row counts per status. Every key is always present, 0 included: scripts written
+/// for the older system read these exact keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    pub pending: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub total: i64,
+}
+
+impl StatusCounts {
+    fn add(&mut self, status: &str, n: i64) {
+        match QueueStatus::parse(status) {
+            Some(QueueStatus::Pending) => self.pending += n,
+            Some(QueueStatus::Sending) => self.sending += n,
+            Some(QueueStatus::Sent) => self.sent += n,
+            Some(QueueStatus::Failed) => self.failed += n,
+            Some(QueueStatus::Cancelled) => self.cancelled += n,
+            None => {}
+        }
+        self.total += n;
+    }
+
+    pub fn get(&self, status: QueueStatus) -> i64 {
+        match status {
+            QueueStatus::Pending => self.pending,
+            QueueStatus::Sending => self.sending,
+            QueueStatus::Sent => self.sent,
+            QueueStatus::Failed => self.failed,
+            QueueStatus::Cancelled => self.cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventStats {
+    pub event_type: String,
+    #[serde(flatten)]
+    pub counts: StatusCounts,
+    pub due_now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    #[serde(flatten)]
+    pub counts: StatusCounts,
+    /// Seconds since the oldest pending row was created; `None` when nothing is pending.
+    pub oldest_pending_age_seconds: Option<f64>,
+    /// Pending rows whose next attempt is due (the backlog the workers face now).
+    pub due_now: i64,
+    /// Filled by [`stats`] with `by_event`, sorted by event type.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_event: Vec<EventStats>,
+}
+
+/// One `webhook_queue` row as operators see it (the payload only in [`Detail`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueRow {
+    pub id: i64,
+    pub webhook_id: String,
+    pub event_id: Option<i64>,
+    pub event_type: String,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<i64>,
+    pub webhook_url: String,
+    pub priority: i32,
+    pub status: String,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub last_response_status: Option<i32>,
+    pub occurred_at: String,
+    pub sent_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One `webhook_retry_history` entry: a delivery attempt, or an operator's note.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub response_status: Option<i32>,
+    pub error_message: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub next_attempt_at: Option<String>,
+    pub note: Option<String>,
+    pub created_at: String,
+}
+
+/// One `webhook_logs` entry for a queue row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    pub id: i64,
+    pub direction: String,
+    pub attempt: Option<i32>,
+    pub response_status: Option<i32>,
+    pub duration_ms: Option<i32>,
+    pub error_message: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detail {
+    #[serde(flatten)]
+    pub row: QueueRow,
+    pub payload: serde_json::Value,
+    pub attempts: Vec<Attempt>,
+    /// Newest first, at most [`SHOW_LOG_LIMIT`].
+    pub logs: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub event: Option<String>,
+    pub limit: i64,
+}
+
+pub const MAX_LIST_LIMIT: i64 = 10_000;
+pub const SHOW_LOG_LIMIT: i64 = 20;
+/// Rows deleted per statement (= per transaction) by [`cleanup`]: small enough that
+/// no lock is held for long, large enough to be quick.
+pub const CLEANUP_BATCH: i64 = 1000;
+
+/// The note written to `webhook_retry_history` when an operator resets a failed row.
+pub const RETRY_NOTE: &str = "manual retry";
+/// The note written to `webhook_retry_history` when an operator cancels a row.
+pub const CANCEL_NOTE: &str = "manual cancel";
+
+/// Expands to the column list every [`QueueRow`] query selects (a macro so the
+/// queries stay `const` strings).
+macro_rules! row_columns {
+    () => {
+        r#"q.id, q.webhook_id::text, q.event_id, q.event_type, q.entity_type, q.entity_id,
+       q.webhook_url, q.priority, q.status, q.retry_count, q.max_retries,
+       to_char(q.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       q.last_error, q.last_response_status,
+       to_char(q.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       to_char(q.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       to_char(q.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#
+    };
+}
+
+const STATS: &str = "
+    SELECT event_type, status, count(*)::bigint,
+           (count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()))::bigint,
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8
+    FROM webhook_queue
+    GROUP BY event_type, status";
+
+const STATUS_COUNTS: &str = "SELECT status, count(*)::bigint FROM webhook_queue GROUP BY status";
+
+const LIST: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    " FROM webhook_queue q
+    WHERE ($1::text IS NULL OR q.status = $1)
+      AND ($2::text IS NULL OR q.event_type = $2)
+    ORDER BY q.id DESC
+    LIMIT $3"
+);
+
+const SHOW_ROW: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    ", q.payload FROM webhook_queue q WHERE q.id = $1"
+);
+
+const SHOW_ATTEMPTS: &str = r#"
+    SELECT attempt, response_status, error_message, duration_ms,
+           to_char(next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+           note,
+           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    FROM webhook_retry_history
+    WHERE webhook_queue_id = $1
+    ORDER BY id"#;
+
+const SHOW_LOGS: &str = r#"
+    SELECT id, direction, attempt, response_status, duration_ms, error_message,
+           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    FROM webhook_logs
+    WHERE webhook_queue_id = $1
+    ORDER BY id DESC
+    LIMIT $2"#;
+
+const STATUS_OF: &str = "SELECT status FROM webhook_queue WHERE id = $1";
+
+/// Failed rows back to pending, due now, with a fresh retry budget. The old
+/// `last_error` stays (it is why the row failed); the reset itself is recorded in
+/// the history with the attempt count it replaced.
+const RETRY_FAILED: &str = "
+    WITH picked AS (
+        SELECT id, retry_count FROM webhook_queue
+        WHERE status = 'failed'
+          AND ($1::bigint IS NULL OR id = $1)
+          AND ($2::text IS NULL OR event_type = $2)
+          AND ($3::timestamptz IS NULL OR created_at >= $3)
+        FOR UPDATE
+    ), reset AS (
+        UPDATE webhook_queue q
+        SET status = 'pending', retry_count = 0, next_attempt_at = now(),
+            lease_expires_at = NULL, updated_at = now()
+        FROM picked
+        WHERE q.id = picked.id
+        RETURNING q.id
+    ), noted AS (
+        INSERT INTO webhook_retry_history (webhook_queue_id, attempt, next_attempt_at, note)
+        SELECT id, retry_count, now(), $4 FROM picked
+    )
+    SELECT id FROM reset ORDER BY id";
+
+const CANCEL: &str = "
+    WITH picked AS (
+        SELECT id, retry_count, status FROM webhook_queue
+        WHERE id = $1 AND status IN ('pending', 'failed')
+        FOR UPDATE
+    ), cancelled AS (
+        UPDATE webhook_queue q
+        SET status = 'cancelled', lease_expires_at = NULL, updated_at = now()
+        FROM picked
+        WHERE q.id = picked.id
+        RETURNING q.id
+    ), noted AS (
+        INSERT INTO webhook_retry_history (webhook_queue_id, attempt, note)
+        SELECT id, retry_count, $2 FROM picked
+    )
+    SELECT picked.status FROM picked JOIN cancelled USING (id)";
+
+const RESOLVE_TIME: &str = "SELECT $1::text::timestamptz";
+const RESOLVE_AGE: &str = "SELECT now() - make_interval(secs => $1::float8)";
+
+/// Stats, optionally broken down by event type; one GROUP BY over the queue.
+pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
+    let rows = client.query(STATS, &[]).await?;
+    let mut stats = Stats {
+        counts: StatusCounts::default(),
+        oldest_pending_age_seconds: None,
+        due_now: 0,
+        by_event: Vec::new(),
+    };
+    let mut events: std::collections::BTreeMap<String, EventStats> = Default::default();
+    for row in rows {
+        let event: String = row.get(0);
+        let status: String = row.get(1);
+        let n: i64 = row.get(2);
+        let due: i64 = row.get(3);
+        let age: Option<f64> = row.get(4);
+        stats.counts.add(&status, n);
+        stats.due_now += due;
+        if let Some(age) = age {
+            let oldest = stats.oldest_pending_age_seconds.get_or_insert(age);
+            *oldest = oldest.max(age);
+        }
+        if by_event {
+            let entry = events.entry(event.clone()).or_insert_with(|| EventStats {
+                event_type: event,
+                counts: StatusCounts::default(),
+                due_now: 0,
+            });
+            entry.counts.add(&status, n);
+            entry.due_now += due;
+        }
+    }
+    stats.by_event = events.into_values().collect();
+    Ok(stats)
+}
+
+/// Rows per status, for the queue-depth gauge: the cheapest query that answers it.
+pub async fn status_counts(client: &Client) -> Result<StatusCounts> {
+    let mut counts = StatusCounts::default();
+    for row in client.query(STATUS_COUNTS, &[]).await? {
+        counts.add(row.get::<_, &str>(0), row.get(1));
+    }
+    Ok(counts)
+}
+
+/// Newest rows first, filtered by status and event type (both checked by name).
+pub async fn list(client: &Client, filter: &ListFilter) -> Result<Vec<QueueRow>> {
+    let status = filter.status.as_deref().map(check_status).transpose()?;
+    let event = filter.event.as_deref().map(check_event).transpose()?;
+    if !(1..=MAX_LIST_LIMIT).contains(&filter.limit) {
+        return Err(QueueAdminError::BadLimit(filter.limit));
+    }
+    let rows = client
+        .query(
+            LIST,
+            &[
+                &status.map(QueueStatus::as_str),
+                &event.map(EventType::as_str),
+                &filter.limit,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(queue_row).collect())
+}
+
+/// One row with its payload, its history (attempts and operator notes, oldest
+/// first) and its most recent log entries.
+pub async fn show(client: &Client, id: i64) -> Result<Detail> {
+    let row = client
+        .query_opt(SHOW_ROW, &[&id])
+        .await?
+        .ok_or(QueueAdminError::UnknownId(id))?;
+    let attempts = client
+        .query(SHOW_ATTEMPTS, &[&id])
+        .await?
+        .iter()
+        .map(|r| Attempt {
+            attempt: r.get(0),
+            response_status: r.get(1),
+            error_message: r.get(2),
+            duration_ms: r.get(3),
+            next_attempt_at: r.get(4),
+            note: r.get(5),
+            created_at: r.get(6),
+        })
+        .collect();
+    let logs = client
+        .query(SHOW_LOGS, &[&id, &SHOW_LOG_LIMIT])
+        .await?
+        .iter()
+        .map(|r| LogEntry {
+            id: r.get(0),
+            direction: r.get(1),
+            attempt: r.get(2),
+            response_status: r.get(3),
+            duration_ms: r.get(4),
+            error_message: r.get(5),
+            created_at: r.get(6),
+        })
+        .collect();
+    Ok(Detail {
+        payload: row.get(18),
+        row: queue_row(&row),
+        attempts,
+        logs,
+    })
+}
+
+/// Puts one failed row back to pending, due now. Any other status is refused.
+pub async fn retry(client: &Client, id: i64) -> Result<()> {
+    let reset = client
+        .query(
+            RETRY_FAILED,
+            &[&Some(id), &None::<&str>, &None::<SystemTime>, &RETRY_NOTE],
+        )
+        .await?;
+    if reset.is_empty() {
+        return Err(refusal(client, id, "retried", "failed").await);
+    }
+    Ok(())
+}
+
+/// Puts every failed row (of one event type, created since a time) back to pending.
+/// Returns the ids reset, ascending.
+pub async fn retry_all_failed(
+    client: &Client,
+    event: Option<&str>,
+    since: Option<&str>,
+) -> Result<Vec<i64>> {
+    let event = event.map(check_event).transpose()?;
+    let since = match since {
+        Some(text) => Some(resolve_since(client, text).await?),
+        None => None,
+    };
+    let rows = client
+        .query(
+            RETRY_FAILED,
+            &[
+                &None::<i64>,
+                &event.map(EventType::as_str),
+                &since,
+                &RETRY_NOTE,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Cancels a pending or failed row and returns the status it had; `sending`,
+/// `sent` and `cancelled` are refused.
+pub async fn cancel(client: &Client, id: i64) -> Result<String> {
+    match client.query_opt(CANCEL, &[&id, &CANCEL_NOTE]).await? {
+        Some(row) => Ok(row.get(0)),
+        None => Err(refusal(client, id, "cancelled", "pending or failed").await),
+    }
+}
+
+/// Why a guarded update touched nothing: the row is missing, in flight, or in a
+/// status the action does not apply to.
+async fn refusal(
+    client: &Client,
+    id: i64,
+    action: &'static str,
+    allowed: &'static str,
+) -> QueueAdminError {
+    match client.query_opt(STATUS_OF, &[&id]).await {
+        Err(e) => e.into(),
+        Ok(None) => QueueAdminError::UnknownId(id),
+        Ok(Some(row)) => {
+            let status: String = row.get(0);
+            if status == QueueStatus::Sending.as_str() {
+                QueueAdminError::InFlight(id)
+            } else {
+                QueueAdminError::WrongStatus {
+                    id,
+                    status,
+                    action,
+                    allowed,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupOptions {
+    pub days: u32,
+    pub dry_run: bool,
+    pub include_failed: bool,
+}
+
+/// What [`cleanup`] removed (or, with `dry_run`, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CleanupReport {
+    pub dry_run: bool,
+    pub queue_rows: i64,
+    pub logs: i64,
+    pub retry_history: i64,
+    /// Routed outbox events none of whose queue rows is still pending, sending or failed.
+    pub events: i64,
+    /// Deletion statements run; each is its own short transaction.
+    pub batches: i64,
+}
+
+/// The queue rows old enough to go. `created_at` (not the last update) keeps the
+/// rule simple to state and matches `webhook_queue_status_created_idx`.
+macro_rules! cleanup_doomed {
+    () => {
+        "SELECT id FROM webhook_queue
+         WHERE status = ANY($1::text[]) AND created_at < now() - make_interval(days => $2)"
+    };
+}
+
+/// Outbox rows old enough to go, whose queue rows are all finished (or gone).
+macro_rules! cleanup_events {
+    () => {
+        "SELECT e.id FROM webhook_events e
+         WHERE e.routed_at IS NOT NULL
+           AND e.occurred_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_queue q
+                           WHERE q.event_id = e.id
+                             AND q.status IN ('pending', 'sending', 'failed'))"
+    };
+}
+
+/// Logs that belong to no queue row (the callbacks' incoming requests).
+macro_rules! cleanup_loose_logs {
+    () => {
+        "SELECT id FROM webhook_logs
+         WHERE webhook_queue_id IS NULL AND created_at < now() - make_interval(days => $1)"
+    };
+}
+
+const CLEANUP_COUNT_QUEUE: &str = concat!(
+    "WITH doomed AS (",
+    cleanup_doomed!(),
+    ") SELECT (SELECT count(*) FROM doomed)::bigint,
+       (SELECT count(*) FROM webhook_logs WHERE webhook_queue_id IN (SELECT id FROM doomed))::bigint,
+       (SELECT count(*) FROM webhook_retry_history
+         WHERE webhook_queue_id IN (SELECT id FROM doomed))::bigint"
+);
+const CLEANUP_COUNT_EVENTS: &str =
+    concat!("SELECT count(*)::bigint FROM (", cleanup_events!(), ") e");
+const CLEANUP_COUNT_LOOSE_LOGS: &str = concat!(
+    "SELECT count(*)::bigint FROM (",
+    cleanup_loose_logs!(),
+    ") l"
+);
+
+/// One batch: queue rows with their logs and history, in one statement.
+const CLEANUP_QUEUE_BATCH: &str = concat!(
+    "WITH doomed AS (",
+    cleanup_doomed!(),
+    " LIMIT $3 FOR UPDATE SKIP LOCKED
+    ), logs AS (
+        DELETE FROM webhook_logs WHERE webhook_queue_id IN (SELECT id FROM doomed) RETURNING 1
+    ), history AS (
+        DELETE FROM webhook_retry_history WHERE webhook_queue_id IN (SELECT id FROM doomed)
+        RETURNING 1
+    ), queue AS (
+        DELETE FROM webhook_queue WHERE id IN (SELECT id FROM doomed) RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM queue)::bigint, (SELECT count(*) FROM logs)::bigint,
+           (SELECT count(*) FROM history)::bigint"
+);
+const CLEANUP_EVENTS_BATCH: &str = concat!(
+    "WITH doomed AS (",
+    cleanup_events!(),
+    " LIMIT $2 FOR UPDATE OF e SKIP LOCKED)
+    , gone AS (DELETE FROM webhook_events WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+    SELECT count(*)::bigint FROM gone"
+);
+const CLEANUP_LOOSE_LOGS_BATCH: &str = concat!(
+    "WITH doomed AS (",
+    cleanup_loose_logs!(),
+    " LIMIT $2 FOR UPDATE SKIP LOCKED)
+    , gone AS (DELETE FROM webhook_logs WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+    SELECT count(*)::bigint FROM gone"
+);
+
+/// Deletes finished rows older than `days`: sent and cancelled queue rows (failed
+/// too with `include_failed`) with their logs and retry history, routed outbox
+/// events nothing still waits on, and incoming logs. Works in batches of
+/// [`CLEANUP_BATCH`], each its own statement, so the relay keeps running alongside.
+pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<CleanupReport> {
+    let mut statuses = vec![QueueStatus::Sent.as_str(), QueueStatus::Cancelled.as_str()];
+    if options.include_failed {
+        statuses.push(QueueStatus::Failed.as_str());
+    }
+    let days = i32::try_from(options.days).unwrap_or(i32::MAX);
+    let mut report = CleanupReport {
+        dry_run: options.dry_run,
+        ..CleanupReport::default()
+    };
+    if options.dry_run {
+        let row = client
+            .query_one(CLEANUP_COUNT_QUEUE, &[&statuses, &days])
+            .await?;
+        report.queue_rows = row.get(0);
+        report.logs = row.get(1);
+        report.retry_history = row.get(2);
+        report.events = client
+            .query_one(CLEANUP_COUNT_EVENTS, &[&days])
+            .await?
+            .get(0);
+        report.logs += client
+            .query_one(CLEANUP_COUNT_LOOSE_LOGS, &[&days])
+            .await?
+            .get::<_, i64>(0);
+        return Ok(report);
+    }
+    loop {
+        let row = client
+            .query_one(CLEANUP_QUEUE_BATCH, &[&statuses, &days, &CLEANUP_BATCH])
+            .await?;
+        report.batches += 1;
+        let removed: i64 = row.get(0);
+        report.queue_rows += removed;
+        report.logs += row.get::<_, i64>(1);
+        report.retry_history += row.get::<_, i64>(2);
+        if removed < CLEANUP_BATCH {
+            break;
+        }
+    }
+    // Events after queue rows: a failed row kept above keeps its event too.
+    report.events =
+        delete_in_batches(client, CLEANUP_EVENTS_BATCH, days, &mut report.batches).await?;
+    report.logs +=
+        delete_in_batches(client, CLEANUP_LOOSE_LOGS_BATCH, days, &mut report.batches).await?;
+    Ok(report)
+}
+
+async fn delete_in_batches(
+    client: &Client,
+    statement: &str,
+    days: i32,
+    batches: &mut i64,
+) -> Result<i64> {
+    let mut total = 0;
+    loop {
+        let removed: i64 = client
+            .query_one(statement, &[&days, &CLEANUP_BATCH])
+            .await?
+            .get(0);
+        *batches += 1;
+        total += removed;
+        if removed < CLEANUP_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+fn check_status(name: &str) -> Result<QueueStatus> {
+    QueueStatus::parse(name).ok_or_else(|| QueueAdminError::BadStatus(name.to_string()))
+}
+
+fn check_event(name: &str) -> Result<EventType> {
+    EventType::parse(name).ok_or_else(|| QueueAdminError::BadEvent(name.to_string()))
+}
+
+/// `--since`: an absolute time Postgres understands, or an age (`30m`, `6h`, `2d`)
+/// counted back from the database's clock.
+async fn resolve_since(client: &Client, text: &str) -> Result<SystemTime> {
+    let bad = || QueueAdminError::BadTime(text.to_string());
+    let row = match parse_age_seconds(text) {
+        Some(secs) => client.query_one(RESOLVE_AGE, &[&secs]).await?,
+        None => {
+            // Only digits, separators and zone letters reach Postgres: its date parser
+            // also accepts words like 'epoch' and 'infinity', which are no real filter.
+            if text.trim().is_empty() || !text.chars().any(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            client
+                .query_one(RESOLVE_TIME, &[&text])
+                .await
+                .map_err(|e| match e.code() {
+                    Some(code) if code.code().starts_with("22") => bad(),
+                    _ => e.into(),
+                })?
+        }
+    };
+    Ok(row.get(0))
+}
+
+/// `90s`, `30m`, `6h`, `2d` → seconds.
+fn parse_age_seconds(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let factor = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86_400.0,
+        _ => return None,
+    };
+    let number: u32 = text[..text.len() - 1].parse().ok()?;
+    Some(f64::from(number) * factor)
+}
+
+fn queue_row(r: &Row) -> QueueRow {
+    QueueRow {
+        id: r.get(0),
+        webhook_id: r.get(1),
+        event_id: r.get(2),
+        event_type: r.get(3),
+        entity_type: r.get(4),
+        entity_id: r.get(5),
+        webhook_url: r.get(6),
+        priority: r.get(7),
+        status: r.get(8),
+        retry_count: r.get(9),
+        max_retries: r.get(10),
+        next_attempt_at: r.get(11),
+        last_error: r.get(12),
+        last_response_status: r.get(13),
+        occurred_at: r.get(14),
+        sent_at: r.get(15),
+        created_at: r.get(16),
+        updated_at: r.get(17),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in QueueStatus::ALL {
+            assert_eq!(QueueStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(QueueStatus::parse("Pending"), None);
+    }
+
+    #[test]
+    fn ages_parse_with_units_and_reject_the_rest() {
+        assert_eq!(parse_age_seconds("90s"), Some(90.0));
+        assert_eq!(parse_age_seconds("30m"), Some(1800.0));
+        assert_eq!(parse_age_seconds("6h"), Some(21_600.0));
+        assert_eq!(parse_age_seconds("2d"), Some(172_800.0));
+        assert_eq!(parse_age_seconds("2025-11-04"), None);
+        assert_eq!(parse_age_seconds("h"), None);
+        assert_eq!(parse_age_seconds("-1h"), None);
+    }
+
+    #[test]
+    fn counts_serialise_every_key_even_when_zero() {
+        let json = serde_json::to_value(StatusCounts::default()).expect("json");
+        for key in ["pending", "sending", "sent", "failed", "cancelled", "total"] {
+            assert_eq!(json[key], 0, "{key} missing in {json}");
+        }
+    }
+}

@@ -1,0 +1,797 @@
+//! The operator's command line against a real database: `queue stats|list|show|retry|
+//! cancel|cleanup`, `emit` and `check-config`. Rows are inserted with SQL in every
+//! status; each test checks both what the command printed (table and JSON) and what
+//! it did to the rows.
+
+use relay_tests::{RelayBuilder, TestDb};
+use serde_json::Value;
+
+/// Nothing listens here: the CLI never talks to n8n.
+const NO_N8N: &str = "http://127.0.0.1:9";
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `n8n-relay` with a whitespace-separated command line.
+async fn cli(db: &TestDb, line: &str) -> Out {
+    cli_args(db, &line.split_whitespace().collect::<Vec<_>>()).await
+}
+
+async fn cli_args(db: &TestDb, args: &[&str]) -> Out {
+    let out = RelayBuilder::new(&db.url, NO_N8N)
+        .args(args.iter().copied())
+        .output()
+        .await;
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const INSERT_ROW: &str = "
+    INSERT INTO webhook_queue
+        (event_type, entity_type, entity_id, webhook_url, payload, status, retry_count,
+         max_retries, last_error, last_response_status, created_at, next_attempt_at, event_id)
+    VALUES ($1, 'lead', $2, 'http://n8n.test/webhook/' || $1, $3, $4, $5, 3, $6, $7,
+            now() - make_interval(days => $8), now() - interval '1 second', $9)
+    RETURNING id";
+
+/// A queue row as the dispatcher would have left it in `status`.
+struct Row<'a> {
+    event: &'a str,
+    status: &'a str,
+    days_old: i32,
+    event_id: Option<i64>,
+}
+
+impl<'a> Row<'a> {
+    fn new(event: &'a str, status: &'a str) -> Self {
+        Row {
+            event,
+            status,
+            days_old: 0,
+            event_id: None,
+        }
+    }
+    fn days_old(mut self, days: i32) -> Self {
+        self.days_old = days;
+        self
+    }
+    fn event_id(mut self, id: i64) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+    async fn insert(self, client: &tokio_postgres::Client) -> i64 {
+        let failed = self.status == "failed";
+        let (retries, error, response) = if failed {
+            (3, Some("HTTP 500 from n8n"), Some(500))
+        } else {
+            (0, None, None)
+        };
+        let payload = serde_json::json!({"lead_id": 7, "business_name": "Acme Inc"});
+        client
+            .query_one(
+                INSERT_ROW,
+                &[
+                    &self.event,
+                    &7_i64,
+                    &payload,
+                    &self.status,
+                    &retries,
+                    &error,
+                    &response,
+                    &self.days_old,
+                    &self.event_id,
+                ],
+            )
+            .await
+            .expect("insert queue row")
+            .get(0)
+    }
+}
+
+async fn status_of(client: &tokio_postgres::Client, id: i64) -> String {
+    client
+        .query_one("SELECT status FROM webhook_queue WHERE id = $1", &[&id])
+        .await
+        .expect("row")
+        .get(0)
+}
+
+async fn one_of_each(client: &tokio_postgres::Client) -> [(&'static str, i64); 5] {
+    let mut ids = [("", 0); 5];
+    for (i, status) in ["pending", "sending", "sent", "failed", "cancelled"]
+        .into_iter()
+        .enumerate()
+    {
+        ids[i] = (
+            status,
+            Row::new("lead_scraped", status).insert(client).await,
+        );
+    }
+    ids
+}
+
+#[tokio::test]
+async fn stats_on_an_empty_queue_has_every_key_at_zero() {
+    let db = TestDb::migrated().await;
+    let json = cli(&db, "queue stats --json").await.ok().json();
+    for key in [
+        "pending",
+        "sending",
+        "sent",
+        "failed",
+        "cancelled",
+        "total",
+        "due_now",
+    ] {
+        assert_eq!(json[key], 0, "{key} in {json}");
+    }
+    assert!(json["oldest_pending_age_seconds"].is_null(), "{json}");
+}
+
+#[tokio::test]
+async fn stats_counts_rows_by_status_in_table_and_json() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    one_of_each(&client).await;
+    Row::new("lead_scraped", "pending")
+        .days_old(1)
+        .insert(&client)
+        .await;
+    Row::new("demo_completed", "sent").insert(&client).await;
+    // Pending but not due for an hour: counted, not due.
+    let later = Row::new("demo_completed", "pending").insert(&client).await;
+    client
+        .execute(
+            "UPDATE webhook_queue SET next_attempt_at = now() + interval '1 hour' WHERE id = $1",
+            &[&later],
+        )
+        .await
+        .unwrap();
+
+    let json = cli(&db, "queue stats --json").await.ok().json();
+    assert_eq!(json["pending"], 3);
+    assert_eq!(json["sending"], 1);
+    assert_eq!(json["sent"], 2);
+    assert_eq!(json["failed"], 1);
+    assert_eq!(json["cancelled"], 1);
+    assert_eq!(json["total"], 8);
+    assert_eq!(json["due_now"], 2);
+    let age = json["oldest_pending_age_seconds"].as_f64().expect("age");
+    assert!((86_400.0..86_400.0 + 600.0).contains(&age), "{age}");
+    assert!(json.get("by_event").is_none(), "{json}");
+
+    let table = cli(&db, "queue stats").await.ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "status     count", "{table}");
+    assert!(lines.contains(&"pending        3"), "{table}");
+    assert!(lines.contains(&"total          8"), "{table}");
+    assert!(table.contains("oldest pending  1d 0h"), "{table}");
+    assert!(table.contains("due now         2"), "{table}");
+}
+
+#[tokio::test]
+async fn stats_by_event_breaks_the_counts_down() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    Row::new("lead_scraped", "sent").insert(&client).await;
+    Row::new("lead_scraped", "failed").insert(&client).await;
+    Row::new("video_completed", "pending").insert(&client).await;
+
+    let json = cli(&db, "queue stats --by-event --json").await.ok().json();
+    assert_eq!(json["total"], 3);
+    let lead = &json["by_event"]["lead_scraped"];
+    assert_eq!(
+        (
+            &lead["sent"],
+            &lead["failed"],
+            &lead["pending"],
+            &lead["total"]
+        ),
+        (
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(0),
+            &Value::from(2)
+        ),
+        "{json}"
+    );
+    assert_eq!(json["by_event"]["video_completed"]["due_now"], 1);
+
+    let table = cli(&db, "queue stats --by-event").await.ok().stdout;
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("event") && header.contains("pending") && header.ends_with("due now"),
+        "{table}"
+    );
+    let lead_line = table
+        .lines()
+        .find(|l| l.starts_with("lead_scraped"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = lead_line.split_whitespace().collect();
+    assert_eq!(cells, ["lead_scraped", "0", "0", "1", "1", "0", "2", "0"]);
+}
+
+#[tokio::test]
+async fn list_filters_by_status_and_event_newest_first() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let a = Row::new("lead_scraped", "failed").insert(&client).await;
+    let _b = Row::new("lead_scraped", "sent").insert(&client).await;
+    let c = Row::new("demo_failed", "failed").insert(&client).await;
+    let d = Row::new("lead_scraped", "failed").insert(&client).await;
+
+    let json = cli(&db, "queue list --status failed --json")
+        .await
+        .ok()
+        .json();
+    let ids: Vec<i64> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [d, c, a]);
+    assert_eq!(json["count"], 3);
+    let first = &json["rows"][0];
+    assert_eq!(first["last_error"], "HTTP 500 from n8n");
+    assert_eq!(first["webhook_url"], "http://n8n.test/webhook/lead_scraped");
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let json = cli(
+        &db,
+        "queue list --status failed --event lead_scraped --limit 1 --json",
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(json["count"], 1);
+    assert_eq!(json["rows"][0]["id"], d);
+
+    let table = cli(&db, "queue list --event demo_failed").await.ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("id") && lines[0].contains("last error"));
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &cells[..5],
+        [c.to_string().as_str(), "failed", "demo_failed", "lead", "7"]
+    );
+    assert!(lines[1].contains("3/3") && lines[1].ends_with("HTTP 500 from n8n"));
+
+    let empty = cli(&db, "queue list --status sending").await.ok().stdout;
+    assert_eq!(empty, "no queue rows match\n");
+}
+
+#[tokio::test]
+async fn list_refuses_unknown_status_event_and_limit_with_exit_2() {
+    let db = TestDb::migrated().await;
+    for (args, named) in [
+        (vec!["--status", "done"], "\"done\""),
+        (vec!["--event", "lead_scrapped"], "\"lead_scrapped\""),
+        (vec!["--limit", "0"], "--limit"),
+    ] {
+        let mut full = vec!["queue", "list"];
+        full.extend(args);
+        let out = cli_args(&db, &full).await;
+        assert_eq!(out.code, Some(2), "{full:?}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{full:?}: {}", out.stderr);
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn show_prints_the_row_its_attempts_and_its_logs() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "failed").insert(&client).await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO webhook_retry_history
+                 (webhook_queue_id, attempt, response_status, error_message, duration_ms)
+             VALUES ({id}, 1, 503, 'HTTP 503 from n8n', 40),
+                    ({id}, 2, NULL, 'connection refused', 2);
+             INSERT INTO webhook_logs
+                 (direction, event_type, webhook_queue_id, attempt, response_status,
+                  duration_ms, error_message)
+             VALUES ('outgoing', 'lead_scraped', {id}, 1, 503, 40, 'HTTP 503 from n8n'),
+                    ('outgoing', 'lead_scraped', {id}, 2, NULL, 2, 'connection refused');"
+        ))
+        .await
+        .unwrap();
+
+    let json = cli(&db, &format!("queue show {id} --json"))
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["id"], id);
+    assert_eq!(json["status"], "failed");
+    assert_eq!(json["last_error"], "HTTP 500 from n8n");
+    assert_eq!(json["last_response_status"], 500);
+    assert_eq!(json["payload"]["business_name"], "Acme Inc");
+    let attempts = json["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["response_status"], 503);
+    assert_eq!(attempts[1]["error_message"], "connection refused");
+    let logs = json["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[0]["attempt"], 2, "newest first: {json}");
+
+    let text = cli(&db, &format!("queue show {id}")).await.ok().stdout;
+    assert!(text.contains(&format!("id             {id}\n")), "{text}");
+    assert!(text.contains("last error     HTTP 500 from n8n"), "{text}");
+    assert!(text.contains("last response  500"), "{text}");
+    assert!(text.contains("\"business_name\": \"Acme Inc\""), "{text}");
+    assert!(text.contains("connection refused"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_an_error_that_names_it() {
+    let db = TestDb::migrated().await;
+    for sub in ["show", "retry", "cancel"] {
+        let out = cli(&db, &format!("queue {sub} 424242")).await;
+        assert_eq!(out.code, Some(1), "{sub}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("no queue row with id 424242"),
+            "{sub}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_puts_a_failed_row_back_to_pending_and_records_it() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "failed").insert(&client).await;
+    client
+        .execute(
+            "UPDATE webhook_queue SET next_attempt_at = now() + interval '1 day' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+
+    let out = cli(&db, &format!("queue retry {id}")).await.ok();
+    assert!(
+        out.stdout.contains("retried 1 failed row") && out.stdout.contains(&id.to_string()),
+        "{}",
+        out.stdout
+    );
+    let row = client
+        .query_one(
+            "SELECT status, retry_count, next_attempt_at <= now(), last_error FROM webhook_queue WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "pending");
+    assert_eq!(row.get::<_, i32>(1), 0);
+    assert!(row.get::<_, bool>(2), "due now");
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some("HTTP 500 from n8n"),
+        "the reason it failed is kept"
+    );
+    let note = client
+        .query_one(
+            "SELECT attempt, note FROM webhook_retry_history WHERE webhook_queue_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(note.get::<_, i32>(0), 3, "the attempt count it replaced");
+    assert_eq!(note.get::<_, String>(1), "manual retry");
+}
+
+#[tokio::test]
+async fn retry_refuses_rows_that_have_not_failed() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    for (status, id) in one_of_each(&client).await {
+        if status == "failed" {
+            continue;
+        }
+        let out = cli(&db, &format!("queue retry {id} --json")).await;
+        assert_eq!(out.code, Some(1), "{status}: {}", out.stderr);
+        let expected = if status == "sending" {
+            format!("queue row {id} is in flight")
+        } else {
+            format!("queue row {id} is {status}; only failed rows can be retried")
+        };
+        assert!(out.stderr.contains(&expected), "{status}: {}", out.stderr);
+        assert_eq!(status_of(&client, id).await, status, "unchanged");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_retry_history").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn retry_all_failed_narrows_by_event_and_since() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let old_lead = Row::new("lead_scraped", "failed")
+        .days_old(3)
+        .insert(&client)
+        .await;
+    let new_lead = Row::new("lead_scraped", "failed").insert(&client).await;
+    let demo = Row::new("demo_failed", "failed").insert(&client).await;
+    let sent = Row::new("lead_scraped", "sent").insert(&client).await;
+
+    let json = cli(
+        &db,
+        "queue retry --all-failed --event lead_scraped --since 1d --json",
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(json["retried"], serde_json::json!([new_lead]));
+    assert_eq!(json["count"], 1);
+    assert_eq!(status_of(&client, old_lead).await, "failed");
+    assert_eq!(status_of(&client, demo).await, "failed");
+
+    // An absolute time works too.
+    let since: String = client
+        .query_one(
+            "SELECT to_char((now() - interval '5 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let json = cli(
+        &db,
+        &format!("queue retry --all-failed --since {since} --json"),
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(json["retried"], serde_json::json!([old_lead, demo]));
+    assert_eq!(status_of(&client, sent).await, "sent");
+
+    let out = cli(&db, "queue retry --all-failed").await.ok();
+    assert_eq!(out.stdout, "no failed rows matched; nothing retried\n");
+}
+
+#[tokio::test]
+async fn retry_refuses_bad_flags_with_exit_2_and_changes_nothing() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "failed").insert(&client).await;
+    for (args, named) in [
+        (
+            vec!["--all-failed", "--since", "yesterday-ish"],
+            "\"yesterday-ish\"",
+        ),
+        (
+            vec!["--all-failed", "--since", "2025-13-45"],
+            "\"2025-13-45\"",
+        ),
+        (
+            vec!["--all-failed", "--event", "lead_scrapped"],
+            "\"lead_scrapped\"",
+        ),
+        (vec![], "<ID|--all-failed>"),
+        (vec!["7", "--all-failed"], "--all-failed"),
+    ] {
+        let mut full = vec!["queue", "retry"];
+        full.extend(args);
+        let out = cli_args(&db, &full).await;
+        assert_eq!(out.code, Some(2), "{full:?}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{full:?}: {}", out.stderr);
+    }
+    assert_eq!(status_of(&client, id).await, "failed");
+}
+
+#[tokio::test]
+async fn cancel_takes_pending_and_failed_rows_and_refuses_the_rest() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    for (status, id) in one_of_each(&client).await {
+        let out = cli(&db, &format!("queue cancel {id} --json")).await;
+        match status {
+            "pending" | "failed" => {
+                let json = out.ok().json();
+                assert_eq!(json["id"], id);
+                assert_eq!(json["status"], "cancelled");
+                assert_eq!(json["previous_status"], status);
+                assert_eq!(status_of(&client, id).await, "cancelled");
+                let note: String = client
+                    .query_one(
+                        "SELECT note FROM webhook_retry_history WHERE webhook_queue_id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(note, "manual cancel");
+            }
+            "sending" => {
+                assert_eq!(out.code, Some(1));
+                assert!(
+                    out.stderr
+                        .contains(&format!("queue row {id} is in flight (status sending)")),
+                    "{}",
+                    out.stderr
+                );
+                assert_eq!(status_of(&client, id).await, "sending");
+            }
+            _ => {
+                assert_eq!(out.code, Some(1));
+                assert!(
+                    out.stderr.contains(&format!(
+                        "queue row {id} is {status}; only pending or failed rows can be cancelled"
+                    )),
+                    "{}",
+                    out.stderr
+                );
+                assert_eq!(status_of(&client, id).await, status);
+            }
+        }
+    }
+    let pending = Row::new("email_sent", "pending").insert(&client).await;
+    let out = cli(&db, &format!("queue cancel {pending}")).await.ok();
+    assert_eq!(
+        out.stdout,
+        format!("queue row {pending}: pending -> cancelled\n")
+    );
+}
+
+/// Old rows in every status, each with a log line and a history entry, plus outbox
+/// events: routed and old, routed and new, unrouted and old.
+async fn cleanup_fixture(client: &tokio_postgres::Client) -> Vec<(&'static str, i64)> {
+    let mut rows = Vec::new();
+    for status in ["pending", "sending", "sent", "failed", "cancelled"] {
+        let event_id: i64 = client
+            .query_one(
+                "INSERT INTO webhook_events (event_type, entity_type, entity_id, occurred_at, routed_at)
+                 VALUES ('lead_scraped', 'lead', 7, now() - interval '40 days', now() - interval '40 days')
+                 RETURNING id",
+                &[],
+            )
+            .await
+            .expect("insert event")
+            .get(0);
+        let id = Row::new("lead_scraped", status)
+            .days_old(40)
+            .event_id(event_id)
+            .insert(client)
+            .await;
+        rows.push((status, id));
+    }
+    // A recent sent row stays whatever happens.
+    rows.push((
+        "recent",
+        Row::new("lead_scraped", "sent").insert(client).await,
+    ));
+    client
+        .batch_execute(
+            "INSERT INTO webhook_logs (direction, event_type, webhook_queue_id, attempt)
+                 SELECT 'outgoing', event_type, id, 1 FROM webhook_queue;
+             INSERT INTO webhook_retry_history (webhook_queue_id, attempt, error_message)
+                 SELECT id, 1, 'HTTP 500' FROM webhook_queue;
+             INSERT INTO webhook_logs (direction, endpoint, created_at) VALUES
+                 ('incoming', 'demo-approval', now() - interval '40 days'),
+                 ('incoming', 'demo-approval', now());
+             INSERT INTO webhook_events (event_type, entity_type, occurred_at, routed_at) VALUES
+                 ('lead_scraped', 'lead', now(), now()),
+                 ('lead_scraped', 'lead', now() - interval '40 days', NULL);",
+        )
+        .await
+        .expect("fixture logs, history and events");
+    rows
+}
+
+async fn table_counts(db: &TestDb) -> [i64; 4] {
+    [
+        db.count("SELECT count(*) FROM webhook_queue").await,
+        db.count("SELECT count(*) FROM webhook_logs").await,
+        db.count("SELECT count(*) FROM webhook_retry_history").await,
+        db.count("SELECT count(*) FROM webhook_events").await,
+    ]
+}
+
+#[tokio::test]
+async fn cleanup_dry_run_counts_and_deletes_nothing() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    cleanup_fixture(&client).await;
+    let before = table_counts(&db).await;
+
+    let json = cli(&db, "queue cleanup --days 30 --dry-run --json")
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["dry_run"], true);
+    assert_eq!(json["queue_rows"], 2, "sent + cancelled: {json}");
+    assert_eq!(json["logs"], 3, "their two + one old incoming: {json}");
+    assert_eq!(json["retry_history"], 2);
+    assert_eq!(
+        json["events"], 2,
+        "the events of the sent and cancelled rows"
+    );
+    assert_eq!(json["statuses"], serde_json::json!(["sent", "cancelled"]));
+    assert_eq!(table_counts(&db).await, before);
+
+    let text = cli(&db, "queue cleanup --days 30 --dry-run")
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.starts_with(
+            "would remove rows older than 30 days (queue statuses: sent, cancelled):\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("  queue rows        2\n"), "{text}");
+    assert_eq!(table_counts(&db).await, before);
+}
+
+#[tokio::test]
+async fn cleanup_removes_old_sent_and_cancelled_rows_with_their_logs_and_keeps_failed() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let rows = cleanup_fixture(&client).await;
+
+    let text = cli(&db, "queue cleanup --days 30").await.ok().stdout;
+    assert!(
+        text.starts_with("removed rows older than 30 days"),
+        "{text}"
+    );
+    assert!(text.contains("  queue rows        2\n"), "{text}");
+    assert!(text.contains("  logs              3\n"), "{text}");
+    assert!(text.contains("  retry history     2\n"), "{text}");
+    assert!(text.contains("  outbox events     2\n"), "{text}");
+    for (status, id) in &rows {
+        let exists = db
+            .count(&format!(
+                "SELECT count(*) FROM webhook_queue WHERE id = {id}"
+            ))
+            .await;
+        let logs = db
+            .count(&format!(
+                "SELECT count(*) FROM webhook_logs WHERE webhook_queue_id = {id}"
+            ))
+            .await;
+        let gone = matches!(*status, "sent" | "cancelled");
+        assert_eq!(exists, i64::from(!gone), "{status} row");
+        assert_eq!(logs, i64::from(!gone), "{status} row's log");
+    }
+    // Unrouted and recent events stay, and so do those of rows still waiting.
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 5);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_logs WHERE direction = 'incoming'")
+            .await,
+        1
+    );
+
+    // Failed rows only with --include-failed; pending and sending never.
+    let json = cli(&db, "queue cleanup --days 30 --include-failed --json")
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["queue_rows"], 1);
+    assert_eq!(json["dry_run"], false);
+    let left: Vec<String> = client
+        .query("SELECT status FROM webhook_queue ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["pending", "sending", "sent"]);
+}
+
+#[tokio::test]
+async fn cleanup_deletes_in_bounded_batches() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO webhook_queue (event_type, webhook_url, status, created_at)
+             SELECT 'lead_scraped', 'http://n8n.test/' || g, 'sent', now() - interval '10 days'
+             FROM generate_series(1, 2500) g;
+             INSERT INTO webhook_logs (direction, webhook_queue_id)
+             SELECT 'outgoing', id FROM webhook_queue;",
+        )
+        .await
+        .unwrap();
+    let json = cli(&db, "queue cleanup --days 1 --json").await.ok().json();
+    assert_eq!(json["queue_rows"], 2500);
+    assert_eq!(json["logs"], 2500);
+    // 1000 + 1000 + 500 queue rows, then one pass each for events and incoming logs.
+    assert_eq!(json["batches"], 5, "{json}");
+    assert_eq!(table_counts(&db).await, [0, 0, 0, 0]);
+}
+
+#[tokio::test]
+async fn cleanup_without_days_is_bad_usage() {
+    let db = TestDb::migrated().await;
+    let out = cli(&db, "queue cleanup").await;
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("--days"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn emit_records_an_event_through_webhook_emit() {
+    let db = TestDb::migrated().await;
+    let out = cli_args(
+        &db,
+        &[
+            "emit",
+            "lead_scraped",
+            "--entity-type",
+            "lead",
+            "--entity-id",
+            "123",
+            "--data",
+            r#"{"lead_id":123,"business_name":"Acme Inc"}"#,
+        ],
+    )
+    .await
+    .ok();
+    let id: i64 = out.stdout.trim().parse().expect("emit prints the event id");
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT event_type, entity_type, entity_id, payload, routed_at IS NULL
+             FROM webhook_events WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "lead_scraped");
+    assert_eq!(row.get::<_, String>(1), "lead");
+    assert_eq!(row.get::<_, i64>(2), 123);
+    assert_eq!(row.get::<_, Value>(3)["business_name"], "Acme Inc");
+    assert!(row.get::<_, bool>(4), "waits for the router like any event");
+}
+
+#[tokio::test]
+async fn emit_refuses_unknown_events_and_bad_data_and_records_nothing() {
+    let db = TestDb::migrated().await;
+    for (line, named) in [
+        (
+            "emit lead_scrapped --entity-type lead --entity-id 1",
+            "\"lead_scrapped\"",
+        ),
+        (
+            "emit lead_scraped --entity-type lead --entity-id 1 --data {not",
+            "--data",
+        ),
+        (
+            "emit lead_scraped --entity-type lead --entity-id 1 --data [1]",
+            "JSON object",
+        ),
+        ("emit lead_scraped --entity-type lead --entity-id x", "'x'"),
+    ] {
+        let out = cli(&db, line).await;
+        assert_eq!(out.code, Some(2), "{line}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{line}: {}", out.stderr);
+    }
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
+}

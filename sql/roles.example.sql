@@ -1,0 +1,89 @@
+-- n8n-relay: least-privilege roles. An example for DBAs: read it, adapt the names,
+-- then run it as the owner of the relay's schema, after `n8n-relay migrate` (or the
+-- numbered scripts):
+--     psql -v ON_ERROR_STOP=1 -d leads -f sql/roles.example.sql
+--     psql -d leads -c '\password n8n_relay'
+-- Idempotent: run it again after an upgrade that added tables.
+--
+-- Two roles:
+--   n8n_relay          the relay process (`n8n-relay run`, `callbacks`, `queue`, `emit`).
+--                      It owns nothing and cannot change the schema, so `migrate` runs
+--                      as the schema owner, not as this role.
+--   n8n_relay_emitters a group for your application's roles: EXECUTE on webhook_emit,
+--                      the only thing a business writer needs beyond its own tables.
+--                      webhook_emit is SECURITY DEFINER, so writers never touch the
+--                      outbox, the wake-up sequence or pg_notify themselves.
+-- Then: GRANT n8n_relay_emitters TO your_app_role;
+-- sql/README.md explains each grant.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'n8n_relay') THEN
+        CREATE ROLE n8n_relay LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'n8n_relay_emitters') THEN
+        CREATE ROLE n8n_relay_emitters NOLOGIN;
+    END IF;
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO n8n_relay', current_database());
+END;
+$$;
+
+GRANT USAGE ON SCHEMA public TO n8n_relay;
+
+-- The outbox: the router claims unrouted events (SELECT ... FOR UPDATE SKIP LOCKED,
+-- which needs UPDATE), marks them routed, and retention deletes old routed ones.
+GRANT SELECT, UPDATE, DELETE ON webhook_events TO n8n_relay;
+
+-- The queue: enqueue, claim, record outcomes, release leases; `queue retry|cancel`;
+-- retention and `queue cleanup` delete.
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_queue TO n8n_relay;
+
+-- Delivery and callback history: written on every attempt and request, read by
+-- `queue show`, deleted with their queue rows by retention and `queue cleanup`.
+GRANT SELECT, INSERT, DELETE ON webhook_logs, webhook_retry_history TO n8n_relay;
+
+-- Callbacks: workflow runs are upserted by execution id; receipts answer a repeated
+-- signed request and expire after the signature window.
+GRANT SELECT, INSERT, UPDATE ON workflow_runs TO n8n_relay;
+GRANT SELECT, INSERT, DELETE ON webhook_callback_receipts TO n8n_relay;
+
+
+-- The wake-up flag: the relay arms it (setval, needs UPDATE) and reads it.
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE webhook_relay_wakeup TO n8n_relay;
+
+-- Approvals from n8n: a demo or video becomes approved or rejected. Only the review
+-- columns; reading the row gives the response its lead_id. The UPDATE fires the
+-- business triggers (demo_completed, ...), which call webhook_emit as this role.
+DO $$
+BEGIN
+    -- Which scripts `migrate` applied (read only); absent after a psql install.
+    IF to_regclass('relay_schema_migrations') IS NOT NULL THEN
+        GRANT SELECT ON relay_schema_migrations TO n8n_relay;
+    END IF;
+    IF to_regclass('demo_sites') IS NOT NULL THEN
+        GRANT SELECT ON demo_sites TO n8n_relay;
+        GRANT UPDATE (status, approval_status, reviewer, review_notes, reviewed_at, updated_at)
+            ON demo_sites TO n8n_relay;
+    END IF;
+    IF to_regclass('videos') IS NOT NULL THEN
+        GRANT SELECT ON videos TO n8n_relay;
+        GRANT UPDATE (status, approval_status, reviewer, review_notes, reviewed_at, updated_at)
+            ON videos TO n8n_relay;
+    END IF;
+END;
+$$;
+
+-- Events: the error-notification callback and `n8n-relay emit` record through
+-- webhook_emit; so do the triggers, as whichever role changed the business row.
+-- Functions are executable by PUBLIC by default; for a SECURITY DEFINER function
+-- that writes the outbox, only the roles that should emit may call it.
+REVOKE EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb)
+    TO n8n_relay, n8n_relay_emitters;
+
+-- Not granted, because not needed:
+--  * pg_locks (the relay looks for open writers on webhook_events before it sleeps)
+--    is readable by every role; no pg_read_all_stats or pg_monitor.
+--  * LISTEN and NOTIFY need no privilege.
+--  * The identity columns' sequences: INSERT into an identity column needs none.
+--  * leads: the relay never reads or writes it.

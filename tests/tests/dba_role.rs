@@ -1,0 +1,410 @@
+//! `sql/roles.example.sql`: the relay's least-privilege role can do everything the
+//! relay does, and a business writer needs nothing beyond its own table and EXECUTE
+//! on `webhook_emit` (through the emitters group).
+//!
+//! Roles are cluster-wide, so each test installs the script under unique role names
+//! and drops them again.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use relay_tests::TestDb;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+const ROLES_SQL: &str = include_str!("../../sql/roles.example.sql");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The script's roles under names unique to this test, dropped at the end.
+struct Roles {
+    relay: String,
+    emitters: String,
+    /// Extra roles the test created (business writers).
+    others: Vec<String>,
+    db_url: String,
+}
+
+impl Roles {
+    async fn install(db: &TestDb) -> Roles {
+        let tag = format!(
+            "{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let roles = Roles {
+            relay: format!("relay_t{tag}"),
+            emitters: format!("relay_t{tag}_emitters"),
+            others: Vec::new(),
+            db_url: db.url.clone(),
+        };
+        let sql = ROLES_SQL
+            .replace("n8n_relay_emitters", "\u{0}EMITTERS\u{0}")
+            .replace("n8n_relay", &roles.relay)
+            .replace("\u{0}EMITTERS\u{0}", &roles.emitters);
+        let client = db.client().await;
+        client.batch_execute(&sql).await.expect("roles script");
+        client
+            .batch_execute(&sql)
+            .await
+            .expect("roles script runs again (idempotent)");
+        roles
+    }
+
+    /// A business role that may insert into `table` and nothing else; with
+    /// `emitter`, also a member of the emitters group.
+    async fn business_writer(&mut self, client: &Client, table: &str, emitter: bool) -> String {
+        let name = format!("{}_app{}", self.relay, self.others.len());
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE {name} NOLOGIN; GRANT INSERT ON {table} TO {name};"
+            ))
+            .await
+            .expect("create business role");
+        if emitter {
+            client
+                .batch_execute(&format!("GRANT {} TO {name}", self.emitters))
+                .await
+                .expect("grant emitters");
+        }
+        self.others.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let mut names = self.others.clone();
+        names.push(self.relay.clone());
+        names.push(self.emitters.clone());
+        let url = self.db_url.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    let list = names.join(", ");
+                    let _ = client
+                        .batch_execute(&format!("DROP OWNED BY {list}; DROP ROLE IF EXISTS {list}"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn as_role(db: &TestDb, role: &str) -> Client {
+    let client = db.client().await;
+    client
+        .batch_execute(&format!("SET ROLE {role}"))
+        .await
+        .expect("SET ROLE");
+    client
+}
+
+fn permission_denied(result: Result<u64, tokio_postgres::Error>, what: &str) {
+    let err = result.expect_err(what);
+    let code = err.as_db_error().map(|e| e.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("42501"), "{what}: {err}");
+}
+
+#[tokio::test]
+async fn a_business_writer_needs_only_insert_on_its_table_and_the_emitters_group() {
+    let db = TestDb::migrated().await;
+    let mut roles = Roles::install(&db).await;
+    let admin = db.client().await;
+    let writer = roles.business_writer(&admin, "leads", true).await;
+
+    let app = as_role(&db, &writer).await;
+    app.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect("a writer with INSERT and the emitters group records a lead");
+    let event: String = admin
+        .query_one("SELECT event_type FROM webhook_events", &[])
+        .await
+        .expect("event")
+        .get(0);
+    assert_eq!(event, "lead_scraped");
+
+    // Nothing else: the outbox and the wake-up stay out of the writer's reach.
+    permission_denied(
+        app.execute("SELECT 1 FROM webhook_events", &[]).await,
+        "reading the outbox",
+    );
+    permission_denied(
+        app.execute(
+            "INSERT INTO webhook_events (event_type, entity_type) VALUES ('lead_scraped', 'lead')",
+            &[],
+        )
+        .await,
+        "writing the outbox directly",
+    );
+    permission_denied(
+        app.execute("SELECT setval('webhook_relay_wakeup', 1)", &[])
+            .await,
+        "arming the wake-up",
+    );
+}
+
+#[tokio::test]
+async fn a_writer_outside_the_emitters_group_cannot_write_rows_that_emit() {
+    let db = TestDb::migrated().await;
+    let mut roles = Roles::install(&db).await;
+    let admin = db.client().await;
+    let outsider = roles.business_writer(&admin, "leads", false).await;
+
+    let app = as_role(&db, &outsider).await;
+    let err = app
+        .execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect_err("webhook_emit is not executable by PUBLIC after the roles script");
+    assert!(
+        err.to_string().contains("webhook_emit")
+            || err
+                .as_db_error()
+                .is_some_and(|e| e.message().contains("webhook_emit")),
+        "{err}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM leads").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_business_write_wakes_the_idle_relay_role_with_no_extra_grants() {
+    let db = TestDb::migrated().await;
+    let mut roles = Roles::install(&db).await;
+    let admin = db.client().await;
+    let writer = roles.business_writer(&admin, "leads", true).await;
+
+    // The relay's listener: its own connection, as the relay role.
+    let (listener, mut conn) = tokio_postgres::connect(&db.url, NoTls)
+        .await
+        .expect("listener");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    listener
+        .batch_execute(&format!(
+            "SET ROLE {}; LISTEN n8n_relay; SELECT setval('webhook_relay_wakeup', 1);",
+            roles.relay
+        ))
+        .await
+        .expect("the relay role listens and arms the wake-up");
+
+    let app = as_role(&db, &writer).await;
+    app.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect("insert");
+    let id: i64 = admin
+        .query_one("SELECT id FROM webhook_events", &[])
+        .await
+        .expect("event")
+        .get(0);
+    let payload = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("listener alive");
+    assert_eq!(payload, id.to_string());
+    let flag: i64 = listener
+        .query_one("SELECT last_value FROM webhook_relay_wakeup", &[])
+        .await
+        .expect("the relay role reads the flag")
+        .get(0);
+    assert_eq!(flag, 0, "the writer disarmed the wake-up");
+}
+
+#[tokio::test]
+async fn the_relay_role_can_run_the_relays_statements_and_nothing_more() {
+    let db = TestDb::migrated().await;
+    let mut roles = Roles::install(&db).await;
+    let admin = db.client().await;
+    // Identity values, so later inserts by other roles do not collide.
+    let lead_id: i64 = admin
+        .query_one(
+            "WITH lead AS (INSERT INTO leads (business_name) VALUES ('Acme Inc') RETURNING id),
+                  demo AS (INSERT INTO demo_sites (lead_id, status)
+                           SELECT id, 'pending_approval' FROM lead RETURNING id, lead_id)
+             INSERT INTO videos (lead_id, demo_site_id, status)
+             SELECT lead_id, id, 'pending_approval' FROM demo RETURNING lead_id",
+            &[],
+        )
+        .await
+        .expect("business rows")
+        .get(0);
+    let relay = as_role(&db, &roles.relay).await;
+
+    // Router: claim unrouted events, enqueue one row per target, mark routed.
+    let routed = relay
+        .execute(
+            "WITH claimed AS (
+                 SELECT id, event_type, entity_type, entity_id, payload, occurred_at
+                 FROM webhook_events WHERE routed_at IS NULL
+                 ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED),
+             queued AS (
+                 INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                                            webhook_url, payload, occurred_at)
+                 SELECT id, event_type, entity_type, entity_id,
+                        'http://127.0.0.1:5678/webhook/x', payload, occurred_at FROM claimed
+                 ON CONFLICT (event_id, webhook_url) DO NOTHING)
+             UPDATE webhook_events e SET routed_at = now() FROM claimed WHERE e.id = claimed.id",
+            &[],
+        )
+        .await
+        .expect("route");
+    assert_eq!(routed, 3, "lead_scraped and two approval_requested");
+
+    // Dispatcher: claim by priority with a lease, record the outcome and history.
+    let claimed = relay
+        .query(
+            "UPDATE webhook_queue SET status = 'sending',
+                    lease_expires_at = now() + interval '120 seconds', updated_at = now()
+             WHERE id IN (SELECT id FROM webhook_queue
+                          WHERE status = 'pending' AND next_attempt_at <= now()
+                          ORDER BY priority DESC, id LIMIT 10 FOR UPDATE SKIP LOCKED)
+             RETURNING id",
+            &[],
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 3);
+    let first: i64 = claimed[0].get(0);
+    relay
+        .batch_execute(&format!(
+            "UPDATE webhook_queue SET status = 'sent', sent_at = now(), lease_expires_at = NULL
+                 WHERE id = {first};
+             INSERT INTO webhook_logs (direction, event_type, webhook_queue_id, response_status,
+                                       duration_ms)
+                 VALUES ('outgoing', 'lead_scraped', {first}, 200, 12);
+             INSERT INTO webhook_retry_history (webhook_queue_id, attempt, response_status)
+                 VALUES ({first}, 1, 200);
+             UPDATE webhook_queue SET status = 'pending', lease_expires_at = NULL
+                 WHERE status = 'sending' AND lease_expires_at < now() + interval '1 hour';"
+        ))
+        .await
+        .expect("record outcome, release leases");
+
+    // Callbacks: replay receipts, workflow runs, approvals (which fire the triggers as
+    // the relay role), an error notification.
+    relay
+        .batch_execute(
+            "INSERT INTO webhook_callback_receipts (request_hash, endpoint, response_status,
+                                                   response_body)
+                 VALUES ('abc', 'demo-approval', 200, '{}') ON CONFLICT DO NOTHING;
+             SELECT response_body FROM webhook_callback_receipts WHERE request_hash = 'abc';
+             INSERT INTO workflow_runs (execution_id, workflow_id, status)
+                 VALUES ('exec_1', 'pipeline', 'running')
+                 ON CONFLICT (execution_id) DO UPDATE SET status = EXCLUDED.status,
+                                                          updated_at = now();
+             INSERT INTO workflow_runs (execution_id, workflow_id, status)
+                 VALUES ('exec_1', 'pipeline', 'success')
+                 ON CONFLICT (execution_id) DO UPDATE SET status = EXCLUDED.status,
+                                                          updated_at = now();
+             INSERT INTO webhook_logs (direction, endpoint, response_status)
+                 VALUES ('incoming', '/api/v1/webhooks/n8n/demo-approval', 200);
+             SELECT webhook_emit('workflow_error', 'workflow', NULL,
+                                 '{\"workflow_name\": \"x\", \"error\": \"boom\"}');",
+        )
+        .await
+        .expect("callback statements");
+    let lead: i64 = relay
+        .query_one(
+            "UPDATE demo_sites SET status = 'approved', approval_status = 'approved',
+                    reviewer = 'admin@example.com', review_notes = 'ok', reviewed_at = now(),
+                    updated_at = now()
+             WHERE lead_id = $1 RETURNING lead_id",
+            &[&lead_id],
+        )
+        .await
+        .expect("demo approval")
+        .get(0);
+    assert_eq!(lead, lead_id);
+    relay
+        .execute(
+            "UPDATE videos SET status = 'rejected', approval_status = 'rejected',
+                    reviewed_at = now(), updated_at = now() WHERE lead_id = $1",
+            &[&lead_id],
+        )
+        .await
+        .expect("video rejection");
+    let events: Vec<String> = admin
+        .query(
+            "SELECT event_type FROM webhook_events WHERE routed_at IS NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(events, ["workflow_error", "demo_completed"]);
+
+    // The hand-over check: a writer's open transaction shows in pg_locks without
+    // pg_read_all_stats.
+    let writer = roles.business_writer(&admin, "leads", true).await;
+    let mut app = as_role(&db, &writer).await;
+    let open = app.transaction().await.expect("begin");
+    open.execute("INSERT INTO leads (business_name) VALUES ('Open Txn')", &[])
+        .await
+        .expect("insert in an open transaction");
+    let holders: i64 = relay
+        .query_one(
+            "SELECT count(*) FROM pg_locks
+             WHERE relation = 'webhook_events'::regclass AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_locks")
+        .get(0);
+    assert!(holders >= 1, "the relay role sees the writer's lock");
+    open.rollback().await.expect("rollback");
+
+    // Retention and `queue cleanup`.
+    relay
+        .batch_execute(
+            "DELETE FROM webhook_retry_history WHERE created_at < now() - interval '30 days';
+             DELETE FROM webhook_logs WHERE created_at < now() - interval '30 days';
+             DELETE FROM webhook_queue WHERE status IN ('sent', 'cancelled')
+                 AND created_at < now() - interval '30 days';
+             DELETE FROM webhook_events WHERE routed_at < now() - interval '30 days';
+             DELETE FROM webhook_callback_receipts WHERE created_at < now() - interval '1 hour';
+             SELECT count(*) FROM relay_schema_migrations;",
+        )
+        .await
+        .expect("retention");
+
+    // And nothing more.
+    permission_denied(
+        relay
+            .execute("INSERT INTO leads (business_name) VALUES ('x')", &[])
+            .await,
+        "writing business rows",
+    );
+    permission_denied(
+        relay
+            .execute("UPDATE demo_sites SET lead_id = lead_id + 1", &[])
+            .await,
+        "changing columns outside the review",
+    );
+    permission_denied(
+        relay.execute("DROP TABLE webhook_queue", &[]).await,
+        "dropping the queue",
+    );
+    permission_denied(
+        relay.execute("CREATE TABLE public.x (id int)", &[]).await,
+        "creating tables",
+    );
+}

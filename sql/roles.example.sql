@@ -40,7 +40,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_queue TO n8n_relay;
 
 -- Delivery and callback history: written on every attempt and request, read by
 -- `queue show`, deleted with their queue rows by retention and `queue cleanup`.
-GRANT SELECT, INSERT, DELETE ON webhook_logs, webhook_retry_history TO n8n_relay;
+-- Cleanup locks the log rows it deletes (FOR UPDATE SKIP LOCKED, so two cleanups do
+-- not collide), and row locks need UPDATE; the relay never changes a log row.
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_logs TO n8n_relay;
+GRANT SELECT, INSERT, DELETE ON webhook_retry_history TO n8n_relay;
 
 -- Callbacks: workflow runs are upserted by execution id; receipts answer a repeated
 -- signed request and expire after the signature window.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use relay_tests::TestDb;
+use relay_tests::{RelayBuilder, TestDb};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 const ROLES_SQL: &str = include_str!("../../sql/roles.example.sql");
@@ -53,6 +53,23 @@ impl Roles {
 
     /// A business role that may insert into `table` and nothing else; with
     /// `emitter`, also a member of the emitters group.
+    /// A connection URL for the relay role. The password matters only on a server
+    /// that asks for one; the test server trusts loopback.
+    async fn relay_url(&self, db: &TestDb) -> String {
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "ALTER ROLE {} PASSWORD 'relay-test-pw'",
+                self.relay
+            ))
+            .await
+            .expect("set the relay role's password");
+        let mut url = url::Url::parse(&db.url).expect("test database URL");
+        url.set_username(&self.relay).expect("username");
+        url.set_password(Some("relay-test-pw")).expect("password");
+        url.to_string()
+    }
+
     async fn business_writer(&mut self, client: &Client, table: &str, emitter: bool) -> String {
         let name = format!("{}_app{}", self.relay, self.others.len());
         client
@@ -406,5 +423,56 @@ async fn the_relay_role_can_run_the_relays_statements_and_nothing_more() {
     permission_denied(
         relay.execute("CREATE TABLE public.x (id int)", &[]).await,
         "creating tables",
+    );
+}
+
+#[tokio::test]
+async fn the_operator_commands_work_as_the_relay_role() {
+    let db = TestDb::migrated().await;
+    let roles = Roles::install(&db).await;
+    let url = roles.relay_url(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO leads (business_name) VALUES ('Acme Inc');
+             INSERT INTO webhook_queue (event_type, entity_type, entity_id, webhook_url,
+                                        status, created_at)
+             VALUES ('lead_scraped', 'lead', 1, 'http://n8n.test/webhook/lead-scraped',
+                     'failed', now() - interval '40 days'),
+                    ('lead_scraped', 'lead', 2, 'http://n8n.test/webhook/lead-scraped',
+                     'sent', now() - interval '40 days');",
+        )
+        .await
+        .expect("rows");
+    let lines = [
+        "emit workflow_error --entity-type workflow --entity-id 1 --data {}",
+        "queue stats --json",
+        "queue list --status failed --json",
+        "queue retry --all-failed --json",
+        "queue cleanup --days 30 --json",
+    ];
+    for line in lines {
+        let out = RelayBuilder::new(&url, "http://127.0.0.1:9")
+            .args(line.split_whitespace())
+            .output()
+            .await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "`n8n-relay {line}` as the relay role\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
+            .await,
+        0,
+        "cleanup deleted the old sent row"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events WHERE event_type = 'workflow_error'")
+            .await,
+        1
     );
 }

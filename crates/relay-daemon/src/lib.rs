@@ -1,1 +1,132 @@
-//! placeholder
+//! The relay daemon: outbox → router → queue → dispatcher → n8n.
+//!
+//! - [`listener`]: the dedicated LISTEN connection, reconnecting with backoff;
+//! - [`wakeup`]: how the relay sleeps without missing an event (and why writers only
+//!   notify when it is idle);
+//! - [`claim`] with [`router`]: the route and claim statements, one place;
+//! - [`dispatcher`] and [`delivery`]: the bounded worker pool and the signed request;
+//! - [`outcome`]: what an attempt means, written down in batches;
+//! - [`sweeper`]: expired leases, the safety sweep, retention;
+//! - `pump`: the loop tying them together.
+//!
+//! The guarantee: an event committed to `webhook_events` is delivered at least once
+//! (with the same `X-Webhook-Id` and body on every attempt) or ends `failed` with its
+//! `last_error`, whatever happens to notifications, connections or the relay process.
+//! A row is delivered twice only if a relay lost its lease (crashed, or stalled past
+//! `queue.lease_seconds`) after sending.
+
+pub mod claim;
+mod db;
+mod delivery;
+mod dispatcher;
+mod error;
+pub mod listener;
+mod outcome;
+mod pump;
+mod router;
+mod sweeper;
+pub mod wakeup;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use deadpool_postgres::Pool;
+use relay_core::Config;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use error::DaemonError;
+
+/// Runs the relay until `shutdown` is cancelled, then stops claiming, lets in-flight
+/// deliveries finish for `queue.shutdown_grace_seconds`, gives the rest back to the
+/// queue and writes every outcome it has. Database trouble while running is logged and
+/// retried, never returned: the only errors are setup errors.
+pub async fn run(
+    config: Arc<Config>,
+    pool: Pool,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let db = db::Db::new(pool, &config.database);
+    let deliverer = delivery::Deliverer::new(&config)?;
+    let routes = router::RouteTable::new(&config);
+    let (wake_tx, wake_rx) = mpsc::channel(64);
+    // The recorder outlives the pump: it must still write what the last deliveries did.
+    let recorder_stop = CancellationToken::new();
+    let (recorder, recorder_task) =
+        outcome::spawn(db.clone(), wake_tx.clone(), recorder_stop.clone());
+    let listener_task = tokio::spawn(listener::run(
+        config.database.clone(),
+        wake_tx.clone(),
+        shutdown.clone(),
+    ));
+    let sweeper_task = tokio::spawn(sweeper::run(
+        db.clone(),
+        Duration::from_secs(config.queue.processing_interval_seconds),
+        config.queue.retention_days,
+        wake_tx.clone(),
+        shutdown.clone(),
+    ));
+    drop(wake_tx);
+
+    if !routes.delivering {
+        warn!("delivery is paused (n8n.enabled or queue.enabled is false): events are queued, not sent");
+    }
+    if !routes.held.is_empty() {
+        info!(events = ?routes.held, "routes disabled: their events are queued, not sent");
+    }
+    let dispatcher = dispatcher::Dispatcher::new(&config, deliverer, recorder);
+    let pump = pump::Pump {
+        db: db.clone(),
+        routes,
+        limits: claim::ClaimLimits::new(&config),
+        dispatcher,
+    };
+    let dispatcher = pump.run(wake_rx, &shutdown).await;
+
+    info!("shutting down: no new claims");
+    let grace = Duration::from_secs(config.queue.shutdown_grace_seconds);
+    let unfinished = dispatcher.drain(grace).await;
+    if !unfinished.is_empty() {
+        match claim::release(&db, &unfinished).await {
+            Ok(n) => info!(
+                released = n,
+                "deliveries still in flight were returned to the queue"
+            ),
+            Err(e) => error!(error = %e, rows = unfinished.len(),
+                "could not release rows; they return to pending when their lease expires"),
+        }
+    }
+    // Every Recorder handle is gone now (dispatcher and tasks dropped): the recorder
+    // writes what it holds and ends. Past the grace period it stops retrying.
+    let stop_after = tokio::spawn({
+        let stop = recorder_stop.clone();
+        async move {
+            tokio::time::sleep(grace).await;
+            stop.cancel();
+        }
+    });
+    let _ = recorder_task.await;
+    stop_after.abort();
+    let _ = listener_task.await;
+    let _ = sweeper_task.await;
+    info!("relay stopped");
+    Ok(())
+}
+
+/// Backoff for database reconnects and retried statements: 100 ms doubling to 5 s,
+/// with jitter so several relays do not retry in step.
+pub(crate) fn db_backoff() -> impl Iterator<Item = Duration> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos().into())
+        .unwrap_or(0u64);
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .with_jitter()
+        .with_jitter_seed(seed ^ u64::from(std::process::id()))
+        .build()
+}

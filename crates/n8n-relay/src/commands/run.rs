@@ -1,9 +1,76 @@
-//! `n8n-relay run`
+//! `n8n-relay run`: the relay daemon, plus (wired by their owners) the callback
+//! listener and /metrics. SIGTERM or SIGINT cancels one token that every part watches;
+//! the process exits 0 once each has finished its graceful stop.
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use relay_core::Config;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
 
 use crate::error::CmdResult;
 
-pub async fn run(_config: Config) -> CmdResult {
-    Err(anyhow::anyhow!("n8n-relay run is not built yet").into())
+pub async fn run(config: Config) -> CmdResult {
+    let config = Arc::new(config);
+    let pool = relay_core::db::pool(&config.database, "n8n-relay")
+        .context("database.url: could not set up the connection pool")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    info!(
+        routes = config.routes().len(),
+        delivery_enabled = config.delivery_enabled(),
+        workers = config.queue.workers,
+        callbacks_listen = %config.callbacks.listen,
+        metrics_listen = %config.metrics.listen,
+        "relay started"
+    );
+
+    let daemon = tokio::spawn(relay_daemon::run(
+        config.clone(),
+        pool.clone(),
+        shutdown.clone(),
+    ));
+    // The callback listener joins here, on the same config, pool and shutdown token:
+    // relay_callbacks::serve(config.clone(), pool.clone(), shutdown.clone())
+
+    let result = daemon.await;
+    // Whatever ended the daemon ends the rest too.
+    shutdown.cancel();
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).into()),
+        Err(e) => {
+            error!(error = %e, "relay task failed");
+            Err(anyhow::anyhow!("relay task failed: {e}").into())
+        }
+    }
+}
+
+/// SIGTERM (systemd, containers) or SIGINT (Ctrl-C) starts the graceful stop.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot watch SIGTERM; only SIGINT stops the relay");
+                let _ = tokio::signal::ctrl_c().await;
+                info!("SIGINT received");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("interrupt received");
+    }
+    shutdown.cancel();
 }

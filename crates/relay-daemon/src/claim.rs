@@ -1,0 +1,357 @@
+//! The claim queries, all in one place: routing fresh events (and claiming the first
+//! of them in the same statement), claiming due queue rows, giving rows back.
+//!
+//! A claimed row is `sending` with `lease_expires_at` set; whoever holds the lease
+//! delivers it. Both claims use `FOR UPDATE SKIP LOCKED`, so two relays on one
+//! database never take the same row, and enqueue is idempotent through the unique
+//! `(event_id, webhook_url)`. The lease's exact microsecond value doubles as a claim
+//! token: an outcome or a release only applies while the row still carries the lease
+//! it was claimed with, so a relay whose lease expired (and whose row another relay
+//! took over) cannot overwrite the newer attempt.
+
+use std::time::Duration;
+
+use crate::db::Db;
+use crate::error::DaemonError;
+use crate::router::RouteTable;
+
+/// The columns a delivery needs, the same for both claims. `occurred_at` is rendered
+/// by Postgres as RFC 3339 UTC so the body is byte-identical on every attempt.
+macro_rules! job_columns {
+    ($q:literal) => {
+        concat!(
+            $q,
+            ".id, ",
+            $q,
+            ".webhook_id::text, ",
+            $q,
+            ".event_type, ",
+            $q,
+            ".entity_type, ",
+            $q,
+            ".entity_id, ",
+            $q,
+            ".webhook_url, ",
+            $q,
+            ".payload, ",
+            $q,
+            ".priority, ",
+            $q,
+            ".retry_count, ",
+            $q,
+            ".max_retries, ",
+            "to_char(",
+            $q,
+            ".occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ",
+            "(extract(epoch FROM ",
+            $q,
+            ".lease_expires_at) * 1000000)::int8"
+        )
+    };
+}
+
+/// Route a batch of unrouted events and claim the first `free` resulting rows, in one
+/// statement: the common case (an idle relay woken for one event) reaches the HTTP
+/// request after a single round trip.
+///
+/// $1..$4 the route table (event, url, priority, claimable), $5/$6 in-flight count per
+/// url, $7 batch size, $8 per-endpoint cap, $9 free worker slots, $10 max_retries,
+/// $11 lease seconds. Events of a type the relay has no route for (only possible by
+/// writing the outbox directly, bypassing webhook_emit) are left unrouted, not dropped.
+/// Returns the number of events routed on every row, with the claimed rows' columns
+/// (one all-NULL row when nothing was claimed).
+pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
+    "WITH routes AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[])
+            AS r(event_type, url, priority, claimable)
+    ),
+    busy AS (
+        SELECT * FROM unnest($5::text[], $6::int4[]) AS b(url, in_flight)
+    ),
+    picked AS (
+        SELECT e.id, e.event_type, e.entity_type, e.entity_id, e.payload, e.occurred_at
+        FROM webhook_events e
+        WHERE e.routed_at IS NULL AND e.event_type = ANY ($1::text[])
+        ORDER BY e.id
+        LIMIT $7
+        FOR UPDATE SKIP LOCKED
+    ),
+    marked AS (
+        UPDATE webhook_events e SET routed_at = now() FROM picked p WHERE e.id = p.id
+    ),
+    targets AS (
+        SELECT p.*, r.url, r.priority,
+               r.claimable AND row_number() OVER (
+                   PARTITION BY r.url ORDER BY r.priority DESC, p.id
+               ) <= $8 - coalesce(b.in_flight, 0) AS within_cap
+        FROM picked p
+        JOIN routes r USING (event_type)
+        LEFT JOIN busy b ON b.url = r.url
+    ),
+    chosen AS (
+        SELECT t.*, t.within_cap AND row_number() OVER (
+                   PARTITION BY t.within_cap ORDER BY t.priority DESC, t.id
+               ) <= $9 AS claim
+        FROM targets t
+    ),
+    inserted AS (
+        INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id, webhook_url,
+                                   payload, priority, status, max_retries, occurred_at,
+                                   lease_expires_at)
+        SELECT c.id, c.event_type, c.entity_type, c.entity_id, c.url, c.payload, c.priority,
+               CASE WHEN c.claim THEN 'sending' ELSE 'pending' END,
+               $10, c.occurred_at,
+               CASE WHEN c.claim THEN now() + make_interval(secs => $11) END
+        FROM chosen c
+        ORDER BY c.id
+        ON CONFLICT (event_id, webhook_url) DO NOTHING
+        RETURNING *
+    )
+    SELECT n.routed, ",
+    job_columns!("i"),
+    "
+    FROM (SELECT count(*) AS routed FROM picked) n
+    LEFT JOIN inserted i ON i.status = 'sending'"
+);
+
+/// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4
+/// in-flight count per url, $5 per-endpoint cap, $6 saturated urls, $7 lease seconds.
+/// Endpoints already at their cap are skipped entirely, so one slow endpoint cannot
+/// keep the others from being claimed.
+pub(crate) const CLAIM_DUE: &str = concat!(
+    "WITH busy AS (
+        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
+    ),
+    due AS (
+        SELECT q.id, q.webhook_url, q.priority
+        FROM webhook_queue q
+        WHERE q.status = 'pending' AND q.next_attempt_at <= now()
+          AND q.event_type <> ALL ($2::text[])
+          AND q.webhook_url <> ALL ($6::text[])
+        ORDER BY q.priority DESC, q.id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ),
+    capped AS (
+        SELECT d.id
+        FROM (SELECT due.*, row_number() OVER (
+                  PARTITION BY due.webhook_url ORDER BY due.priority DESC, due.id) AS nth
+              FROM due) d
+        LEFT JOIN busy b ON b.url = d.webhook_url
+        WHERE d.nth <= $5 - coalesce(b.in_flight, 0)
+    ),
+    claimed AS (
+        UPDATE webhook_queue q
+        SET status = 'sending', lease_expires_at = now() + make_interval(secs => $7),
+            updated_at = now()
+        FROM capped
+        WHERE q.id = capped.id
+        RETURNING q.*
+    )
+    SELECT ",
+    job_columns!("c"),
+    " FROM claimed c ORDER BY c.priority DESC, c.id"
+);
+
+/// Give rows back untouched (shutdown after the grace period): pending again, due
+/// now, retry_count unchanged. $1 ids, $2 their claim tokens.
+pub(crate) const RELEASE: &str = "UPDATE webhook_queue q
+    SET status = 'pending', lease_expires_at = NULL, updated_at = now()
+    FROM unnest($1::int8[], $2::int8[]) AS r(id, token)
+    WHERE q.id = r.id AND q.status = 'sending'
+      AND (extract(epoch FROM q.lease_expires_at) * 1000000)::int8 = r.token";
+
+/// Rows whose relay died (or lost its database link) mid-delivery: their lease ran
+/// out, so they go back to the queue. The guide's "stuck in sending" heals itself.
+pub(crate) const RELEASE_EXPIRED_LEASES: &str = "UPDATE webhook_queue
+    SET status = 'pending', lease_expires_at = NULL, updated_at = now()
+    WHERE status = 'sending' AND lease_expires_at < now()
+    RETURNING id";
+
+/// One claimed queue row: everything needed to deliver it and record the outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub(crate) id: i64,
+    pub(crate) webhook_id: String,
+    pub(crate) event_type: String,
+    pub(crate) entity_type: Option<String>,
+    pub(crate) entity_id: Option<i64>,
+    pub(crate) url: String,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) priority: i32,
+    pub(crate) retry_count: i32,
+    pub(crate) max_retries: i32,
+    pub(crate) occurred_at: String,
+    pub(crate) lease_token: i64,
+}
+
+impl Job {
+    /// 1-based attempt number, sent as `X-Webhook-Attempt`.
+    pub(crate) fn attempt(&self) -> i32 {
+        self.retry_count + 1
+    }
+
+    /// Reads the job columns starting at column `at`; `None` for the all-NULL row.
+    fn from_row(row: &tokio_postgres::Row, at: usize) -> Result<Option<Job>, DaemonError> {
+        let Some(id) = row.try_get::<_, Option<i64>>(at)? else {
+            return Ok(None);
+        };
+        Ok(Some(Job {
+            id,
+            webhook_id: row.try_get(at + 1)?,
+            event_type: row.try_get(at + 2)?,
+            entity_type: row.try_get(at + 3)?,
+            entity_id: row.try_get(at + 4)?,
+            url: row.try_get(at + 5)?,
+            payload: row.try_get(at + 6)?,
+            priority: row.try_get(at + 7)?,
+            retry_count: row.try_get(at + 8)?,
+            max_retries: row.try_get(at + 9)?,
+            occurred_at: row.try_get(at + 10)?,
+            lease_token: row.try_get(at + 11)?,
+        }))
+    }
+}
+
+/// What this relay already has in flight per endpoint, for the per-endpoint cap.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndpointLoad {
+    pub(crate) urls: Vec<String>,
+    pub(crate) in_flight: Vec<i32>,
+    /// Endpoints at the cap: nothing more is claimed for them.
+    pub(crate) saturated: Vec<String>,
+}
+
+/// The claim settings that come from configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimLimits {
+    pub(crate) batch_size: i64,
+    pub(crate) max_per_endpoint: i32,
+    pub(crate) max_retries: i32,
+    pub(crate) lease: Duration,
+}
+
+impl ClaimLimits {
+    pub(crate) fn new(config: &relay_core::Config) -> ClaimLimits {
+        ClaimLimits {
+            batch_size: i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX),
+            max_per_endpoint: i32::try_from(config.queue.max_per_endpoint).unwrap_or(i32::MAX),
+            max_retries: i32::try_from(config.queue.max_retries).unwrap_or(i32::MAX),
+            lease: Duration::from_secs(config.queue.lease_seconds),
+        }
+    }
+}
+
+/// The result of one route statement.
+pub(crate) struct Routed {
+    /// Events moved from the outbox into the queue.
+    pub(crate) events: i64,
+    /// Rows claimed straight away, to be delivered now.
+    pub(crate) jobs: Vec<Job>,
+}
+
+pub(crate) async fn route_and_claim(
+    db: &Db,
+    routes: &RouteTable,
+    load: &EndpointLoad,
+    limits: ClaimLimits,
+    free: usize,
+) -> Result<Routed, DaemonError> {
+    db.bounded("routing events", async {
+        let client = db.client().await?;
+        let statement = client.prepare_cached(ROUTE_AND_CLAIM).await?;
+        let free = i64::try_from(free).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &routes.events,
+                    &routes.urls,
+                    &routes.priorities,
+                    &routes.claimable,
+                    &load.urls,
+                    &load.in_flight,
+                    &limits.batch_size,
+                    &limits.max_per_endpoint,
+                    &free,
+                    &limits.max_retries,
+                    &limits.lease.as_secs_f64(),
+                ],
+            )
+            .await?;
+        let mut routed = Routed {
+            events: 0,
+            jobs: Vec::new(),
+        };
+        for row in &rows {
+            routed.events = row.try_get(0)?;
+            routed.jobs.extend(Job::from_row(row, 1)?);
+        }
+        routed
+            .jobs
+            .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        Ok(routed)
+    })
+    .await
+}
+
+pub(crate) async fn claim_due(
+    db: &Db,
+    routes: &RouteTable,
+    load: &EndpointLoad,
+    limits: ClaimLimits,
+    want: usize,
+) -> Result<Vec<Job>, DaemonError> {
+    db.bounded("claiming due rows", async {
+        let client = db.client().await?;
+        let statement = client.prepare_cached(CLAIM_DUE).await?;
+        let want = i64::try_from(want).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &want,
+                    &routes.held,
+                    &load.urls,
+                    &load.in_flight,
+                    &limits.max_per_endpoint,
+                    &load.saturated,
+                    &limits.lease.as_secs_f64(),
+                ],
+            )
+            .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            jobs.extend(Job::from_row(row, 0)?);
+        }
+        Ok(jobs)
+    })
+    .await
+}
+
+/// Returns rows (id, claim token) to `pending`; how many were still ours.
+pub(crate) async fn release(db: &Db, rows: &[(i64, i64)]) -> Result<u64, DaemonError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let tokens: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    db.bounded("releasing rows", async {
+        let client = db.client().await?;
+        let statement = client.prepare_cached(RELEASE).await?;
+        Ok(client.execute(&statement, &[&ids, &tokens]).await?)
+    })
+    .await
+}
+
+/// Expired leases back to `pending`; the ids released.
+pub(crate) async fn release_expired_leases(db: &Db) -> Result<Vec<i64>, DaemonError> {
+    db.bounded("releasing expired leases", async {
+        let client = db.client().await?;
+        let statement = client.prepare_cached(RELEASE_EXPIRED_LEASES).await?;
+        let rows = client.query(&statement, &[]).await?;
+        let ids: Result<Vec<i64>, _> = rows.iter().map(|r| r.try_get::<_, i64>(0)).collect();
+        Ok(ids?)
+    })
+    .await
+}

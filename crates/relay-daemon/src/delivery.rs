@@ -1,0 +1,279 @@
+//! One HTTP attempt: build the signed request for a claimed row, send it over the
+//! pooled keep-alive client, and report what happened. Deciding what the result means
+//! (sent, retry, failed) is [`crate::outcome`]'s job.
+//!
+//! Request (the contract): `POST`, `Content-Type: application/json`, the envelope body
+//! (identical on every attempt: the row's webhook_id, the stored payload, and
+//! occurred_at rendered by Postgres), and `X-Webhook-Id`, `X-Webhook-Event`,
+//! `X-Webhook-Attempt`, `X-Webhook-Timestamp`, `X-Webhook-Signature-256` (HMAC-SHA256
+//! over `"{timestamp}.{body}"`), plus `X-N8N-API-KEY` and the static auth header when
+//! configured. Signature and credentials are marked sensitive and never logged.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use relay_core::events::Envelope;
+use relay_core::{signature, Config};
+
+use crate::claim::Job;
+use crate::error::{describe_chain, DaemonError};
+
+/// Kept of a response body for `webhook_logs.response_body`.
+pub(crate) const RESPONSE_BODY_KEEP: usize = 2048;
+/// Read (and discarded) past the kept part so the connection can be reused; a larger
+/// body closes the connection instead.
+const RESPONSE_BODY_DRAIN: usize = 64 * 1024;
+
+const HEADER_ID: &str = "x-webhook-id";
+const HEADER_EVENT: &str = "x-webhook-event";
+const HEADER_ATTEMPT: &str = "x-webhook-attempt";
+const HEADER_API_KEY: &str = "x-n8n-api-key";
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    /// The HTTP status, when a response arrived.
+    pub(crate) status: Option<u16>,
+    /// Why the attempt failed (non-2xx, timeout, connection error); `None` on success.
+    pub(crate) error: Option<String>,
+    /// The start of the response body, for the log.
+    pub(crate) body: Option<String>,
+    pub(crate) duration: Duration,
+    /// The server's `Retry-After`, when it sent one with a failure.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Attempt {
+    pub(crate) fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Sends deliveries. Cheap to clone: the connection pool is shared.
+#[derive(Clone)]
+pub(crate) struct Deliverer {
+    client: HttpClient,
+    secret: relay_core::Secret,
+    api_key: Option<HeaderValue>,
+    auth: Option<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+}
+
+impl Deliverer {
+    pub(crate) fn new(config: &Config) -> Result<Deliverer, DaemonError> {
+        let timeout = config.timeout();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let https = HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(config.queue.max_per_endpoint)
+            .build(https);
+
+        let api_key = if config.n8n.api_key.is_empty() {
+            None
+        } else {
+            Some(sensitive(config.n8n.api_key.expose(), "n8n.api_key")?)
+        };
+        let auth = if config.n8n.auth_header_name.is_empty() {
+            None
+        } else {
+            let name = HeaderName::from_bytes(config.n8n.auth_header_name.as_bytes())
+                .map_err(|e| DaemonError::Setup(format!("n8n.auth_header_name: {e}")))?;
+            let value = sensitive(
+                config.n8n.auth_header_value.expose(),
+                "n8n.auth_header_value",
+            )?;
+            Some((name, value))
+        };
+        Ok(Deliverer {
+            client,
+            secret: config.security.webhook_secret.clone(),
+            api_key,
+            auth,
+            timeout,
+        })
+    }
+
+    /// The exact body for a row; the same bytes on every attempt.
+    pub(crate) fn body(job: &Job) -> Vec<u8> {
+        Envelope {
+            id: &job.webhook_id,
+            event: &job.event_type,
+            occurred_at: &job.occurred_at,
+            entity_type: job.entity_type.as_deref().unwrap_or_default(),
+            entity_id: job.entity_id,
+            data: &job.payload,
+        }
+        .to_bytes()
+    }
+
+    /// One attempt, cut at `queue.timeout_seconds` (connect, send and reading the
+    /// response all count).
+    pub(crate) async fn deliver(&self, job: &Job) -> Attempt {
+        let started = Instant::now();
+        let request = match self.request(job) {
+            Ok(r) => r,
+            Err(e) => return failed(started, e),
+        };
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(Ok((status, retry_after, body))) => {
+                let ok = (200..300).contains(&status);
+                Attempt {
+                    status: Some(status),
+                    error: (!ok).then(|| format!("HTTP {status}")),
+                    body: Some(body),
+                    duration: started.elapsed(),
+                    retry_after: if ok { None } else { retry_after },
+                }
+            }
+            Ok(Err(e)) => failed(started, e),
+            Err(_) => failed(
+                started,
+                format!("timed out after {} s", self.timeout.as_secs()),
+            ),
+        }
+    }
+
+    fn request(&self, job: &Job) -> Result<Request<Full<Bytes>>, String> {
+        let uri: http::Uri = job
+            .url
+            .parse()
+            .map_err(|e| format!("webhook_url is not a valid URL: {e}"))?;
+        let body = Self::body(job);
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut signature = HeaderValue::from_str(&signature::sign(
+            self.secret.expose().as_bytes(),
+            timestamp,
+            &body,
+        ))
+        .map_err(|e| e.to_string())?;
+        signature.set_sensitive(true);
+
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, concat!("n8n-relay/", env!("CARGO_PKG_VERSION")))
+            .header(HEADER_ID, job.webhook_id.as_str())
+            .header(HEADER_EVENT, job.event_type.as_str())
+            .header(HEADER_ATTEMPT, job.attempt())
+            .header(signature::HEADER_TIMESTAMP, timestamp)
+            .header(signature::HEADER_SIGNATURE, signature);
+        if let Some(key) = &self.api_key {
+            builder = builder.header(HEADER_API_KEY, key.clone());
+        }
+        if let Some((name, value)) = &self.auth {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("could not build the request: {e}"))
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(u16, Option<Duration>, String), String> {
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("connection error: {}", describe_chain(&e)))?;
+        let status = response.status().as_u16();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| relay_core::retry::parse_retry_after(v, now));
+        let mut body = response.into_body();
+        let mut kept = Vec::new();
+        let mut read = 0usize;
+        while read <= RESPONSE_BODY_DRAIN {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        read += data.len();
+                        let room = RESPONSE_BODY_KEEP.saturating_sub(kept.len());
+                        kept.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                // The status is what counts; a body cut short is only a log detail.
+                Some(Err(_)) | None => break,
+            }
+        }
+        Ok((status, retry_after, truncate_text(&kept)))
+    }
+}
+
+fn failed(started: Instant, error: String) -> Attempt {
+    Attempt {
+        status: None,
+        error: Some(error),
+        body: None,
+        duration: started.elapsed(),
+        retry_after: None,
+    }
+}
+
+fn sensitive(value: &str, key: &str) -> Result<HeaderValue, DaemonError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| DaemonError::Setup(format!("{key}: not a valid HTTP header value")))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// At most [`RESPONSE_BODY_KEEP`] bytes as text, cut on a character boundary.
+pub(crate) fn truncate_text(bytes: &[u8]) -> String {
+    let mut cut = &bytes[..bytes.len().min(RESPONSE_BODY_KEEP)];
+    if let Err(e) = std::str::from_utf8(cut) {
+        if e.error_len().is_none() {
+            // A character split by the cut: drop its first bytes.
+            cut = &cut[..e.valid_up_to()];
+        }
+    }
+    let text = String::from_utf8_lossy(cut);
+    let mut end = text.len().min(RESPONSE_BODY_KEEP);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_bodies_are_cut_on_a_character_boundary() {
+        let long = format!("a{}", "é".repeat(RESPONSE_BODY_KEEP));
+        let cut = truncate_text(long.as_bytes());
+        assert_eq!(cut.len(), RESPONSE_BODY_KEEP - 1);
+        assert!(cut[1..].chars().all(|c| c == 'é'), "{cut}");
+        assert_eq!(truncate_text(b"short"), "short");
+    }
+}

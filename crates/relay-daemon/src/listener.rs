@@ -1,0 +1,127 @@
+//! The LISTEN connection: one dedicated tokio-postgres connection (pooled ones cannot
+//! LISTEN), driven with `poll_message`, because the connection's plain `Future`
+//! discards notifications.
+//!
+//! It always drains: a driver task reads every message as it arrives and forwards a
+//! wake-up with `try_send`, dropping it when the pump already has wake-ups queued.
+//! Postgres's notification queue is shared by the cluster and fills if a listener
+//! stops reading, at which point NOTIFY (and the business write doing it) fails.
+//!
+//! A lost connection is re-established with exponential backoff, and every (re)connect
+//! asks the pump for a full catch-up: notifications sent while nobody listened are
+//! gone, the outbox is not. TCP keepalives (from `relay_core::db::pg_config`) make a
+//! silently dead link fail instead of hanging.
+
+use std::future::poll_fn;
+use std::time::Duration;
+
+use relay_core::config::DatabaseConfig;
+use relay_core::db::NOTIFY_CHANNEL;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::error::{describe_pg, DaemonError};
+use crate::pump::Wake;
+
+/// Shown in `pg_stat_activity.application_name` for the LISTEN connection (unless
+/// the database URL sets its own application_name).
+pub const APPLICATION_NAME: &str = "n8n-relay-listener";
+
+pub(crate) async fn run(db: DatabaseConfig, wake: mpsc::Sender<Wake>, shutdown: CancellationToken) {
+    let mut backoff = crate::db_backoff();
+    let mut connected_before = false;
+    loop {
+        match session(&db, &wake, &shutdown, connected_before).await {
+            Ok(()) => return,
+            Err((established, e)) => {
+                if established {
+                    connected_before = true;
+                    backoff = crate::db_backoff();
+                }
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                warn!(error = %e, retry_in = ?delay, "listener connection lost; reconnecting");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One connection's life. `Ok` only on shutdown; `Err((established, e))` when the
+/// connection failed, `established` telling whether LISTEN had succeeded.
+async fn session(
+    db: &DatabaseConfig,
+    wake: &mpsc::Sender<Wake>,
+    shutdown: &CancellationToken,
+    reconnect: bool,
+) -> Result<(), (bool, String)> {
+    let failed = |e: DaemonError| (false, e.to_string());
+    let pg = relay_core::db::pg_config(db, APPLICATION_NAME).map_err(|e| failed(e.into()))?;
+    let limit = Duration::from_secs(db.connect_timeout_seconds + db.statement_timeout_seconds);
+    let (client, mut connection) = tokio::time::timeout(limit, pg.connect(NoTls))
+        .await
+        .map_err(|_| failed(DaemonError::Timeout("connecting the listener", limit)))?
+        .map_err(|e| failed(e.into()))?;
+
+    let forward = wake.clone();
+    let mut driver = tokio::spawn(async move {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    debug!(event_id = n.payload(), "notification");
+                    let _ = forward.try_send(Wake::Notified);
+                }
+                Some(Ok(AsyncMessage::Notice(notice))) => {
+                    debug!(
+                        message = notice.message(),
+                        "notice on the listener connection"
+                    );
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return describe_pg(&e),
+                None => return "connection closed by the server".to_string(),
+            }
+        }
+    });
+
+    let listen = format!("LISTEN {NOTIFY_CHANNEL}");
+    match tokio::time::timeout(limit, client.batch_execute(&listen)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            driver.abort();
+            return Err(failed(e.into()));
+        }
+        Err(_) => {
+            driver.abort();
+            return Err(failed(DaemonError::Timeout("LISTEN", limit)));
+        }
+    }
+    if reconnect {
+        info!(
+            channel = NOTIFY_CHANNEL,
+            "listener reconnected; catching up on the outbox"
+        );
+    } else {
+        info!(channel = NOTIFY_CHANNEL, "listening for notifications");
+    }
+    let _ = wake.try_send(Wake::Reconnected);
+
+    tokio::select! {
+        () = shutdown.cancelled() => {
+            driver.abort();
+            drop(client);
+            Ok(())
+        }
+        ended = &mut driver => {
+            let reason = ended.unwrap_or_else(|e| format!("listener task ended: {e}"));
+            Err((true, reason))
+        }
+    }
+}

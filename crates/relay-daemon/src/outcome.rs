@@ -1,0 +1,357 @@
+//! What an attempt means, and writing it down. Every outcome of every delivery passes
+//! through this module: [`judge`] decides (sent, retry later, failed for good) and the
+//! recorder task writes it. The one place to count deliveries.
+//!
+//! The recorder batches: whatever outcomes have arrived are written with a single
+//! statement (one round trip), which updates the queue rows and appends
+//! `webhook_logs` (every attempt) and `webhook_retry_history` (every failed attempt).
+//! Neither the signature nor any secret is ever written. A worker slot is freed only
+//! once its outcome is stored, so the rows this relay holds in `sending` never exceed
+//! `queue.workers` and a database outage stops new claims instead of piling up
+//! unrecorded results.
+
+use std::time::Duration;
+
+use relay_core::retry::{RetryDecision, RetrySchedule};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use crate::claim::Job;
+use crate::db::Db;
+use crate::delivery::Attempt;
+use crate::dispatcher::Slot;
+use crate::error::DaemonError;
+use crate::pump::Wake;
+
+/// Outcomes written per statement at most.
+const MAX_BATCH: usize = 512;
+/// During shutdown, how often a failing write is retried before giving up (the rows
+/// then return to pending when their lease expires).
+const SHUTDOWN_WRITE_ATTEMPTS: u32 = 3;
+
+/// The queue update only applies while the row still carries this relay's lease
+/// (see [`crate::claim`]); the ids it did not apply to are returned.
+pub(crate) const RECORD: &str = "WITH o AS (
+    SELECT * FROM unnest(
+        $1::int8[], $2::int8[], $3::text[], $4::int4[], $5::float8[], $6::text[],
+        $7::int4[], $8::int4[], $9::int4[], $10::text[], $11::text[], $12::text[],
+        $13::text[]
+    ) AS o(id, token, status, retry_count, delay_seconds, error, response_status,
+           attempt, duration_ms, response_body, event_type, webhook_url, note)
+),
+queue AS (
+    UPDATE webhook_queue q SET
+        status = o.status,
+        retry_count = o.retry_count,
+        next_attempt_at = CASE WHEN o.status = 'pending'
+                               THEN now() + make_interval(secs => o.delay_seconds)
+                               ELSE q.next_attempt_at END,
+        last_error = coalesce(o.error, q.last_error),
+        last_response_status = o.response_status,
+        sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE q.sent_at END,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM o
+    WHERE q.id = o.id AND q.status = 'sending'
+      AND (extract(epoch FROM q.lease_expires_at) * 1000000)::int8 = o.token
+    RETURNING q.id
+),
+logs AS (
+    INSERT INTO webhook_logs (direction, event_type, webhook_queue_id, webhook_url, attempt,
+                              response_status, response_body, duration_ms, error_message)
+    SELECT 'outgoing', o.event_type, o.id, o.webhook_url, o.attempt, o.response_status,
+           o.response_body, o.duration_ms, o.error
+    FROM o
+),
+history AS (
+    INSERT INTO webhook_retry_history (webhook_queue_id, attempt, response_status,
+                                       error_message, duration_ms, next_attempt_at, note)
+    SELECT o.id, o.attempt, o.response_status, o.error, o.duration_ms,
+           CASE WHEN o.status = 'pending'
+                THEN now() + make_interval(secs => o.delay_seconds) END,
+           o.note
+    FROM o
+    -- a row deleted meanwhile (queue cleanup) has no history to keep
+    WHERE o.status <> 'sent' AND EXISTS (SELECT 1 FROM webhook_queue q WHERE q.id = o.id)
+)
+SELECT o.id FROM o WHERE o.id NOT IN (SELECT id FROM queue)";
+
+/// What a finished attempt means for its row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    Sent,
+    /// Pending again after `delay`, with `retry_count` retries done.
+    Retry {
+        delay: Duration,
+        retry_count: i32,
+    },
+    /// No retries left: `failed`, `last_error` kept.
+    Failed,
+}
+
+impl Verdict {
+    fn status(self) -> &'static str {
+        match self {
+            Verdict::Sent => "sent",
+            Verdict::Retry { .. } => "pending",
+            Verdict::Failed => "failed",
+        }
+    }
+}
+
+/// Any 2xx is success; anything else, a timeout or a connection error follows the
+/// retry schedule (a server's `Retry-After` replaces the scheduled delay).
+pub(crate) fn judge(job: &Job, attempt: &Attempt, schedule: &RetrySchedule) -> Verdict {
+    if attempt.succeeded() {
+        return Verdict::Sent;
+    }
+    match schedule.after_failure(job.retry_count, job.max_retries, attempt.retry_after) {
+        RetryDecision::RetryIn(delay, retry_count) => Verdict::Retry { delay, retry_count },
+        RetryDecision::GiveUp => Verdict::Failed,
+    }
+}
+
+/// A delivery that has run, waiting to be written down. Holds its worker slot.
+pub(crate) struct Finished {
+    pub(crate) job: Job,
+    pub(crate) attempt: Attempt,
+    pub(crate) verdict: Verdict,
+    /// Held, not read: dropping it (after the write) frees the worker slot.
+    pub(crate) _slot: Slot,
+}
+
+/// Hands outcomes to the recorder task.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    tx: mpsc::UnboundedSender<Finished>,
+}
+
+impl Recorder {
+    /// Never blocks or awaits: a delivery task hands over its result and ends, so a
+    /// task aborted at shutdown has either recorded or not started recording.
+    pub(crate) fn record(&self, finished: Finished) {
+        if let Err(e) = self.tx.send(finished) {
+            error!(
+                queue_id = e.0.job.id,
+                "outcome recorder has stopped; the row returns to pending when its lease expires"
+            );
+        }
+    }
+}
+
+/// Starts the recorder. It runs until every [`Recorder`] is dropped, then writes
+/// what is left and ends.
+pub(crate) fn spawn(
+    db: Db,
+    wake: mpsc::Sender<Wake>,
+    shutdown: CancellationToken,
+) -> (Recorder, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(db, rx, wake, shutdown));
+    (Recorder { tx }, task)
+}
+
+async fn run(
+    db: Db,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
+    wake: mpsc::Sender<Wake>,
+    shutdown: CancellationToken,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        write_with_retry(&db, &batch, &shutdown).await;
+        // Dropping the batch frees the worker slots; then the pump may claim more.
+        drop(batch);
+        let _ = wake.try_send(Wake::Recorded);
+    }
+}
+
+async fn write_with_retry(db: &Db, batch: &[Finished], shutdown: &CancellationToken) {
+    let mut backoff = crate::db_backoff();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match write(db, batch).await {
+            Ok(stale) => {
+                for id in stale {
+                    warn!(
+                        queue_id = id,
+                        "outcome not applied: the row's lease expired or it was changed meanwhile"
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                if shutdown.is_cancelled() && tries >= SHUTDOWN_WRITE_ATTEMPTS {
+                    error!(error = %e, rows = batch.len(),
+                        "could not record outcomes before exiting; the rows return to pending when their lease expires");
+                    return;
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                warn!(error = %e, rows = batch.len(), retry_in = ?delay, "could not record outcomes; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn write(db: &Db, batch: &[Finished]) -> Result<Vec<i64>, DaemonError> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut retry_counts = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut response_statuses = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut durations = Vec::with_capacity(n);
+    let mut bodies = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n);
+    let mut urls = Vec::with_capacity(n);
+    let mut notes = Vec::with_capacity(n);
+    for f in batch {
+        let (retry_count, delay, note) = match f.verdict {
+            Verdict::Sent => (f.job.retry_count, 0.0, None),
+            Verdict::Retry { delay, retry_count } => (
+                retry_count,
+                delay.as_secs_f64(),
+                Some(format!(
+                    "retry {retry_count} of {} in {} s{}",
+                    f.job.max_retries,
+                    delay.as_secs(),
+                    if f.attempt.retry_after.is_some() {
+                        " (Retry-After)"
+                    } else {
+                        ""
+                    }
+                )),
+            ),
+            Verdict::Failed => (
+                f.job.retry_count,
+                0.0,
+                Some(format!("failed after {} attempts", f.job.attempt())),
+            ),
+        };
+        ids.push(f.job.id);
+        tokens.push(f.job.lease_token);
+        statuses.push(f.verdict.status());
+        retry_counts.push(retry_count);
+        delays.push(delay);
+        errors.push(f.attempt.error.clone());
+        response_statuses.push(f.attempt.status.map(i32::from));
+        attempts.push(f.job.attempt());
+        durations.push(i32::try_from(f.attempt.duration.as_millis()).unwrap_or(i32::MAX));
+        bodies.push(f.attempt.body.clone());
+        events.push(f.job.event_type.as_str());
+        urls.push(f.job.url.as_str());
+        notes.push(note);
+    }
+    db.bounded("recording outcomes", async {
+        let client = db.client().await?;
+        let statement = client.prepare_cached(RECORD).await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &ids,
+                    &tokens,
+                    &statuses,
+                    &retry_counts,
+                    &delays,
+                    &errors,
+                    &response_statuses,
+                    &attempts,
+                    &durations,
+                    &bodies,
+                    &events,
+                    &urls,
+                    &notes,
+                ],
+            )
+            .await?;
+        let stale: Result<Vec<i64>, _> = rows.iter().map(|r| r.try_get::<_, i64>(0)).collect();
+        Ok(stale?)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(retry_count: i32, max_retries: i32) -> Job {
+        Job {
+            id: 1,
+            webhook_id: "w".into(),
+            event_type: "lead_scraped".into(),
+            entity_type: Some("lead".into()),
+            entity_id: Some(1),
+            url: "http://x/".into(),
+            payload: serde_json::json!({}),
+            priority: 0,
+            retry_count,
+            max_retries,
+            occurred_at: "2025-01-01T00:00:00.000000Z".into(),
+            lease_token: 0,
+        }
+    }
+
+    fn attempt(status: Option<u16>, retry_after: Option<u64>) -> Attempt {
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        Attempt {
+            status,
+            error: (!ok).then(|| "HTTP 500".to_string()),
+            body: None,
+            duration: Duration::from_millis(3),
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn any_2xx_is_sent_and_failures_follow_the_schedule() {
+        let schedule = RetrySchedule::new(vec![1, 60], 3600);
+        assert_eq!(
+            judge(&job(0, 3), &attempt(Some(204), None), &schedule),
+            Verdict::Sent
+        );
+        assert_eq!(
+            judge(&job(1, 3), &attempt(Some(500), None), &schedule),
+            Verdict::Retry {
+                delay: Duration::from_secs(60),
+                retry_count: 2
+            }
+        );
+        assert_eq!(
+            judge(&job(0, 3), &attempt(None, None), &schedule),
+            Verdict::Retry {
+                delay: Duration::from_secs(1),
+                retry_count: 1
+            }
+        );
+        assert_eq!(
+            judge(&job(3, 3), &attempt(Some(500), None), &schedule),
+            Verdict::Failed
+        );
+    }
+
+    #[test]
+    fn retry_after_replaces_the_scheduled_delay() {
+        let schedule = RetrySchedule::new(vec![60], 3600);
+        assert_eq!(
+            judge(&job(0, 3), &attempt(Some(429), Some(2)), &schedule),
+            Verdict::Retry {
+                delay: Duration::from_secs(2),
+                retry_count: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The relay's main loop: route and claim while there is work, deliver through the
+//! dispatcher, and when a pass finds nothing, arm the wake-up ([`crate::wakeup`]) and
+//! sleep until something happens.
+//!
+//! While busy the pump polls the outbox and the queue pass after pass, and the wake-up
+//! stays disarmed, so writers do not notify. A database error never ends the loop: it
+//! is logged, the pump backs off, and tries again.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::claim::{self, ClaimLimits};
+use crate::db::Db;
+use crate::dispatcher::Dispatcher;
+use crate::error::DaemonError;
+use crate::router::RouteTable;
+use crate::wakeup::{self, Settled};
+
+/// Why the pump should look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A writer's NOTIFY.
+    Notified,
+    /// The listener (re)connected: notifications may have been missed.
+    Reconnected,
+    /// Outcomes were stored: worker slots are free, retries may be scheduled.
+    Recorded,
+    /// The periodic safety sweep.
+    Sweep,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Routed or claimed something: look again at once.
+    Worked,
+    /// Every worker is busy: wait for one to finish.
+    Full,
+    /// Nothing to do.
+    Nothing,
+}
+
+pub(crate) struct Pump {
+    pub(crate) db: Db,
+    pub(crate) routes: RouteTable,
+    pub(crate) limits: ClaimLimits,
+    pub(crate) dispatcher: Dispatcher,
+}
+
+impl Pump {
+    /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained.
+    pub(crate) async fn run(
+        mut self,
+        mut wake: mpsc::Receiver<Wake>,
+        shutdown: &CancellationToken,
+    ) -> Dispatcher {
+        let mut backoff = crate::db_backoff();
+        let mut failing = false;
+        while !shutdown.is_cancelled() {
+            while wake.try_recv().is_ok() {}
+            let step = match self.pass().await {
+                Ok(Pass::Worked) => Ok(None),
+                Ok(Pass::Full) => Ok(Some(None)),
+                Ok(Pass::Nothing) => {
+                    let load = self.dispatcher.load();
+                    match wakeup::arm_and_settle(&self.db, &self.routes, &load, shutdown).await {
+                        Ok(Settled::Work) => Ok(None),
+                        Ok(Settled::Idle { next_due }) => Ok(Some(next_due)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match step {
+                // More work: straight into the next pass.
+                Ok(None) => {}
+                // Sleep until woken, or until the next retry is due.
+                Ok(Some(next_due)) => {
+                    if failing {
+                        info!("database reachable again; relay resumed");
+                        failing = false;
+                        backoff = crate::db_backoff();
+                    }
+                    let due = async {
+                        match next_due {
+                            // A little late rather than early: next_attempt_at <= now().
+                            Some(d) => tokio::time::sleep(d + Duration::from_millis(1)).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        _ = wake.recv() => {}
+                        () = due => {}
+                    }
+                }
+                Err(e) => {
+                    failing = true;
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    if e.is_missing_schema() {
+                        warn!(error = %e, retry_in = ?delay,
+                            "the relay's tables or functions are missing: run `n8n-relay migrate`");
+                    } else {
+                        warn!(error = %e, retry_in = ?delay, "database error; backing off");
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.dispatcher
+    }
+
+    /// Route fresh events (claiming the first of them), then claim due rows.
+    async fn pass(&mut self) -> Result<Pass, DaemonError> {
+        let delivering = self.routes.delivering;
+        let free = if delivering {
+            self.dispatcher.free_slots()
+        } else {
+            0
+        };
+        let load = self.dispatcher.load();
+        let routed =
+            claim::route_and_claim(&self.db, &self.routes, &load, self.limits, free).await?;
+        let fresh = routed.jobs.len();
+        for job in routed.jobs {
+            self.dispatcher.start(job).await;
+        }
+        let mut due = 0;
+        if delivering {
+            let free = self.dispatcher.free_slots();
+            if free == 0 {
+                return Ok(if routed.events > 0 {
+                    Pass::Worked
+                } else {
+                    Pass::Full
+                });
+            }
+            let want = free.min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
+            let load = self.dispatcher.load();
+            let jobs = claim::claim_due(&self.db, &self.routes, &load, self.limits, want).await?;
+            due = jobs.len();
+            for job in jobs {
+                self.dispatcher.start(job).await;
+            }
+        }
+        Ok(if routed.events > 0 || fresh > 0 || due > 0 {
+            Pass::Worked
+        } else {
+            Pass::Nothing
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! Where each event type goes, in the shape the route statement takes: parallel
+//! arrays, one entry per event type (`unnest($1::text[], ...)` in [`crate::claim`]).
+//!
+//! A disabled route, or delivery paused as a whole (`N8N_ENABLED=false`,
+//! `WEBHOOK_QUEUE_ENABLED=false`), never drops an event: events are still routed into
+//! `webhook_queue` as `pending`; only claiming them for delivery waits.
+
+use relay_core::Config;
+
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTable {
+    pub(crate) events: Vec<String>,
+    pub(crate) urls: Vec<String>,
+    pub(crate) priorities: Vec<i32>,
+    /// Whether rows of this route may be claimed for delivery now.
+    pub(crate) claimable: Vec<bool>,
+    /// Event types whose queued rows wait (their route is disabled).
+    pub(crate) held: Vec<String>,
+    pub(crate) delivering: bool,
+}
+
+impl RouteTable {
+    pub(crate) fn new(config: &Config) -> RouteTable {
+        let delivering = config.delivery_enabled();
+        let routes = config.routes();
+        RouteTable {
+            events: routes
+                .iter()
+                .map(|r| r.event.as_str().to_string())
+                .collect(),
+            urls: routes.iter().map(|r| r.url.clone()).collect(),
+            priorities: routes.iter().map(|r| r.priority).collect(),
+            claimable: routes.iter().map(|r| delivering && r.enabled).collect(),
+            held: routes
+                .iter()
+                .filter(|r| !r.enabled)
+                .map(|r| r.event.as_str().to_string())
+                .collect(),
+            delivering,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paused_delivery_routes_everything_but_claims_nothing() {
+        let mut config = Config::default();
+        config.n8n.enabled = false;
+        let table = RouteTable::new(&config);
+        assert_eq!(table.events.len(), 11);
+        assert!(table.claimable.iter().all(|c| !c));
+        assert!(!table.delivering);
+    }
+
+    #[test]
+    fn a_disabled_route_is_held_not_dropped() {
+        let mut config = Config::default();
+        config.routes.insert(
+            "demo_failed".into(),
+            relay_core::config::RouteConfig {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        );
+        let table = RouteTable::new(&config);
+        assert_eq!(table.held, vec!["demo_failed".to_string()]);
+        assert_eq!(table.events.len(), 11, "the disabled route still routes");
+        assert_eq!(table.claimable.iter().filter(|c| !**c).count(), 1);
+    }
+}

@@ -1,0 +1,146 @@
+//! The wake-up protocol: how the relay goes to sleep without missing an event, while
+//! busy writers never pay for a NOTIFY.
+//!
+//! A NOTIFY per outbox row would serialise every notifying commit in the cluster
+//! (design.md, "The one rule"). So `webhook_emit` notifies only when the relay has
+//! *armed* the sequence `webhook_relay_wakeup` (1 = armed): the first writer that sees
+//! it armed disarms it and sends one NOTIFY carrying the event id; every other writer
+//! just inserts its outbox row. While the relay has work it never arms: the flag
+//! stays 0 and the relay keeps polling the outbox, so a busy stream of writers costs
+//! one small INSERT each and nothing else.
+//!
+//! When a pass finds nothing to do, the relay runs, as separate statements:
+//!
+//! 1. `setval('webhook_relay_wakeup', 1)`: arm. Sequences are not transactional, so
+//!    every writer sees the flag from this moment on, whatever its snapshot.
+//! 2. Is any other backend holding `RowExclusiveLock` on `webhook_events`?
+//! 3. Then, in a later statement and so a newer snapshot: is any event unrouted?
+//!
+//! Why this closes the gap. A writer inserts its outbox row *before* it reads the flag,
+//! and the INSERT takes `RowExclusiveLock` on `webhook_events`, held until the
+//! writer's transaction ends. Take a writer that read the flag before step 1 (it saw
+//! 0 and will not notify). When step 2 runs, after step 1, that writer either
+//! - has finished: Postgres marks a transaction committed before it releases its
+//!   locks, so the commit precedes step 2 and is visible to step 3's snapshot, which
+//!   finds the event; or
+//! - still holds its lock: step 2 sees it, and the relay re-checks after a short
+//!   pause (1 ms, doubling to 50 ms) until no other backend holds the lock and no
+//!   event is waiting.
+//!
+//! A writer that reads the flag after step 1 sees it armed and notifies. Either way
+//! the relay cannot sleep on a committed, unrouted event. (Step 2 is conservative:
+//! any holder, a business writer that has not reached its flag check or an unrelated
+//! one, only makes the relay look again.)
+//!
+//! The one case left to the periodic safety sweep: a writer that saw the flag armed,
+//! disarmed it and then rolled back. Its NOTIFY is never delivered, the flag stays 0,
+//! and a later writer's event waits for the sweep (`queue.processing_interval_seconds`)
+//! or the next wake-up for another reason. It is delayed, never lost. The same holds
+//! for a NOTIFY sent while the listener was reconnecting; the listener asks for a
+//! full catch-up after every (re)connect.
+//!
+//! Due retries need no writer: step 3 also reports when the earliest pending row is
+//! due, and the relay sleeps until then, so a 1 s retry delay is honoured within
+//! about 1 s rather than at the next sweep.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::claim::EndpointLoad;
+use crate::db::Db;
+use crate::error::DaemonError;
+use crate::router::RouteTable;
+
+/// Step 1.
+pub(crate) const ARM: &str = "SELECT setval('webhook_relay_wakeup', 1)";
+
+/// Step 2: writers that may have read the flag before it was armed.
+pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'relation' AND relation = 'webhook_events'::regclass
+      AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())";
+
+/// Step 3, in a newer snapshot: unrouted events of a known type, and how long until
+/// the earliest claimable pending row is due ($2 = delivering; $3 held event types;
+/// $4 endpoints at their cap). Seconds, negative when already due, NULL when none.
+pub(crate) const WORK_WAITING: &str = "SELECT
+    EXISTS (SELECT 1 FROM webhook_events WHERE routed_at IS NULL AND event_type = ANY ($1::text[])),
+    (SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
+     FROM webhook_queue
+     WHERE $2 AND status = 'pending' AND event_type <> ALL ($3::text[])
+       AND webhook_url <> ALL ($4::text[]))";
+
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+/// Writers that keep holding the lock (a long business transaction) are re-checked
+/// this long, then the pump makes an ordinary pass (due retries) and arms again.
+const MAX_SETTLE: Duration = Duration::from_secs(1);
+
+/// What the relay should do after arming.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Settled {
+    /// Events are waiting (or a writer is slow): make another pass.
+    Work,
+    /// Nothing to do: sleep until a wake-up, or until the next retry is due.
+    Idle { next_due: Option<Duration> },
+}
+
+/// Arms the wake-up and checks the gap, as the module documentation describes.
+pub(crate) async fn arm_and_settle(
+    db: &Db,
+    routes: &RouteTable,
+    load: &EndpointLoad,
+    shutdown: &CancellationToken,
+) -> Result<Settled, DaemonError> {
+    let client = db.client().await?;
+    db.bounded("arming the wake-up", async {
+        let statement = client.prepare_cached(ARM).await?;
+        client.query_one(&statement, &[]).await?;
+        Ok(())
+    })
+    .await?;
+    let started = tokio::time::Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let writers: bool = db
+            .bounded("checking for writers", async {
+                let statement = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
+                Ok(client.query_one(&statement, &[]).await?.try_get(0)?)
+            })
+            .await?;
+        let (events, next_due): (bool, Option<f64>) = db
+            .bounded("checking for work", async {
+                let statement = client.prepare_cached(WORK_WAITING).await?;
+                let row = client
+                    .query_one(
+                        &statement,
+                        &[
+                            &routes.events,
+                            &routes.delivering,
+                            &routes.held,
+                            &load.saturated,
+                        ],
+                    )
+                    .await?;
+                Ok((row.try_get(0)?, row.try_get(1)?))
+            })
+            .await?;
+        if events || next_due.is_some_and(|secs| secs <= 0.0) {
+            return Ok(Settled::Work);
+        }
+        if !writers {
+            return Ok(Settled::Idle {
+                next_due: next_due.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+            });
+        }
+        if started.elapsed() >= MAX_SETTLE {
+            return Ok(Settled::Work);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(Settled::Idle { next_due: None }),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}

@@ -257,7 +257,10 @@ const STATS: &str = "
     FROM webhook_queue
     GROUP BY event_type, status";
 
-const STATUS_COUNTS: &str = "SELECT status, count(*)::bigint FROM webhook_queue GROUP BY status";
+const DEPTH: &str = "
+    SELECT status, count(*)::bigint, extract(epoch FROM now() - min(created_at))::float8
+    FROM webhook_queue
+    GROUP BY status";
 
 const LIST: &str = concat!(
     "SELECT ",
@@ -374,13 +377,19 @@ pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
     Ok(stats)
 }
 
-/// Rows per status, for the queue-depth gauge: the cheapest query that answers it.
-pub async fn status_counts(client: &Client) -> Result<StatusCounts> {
+/// Rows per status and the oldest pending row's age in seconds, for the queue
+/// gauges: one GROUP BY, the cheapest query that answers both.
+pub async fn depth(client: &Client) -> Result<(StatusCounts, Option<f64>)> {
     let mut counts = StatusCounts::default();
-    for row in client.query(STATUS_COUNTS, &[]).await? {
-        counts.add(row.get::<_, &str>(0), row.get(1));
+    let mut oldest_pending = None;
+    for row in client.query(DEPTH, &[]).await? {
+        let status: &str = row.get(0);
+        counts.add(status, row.get(1));
+        if status == QueueStatus::Pending.as_str() {
+            oldest_pending = row.get(2);
+        }
     }
-    Ok(counts)
+    Ok((counts, oldest_pending))
 }
 
 /// Newest rows first, filtered by status and event type (both checked by name).

@@ -41,6 +41,19 @@ impl SinkRequest {
     pub fn webhook_id(&self) -> String {
         self.header("x-webhook-id").unwrap_or_default().to_string()
     }
+    /// Checks `X-Webhook-Signature-256` over `"{timestamp}.{body}"` with the secret the
+    /// harness gives every relay; returns the timestamp. Panics when it does not verify.
+    pub fn verify_signature(&self) -> u64 {
+        relay_core::signature::verify(
+            crate::relay::TEST_WEBHOOK_SECRET.as_bytes(),
+            self.header("x-webhook-timestamp"),
+            self.header("x-webhook-signature-256"),
+            &self.body,
+            relay_core::signature::unix_now(),
+            300,
+        )
+        .unwrap_or_else(|e| panic!("signature does not verify: {e}"))
+    }
 }
 
 /// How the sink answers one request.

@@ -3,22 +3,9 @@
 
 use std::time::Duration;
 
-use relay_tests::relay::TEST_WEBHOOK_SECRET;
 use relay_tests::{wait_until, RelayBuilder, Sink, SinkRequest, TestDb};
 
 const T: Duration = Duration::from_secs(15);
-
-fn verify_signature(req: &SinkRequest) -> u64 {
-    relay_core::signature::verify(
-        TEST_WEBHOOK_SECRET.as_bytes(),
-        req.header("x-webhook-timestamp"),
-        req.header("x-webhook-signature-256"),
-        &req.body,
-        relay_core::signature::unix_now(),
-        300,
-    )
-    .unwrap_or_else(|e| panic!("signature does not verify: {e}"))
-}
 
 #[tokio::test]
 async fn a_lead_insert_becomes_one_signed_lead_scraped_post() {
@@ -46,7 +33,7 @@ async fn a_lead_insert_becomes_one_signed_lead_scraped_post() {
     assert_eq!(req.header("x-webhook-event"), Some("lead_scraped"));
     assert_eq!(req.header("x-webhook-attempt"), Some("1"));
     assert_eq!(req.header("x-n8n-api-key"), Some("test-api-key"));
-    let ts = verify_signature(req);
+    let ts = req.verify_signature();
     assert_eq!(
         req.header("x-webhook-timestamp"),
         Some(ts.to_string().as_str())
@@ -139,4 +126,294 @@ async fn a_lead_insert_becomes_one_signed_lead_scraped_post() {
             .await,
         0
     );
+}
+
+/// Requests keyed by event name, each checked against its path, header and signature.
+fn by_event(
+    requests: &[SinkRequest],
+) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+    let mut map = std::collections::BTreeMap::<String, Vec<serde_json::Value>>::new();
+    for r in requests {
+        let body = r.json();
+        let event = body["event"].as_str().expect("event name").to_string();
+        assert_eq!(r.header("x-webhook-event"), Some(event.as_str()));
+        assert_eq!(r.path, format!("/webhook/{}", event.replace('_', "-")));
+        r.verify_signature();
+        map.entry(event).or_default().push(body);
+    }
+    map
+}
+
+#[tokio::test]
+async fn every_event_type_is_produced_by_its_sql_path() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO leads (id, business_name) VALUES (1, 'Acme Inc'), (2, 'Bolt LLC');
+             UPDATE leads SET status = 'qualified' WHERE id = 1;
+             UPDATE leads SET outreach_status = 'sent', outreach_subject = 'Hello' WHERE id = 1;
+             UPDATE leads SET status = 'responded', response_message = 'Yes please' WHERE id = 1;
+             UPDATE leads SET outreach_status = 'failed', outreach_error = 'bounced' WHERE id = 2;
+             INSERT INTO demo_sites (id, lead_id) VALUES (10, 1), (11, 2);
+             UPDATE demo_sites SET status = 'pending_approval' WHERE id = 10;
+             UPDATE demo_sites SET status = 'approved' WHERE id = 10;
+             UPDATE demo_sites SET status = 'failed', error_message = 'build broke' WHERE id = 11;
+             INSERT INTO videos (id, lead_id, demo_site_id) VALUES (20, 1, 10), (21, 2, 11);
+             UPDATE videos SET status = 'pending_approval' WHERE id = 20;
+             UPDATE videos SET status = 'completed', url = 'https://v.example/20' WHERE id = 20;
+             UPDATE videos SET status = 'failed', error_message = 'render failed' WHERE id = 21;
+             SELECT webhook_emit('workflow_error', 'workflow', NULL,
+                                 '{\"workflow_id\": \"pipeline\", \"error_message\": \"boom\"}');",
+        )
+        .await
+        .unwrap();
+
+    let got = sink.wait_for(13, T).await;
+    let events = by_event(&got);
+    let names: Vec<&str> = events.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 11, "all eleven event types: {names:?}");
+    let one = |name: &str| -> &serde_json::Value {
+        let list = &events[name];
+        assert_eq!(list.len(), 1, "{name}: {list:?}");
+        &list[0]
+    };
+    assert_eq!(events["lead_scraped"].len(), 2);
+    assert_eq!(one("lead_qualified")["data"]["status"], "qualified");
+    assert_eq!(one("lead_qualified")["entity_type"], "lead");
+    assert_eq!(one("email_sent")["data"]["subject"], "Hello");
+    assert_eq!(one("lead_responded")["data"]["message"], "Yes please");
+    assert_eq!(one("email_failed")["data"]["error"], "bounced");
+    assert_eq!(one("email_failed")["entity_id"], 2);
+    assert_eq!(one("demo_completed")["data"]["demo_site_id"], 10);
+    assert_eq!(one("demo_completed")["entity_type"], "demo_site");
+    assert_eq!(one("demo_failed")["data"]["error"], "build broke");
+    assert_eq!(one("video_completed")["data"]["video_id"], 20);
+    assert_eq!(
+        one("video_completed")["data"]["url"],
+        "https://v.example/20"
+    );
+    assert_eq!(one("video_failed")["data"]["error"], "render failed");
+    let approvals = &events["approval_requested"];
+    assert_eq!(approvals.len(), 2);
+    let mut kinds: Vec<&str> = approvals
+        .iter()
+        .map(|a| a["data"]["approval_type"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["demo", "video"]);
+    let error = one("workflow_error");
+    assert_eq!(error["entity_type"], "workflow");
+    assert_eq!(error["entity_id"], serde_json::Value::Null);
+    assert_eq!(error["data"]["error_message"], "boom");
+    assert_eq!(sink.count(), 13);
+}
+
+#[tokio::test]
+async fn a_thousand_leads_from_eight_concurrent_writers_are_a_thousand_distinct_deliveries() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    // A long safety interval: every event must arrive through the wake-up protocol or
+    // the busy polling, not through the sweep.
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_QUEUE_PROCESSING_INTERVAL", 60)
+        .spawn();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let client = db.client().await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..125 {
+                client
+                    .execute(
+                        "INSERT INTO leads (business_name) VALUES ($1)",
+                        &[&format!("writer {w} lead {i}")],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let got = sink.wait_for_distinct(1000, Duration::from_secs(60)).await;
+    let names: std::collections::HashSet<String> = got
+        .iter()
+        .map(|r| {
+            r.json()["data"]["business_name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names.len(), 1000, "every lead once");
+    wait_until("every row is sent", T, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
+            .await
+            == 1000)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(sink.count(), 1000, "no event delivered twice");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1000);
+}
+
+#[tokio::test]
+async fn a_row_too_big_for_a_notify_payload_still_becomes_an_event_and_is_delivered() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let big = "x".repeat(20_000);
+    db.client()
+        .await
+        .execute("INSERT INTO leads (business_name) VALUES ($1)", &[&big])
+        .await
+        .expect("a big row commits");
+    let got = sink.wait_for(1, T).await;
+    assert!(got[0].body.len() > 20_000);
+    assert_eq!(got[0].json()["data"]["business_name"], big.as_str());
+    got[0].verify_signature();
+}
+
+#[tokio::test]
+async fn the_guides_monitoring_and_troubleshooting_sql_runs_unchanged() {
+    let db = TestDb::migrated().await;
+    // lead_qualified always fails; everything else succeeds.
+    let sink = Sink::with(|r| {
+        if r.path.ends_with("lead-qualified") {
+            relay_tests::Reply::status(500)
+        } else {
+            relay_tests::Reply::ok()
+        }
+    })
+    .await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_MAX_RETRIES", 0)
+        .spawn();
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO leads (id, business_name) VALUES (1, 'Acme Inc');
+             UPDATE leads SET status = 'qualified' WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    wait_until("one sent, one failed", T, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE status IN ('sent', 'failed')")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+
+    // Verbatim from the guide's Monitoring section.
+    let status = client
+        .query(
+            "SELECT
+    status,
+    COUNT(*) as count,
+    AVG(retry_count) as avg_retries,
+    MAX(retry_count) as max_retries
+FROM webhook_queue
+GROUP BY status;",
+            &[],
+        )
+        .await
+        .expect("Check Webhook Queue Status");
+    assert_eq!(status.len(), 2);
+    let activity = client
+        .query(
+            "SELECT
+    direction,
+    event_type,
+    response_status,
+    COUNT(*) as count,
+    AVG(duration_ms) as avg_duration_ms,
+    MAX(duration_ms) as max_duration_ms
+FROM webhook_logs
+WHERE created_at > NOW() - INTERVAL '24 hours'
+GROUP BY direction, event_type, response_status
+ORDER BY count DESC;",
+            &[],
+        )
+        .await
+        .expect("Recent Webhook Activity");
+    assert_eq!(activity.len(), 2);
+    let failed = client
+        .query(
+            "SELECT
+    wq.*,
+    COUNT(wrh.id) as retry_attempts
+FROM webhook_queue wq
+LEFT JOIN webhook_retry_history wrh ON wq.id = wrh.webhook_queue_id
+WHERE wq.status = 'failed'
+GROUP BY wq.id
+ORDER BY wq.created_at DESC
+LIMIT 20;",
+            &[],
+        )
+        .await
+        .expect("Failed Webhooks");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].get::<_, String>("event_type"), "lead_qualified");
+    assert_eq!(failed[0].get::<_, i64>("retry_attempts"), 1);
+
+    // Verbatim from the guide's Troubleshooting section.
+    let stuck = client
+        .query(
+            "-- Check stuck webhooks
+SELECT * FROM webhook_queue
+WHERE status = 'sending'
+  AND updated_at < NOW() - INTERVAL '5 minutes';",
+            &[],
+        )
+        .await
+        .expect("Check stuck webhooks");
+    assert!(stuck.is_empty());
+    let problems = client
+        .query(
+            "-- Identify problematic webhooks
+SELECT
+    event_type,
+    webhook_url,
+    COUNT(*) as failure_count,
+    MAX(last_error) as common_error
+FROM webhook_queue
+WHERE status = 'failed'
+  AND retry_count >= max_retries
+GROUP BY event_type, webhook_url
+ORDER BY failure_count DESC;",
+            &[],
+        )
+        .await
+        .expect("Identify problematic webhooks");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].get::<_, String>("common_error"), "HTTP 500");
+}
+
+#[tokio::test]
+async fn run_with_an_invalid_config_exits_2_naming_the_key() {
+    let db = TestDb::empty().await;
+    for (var, value, key) in [
+        ("RELAY_QUEUE__WORKERS", "0", "queue.workers"),
+        ("WEBHOOK_RETRY_DELAYS", "5,soon", "queue.retry_delays"),
+        (
+            "RELAY_ROUTES__LEAD_SCRAPED__URL",
+            "ftp://x/y",
+            "routes.lead_scraped.url",
+        ),
+    ] {
+        let out = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+            .env(var, value)
+            .output()
+            .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{var}={value} should name {key}: {stderr}"
+        );
+    }
 }

@@ -1,0 +1,155 @@
+//! The benchmark's own database: created fresh on the given server, migrated with the
+//! relay's schema, dropped at the end whatever happened in between.
+
+use anyhow::{Context, Result};
+use tokio_postgres::{Client, NoTls};
+
+/// A bare copy of `leads`: same columns, defaults and indexes, no triggers. The
+/// baseline that the trigger cost is measured against.
+const CREATE_LEADS_BARE: &str = "CREATE TABLE leads_bare (LIKE leads INCLUDING ALL)";
+
+/// The smallest table a single-row commit can go into: Postgres's own ceiling.
+const CREATE_COMMIT_PROBE: &str = "CREATE TABLE bench_commit (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    v  integer NOT NULL
+)";
+
+pub struct BenchDb {
+    pub name: String,
+    /// The server's URL as given (its maintenance database).
+    server_url: String,
+    /// The benchmark database's URL.
+    pub url: String,
+}
+
+/// `url` with its database replaced by `name`. libpq URLs and key=value strings both
+/// take a later `dbname` over an earlier one, so appending it is enough.
+fn with_dbname(url: &str, name: &str) -> String {
+    if url.contains("://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}dbname={name}")
+    } else {
+        format!("{url} dbname={name}")
+    }
+}
+
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("connecting to Postgres ({})", redact(url)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The URL without a password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl BenchDb {
+    /// Creates `bench_<pid>` and applies the relay's schema with the example tables.
+    pub async fn create(server_url: &str) -> Result<BenchDb> {
+        let name = format!("bench_{}", std::process::id());
+        let admin = connect(server_url).await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .with_context(|| format!("dropping a leftover {name}"))?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("CREATE DATABASE {name}"))?;
+        let db = BenchDb {
+            url: with_dbname(server_url, &name),
+            name,
+            server_url: server_url.to_string(),
+        };
+        if let Err(e) = db.prepare().await {
+            db.drop_database().await;
+            return Err(e);
+        }
+        Ok(db)
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        let mut client = connect(&self.url).await?;
+        relay_core::schema::migrate(&mut client, true)
+            .await
+            .context("applying the relay's schema")?;
+        client
+            .batch_execute(&format!("{CREATE_LEADS_BARE}; {CREATE_COMMIT_PROBE}"))
+            .await
+            .context("creating the baseline tables")?;
+        Ok(())
+    }
+
+    pub async fn client(&self) -> Result<Client> {
+        connect(&self.url).await
+    }
+
+    /// Drops the database, disconnecting anyone still on it. Best effort: it reports
+    /// a failure on stderr rather than hiding the benchmark's own result.
+    pub async fn drop_database(&self) {
+        let result = async {
+            let admin = connect(&self.server_url).await?;
+            admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            eprintln!(
+                "warning: could not drop database {}: {e:#}; drop it by hand",
+                self.name
+            );
+        }
+    }
+}
+
+/// Postgres's `server_version`, e.g. "15.20 (Debian 15.20-0+deb12u1)".
+pub async fn server_version(client: &Client) -> Result<String> {
+    let row = client.query_one("SHOW server_version", &[]).await?;
+    Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dbname_is_appended_to_urls_and_key_value_strings() {
+        assert_eq!(
+            with_dbname("postgres://u@h:5432/postgres", "b"),
+            "postgres://u@h:5432/postgres?dbname=b"
+        );
+        assert_eq!(
+            with_dbname("postgres://u@h/postgres?sslmode=disable", "b"),
+            "postgres://u@h/postgres?sslmode=disable&dbname=b"
+        );
+        assert_eq!(
+            with_dbname("host=h user=u dbname=postgres", "b"),
+            "host=h user=u dbname=postgres dbname=b"
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,247 @@
+//! `n8n-relay-bench`: the relay against the limits of its machine. It creates a fresh
+//! database, a null HTTP sink and the real `n8n-relay run`, measures the limits first
+//! (the sink's ceiling, Postgres's commit rate, a latency floor), then each scenario,
+//! and prints every figure beside its baseline and target. It asserts nothing about
+//! speed: it fails only when a scenario cannot run (for instance, events are lost).
+
+mod bench;
+mod db;
+mod load;
+mod relay;
+mod report;
+mod scenarios;
+mod sink;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+use crate::bench::{Bench, Limits, Sizes};
+use crate::db::BenchDb;
+use crate::relay::RelaySpec;
+use crate::report::{Failure, Report};
+use crate::sink::Sink;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "n8n-relay-bench",
+    version,
+    about = "Benchmark n8n-relay against its machine's limits"
+)]
+struct Args {
+    /// The Postgres server to create the benchmark database on (its maintenance
+    /// database). The benchmark creates `bench_<pid>` there and drops it at the end.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// The `n8n-relay` binary (default: the one next to this binary).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// Every scenario briefly, for CI: checks that it all runs, not how fast.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Run only these scenarios (comma-separated); the limits always run first.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Scenario {
+    TriggerCost,
+    KeepingUp,
+    Latency,
+    Footprint,
+    Drain,
+}
+
+/// The order they run in: the drain stops and restarts the relay, so it goes last.
+const ALL: [Scenario; 5] = [
+    Scenario::TriggerCost,
+    Scenario::KeepingUp,
+    Scenario::Latency,
+    Scenario::Footprint,
+    Scenario::Drain,
+];
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Ok(false) when a scenario failed to run.
+async fn run(args: Args) -> Result<bool> {
+    let relay_bin = match &args.relay_bin {
+        Some(p) => p.clone(),
+        None => relay::default_binary()?,
+    };
+    let db = BenchDb::create(&args.database_url).await?;
+    eprintln!("bench: database {} created", db.name);
+    let result = tokio::select! {
+        r = measure(&db, &args, relay_bin) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    db.drop_database().await;
+    let report = result?;
+    emit(&report, &args)?;
+    Ok(report.failures.is_empty())
+}
+
+async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report> {
+    let sink = Sink::start().await?;
+    let spec = RelaySpec::new(relay_bin.clone(), &db.url, &sink.url())?;
+    let mut bench = Bench {
+        db,
+        sink,
+        spec,
+        relay: None,
+        sizes: Sizes::new(args.quick),
+        limits: Limits::default(),
+    };
+    let mut report = Report {
+        mode: if args.quick { "quick" } else { "full" },
+        machine: machine(&bench, &relay_bin).await,
+        ..Report::default()
+    };
+    run_scenarios(&mut bench, &mut report, &args.only).await;
+    bench.stop_relay().await;
+    Ok(report)
+}
+
+async fn run_scenarios(bench: &mut Bench<'_>, report: &mut Report, only: &[Scenario]) {
+    step(bench, report, scenarios::limits::NAME, None).await;
+    for s in ALL {
+        if !only.is_empty() && !only.contains(&s) {
+            continue;
+        }
+        step(bench, report, name(s), Some(s)).await;
+    }
+}
+
+fn name(s: Scenario) -> &'static str {
+    match s {
+        Scenario::TriggerCost => scenarios::trigger_cost::NAME,
+        Scenario::KeepingUp => scenarios::keeping_up::NAME,
+        Scenario::Latency => scenarios::latency::NAME,
+        Scenario::Footprint => scenarios::footprint::NAME,
+        Scenario::Drain => scenarios::drain::NAME,
+    }
+}
+
+/// Runs one scenario; a failure is recorded and the relay restarted for the next.
+async fn step(
+    bench: &mut Bench<'_>,
+    report: &mut Report,
+    label: &'static str,
+    s: Option<Scenario>,
+) {
+    eprintln!("bench: {label} ...");
+    let started = std::time::Instant::now();
+    let result = match s {
+        None => scenarios::limits::run(bench, report).await,
+        Some(Scenario::TriggerCost) => scenarios::trigger_cost::run(bench, report).await,
+        Some(Scenario::KeepingUp) => scenarios::keeping_up::run(bench, report).await,
+        Some(Scenario::Latency) => scenarios::latency::run(bench, report).await,
+        Some(Scenario::Footprint) => scenarios::footprint::run(bench, report).await,
+        Some(Scenario::Drain) => scenarios::drain::run(bench, report).await,
+    };
+    match result {
+        Ok(()) => eprintln!(
+            "bench: {label} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => {
+            eprintln!("bench: {label} FAILED: {e:#}");
+            report.failures.push(Failure {
+                scenario: label,
+                error: format!("{e:#}"),
+            });
+            bench.stop_relay().await;
+            bench.sink.take();
+        }
+    }
+}
+
+/// What the figures were measured on.
+async fn machine(bench: &Bench<'_>, relay_bin: &std::path::Path) -> serde_json::Value {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let pg = match bench.db.client().await {
+        Ok(c) => db::server_version(&c).await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu_model,
+        "postgres": pg,
+        "load_average_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "relay_binary": relay_bin.display().to_string(),
+        "bench_build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+fn emit(report: &Report, args: &Args) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    match args.format {
+        Format::Json => println!("{json}"),
+        Format::Table => {
+            let m = &report.machine;
+            println!(
+                "n8n-relay-bench, {} run: {} cores ({}), PostgreSQL {}, {} build, load average at start {}",
+                report.mode,
+                m["nproc"],
+                m["cpu_model"].as_str().unwrap_or("?"),
+                m["postgres"].as_str().unwrap_or("?"),
+                m["bench_build"].as_str().unwrap_or("?"),
+                m["load_average_at_start"].as_str().unwrap_or("?"),
+            );
+            print!("{}", report.to_table());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Scenario 3, backlog drain: with the relay stopped, a bulk INSERT into `leads` queues
+//! events through the real triggers; then the relay starts and the clock runs until the
+//! sink has every one of them.
+
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::bench::Bench;
+use crate::load::INSERT_LEADS_BULK;
+use crate::report::{Figure, Report, Target};
+
+pub const NAME: &str = "3 backlog drain";
+const TARGET_PER_SECOND: f64 = 8_000.0;
+/// Rows per bulk statement, so one transaction does not hold the whole backlog.
+const CHUNK: u64 = 10_000;
+
+pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
+    let n = bench.sizes.backlog;
+    bench.stop_relay().await;
+    bench.sink.take();
+    let client = bench.db.client().await?;
+    let fill_start = Instant::now();
+    let mut queued = 0u64;
+    while queued < n {
+        let chunk = CHUNK.min(n - queued) as i64;
+        client
+            .execute(INSERT_LEADS_BULK, &[&chunk])
+            .await
+            .context("queueing the backlog")?;
+        queued += chunk as u64;
+    }
+    let fill = fill_start.elapsed();
+    // Settle what the inserts left behind (autovacuum, dirty buffers) a little, as an
+    // operator's relay would meet a backlog after an outage.
+    client
+        .batch_execute("VACUUM ANALYZE webhook_events")
+        .await?;
+
+    let started = SystemTime::now();
+    bench.relay().await?;
+    bench.wait_delivered(n).await?;
+    let repeats = bench.sink.requests().saturating_sub(n);
+    let arrivals = bench.sink.take();
+    let first = arrivals.values().min().copied().unwrap_or(started);
+    let last = arrivals.values().max().copied().unwrap_or(started);
+    let from_start = last.duration_since(started).unwrap_or_default();
+    let first_to_last = last.duration_since(first).unwrap_or_default();
+    let rate = n as f64 / from_start.as_secs_f64().max(1e-9);
+    let mut figure = Figure::new(NAME, format!("{n} queued events drained"), rate, "events/s")
+        .target(Target::value_at_least(TARGET_PER_SECOND));
+    if let Some(ceiling) = bench.limits.sink_ceiling {
+        figure = figure.baseline("sink ceiling", ceiling);
+    }
+    report.figures.push(figure);
+    let memory = bench.relay.as_ref().map(|r| r.memory_kib()).transpose()?;
+    if let Some((_, peak)) = memory {
+        report.figures.push(Figure::new(
+            NAME,
+            "relay peak RSS after the drain",
+            peak as f64 / 1024.0,
+            "MiB",
+        ));
+    }
+    report.details.insert(
+        NAME.into(),
+        json!({
+            "events": n,
+            "repeated_deliveries": repeats,
+            "queue_fill_seconds": fill.as_secs_f64(),
+            "relay_start_to_last_seconds": from_start.as_secs_f64(),
+            "first_to_last_seconds": first_to_last.as_secs_f64(),
+            "relay_start_to_first_ms": first.duration_since(started).unwrap_or_default().as_secs_f64() * 1000.0,
+            "relay_peak_rss_kib": memory.map(|m| m.1),
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Scenario 5, footprint: the relay's resident memory and CPU under a steady 200
+//! events/s, then its CPU while idle. An idle relay waits for a notification; anything
+//! above a safety sweep now and then is busy polling.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::bench::{Bench, STEADY_PER_SECOND};
+use crate::load;
+use crate::report::{Figure, Report, Target};
+
+pub const NAME: &str = "5 footprint";
+const TARGET_IDLE_CPU_PERCENT: f64 = 0.5;
+
+fn percent_of_a_core(cpu: Duration, wall: Duration) -> f64 {
+    100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+}
+
+pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
+    let sizes = bench.sizes;
+    bench.relay().await?;
+    bench.sink.take();
+
+    // Under load: sample RSS once a second while a writer runs at the steady rate.
+    let (cpu0, wall0) = (bench.relay().await?.cpu_time()?, Instant::now());
+    let writer = tokio::spawn({
+        let url = bench.db.url.clone();
+        async move { load::paced(&url, STEADY_PER_SECOND, sizes.footprint_load).await }
+    });
+    let mut rss_kib = Vec::new();
+    let mut ticks =
+        tokio::time::interval(Duration::from_millis(if sizes.quick { 200 } else { 1000 }));
+    while !writer.is_finished() {
+        ticks.tick().await;
+        rss_kib.push(bench.relay().await?.memory_kib()?.0);
+    }
+    let commits = writer.await.context("writer task")??;
+    bench.wait_delivered(commits.len() as u64).await?;
+    let (cpu_loaded, wall_loaded) = (bench.relay().await?.cpu_time()? - cpu0, wall0.elapsed());
+    bench.sink.take();
+
+    // Idle: let the last outcomes settle, then measure a quiet window.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let relay = bench.relay().await?;
+    let (cpu1, wall1) = (relay.cpu_time()?, Instant::now());
+    tokio::time::sleep(sizes.idle).await;
+    let (cpu_idle, wall_idle) = (relay.cpu_time()? - cpu1, wall1.elapsed());
+    let (rss_idle, peak) = relay.memory_kib()?;
+
+    let rss_max = rss_kib.iter().copied().max().unwrap_or(rss_idle);
+    report.figures.push(Figure::new(
+        NAME,
+        format!("relay RSS at {STEADY_PER_SECOND} events/s"),
+        rss_max as f64 / 1024.0,
+        "MiB",
+    ));
+    report.figures.push(Figure::new(
+        NAME,
+        format!("relay CPU at {STEADY_PER_SECOND} events/s"),
+        percent_of_a_core(cpu_loaded, wall_loaded),
+        "% core",
+    ));
+    report.figures.push(
+        Figure::new(
+            NAME,
+            format!("relay CPU idle, {} s", sizes.idle.as_secs()),
+            percent_of_a_core(cpu_idle, wall_idle),
+            "% core",
+        )
+        .target(Target::value_at_most(TARGET_IDLE_CPU_PERCENT)),
+    );
+    report.details.insert(
+        NAME.into(),
+        json!({
+            "rss_kib_samples": rss_kib,
+            "rss_idle_kib": rss_idle,
+            "rss_peak_kib": peak,
+            "cpu_loaded_seconds": cpu_loaded.as_secs_f64(),
+            "loaded_seconds": wall_loaded.as_secs_f64(),
+            "cpu_idle_seconds": cpu_idle.as_secs_f64(),
+            "idle_seconds": wall_idle.as_secs_f64(),
+        }),
+    );
+    Ok(())
+}

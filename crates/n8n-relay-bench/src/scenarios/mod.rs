@@ -1,0 +1,8 @@
+//! One module per scenario, in the order they run.
+
+pub mod drain;
+pub mod footprint;
+pub mod keeping_up;
+pub mod latency;
+pub mod limits;
+pub mod trigger_cost;

@@ -65,6 +65,29 @@ impl TestDb {
         connect_url(&self.url).await
     }
 
+    /// `writers` concurrent connections each inserting `each` leads, one transaction
+    /// per row, as busy application writers would.
+    pub async fn insert_leads_concurrently(&self, writers: usize, each: usize) {
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let client = self.client().await;
+            tasks.push(tokio::spawn(async move {
+                for i in 0..each {
+                    client
+                        .execute(
+                            "INSERT INTO leads (business_name) VALUES ($1)",
+                            &[&format!("writer {w} lead {i}")],
+                        )
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {w}: insert lead {i}: {e}"));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap_or_else(|e| panic!("writer task: {e}"));
+        }
+    }
+
     /// Convenience: one scalar i64 from a query.
     pub async fn count(&self, sql: &str) -> i64 {
         let client = self.client().await;

@@ -141,6 +141,19 @@ impl Sink {
         Sink::on(listener, f)
     }
 
+    /// A sink that answers `first` to the first attempt of every webhook (by
+    /// `X-Webhook-Id`) and 200 to every later one.
+    pub async fn first_attempt(first: Reply) -> Sink {
+        Sink::with(move |r| {
+            if r.nth_for_id == 1 {
+                first.clone()
+            } else {
+                Reply::ok()
+            }
+        })
+        .await
+    }
+
     /// A sink on a listener the test bound (e.g. to restart on the same port).
     pub fn on(
         listener: TcpListener,

@@ -220,24 +220,7 @@ async fn a_thousand_leads_from_eight_concurrent_writers_are_a_thousand_distinct_
     let _relay = RelayBuilder::new(&db.url, &sink.url())
         .env("WEBHOOK_QUEUE_PROCESSING_INTERVAL", 60)
         .spawn();
-    let mut writers = Vec::new();
-    for w in 0..8 {
-        let client = db.client().await;
-        writers.push(tokio::spawn(async move {
-            for i in 0..125 {
-                client
-                    .execute(
-                        "INSERT INTO leads (business_name) VALUES ($1)",
-                        &[&format!("writer {w} lead {i}")],
-                    )
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for w in writers {
-        w.await.unwrap();
-    }
+    db.insert_leads_concurrently(8, 125).await;
     let got = sink.wait_for_distinct(1000, Duration::from_secs(60)).await;
     let names: std::collections::HashSet<String> = got
         .iter()

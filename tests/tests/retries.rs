@@ -30,14 +30,7 @@ async fn wait_for_status(db: &TestDb, status: &'static str) {
 #[tokio::test]
 async fn a_500_then_200_is_sent_on_the_second_attempt_with_the_failure_in_retry_history() {
     let db = TestDb::migrated().await;
-    let sink = Sink::with(|r| {
-        if r.nth_for_id == 1 {
-            Reply::status(500)
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let sink = Sink::first_attempt(Reply::status(500)).await;
     let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
     insert_lead(&db).await;
     let got = sink.wait_for(2, T).await;
@@ -146,14 +139,7 @@ async fn always_500_ends_failed_after_max_retries_with_last_error() {
 #[tokio::test]
 async fn a_hanging_sink_is_cut_at_the_timeout_and_retried() {
     let db = TestDb::migrated().await;
-    let sink = Sink::with(|r| {
-        if r.nth_for_id == 1 {
-            Reply::Hang
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let sink = Sink::first_attempt(Reply::Hang).await;
     let _relay = RelayBuilder::new(&db.url, &sink.url())
         .env("WEBHOOK_TIMEOUT_SECONDS", 1)
         .env("RELAY_QUEUE__LEASE_SECONDS", 5)
@@ -187,14 +173,7 @@ async fn a_hanging_sink_is_cut_at_the_timeout_and_retried() {
 #[tokio::test]
 async fn retry_after_from_the_server_replaces_the_scheduled_delay() {
     let db = TestDb::migrated().await;
-    let sink = Sink::with(|r| {
-        if r.nth_for_id == 1 {
-            Reply::status(503).with_header("Retry-After", "2")
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let sink = Sink::first_attempt(Reply::status(503).with_header("Retry-After", "2")).await;
     // The schedule alone would wait a minute.
     let _relay = RelayBuilder::new(&db.url, &sink.url())
         .env("WEBHOOK_RETRY_DELAYS", 60)

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod error;
 mod logging;
+mod observe;
 
 use std::process::ExitCode;
 

@@ -6,8 +6,8 @@
 //! atomics and a mutex-guarded map per labelled family are all it takes.
 //!
 //! Who records what:
-//! - the router: [`Metrics::event_captured`] per outbox event it claims,
-//!   [`Metrics::event_routed`] per queue row it creates;
+//! - the router: [`Metrics::routed`] after each route statement (outbox events taken,
+//!   queue rows created);
 //! - the dispatcher: [`Metrics::delivery`] per attempt outcome;
 //! - the listener: `listener_reconnects` and `listener_connected`;
 //! - the callbacks listener: [`Metrics::callback`] per request answered;
@@ -61,8 +61,8 @@ impl Outcome {
 
 /// Every metric the relay exports. Field names follow the metric names.
 pub struct Metrics {
-    pub events_captured: CounterVec,
-    pub events_routed: CounterVec,
+    pub events_captured: Counter,
+    pub events_routed: Counter,
     pub deliveries: CounterVec,
     pub delivery_latency: Histogram,
     pub attempt_duration: Histogram,
@@ -89,15 +89,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
-            events_captured: CounterVec::new(
+            events_captured: Counter::new(
                 "n8n_relay_events_captured_total",
-                "Outbox events (webhook_events) picked up by the router.",
-                &["event"],
+                "Outbox events (webhook_events) taken up by the router.",
             ),
-            events_routed: CounterVec::new(
+            events_routed: Counter::new(
                 "n8n_relay_events_routed_total",
-                "Queue rows created from outbox events (one per event and target).",
-                &["event"],
+                "webhook_queue rows created from outbox events (one per event and target).",
             ),
             deliveries: CounterVec::new(
                 "n8n_relay_deliveries_total",
@@ -140,8 +138,6 @@ impl Metrics {
         };
         // Series that exist from the start, so rate() sees their first increment.
         for event in EventType::ALL {
-            m.events_captured.inc_by(&[event.as_str()], 0);
-            m.events_routed.inc_by(&[event.as_str()], 0);
             for outcome in Outcome::ALL {
                 m.deliveries.inc_by(&[event.as_str(), outcome.as_str()], 0);
             }
@@ -150,12 +146,10 @@ impl Metrics {
         m
     }
 
-    pub fn event_captured(&self, event: &str) {
-        self.events_captured.inc(&[event]);
-    }
-
-    pub fn event_routed(&self, event: &str) {
-        self.events_routed.inc(&[event]);
+    /// One route statement's work: outbox events taken, queue rows created.
+    pub fn routed(&self, events: u64, queue_rows: u64) {
+        self.events_captured.inc_by(events);
+        self.events_routed.inc_by(queue_rows);
     }
 
     /// One attempt's outcome and duration; `latency` (from `occurred_at`) when sent.
@@ -212,6 +206,44 @@ impl Metrics {
     }
 }
 
+/// Time elapsed since `timestamp`, an RFC 3339 UTC time as Postgres renders it
+/// (`2025-11-04T12:00:00.123456Z`): how commit-to-delivery latency is measured from
+/// a row's `occurred_at`. `None` if it does not parse or lies in the future.
+pub fn elapsed_since(timestamp: &str) -> Option<Duration> {
+    let then = unix_seconds(timestamp)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let elapsed = now - then;
+    (elapsed >= 0.0).then(|| Duration::from_secs_f64(elapsed))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` → seconds since the Unix epoch.
+fn unix_seconds(timestamp: &str) -> Option<f64> {
+    let (date, time) = timestamp.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let mut t = time.splitn(3, ':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: f64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60) as f64 + second)
+}
+
 struct Meta {
     name: &'static str,
     help: &'static str,
@@ -238,7 +270,11 @@ impl Counter {
     }
 
     pub fn inc(&self) {
-        self.value.fetch_add(1, Ordering::Relaxed);
+        self.inc_by(1);
+    }
+
+    pub fn inc_by(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {
@@ -523,6 +559,20 @@ mod tests {
         assert!(text.contains("n8n_relay_delivery_latency_seconds_bucket{le=\"0.25\"} 0\n"));
         assert!(text.contains("n8n_relay_delivery_latency_seconds_bucket{le=\"0.5\"} 1\n"));
         assert!(text.contains("n8n_relay_delivery_latency_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn timestamps_parse_as_postgres_renders_them() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(unix_seconds("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        assert_eq!(
+            unix_seconds("2025-11-04T12:00:00.250000Z"),
+            Some(1_762_257_600.25)
+        );
+        assert_eq!(unix_seconds("2025-11-04 12:00:00"), None);
+        assert_eq!(unix_seconds("2025-13-04T12:00:00Z"), None);
+        assert!(elapsed_since("2020-01-01T00:00:00Z").is_some());
+        assert_eq!(elapsed_since("2999-01-01T00:00:00Z"), None);
     }
 
     #[test]

@@ -58,8 +58,8 @@ macro_rules! job_columns {
 /// url, $7 batch size, $8 per-endpoint cap, $9 free worker slots, $10 max_retries,
 /// $11 lease seconds. Events of a type the relay has no route for (only possible by
 /// writing the outbox directly, bypassing webhook_emit) are left unrouted, not dropped.
-/// Returns the number of events routed on every row, with the claimed rows' columns
-/// (one all-NULL row when nothing was claimed).
+/// Returns the number of events routed and of queue rows created on every row, with
+/// the claimed rows' columns (one all-NULL row when nothing was claimed).
 pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
     "WITH routes AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[])
@@ -107,10 +107,11 @@ pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
         ON CONFLICT (event_id, webhook_url) DO NOTHING
         RETURNING *
     )
-    SELECT n.routed, ",
+    SELECT n.routed, n.enqueued, ",
     job_columns!("i"),
     "
-    FROM (SELECT count(*) AS routed FROM picked) n
+    FROM (SELECT count(*) AS routed, (SELECT count(*) FROM inserted) AS enqueued
+          FROM picked) n
     LEFT JOIN inserted i ON i.status = 'sending'"
 );
 
@@ -246,6 +247,8 @@ impl ClaimLimits {
 pub(crate) struct Routed {
     /// Events moved from the outbox into the queue.
     pub(crate) events: i64,
+    /// Queue rows created for them (one per event and target).
+    pub(crate) enqueued: i64,
     /// Rows claimed straight away, to be delivered now.
     pub(crate) jobs: Vec<Job>,
 }
@@ -281,12 +284,18 @@ pub(crate) async fn route_and_claim(
             .await?;
         let mut routed = Routed {
             events: 0,
+            enqueued: 0,
             jobs: Vec::new(),
         };
         for row in &rows {
             routed.events = row.try_get(0)?;
-            routed.jobs.extend(Job::from_row(row, 1)?);
+            routed.enqueued = row.try_get(1)?;
+            routed.jobs.extend(Job::from_row(row, 2)?);
         }
+        relay_core::metrics::global().routed(
+            u64::try_from(routed.events).unwrap_or(0),
+            u64::try_from(routed.enqueued).unwrap_or(0),
+        );
         routed
             .jobs
             .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use relay_core::config::DatabaseConfig;
 use relay_core::db::NOTIFY_CHANNEL;
+use relay_core::metrics;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,9 @@ pub(crate) async fn run(db: DatabaseConfig, wake: mpsc::Sender<Wake>, shutdown: 
     let mut backoff = crate::db_backoff();
     let mut connected_before = false;
     loop {
-        match session(&db, &wake, &shutdown, connected_before).await {
+        let ended = session(&db, &wake, &shutdown, connected_before).await;
+        metrics::global().set_listener_connected(false);
+        match ended {
             Ok(()) => return,
             Err((established, e)) => {
                 if established {
@@ -103,7 +106,9 @@ async fn session(
             return Err(failed(DaemonError::Timeout("LISTEN", limit)));
         }
     }
+    metrics::global().set_listener_connected(true);
     if reconnect {
+        metrics::global().listener_reconnects.inc();
         info!(
             channel = NOTIFY_CHANNEL,
             "listener reconnected; catching up on the outbox"

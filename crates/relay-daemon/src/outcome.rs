@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use relay_core::metrics::{self, Outcome};
 use relay_core::retry::{RetryDecision, RetrySchedule};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -132,6 +133,7 @@ impl Recorder {
     /// Never blocks or awaits: a delivery task hands over its result and ends, so a
     /// task aborted at shutdown has either recorded or not started recording.
     pub(crate) fn record(&self, finished: Finished) {
+        count(&finished);
         if let Err(e) = self.tx.send(finished) {
             error!(
                 queue_id = e.0.job.id,
@@ -139,6 +141,16 @@ impl Recorder {
             );
         }
     }
+}
+
+/// Every attempt counts in the metrics, whether or not its row is still ours to update.
+fn count(f: &Finished) {
+    let (outcome, latency) = match f.verdict {
+        Verdict::Sent => (Outcome::Sent, metrics::elapsed_since(&f.job.occurred_at)),
+        Verdict::Retry { .. } => (Outcome::Retry, None),
+        Verdict::Failed => (Outcome::Failed, None),
+    };
+    metrics::global().delivery(&f.job.event_type, outcome, f.attempt.duration, latency);
 }
 
 /// Starts the recorder. It runs until every [`Recorder`] is dropped, then writes

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::error::CmdResult;
+use crate::observe;
 
 pub async fn run(config: Config) -> CmdResult {
     let config = Arc::new(config);
@@ -17,6 +18,18 @@ pub async fn run(config: Config) -> CmdResult {
         .context("database.url: could not set up the connection pool")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let observe = if config.metrics.enabled {
+        let server = observe::bind(
+            &config,
+            observe::Readiness {
+                require_listener: true,
+            },
+        )
+        .await?;
+        Some(tokio::spawn(server.serve(shutdown.clone())))
+    } else {
+        None
+    };
 
     info!(
         routes = config.routes().len(),
@@ -38,6 +51,9 @@ pub async fn run(config: Config) -> CmdResult {
     let result = daemon.await;
     // Whatever ended the daemon ends the rest too.
     shutdown.cancel();
+    if let Some(observe) = observe {
+        let _ = observe.await;
+    }
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(anyhow::Error::new(e).into()),

@@ -1,0 +1,221 @@
+//! `/metrics`, `/healthz` and `/readyz` on `metrics.listen`, and the sampler that
+//! keeps the queue gauges current.
+//!
+//! - `/metrics`: [`relay_core::metrics`] as Prometheus text. A scrape never touches the
+//!   database: the queue gauges come from one GROUP BY every [`SAMPLE_INTERVAL`].
+//! - `/healthz`: 200 while the process serves HTTP (a liveness probe).
+//! - `/readyz`: 200 only when the database answers `SELECT 1` within
+//!   [`READY_TIMEOUT`] and the LISTEN connection is up; else 503 with a JSON reason.
+//!
+//! It has a pool of its own (one connection), so a probe is never stuck behind busy
+//! delivery workers and never takes a connection from them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use relay_core::{metrics, Config};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How often the queue gauges are refreshed.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long `/readyz` waits for the database.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+const PING: &str = "SELECT 1";
+
+/// What `/readyz` requires besides the database.
+#[derive(Debug, Clone, Copy)]
+pub struct Readiness {
+    /// `run` listens for notifications; a relay without its listener is not ready.
+    pub require_listener: bool,
+}
+
+/// The bound socket: binding first lets `run` fail at once, naming the key, when the
+/// port is taken.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+struct State {
+    pool: Pool,
+    readiness: Readiness,
+}
+
+pub async fn bind(config: &Config, readiness: Readiness) -> anyhow::Result<Server> {
+    let addr = config.metrics.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+    let pool = relay_core::db::pool_sized(&config.database, "n8n-relay-observe", 1)
+        .context("database.url: could not set up the metrics pool")?;
+    Ok(Server {
+        listener,
+        state: Arc::new(State { pool, readiness }),
+    })
+}
+
+impl Server {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown`, then lets open requests finish (briefly).
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let addr = self.local_addr();
+        info!(listen = ?addr, "serving /metrics, /healthz, /readyz");
+        let sampler = tokio::spawn(sample(self.state.pool.clone(), shutdown.clone()));
+        let graceful = GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause, do not spin.
+                        warn!(error = %e, "metrics listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let state = self.state.clone();
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req).await) }
+            });
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(%peer, error = %e, "metrics connection ended");
+                }
+            });
+        }
+        sampler.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+    }
+}
+
+async fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut resp = Response::new(Full::new(Bytes::from(metrics::global().render())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            resp
+        }
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" => ready(state).await,
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n",
+        ),
+    }
+}
+
+async fn ready(state: &State) -> Response<Full<Bytes>> {
+    let database = match tokio::time::timeout(READY_TIMEOUT, ping(&state.pool)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("database: {e}")),
+        Err(_) => Err(format!(
+            "database: no answer to SELECT 1 within {} ms",
+            READY_TIMEOUT.as_millis()
+        )),
+    };
+    let listener = metrics::global().listener_connected.get() >= 1.0;
+    let mut reasons = Vec::new();
+    if let Err(reason) = &database {
+        reasons.push(reason.clone());
+    }
+    if state.readiness.require_listener && !listener {
+        reasons.push("listener: the LISTEN connection is down".to_string());
+    }
+    let (status, body) = if reasons.is_empty() {
+        (
+            StatusCode::OK,
+            serde_json::json!({"status": "ready", "database": true, "listener": listener}),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "status": "not ready",
+                "reason": reasons.join("; "),
+                "database": database.is_ok(),
+                "listener": listener,
+            }),
+        )
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn ping(pool: &Pool) -> anyhow::Result<()> {
+    let client = pool.get().await.context("no connection")?;
+    client.query_one(PING, &[]).await.context("SELECT 1")?;
+    Ok(())
+}
+
+/// Refreshes the queue gauges until cancelled. A failed sample keeps the last values
+/// (and `/readyz` reports the database).
+async fn sample(pool: Pool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let result = async {
+            let client = pool.get().await.context("no connection")?;
+            relay_core::queue_admin::depth(&client)
+                .await
+                .context("queue depth")
+        };
+        match tokio::time::timeout(SAMPLE_INTERVAL, result).await {
+            Ok(Ok((counts, oldest))) => metrics::global().set_queue_depth(&counts, oldest),
+            Ok(Err(e)) => debug!(error = %format!("{e:#}"), "queue depth sample failed"),
+            Err(_) => debug!("queue depth sample timed out"),
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,624 @@
+//! `/metrics`, `/healthz` and `/readyz` of `n8n-relay run`: the exposition parses as
+//! Prometheus text, its counters move with real deliveries, readiness follows the
+//! database (cut with a TCP proxy in front of Postgres, never by stopping the shared
+//! server), and the Grafana dashboard only queries names the relay exports.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use relay_tests::{wait_until, RelayBuilder, Reply, Sink, TestDb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+const T: Duration = Duration::from_secs(20);
+
+// ---- a tiny HTTP client and Prometheus text parser -------------------------------
+
+struct HttpReply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// One request over a fresh connection; `None` if nothing listens (yet).
+async fn http(addr: &str, method: &str, path: &str) -> Option<HttpReply> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(HttpReply {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+async fn get(addr: &str, path: &str) -> Option<HttpReply> {
+    http(addr, "GET", path).await
+}
+
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+#[derive(Debug, Default)]
+struct Exposition {
+    samples: Vec<Sample>,
+    /// Family name -> type.
+    types: BTreeMap<String, String>,
+}
+
+impl Exposition {
+    /// The value of the one sample with this name and these labels (0 if absent).
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v))
+            })
+            .map(|s| s.value)
+            .unwrap_or(0.0)
+    }
+
+    /// Every name a query may use: families, and a histogram's series names.
+    fn names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for (family, kind) in &self.types {
+            names.insert(family.clone());
+            if kind == "histogram" || kind == "summary" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{family}{suffix}"));
+                }
+            }
+        }
+        names
+    }
+}
+
+/// Text exposition format 0.0.4: `# HELP` / `# TYPE` lines, then samples
+/// `name{label="value",...} value [timestamp]`. Every sample must belong to a family
+/// with a TYPE, declared before it.
+fn parse_exposition(text: &str) -> Result<Exposition, String> {
+    let mut out = Exposition::default();
+    for (n, line) in text.lines().enumerate() {
+        let at = |msg: &str| format!("line {}: {msg}: {line:?}", n + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            let mut parts = rest.trim_start().splitn(3, ' ');
+            match parts.next() {
+                Some("TYPE") => {
+                    let name = parts.next().ok_or_else(|| at("TYPE without a name"))?;
+                    let kind = parts.next().ok_or_else(|| at("TYPE without a type"))?;
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                        return Err(at("unknown type"));
+                    }
+                    if !valid_name(name) {
+                        return Err(at("bad metric name"));
+                    }
+                    if out.types.insert(name.into(), kind.into()).is_some() {
+                        return Err(at("second TYPE for one family"));
+                    }
+                }
+                Some("HELP") => {
+                    let name = parts.next().ok_or_else(|| at("HELP without a name"))?;
+                    if !valid_name(name) {
+                        return Err(at("bad metric name"));
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value"))?;
+        let name = &line[..name_end];
+        if !valid_name(name) {
+            return Err(at("bad metric name"));
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = BTreeMap::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            let (parsed, after) = parse_labels(inner).map_err(|e| at(&e))?;
+            labels = parsed;
+            rest = after;
+        }
+        let mut fields = rest.split_whitespace();
+        let value = match fields.next().ok_or_else(|| at("no value"))? {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse::<f64>().map_err(|_| at("value is not a number"))?,
+        };
+        if let Some(ts) = fields.next() {
+            ts.parse::<i64>().map_err(|_| at("bad timestamp"))?;
+        }
+        if fields.next().is_some() {
+            return Err(at("trailing text"));
+        }
+        let family = family_of(name, &out.types).ok_or_else(|| at("sample without a TYPE"))?;
+        if out.types[&family] == "histogram"
+            && name.ends_with("_bucket")
+            && !labels.contains_key("le")
+        {
+            return Err(at("bucket without le"));
+        }
+        out.samples.push(Sample {
+            name: name.into(),
+            labels,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn family_of(name: &str, types: &BTreeMap<String, String>) -> Option<String> {
+    if types.contains_key(name) {
+        return Some(name.into());
+    }
+    ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+        let base = name.strip_suffix(suffix)?;
+        matches!(
+            types.get(base).map(String::as_str),
+            Some("histogram" | "summary")
+        )
+        .then(|| base.to_string())
+    })
+}
+
+/// `a="x",b="y\"z"} rest` -> labels and ` rest`.
+fn parse_labels(mut s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
+    let mut labels = BTreeMap::new();
+    loop {
+        if let Some(after) = s.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let eq = s.find('=').ok_or("label without =")?;
+        let name = &s[..eq];
+        if !valid_name(name) || name.contains(':') {
+            return Err(format!("bad label name {name:?}"));
+        }
+        s = s[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next().ok_or("unterminated label value")? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
+                    'n' => value.push('\n'),
+                    c @ ('\\' | '"') => value.push(c),
+                    c => return Err(format!("bad escape \\{c}")),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        if labels.insert(name.to_string(), value).is_some() {
+            return Err(format!("label {name} twice"));
+        }
+        s = &s[end + 1..];
+        s = s.strip_prefix(',').unwrap_or(s);
+    }
+}
+
+async fn scrape(addr: &str) -> Option<Exposition> {
+    let reply = get(addr, "/metrics").await?;
+    assert_eq!(reply.status, 200);
+    Some(parse_exposition(&reply.body).unwrap_or_else(|e| panic!("{e}\n{}", reply.body)))
+}
+
+// ---- a TCP proxy between the relay and Postgres -----------------------------------
+
+/// Forwards connections to Postgres until cut: then every open connection is
+/// severed and new ones are closed at once, as if the database were gone.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let accept = tokio::spawn({
+            let cut = cut.clone();
+            let conns = conns.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns
+                        .lock()
+                        .expect("proxy connections")
+                        .push(task.abort_handle());
+                }
+            }
+        })
+        .abort_handle();
+        Proxy {
+            addr,
+            cut,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for conn in self
+            .conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            conn.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    fn url_via(&self, url: &str) -> String {
+        let mut u = url::Url::parse(url).expect("database url");
+        u.set_host(Some("127.0.0.1")).expect("host");
+        u.set_port(Some(self.addr.port())).expect("port");
+        u.to_string()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+fn upstream_of(url: &str) -> String {
+    let u = url::Url::parse(url).expect("database url");
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or("127.0.0.1"),
+        u.port().unwrap_or(5432)
+    )
+}
+
+// ---- the tests --------------------------------------------------------------------
+
+async fn emit(db: &TestDb, event: &str, n: i64) {
+    let client = db.client().await;
+    for id in 1..=n {
+        client
+            .query_one(
+                "SELECT webhook_emit($1, 'lead', $2, '{}'::jsonb)",
+                &[&event, &id],
+            )
+            .await
+            .expect("webhook_emit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_count_deliveries() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let addr = relay.builder.metrics_addr();
+
+    let before = wait_until("/metrics answers", T, || scrape(&addr)).await;
+    let sent = [("event", "lead_scraped"), ("outcome", "sent")];
+    assert_eq!(before.value("n8n_relay_deliveries_total", &sent), 0.0);
+    assert!(
+        before
+            .samples
+            .iter()
+            .any(|s| s.name == "n8n_relay_deliveries_total"
+                && s.labels
+                    == BTreeMap::from([
+                        ("event".to_string(), "video_failed".to_string()),
+                        ("outcome".to_string(), "retry".to_string())
+                    ])),
+        "every event/outcome series exists from the start"
+    );
+    let reply = get(&addr, "/metrics").await.expect("metrics");
+    assert_eq!(
+        reply.headers.get("content-type").map(String::as_str),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+
+    emit(&db, "lead_scraped", 3).await;
+    sink.wait_for(3, T).await;
+    let after = wait_until("the deliveries show in /metrics", T, || async {
+        let m = scrape(&addr).await?;
+        (m.value("n8n_relay_deliveries_total", &sent) == 3.0).then_some(m)
+    })
+    .await;
+    assert_eq!(after.value("n8n_relay_events_captured_total", &[]), 3.0);
+    assert_eq!(after.value("n8n_relay_events_routed_total", &[]), 3.0);
+    assert_eq!(
+        after.value("n8n_relay_delivery_latency_seconds_count", &[]),
+        3.0
+    );
+    assert_eq!(
+        after.value("n8n_relay_attempt_duration_seconds_count", &[]),
+        3.0
+    );
+    assert_eq!(
+        after.value(
+            "n8n_relay_attempt_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
+        3.0
+    );
+    let latency_sum = after.value("n8n_relay_delivery_latency_seconds_sum", &[]);
+    assert!(latency_sum > 0.0 && latency_sum < 60.0, "{latency_sum}");
+    assert_eq!(after.value("n8n_relay_listener_connected", &[]), 1.0);
+    assert_eq!(
+        after.value(
+            "n8n_relay_deliveries_total",
+            &[("event", "lead_scraped"), ("outcome", "retry")]
+        ),
+        0.0
+    );
+
+    // The queue gauges come from the periodic sample, not from the scrape.
+    wait_until("queue depth shows the sent rows", T, || async {
+        let m = scrape(&addr).await?;
+        (m.value("n8n_relay_queue_depth", &[("status", "sent")]) == 3.0
+            && m.value("n8n_relay_queue_depth", &[("status", "pending")]) == 0.0)
+            .then_some(())
+    })
+    .await;
+
+    let health = get(&addr, "/healthz").await.expect("healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(get(&addr, "/nope").await.expect("404").status, 404);
+    let post = http(&addr, "POST", "/metrics").await.expect("405");
+    assert_eq!(post.status, 405);
+    assert_eq!(
+        post.headers.get("allow").map(String::as_str),
+        Some("GET, HEAD")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_count_as_retry_then_failed() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| Reply::status(500)).await;
+    let relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_MAX_RETRIES", 1)
+        .env("WEBHOOK_RETRY_DELAYS", "1")
+        .spawn();
+    let addr = relay.builder.metrics_addr();
+    emit(&db, "demo_failed", 1).await;
+
+    let m = wait_until("a retry and a final failure in /metrics", T, || async {
+        let m = scrape(&addr).await?;
+        (m.value(
+            "n8n_relay_deliveries_total",
+            &[("event", "demo_failed"), ("outcome", "failed")],
+        ) == 1.0)
+            .then_some(m)
+    })
+    .await;
+    let demo = |outcome| [("event", "demo_failed"), ("outcome", outcome)];
+    assert_eq!(m.value("n8n_relay_deliveries_total", &demo("retry")), 1.0);
+    assert_eq!(m.value("n8n_relay_deliveries_total", &demo("sent")), 0.0);
+    assert_eq!(
+        m.value("n8n_relay_attempt_duration_seconds_count", &[]),
+        2.0
+    );
+    assert_eq!(
+        m.value("n8n_relay_delivery_latency_seconds_count", &[]),
+        0.0,
+        "latency counts deliveries only"
+    );
+    assert_eq!(sink.count(), 2);
+    wait_until("queue depth shows the failed row", T, || async {
+        let m = scrape(&addr).await?;
+        (m.value("n8n_relay_queue_depth", &[("status", "failed")]) == 1.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_503_while_postgres_is_unreachable_and_200_when_it_is_back() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let proxy = Proxy::start(upstream_of(&db.url)).await;
+    let relay = RelayBuilder::new(&proxy.url_via(&db.url), &sink.url())
+        .env("RELAY_DATABASE__CONNECT_TIMEOUT_SECONDS", 2)
+        .spawn();
+    let addr = relay.builder.metrics_addr();
+
+    let ready = wait_until("/readyz 200", T, || async {
+        let r = get(&addr, "/readyz").await?;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    let body: serde_json::Value = serde_json::from_str(&ready.body).expect("readyz JSON");
+    assert_eq!(body["status"], "ready");
+
+    proxy.cut();
+    let down = wait_until("/readyz 503 once the database is cut off", T, || async {
+        let r = get(&addr, "/readyz").await?;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        down.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    let body: serde_json::Value = serde_json::from_str(&down.body).expect("readyz JSON");
+    assert_eq!(body["status"], "not ready");
+    assert_eq!(body["database"], false);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("database"),
+        "{body}"
+    );
+    // Alive all the same: a liveness probe must not restart a relay waiting for its
+    // database.
+    assert_eq!(get(&addr, "/healthz").await.expect("healthz").status, 200);
+    let m = scrape(&addr)
+        .await
+        .expect("metrics while the database is away");
+    assert_eq!(m.value("n8n_relay_listener_connected", &[]), 0.0);
+
+    proxy.restore();
+    wait_until("/readyz 200 again", Duration::from_secs(40), || async {
+        let r = get(&addr, "/readyz").await?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    let m = scrape(&addr).await.expect("metrics");
+    assert!(m.value("n8n_relay_listener_reconnects_total", &[]) >= 1.0);
+    assert_eq!(m.value("n8n_relay_listener_connected", &[]), 1.0);
+
+    // And it delivers again.
+    emit(&db, "lead_scraped", 1).await;
+    sink.wait_for(1, T).await;
+}
+
+#[test]
+fn every_metric_the_dashboard_queries_is_exported() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/grafana/n8n-relay-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("dashboard file");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let registry = parse_exposition(&relay_core::metrics::Metrics::new().render())
+        .expect("the registry renders valid text");
+    let exported = registry.names();
+
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+            if word.starts_with("n8n_relay_") {
+                used.insert(word.to_string());
+            }
+        }
+    }
+    let unknown: Vec<&String> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "dashboard queries unknown metrics: {unknown:?}"
+    );
+    // Every family the relay exports has a panel.
+    let families: BTreeSet<&str> = used
+        .iter()
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s).filter(|b| exported.contains(*b)))
+                .unwrap_or(n)
+        })
+        .collect();
+    for family in registry.types.keys() {
+        assert!(families.contains(family.as_str()), "no panel uses {family}");
+    }
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for wanted in [
+        "Delivery rate by outcome",
+        "Commit-to-delivery latency",
+        "Queue depth by status",
+        "Listener reconnects",
+        "Callbacks by endpoint and status",
+    ] {
+        assert!(titles.contains(&wanted), "{titles:?}");
+    }
+    assert!(
+        exprs.iter().any(|e| e.contains("histogram_quantile(0.99")
+            && e.contains("n8n_relay_delivery_latency_seconds_bucket")),
+        "p99 latency"
+    );
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_parser_rejects_what_prometheus_would() {
+    for bad in [
+        "no_type 1\n",
+        "# TYPE x counter\nx{a=\"1\" 1\n",
+        "# TYPE x counter\nx{a=1} 1\n",
+        "# TYPE x counter\nx one\n",
+        "# TYPE x counter\n# TYPE x gauge\n",
+        "# TYPE h histogram\nh_bucket 1\n",
+        "# TYPE 1x counter\n",
+    ] {
+        assert!(parse_exposition(bad).is_err(), "{bad:?}");
+    }
+    let ok = parse_exposition(
+        "# HELP x a \\\\ help\n# TYPE x counter\nx{a=\"q\\\"\\n\",b=\"\"} 2 1700000000\n",
+    )
+    .expect("valid");
+    assert_eq!(ok.samples[0].labels["a"], "q\"\n");
+    assert_eq!(ok.value("x", &[("a", "q\"\n"), ("b", "")]), 2.0);
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use relay_tests::{RelayBuilder, TestDb};
+use relay_tests::{wait_until, RelayBuilder, Sink, TestDb};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 const ROLES_SQL: &str = include_str!("../../sql/roles.example.sql");
@@ -475,4 +475,38 @@ async fn the_operator_commands_work_as_the_relay_role() {
             .await,
         1
     );
+}
+
+#[tokio::test]
+async fn the_relay_delivers_a_business_write_running_as_the_least_privilege_role() {
+    let db = TestDb::migrated().await;
+    let mut roles = Roles::install(&db).await;
+    let url = roles.relay_url(&db).await;
+    let admin = db.client().await;
+    let writer = roles.business_writer(&admin, "leads", true).await;
+    let sink = Sink::start().await;
+    // Retention on, so the sweeper's deletes run as the role too.
+    let relay = RelayBuilder::new(&url, &sink.url())
+        .env("RELAY_QUEUE__RETENTION_DAYS", 1)
+        .spawn();
+
+    let app = as_role(&db, &writer).await;
+    app.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect("insert as the business writer");
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["event"], "lead_scraped");
+    wait_until(
+        "the delivery recorded as sent",
+        Duration::from_secs(20),
+        || async {
+            let sent = db
+                .count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
+                .await;
+            (sent == 1).then_some(())
+        },
+    )
+    .await;
+    let log = relay.log();
+    assert!(!log.contains("permission denied"), "{log}");
 }

@@ -795,3 +795,112 @@ async fn emit_refuses_unknown_events_and_bad_data_and_records_nothing() {
     }
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
 }
+
+/// `check-config` in a scratch working directory with a real `config/relay.toml`, a
+/// `.env` and the environment: each key's value and the layer (and variable) that set
+/// it, secrets redacted.
+#[test]
+fn check_config_names_the_layer_that_set_each_key() {
+    let dir = std::env::temp_dir().join(format!("n8n-relay-check-config-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("config")).expect("scratch dir");
+    std::fs::write(
+        dir.join("config/relay.toml"),
+        "[queue]\nworkers = 7\nbatch_size = 10\n\n[n8n]\nbase_url = \"http://n8n.internal:5678\"\n",
+    )
+    .expect("toml");
+    std::fs::write(
+        dir.join(".env"),
+        "WEBHOOK_SECRET=dotenv-Secret-77\nRELAY_QUEUE__BATCH_SIZE=55\n\
+         DATABASE_URL=postgres://relay:dotenv-Pw-88@db.internal:5432/app\n",
+    )
+    .expect(".env");
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(relay_tests::relay::binary());
+        cmd.arg("check-config")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RELAY_QUEUE__BATCH_SIZE", "66")
+            .env("WEBHOOK_MAX_RETRIES", "9")
+            .current_dir(&dir);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run check-config");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+
+    let json: Value = serde_json::from_str(&run(true)).expect("JSON");
+    // "source" is the layer; "variable" names the environment variable when it was one.
+    let key = |k: &str| {
+        let entry = &json["keys"][k];
+        let layer = entry["source"].as_str().unwrap_or_default();
+        let source = match entry["variable"].as_str() {
+            Some(var) => format!("{layer} ({var})"),
+            None => layer.to_string(),
+        };
+        (entry["value"].clone(), Value::from(source))
+    };
+    assert_eq!(
+        key("queue.workers"),
+        (7.into(), "TOML file (config/relay.toml)".into())
+    );
+    assert_eq!(
+        key("queue.batch_size"),
+        (66.into(), "environment (RELAY_QUEUE__BATCH_SIZE)".into()),
+        "environment beats .env beats the file"
+    );
+    assert_eq!(
+        key("queue.max_retries"),
+        (9.into(), "environment (WEBHOOK_MAX_RETRIES)".into())
+    );
+    assert_eq!(
+        key("security.webhook_secret"),
+        ("(redacted)".into(), ".env file (.env)".into())
+    );
+    assert_eq!(
+        key("database.url"),
+        (
+            "postgres://relay:(redacted)@db.internal:5432/app".into(),
+            ".env file (.env)".into()
+        )
+    );
+    assert_eq!(key("queue.timeout_seconds"), (30.into(), "default".into()));
+    assert_eq!(json["valid"], true);
+
+    let table = run(false);
+    std::fs::remove_dir_all(&dir).ok();
+    for secret in ["dotenv-Secret-77", "dotenv-Pw-88"] {
+        assert!(!table.contains(secret) && !json.to_string().contains(secret));
+    }
+    let line = |k: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(k))
+            .unwrap_or_else(|| panic!("{k} missing:\n{table}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(table.starts_with("key "), "{table}");
+    assert_eq!(
+        line("queue.workers"),
+        "queue.workers 7 TOML file (config/relay.toml)"
+    );
+    assert_eq!(
+        line("queue.batch_size"),
+        "queue.batch_size 66 environment (RELAY_QUEUE__BATCH_SIZE)"
+    );
+    assert_eq!(
+        line("n8n.webhook_base_url"),
+        "n8n.webhook_base_url \"\" default"
+    );
+    // The source column lines up.
+    let columns: std::collections::BTreeSet<usize> = table
+        .lines()
+        .filter(|l| l.ends_with(" default"))
+        .map(|l| l.len() - "default".len())
+        .collect();
+    assert_eq!(columns.len(), 1, "{table}");
+    assert!(table.ends_with("\nconfiguration is valid\n"));
+}

@@ -75,8 +75,9 @@ impl Server {
 
     /// Serves until `shutdown`, then lets open requests finish (briefly).
     pub async fn serve(self, shutdown: CancellationToken) {
-        let addr = self.local_addr();
-        info!(listen = ?addr, "serving /metrics, /healthz, /readyz");
+        if let Some(addr) = self.local_addr() {
+            info!(listen = %addr, "serving /metrics, /healthz, /readyz");
+        }
         let sampler = tokio::spawn(sample(self.state.pool.clone(), shutdown.clone()));
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();

@@ -355,8 +355,10 @@ impl Loaded {
     /// Which layer set `key` (dotted, e.g. `queue.workers`).
     pub fn source_of(&self, key: &str) -> String {
         match self.figment.find_metadata(key) {
-            Some(meta) => describe_metadata(meta),
-            None => "default".to_string(),
+            // The built-in layer is `Serialized::defaults(Config::default())`, which
+            // figment names after the type and the line that built it.
+            Some(meta) if meta.name != std::any::type_name::<Config>() => describe_metadata(meta),
+            _ => "default".to_string(),
         }
     }
 }
@@ -790,6 +792,7 @@ mod tests {
             assert_eq!(loaded.config.queue.batch_size, 8, ".env beats file");
             assert_eq!(loaded.config.queue.max_retries, 6, "environment beats .env");
             assert!(loaded.source_of("queue.workers").contains("TOML"));
+            assert_eq!(loaded.source_of("queue.timeout_seconds"), "default");
             assert!(loaded.source_of("queue.batch_size").contains(".env"));
             assert!(loaded
                 .source_of("queue.max_retries")

@@ -5,6 +5,22 @@
 //! Dependency-free on purpose: the relay has a dozen series, known up front, so
 //! atomics and a mutex-guarded map per labelled family are all it takes.
 //!
+//! The names (a contract: dashboards and alerts use them; the Grafana dashboard in
+//! `deploy/grafana/` is tested against [`Metrics::render`]):
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `n8n_relay_events_captured_total` | counter | |
+//! | `n8n_relay_events_routed_total` | counter | |
+//! | `n8n_relay_deliveries_total` | counter | `event`, `outcome` = sent, retry, failed |
+//! | `n8n_relay_delivery_latency_seconds` | histogram | (occurred_at to 2xx) |
+//! | `n8n_relay_attempt_duration_seconds` | histogram | |
+//! | `n8n_relay_queue_depth` | gauge | `status` |
+//! | `n8n_relay_queue_oldest_pending_seconds` | gauge | |
+//! | `n8n_relay_listener_reconnects_total` | counter | |
+//! | `n8n_relay_listener_connected` | gauge | |
+//! | `n8n_relay_callbacks_total` | counter | `endpoint`, `status` |
+//!
 //! Who records what:
 //! - the router: [`Metrics::routed`] after each route statement (outbox events taken,
 //!   queue rows created);

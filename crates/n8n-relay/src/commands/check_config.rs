@@ -1,39 +1,80 @@
 //! `n8n-relay check-config`: the effective configuration, secrets redacted, with the
-//! layer that set each key.
+//! layer that set each key (and, for the environment, the variable).
 
-use relay_core::config::Loaded;
+use relay_core::config::{Loaded, SEED_ENV_KEYS};
 
 use crate::cli::CheckConfigArgs;
 use crate::error::CmdResult;
 
+/// Values longer than this push the source column out instead of widening it.
+const MAX_VALUE_WIDTH: usize = 48;
+
 pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
     let redacted = loaded.config.redacted();
-    let mut rows = Vec::new();
-    flatten("", &redacted, &mut rows);
+    let mut values = Vec::new();
+    flatten("", &redacted, &mut values);
     if args.json {
-        let keys: serde_json::Map<String, serde_json::Value> = rows
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    serde_json::json!({"value": v, "source": loaded.source_of(k)}),
-                )
+        let keys: serde_json::Map<String, serde_json::Value> = values
+            .into_iter()
+            .map(|(key, value)| {
+                let (layer, variable) = source(loaded, &key);
+                let mut entry = serde_json::json!({"value": value, "source": layer});
+                if let Some(variable) = variable {
+                    entry["variable"] = variable.into();
+                }
+                (key, entry)
             })
             .collect();
         let out = serde_json::json!({"valid": true, "config": redacted, "keys": keys});
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (key, value) in &rows {
+        return Ok(());
+    }
+    let rows: Vec<(String, String, String)> = values
+        .into_iter()
+        .map(|(key, value)| {
             let shown = match value {
-                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::String(s) if s.is_empty() => "\"\"".to_string(),
+                serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            println!("{key:<width$}  {shown:<40}  {}", loaded.source_of(key));
-        }
-        println!("\nconfiguration is valid");
+            let source = match source(loaded, &key) {
+                (layer, Some(variable)) => format!("{layer} ({variable})"),
+                (layer, None) => layer,
+            };
+            (key, shown, source)
+        })
+        .collect();
+    let key_width = rows.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
+    let value_width = rows
+        .iter()
+        .map(|(_, v, _)| v.chars().count())
+        .filter(|w| *w <= MAX_VALUE_WIDTH)
+        .max()
+        .unwrap_or(0);
+    println!("{:<key_width$}  {:<value_width$}  source", "key", "value");
+    for (key, value, source) in &rows {
+        println!("{key:<key_width$}  {value:<value_width$}  {source}");
     }
+    println!("\nconfiguration is valid");
     Ok(())
+}
+
+/// The layer, and for the environment the variable that won: `RELAY_SECTION__KEY`
+/// beats the older system's name for the same key.
+fn source(loaded: &Loaded, key: &str) -> (String, Option<String>) {
+    let layer = loaded.source_of(key);
+    if layer != "environment" {
+        return (layer, None);
+    }
+    let relay_name = format!("RELAY_{}", key.to_ascii_uppercase().replace('.', "__"));
+    if std::env::var_os(&relay_name).is_some() {
+        return (layer, Some(relay_name));
+    }
+    let seed = SEED_ENV_KEYS
+        .iter()
+        .find(|(name, k)| *k == key && std::env::var_os(name).is_some())
+        .map(|(name, _)| name.to_string());
+    (layer, seed)
 }
 
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {

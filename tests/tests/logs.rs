@@ -1,0 +1,170 @@
+//! The relay's logs: `log.format = "json"` writes one JSON object per line with the
+//! delivery span on it, `RUST_LOG` beats `log.level`, and no secret ever reaches the
+//! log (or the tables), even at debug level with failing deliveries.
+
+use std::time::Duration;
+
+use relay_tests::{wait_until, Relay, RelayBuilder, Reply, Sink, TestDb};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn emit_lead(db: &TestDb) {
+    db.client()
+        .await
+        .query_one(
+            "SELECT webhook_emit('lead_scraped', 'lead', 7, '{\"business_name\": \"Acme Inc\"}')",
+            &[],
+        )
+        .await
+        .expect("webhook_emit");
+}
+
+/// Waits until the relay answers `/readyz`, so it has logged its start-up.
+async fn wait_ready(relay: &Relay) {
+    let addr = relay.builder.metrics_addr();
+    wait_until("the relay is ready", T, || async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.ok()?;
+        reply.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_format_writes_one_object_per_line_with_the_delivery_span() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::first_attempt(Reply::status(503)).await;
+    let mut relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_LOG__FORMAT", "json")
+        .env("RUST_LOG", "info,relay_daemon=debug")
+        .spawn();
+    emit_lead(&db).await;
+    let got = sink.wait_for(2, T).await;
+    let webhook_id = got[0].webhook_id();
+    assert_eq!(relay.terminate(T).await, Some(0));
+
+    let log = relay.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        for key in ["timestamp", "level", "target"] {
+            assert!(line.get(key).is_some(), "{key} missing: {line}");
+        }
+        assert!(line.is_object());
+    }
+    assert!(
+        lines.iter().any(|l| l["message"] == "relay started"),
+        "{log}"
+    );
+    let retry = lines
+        .iter()
+        .find(|l| l["message"] == "delivery failed; will retry")
+        .unwrap_or_else(|| panic!("no retry line:\n{log}"));
+    assert_eq!(retry["level"], "WARN");
+    assert_eq!(retry["span"]["name"], "delivery");
+    assert_eq!(retry["span"]["webhook_id"], webhook_id.as_str());
+    assert_eq!(retry["span"]["event"], "lead_scraped");
+    assert_eq!(retry["span"]["attempt"], 1);
+    let delivered = lines
+        .iter()
+        .find(|l| l["message"] == "delivered")
+        .unwrap_or_else(|| panic!("no delivered line:\n{log}"));
+    assert_eq!(delivered["span"]["attempt"], 2);
+}
+
+#[tokio::test]
+async fn rust_log_wins_over_log_level() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    // log.level = warn alone hides the start-up line...
+    let mut quiet = RelayBuilder::new(&db.url, &sink.url())
+        .without_env("RUST_LOG")
+        .env("RELAY_LOG__LEVEL", "warn")
+        .spawn();
+    wait_ready(&quiet).await;
+    assert_eq!(quiet.terminate(T).await, Some(0));
+    assert!(!quiet.log().contains("relay started"), "{}", quiet.log());
+
+    // ...and RUST_LOG=info brings it back.
+    let mut loud = RelayBuilder::new(&db.url, &sink.url())
+        .env("RUST_LOG", "info")
+        .env("RELAY_LOG__LEVEL", "warn")
+        .spawn();
+    wait_ready(&loud).await;
+    assert_eq!(loud.terminate(T).await, Some(0));
+    assert!(loud.log().contains("relay started"), "{}", loud.log());
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_log_or_the_tables() {
+    const SECRETS: [&str; 5] = [
+        "whsec-Distinct-1a2b3c",
+        "n8nsec-Distinct-4d5e6f",
+        "apikey-Distinct-7g8h9i",
+        "authval-Distinct-0j1k2l",
+        "dbpass-Distinct-3m4n5o",
+    ];
+    let db = TestDb::migrated().await;
+    // The shared server trusts loopback, so any password is accepted: it only has to
+    // travel through the relay's configuration.
+    let mut url = url::Url::parse(&db.url).expect("url");
+    url.set_password(Some(SECRETS[4])).expect("password");
+    let sink = Sink::first_attempt(Reply::status(500)).await;
+    for format in ["human", "json"] {
+        let mut relay = RelayBuilder::new(url.as_str(), &sink.url())
+            .env("WEBHOOK_SECRET", SECRETS[0])
+            .env("N8N_WEBHOOK_SECRET", SECRETS[1])
+            .env("N8N_API_KEY", SECRETS[2])
+            .env("RELAY_N8N__AUTH_HEADER_NAME", "X-Relay-Auth")
+            .env("RELAY_N8N__AUTH_HEADER_VALUE", SECRETS[3])
+            .env("RELAY_LOG__FORMAT", format)
+            .env("RUST_LOG", "debug")
+            .spawn();
+        let before = sink.count();
+        emit_lead(&db).await;
+        let got = sink.wait_for(before + 2, T).await;
+        assert_eq!(got[before].header("x-n8n-api-key"), Some(SECRETS[2]));
+        assert_eq!(got[before].header("x-relay-auth"), Some(SECRETS[3]));
+        assert_eq!(relay.terminate(T).await, Some(0));
+
+        let log = relay.log();
+        assert!(
+            log.contains("delivery failed"),
+            "debug log has the failure: {log}"
+        );
+        let signatures: Vec<String> = got
+            .iter()
+            .filter_map(|r| r.header("x-webhook-signature-256").map(str::to_string))
+            .collect();
+        for secret in SECRETS.iter().map(|s| s.to_string()).chain(signatures) {
+            assert!(
+                !log.contains(&secret),
+                "{format} log contains {secret:?}:\n{log}"
+            );
+        }
+    }
+    let client = db.client().await;
+    for table in ["webhook_queue", "webhook_logs", "webhook_retry_history"] {
+        let rows = client
+            .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+            .await
+            .expect("read table");
+        assert!(!rows.is_empty(), "{table} has rows");
+        for row in rows {
+            let text: String = row.get(0);
+            for secret in SECRETS {
+                assert!(!text.contains(secret), "{table} holds {secret}: {text}");
+            }
+        }
+    }
+}

@@ -526,6 +526,43 @@ async fn readyz_turns_503_while_postgres_is_unreachable_and_200_when_it_is_back(
     sink.wait_for(1, T).await;
 }
 
+#[tokio::test]
+async fn metrics_disabled_serves_nothing_and_a_taken_port_fails_start_up_naming_the_key() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_METRICS__ENABLED", "false")
+        .spawn();
+    wait_until("the relay has started", T, || async {
+        relay.log().contains("relay started").then_some(())
+    })
+    .await;
+    // Delivering proves it is fully up; the metrics port is still closed.
+    emit(&db, "lead_scraped", 1).await;
+    sink.wait_for(1, T).await;
+    assert!(TcpStream::connect(relay.builder.metrics_addr())
+        .await
+        .is_err());
+
+    let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let clash = Mutex::new(
+        RelayBuilder::new(&db.url, &sink.url())
+            .env("RELAY_METRICS__LISTEN", &addr)
+            .spawn(),
+    );
+    wait_until("the relay exits", T, || {
+        let running = clash.lock().expect("relay").is_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    let log = clash.lock().expect("relay").log();
+    assert!(
+        log.contains(&format!("metrics.listen: cannot listen on {addr}")),
+        "{log}"
+    );
+}
+
 #[test]
 fn every_metric_the_dashboard_queries_is_exported() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

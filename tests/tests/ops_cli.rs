@@ -904,3 +904,26 @@ fn check_config_names_the_layer_that_set_each_key() {
     assert_eq!(columns.len(), 1, "{table}");
     assert!(table.ends_with("\nconfiguration is valid\n"));
 }
+
+#[tokio::test]
+async fn output_into_a_closed_pipe_is_not_an_error() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    Row::new("lead_scraped", "sent").insert(&client).await;
+    let mut child = std::process::Command::new(relay_tests::relay::binary())
+        .args(["queue", "list"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // `n8n-relay queue list | head -0`: the reader is gone before the rows are written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

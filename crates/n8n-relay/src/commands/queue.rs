@@ -14,15 +14,15 @@ use crate::error::{CmdResult, Failure};
 
 pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
     let client = super::connect(config).await?;
-    match cmd {
+    let out = match cmd {
         QueueCommand::Stats { by_event, json } => {
             let stats = queue_admin::stats(&client, by_event)
                 .await
                 .map_err(failure)?;
             if json {
-                print_json(&stats_json(&stats, by_event));
+                to_json(&stats_json(&stats, by_event))
             } else {
-                print!("{}", render_stats(&stats, by_event));
+                render_stats(&stats, by_event)
             }
         }
         QueueCommand::List {
@@ -38,17 +38,17 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
             };
             let rows = queue_admin::list(&client, &filter).await.map_err(failure)?;
             if json {
-                print_json(&json!({ "rows": rows, "count": rows.len() }));
+                to_json(&json!({ "rows": rows, "count": rows.len() }))
             } else {
-                print!("{}", render_list(&rows));
+                render_list(&rows)
             }
         }
         QueueCommand::Show { id, json } => {
             let detail = queue_admin::show(&client, id).await.map_err(failure)?;
             if json {
-                print_json(&detail);
+                to_json(&detail)
             } else {
-                print!("{}", render_detail(&detail));
+                render_detail(&detail)
             }
         }
         QueueCommand::Retry {
@@ -68,28 +68,28 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
                     .map_err(failure)?,
             };
             if json {
-                print_json(&json!({ "retried": ids, "count": ids.len() }));
+                to_json(&json!({ "retried": ids, "count": ids.len() }))
             } else if ids.is_empty() {
-                println!("no failed rows matched; nothing retried");
+                "no failed rows matched; nothing retried\n".to_string()
             } else {
-                println!(
-                    "retried {} failed row{} (now pending, due now, retry_count reset to 0): {}",
+                format!(
+                    "retried {} failed row{} (now pending, due now, retry_count reset to 0): {}\n",
                     ids.len(),
                     if ids.len() == 1 { "" } else { "s" },
                     join_ids(&ids)
-                );
+                )
             }
         }
         QueueCommand::Cancel { id, json } => {
             let previous = queue_admin::cancel(&client, id).await.map_err(failure)?;
             if json {
-                print_json(&json!({
+                to_json(&json!({
                     "id": id,
                     "status": QueueStatus::Cancelled,
                     "previous_status": previous,
-                }));
+                }))
             } else {
-                println!("queue row {id}: {previous} -> cancelled");
+                format!("queue row {id}: {previous} -> cancelled\n")
             }
         }
         QueueCommand::Cleanup {
@@ -110,13 +110,13 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
                 let mut value = json!(report);
                 value["days"] = json!(days);
                 value["statuses"] = json!(cleanup_statuses(include_failed));
-                print_json(&value);
+                to_json(&value)
             } else {
-                print!("{}", render_cleanup(&report, options));
+                render_cleanup(&report, options)
             }
         }
-    }
-    Ok(())
+    };
+    write_stdout(&out)
 }
 
 /// Bad flags or values exit 2; a refused action, an unknown id or a database error 1.
@@ -128,10 +128,25 @@ fn failure(e: QueueAdminError) -> Failure {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("error: could not render JSON: {e}"),
+fn to_json(value: &impl serde::Serialize) -> String {
+    // Serialising these plain structs and json! values cannot fail.
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// One write; a reader that went away (`queue list | head`) is not an error.
+fn write_stdout(text: &str) -> CmdResult {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("could not write to stdout: {e}").into())
+        }
+        _ => Ok(()),
     }
 }
 

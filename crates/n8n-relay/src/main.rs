@@ -5,6 +5,7 @@ mod commands;
 mod error;
 mod logging;
 mod observe;
+mod shutdown;
 
 use std::process::ExitCode;
 

@@ -1,9 +1,29 @@
-//! `n8n-relay callbacks`
+//! `n8n-relay callbacks`: the callback listener alone (whatever `callbacks.enabled`
+//! says; that key only decides whether `run` serves it too).
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use relay_core::Config;
 
-use crate::error::CmdResult;
+use crate::error::{CmdResult, Failure};
 
-pub async fn run(_config: Config) -> CmdResult {
-    Err(anyhow::anyhow!("n8n-relay callbacks is not built yet").into())
+pub async fn run(config: Config) -> CmdResult {
+    relay_callbacks::check(&config).map_err(Failure::usage)?;
+    let pool = relay_core::db::pool(&config.database, "n8n-relay-callbacks")
+        .context("could not set up the database pool")?;
+    let listener = bind(&config).await?;
+    let shutdown = crate::shutdown::on_signals();
+    relay_callbacks::serve(Arc::new(config), pool, listener, shutdown)
+        .await
+        .map_err(Failure::usage)
+}
+
+/// Binds `callbacks.listen`; `run` uses this too.
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, Failure> {
+    let addr = config.callbacks.listen;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen on callbacks.listen = {addr}"))
+        .map_err(Failure::from)
 }

@@ -1,0 +1,92 @@
+//! `GET /api/v1/webhooks/n8n/health`: the guide's body plus whether the database
+//! answers, 503 when it does not. Unsigned (monitors call it), and it reveals no
+//! secret: `security_enabled` only says whether one is set.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::response::Reply;
+use crate::server::State;
+
+pub async fn answer(state: &State) -> Reply {
+    let config = &state.config;
+    let database = database(state).await;
+    let healthy = database["reachable"] == Value::Bool(true);
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "service": "webhook-responses",
+        "timestamp": rfc3339_utc(relay_core::signature::unix_now()),
+        "webhook_config": {
+            "enabled": config.n8n.enabled,
+            "base_url": config.n8n.base_url,
+            "security_enabled": !config.security.n8n_webhook_secret.is_empty(),
+        },
+        "database": database,
+    });
+    let mut reply = Reply::json(
+        if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    );
+    if !healthy {
+        reply.error = Some("database unreachable".into());
+        reply.database_down = true;
+    }
+    reply
+}
+
+async fn database(state: &State) -> Value {
+    let limit = Duration::from_secs(state.config.database.connect_timeout_seconds + 1);
+    let probe = async {
+        let client = state.pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(_)) => json!({"reachable": true}),
+        Ok(Err(e)) => json!({"reachable": false, "error": e}),
+        Err(_) => json!({"reachable": false, "error": format!("no answer within {limit:?}")}),
+    }
+}
+
+/// `2025-11-04T12:00:00Z` from unix seconds (proleptic Gregorian, UTC).
+fn rfc3339_utc(unix: u64) -> String {
+    let days = i64::try_from(unix / 86_400).unwrap_or(0);
+    let rem = unix % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_utc;
+
+    #[test]
+    fn formats_utc_timestamps_like_the_guide() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_762_257_600), "2025-11-04T12:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+}

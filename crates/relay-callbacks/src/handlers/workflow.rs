@@ -1,0 +1,115 @@
+//! Workflow runs, keyed by n8n's execution id. Each report upserts the run; fields a
+//! report leaves out keep their earlier value. An error report also emits
+//! `workflow_error` through `webhook_emit`, so an alerting workflow hears of it.
+
+use deadpool_postgres::Transaction;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::payload::{WorkflowError, WorkflowUpdate};
+use crate::response::{Refusal, Reply};
+
+const UPSERT_RUN: &str = "INSERT INTO workflow_runs AS r \
+    (execution_id, workflow_id, status, current_step, duration_ms, lead_id, error_message, payload) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+    ON CONFLICT (execution_id) DO UPDATE SET \
+        workflow_id = EXCLUDED.workflow_id, \
+        status = EXCLUDED.status, \
+        current_step = COALESCE(EXCLUDED.current_step, r.current_step), \
+        duration_ms = COALESCE(EXCLUDED.duration_ms, r.duration_ms), \
+        lead_id = COALESCE(EXCLUDED.lead_id, r.lead_id), \
+        error_message = COALESCE(EXCLUDED.error_message, r.error_message), \
+        payload = EXCLUDED.payload, \
+        updated_at = now()";
+const EMIT_WORKFLOW_ERROR: &str = "SELECT webhook_emit('workflow_error', 'workflow', $1, $2)";
+
+/// A progress report; what a missing `status` means depends on which one it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Report {
+    Status,
+    Completed,
+}
+
+impl Report {
+    fn default_status(self) -> &'static str {
+        match self {
+            Report::Status => "running",
+            Report::Completed => "success",
+        }
+    }
+    fn message(self) -> &'static str {
+        match self {
+            Report::Status => "Workflow status updated",
+            Report::Completed => "Workflow completion logged successfully",
+        }
+    }
+}
+
+pub async fn report(
+    tx: &Transaction<'_>,
+    kind: Report,
+    run: &WorkflowUpdate,
+    body: &Value,
+) -> Result<Reply, Refusal> {
+    let status = run.status.as_deref().unwrap_or(kind.default_status());
+    upsert(tx, run, status, None, body).await?;
+    Ok(received(run, kind.message(), None))
+}
+
+pub async fn error(
+    tx: &Transaction<'_>,
+    err: &WorkflowError,
+    body: Value,
+) -> Result<Reply, Refusal> {
+    upsert(tx, &err.run, "error", Some(&err.message), &body).await?;
+    let mut data = body;
+    if let Some(map) = data.as_object_mut() {
+        map.insert("error_message".into(), err.message.clone().into());
+    }
+    let event_id: i64 = tx
+        .query_one(EMIT_WORKFLOW_ERROR, &[&err.run.lead_id, &data])
+        .await?
+        .get(0);
+    Ok(received(
+        &err.run,
+        "Workflow error recorded, workflow_error event emitted",
+        Some(event_id),
+    ))
+}
+
+async fn upsert(
+    tx: &Transaction<'_>,
+    run: &WorkflowUpdate,
+    status: &str,
+    error_message: Option<&String>,
+    body: &Value,
+) -> Result<(), Refusal> {
+    tx.execute(
+        UPSERT_RUN,
+        &[
+            &run.execution_id,
+            &run.workflow_id,
+            &status,
+            &run.current_step,
+            &run.duration_ms,
+            &run.lead_id,
+            &error_message,
+            body,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn received(run: &WorkflowUpdate, message: &str, event_id: Option<i64>) -> Reply {
+    let mut body = json!({
+        "status": "received",
+        "workflow_id": run.workflow_id,
+        "execution_id": run.execution_id,
+        "message": message,
+    });
+    if let (Some(id), Some(map)) = (event_id, body.as_object_mut()) {
+        map.insert("event_id".into(), id.into());
+    }
+    Reply::json(StatusCode::OK, &body)
+}

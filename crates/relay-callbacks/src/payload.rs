@@ -1,0 +1,398 @@
+//! The request bodies, typed. Unknown fields are allowed (n8n adds its own); the
+//! fields a callback needs must be present with the right type, and a refusal names
+//! the field at fault.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::response::Refusal;
+use crate::routes::Endpoint;
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("the body is not valid JSON: {0}")]
+    Malformed(String),
+    #[error("{message}")]
+    Field { field: String, message: String },
+}
+
+impl From<PayloadError> for Refusal {
+    fn from(e: PayloadError) -> Self {
+        match &e {
+            PayloadError::Malformed(_) => Refusal::malformed_json(e.to_string()),
+            PayloadError::Field { field, .. } => {
+                Refusal::invalid_field(field.clone(), e.to_string())
+            }
+        }
+    }
+}
+
+fn field_error(field: &str, message: impl std::fmt::Display) -> PayloadError {
+    PayloadError::Field {
+        field: field.to_string(),
+        message: format!("{field}: {message}"),
+    }
+}
+
+/// A decision on a demo site or a video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub id: i64,
+    pub approved: bool,
+    pub reviewer: Option<String>,
+    pub notes: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DemoApprovalBody {
+    demo_id: i64,
+    approved: bool,
+    reviewer: Option<String>,
+    notes: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VideoApprovalBody {
+    video_id: i64,
+    approved: bool,
+    reviewer: Option<String>,
+    notes: Option<String>,
+}
+
+/// A workflow run's state, as n8n reports it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WorkflowUpdate {
+    pub workflow_id: String,
+    pub execution_id: String,
+    pub status: Option<String>,
+    pub current_step: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub lead_id: Option<i64>,
+}
+
+/// A workflow that failed. `error` may be n8n's error text or its error object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowError {
+    pub run: WorkflowUpdate,
+    /// One line for `workflow_runs.error_message`.
+    pub message: String,
+}
+
+/// The guide's `POST /api/v1/test/trigger-webhook`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TestTrigger {
+    pub event_type: String,
+    pub lead_id: Option<i64>,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+/// A decoded request, ready to apply. Workflow callbacks keep the whole request,
+/// which is stored as `workflow_runs.payload` and travels in `workflow_error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Callback {
+    DemoApproval(Approval),
+    VideoApproval(Approval),
+    WorkflowCompleted(WorkflowUpdate, Value),
+    WorkflowStatus(WorkflowUpdate, Value),
+    ErrorNotification(WorkflowError, Value),
+    TestTrigger(TestTrigger),
+}
+
+/// Decodes the body for `endpoint`. Health has no body and never gets here.
+pub fn decode(endpoint: Endpoint, body: &[u8]) -> Result<Callback, PayloadError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+    if !value.is_object() {
+        return Err(PayloadError::Malformed(format!(
+            "expected a JSON object, got {}",
+            kind(&value)
+        )));
+    }
+    match endpoint {
+        Endpoint::DemoApproval => {
+            let b: DemoApprovalBody = typed(&value)?;
+            approval(b.demo_id, b.approved, b.reviewer, b.notes).map(Callback::DemoApproval)
+        }
+        Endpoint::VideoApproval => {
+            let b: VideoApprovalBody = typed(&value)?;
+            approval(b.video_id, b.approved, b.reviewer, b.notes).map(Callback::VideoApproval)
+        }
+        _ => stored_whole(endpoint, value),
+    }
+}
+
+fn approval(
+    id: i64,
+    approved: bool,
+    reviewer: Option<String>,
+    notes: Option<String>,
+) -> Result<Approval, PayloadError> {
+    for (field, text) in [("reviewer", &reviewer), ("notes", &notes)] {
+        if text.as_deref().is_some_and(|t| t.contains('\0')) {
+            return Err(nul_error(field));
+        }
+    }
+    Ok(Approval {
+        id,
+        approved,
+        reviewer,
+        notes,
+    })
+}
+
+/// Postgres text and jsonb cannot hold U+0000; refused here, named, instead of
+/// failing the transaction.
+fn nul_error(field: &str) -> PayloadError {
+    field_error(field, "text must not contain the NUL character (\\u0000)")
+}
+
+/// The callbacks whose whole body is stored (workflow runs) or emitted (events).
+fn stored_whole(endpoint: Endpoint, value: Value) -> Result<Callback, PayloadError> {
+    if let Some(path) = nul_path(&value, String::new()) {
+        return Err(nul_error(path.trim_start_matches('.')));
+    }
+    match endpoint {
+        Endpoint::WorkflowCompleted => Ok(Callback::WorkflowCompleted(run(&value)?, value)),
+        Endpoint::WorkflowStatus => Ok(Callback::WorkflowStatus(run(&value)?, value)),
+        Endpoint::ErrorNotification => {
+            let run = run(&value)?;
+            let message = error_message(value.get("error"))?;
+            Ok(Callback::ErrorNotification(
+                WorkflowError { run, message },
+                value,
+            ))
+        }
+        Endpoint::TestTrigger => {
+            let t: TestTrigger = typed(&value)?;
+            if relay_core::EventType::parse(&t.event_type).is_none() {
+                return Err(field_error(
+                    "event_type",
+                    format!(
+                        "unknown event type {:?}; known: {}",
+                        t.event_type,
+                        relay_core::EventType::names().join(", ")
+                    ),
+                ));
+            }
+            Ok(Callback::TestTrigger(t))
+        }
+        Endpoint::DemoApproval | Endpoint::VideoApproval | Endpoint::Health => Err(
+            PayloadError::Malformed(format!("{} takes no such body", endpoint.path())),
+        ),
+    }
+}
+
+fn run(value: &Value) -> Result<WorkflowUpdate, PayloadError> {
+    let run: WorkflowUpdate = typed(value)?;
+    for (field, text) in [
+        ("workflow_id", &run.workflow_id),
+        ("execution_id", &run.execution_id),
+    ] {
+        if text.trim().is_empty() {
+            return Err(field_error(field, "must not be empty"));
+        }
+    }
+    Ok(run)
+}
+
+fn error_message(error: Option<&Value>) -> Result<String, PayloadError> {
+    match error {
+        None | Some(Value::Null) => Err(field_error("error", "missing field")),
+        Some(Value::String(text)) if !text.trim().is_empty() => Ok(text.clone()),
+        Some(Value::Object(map)) => Ok(match map.get("message") {
+            Some(Value::String(text)) => text.clone(),
+            _ => Value::Object(map.clone()).to_string(),
+        }),
+        Some(Value::String(_)) => Err(field_error("error", "must not be empty")),
+        Some(other) => Err(field_error(
+            "error",
+            format!("expected text or an error object, got {}", kind(other)),
+        )),
+    }
+}
+
+/// Deserialises with the path of the failing field in the message.
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, PayloadError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // A missing field has no path yet: its name is in serde's message.
+        let field = if path == "." {
+            inner
+                .split('`')
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_default()
+        } else {
+            path
+        };
+        if inner.starts_with("missing field") {
+            field_error(&field, "missing field")
+        } else {
+            field_error(&field, inner)
+        }
+    })
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The path of the first string (or key) holding U+0000, if any.
+fn nul_path(value: &Value, path: String) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(path.clone())
+            } else {
+                nul_path(v, format!("{path}.{k}"))
+            }
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: PayloadError) -> String {
+        match e {
+            PayloadError::Field { field, .. } => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn demo_approval_decodes_with_extra_fields_allowed() {
+        let body =
+            br#"{"demo_id":456,"approved":true,"reviewer":"a@b","notes":"ok","n8n":{"x":1}}"#;
+        assert_eq!(
+            decode(Endpoint::DemoApproval, body),
+            Ok(Callback::DemoApproval(Approval {
+                id: 456,
+                approved: true,
+                reviewer: Some("a@b".into()),
+                notes: Some("ok".into()),
+            }))
+        );
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_are_named() {
+        let e = decode(Endpoint::DemoApproval, br#"{"approved":true}"#).expect_err("missing");
+        assert_eq!(field_of(e), "demo_id");
+        let e = decode(
+            Endpoint::DemoApproval,
+            br#"{"demo_id":"456","approved":true}"#,
+        )
+        .expect_err("type");
+        assert_eq!(field_of(e), "demo_id");
+        let e = decode(
+            Endpoint::VideoApproval,
+            br#"{"video_id":1,"approved":"yes"}"#,
+        )
+        .expect_err("type");
+        assert_eq!(field_of(e), "approved");
+        let e = decode(
+            Endpoint::WorkflowStatus,
+            br#"{"workflow_id":"w","execution_id":"e","duration_ms":1.5}"#,
+        )
+        .expect_err("type");
+        assert_eq!(field_of(e), "duration_ms");
+        let e = decode(
+            Endpoint::WorkflowCompleted,
+            br#"{"workflow_id":"w","execution_id":"  "}"#,
+        )
+        .expect_err("empty");
+        assert_eq!(field_of(e), "execution_id");
+    }
+
+    #[test]
+    fn malformed_json_and_non_objects_are_malformed() {
+        for body in [&b"{"[..], b"", b"[1]", b"null", b"\"x\""] {
+            assert!(matches!(
+                decode(Endpoint::DemoApproval, body),
+                Err(PayloadError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn error_notification_takes_text_or_an_error_object() {
+        let body =
+            br#"{"workflow_id":"w","execution_id":"e","error":{"message":"boom","stack":"s"}}"#;
+        let Ok(Callback::ErrorNotification(err, _)) = decode(Endpoint::ErrorNotification, body)
+        else {
+            panic!("decodes");
+        };
+        assert_eq!(err.message, "boom");
+        let e = decode(
+            Endpoint::ErrorNotification,
+            br#"{"workflow_id":"w","execution_id":"e","error":5}"#,
+        )
+        .expect_err("type");
+        assert_eq!(field_of(e), "error");
+        let e = decode(
+            Endpoint::ErrorNotification,
+            br#"{"workflow_id":"w","execution_id":"e"}"#,
+        )
+        .expect_err("missing");
+        assert_eq!(field_of(e), "error");
+    }
+
+    #[test]
+    fn nul_characters_are_refused_with_their_path() {
+        let e = decode(
+            Endpoint::WorkflowStatus,
+            br#"{"workflow_id":"w","execution_id":"e","extra":{"a":["ok","b\u0000"]}}"#,
+        )
+        .expect_err("nul");
+        assert_eq!(field_of(e), "extra.a[1]");
+    }
+
+    #[test]
+    fn nul_characters_matter_only_where_they_would_be_stored() {
+        let e = decode(
+            Endpoint::DemoApproval,
+            br#"{"demo_id":1,"approved":true,"notes":"a\u0000b"}"#,
+        )
+        .expect_err("nul in notes");
+        assert_eq!(field_of(e), "notes");
+        assert!(decode(
+            Endpoint::DemoApproval,
+            br#"{"demo_id":1,"approved":true,"unused":"a\u0000b"}"#
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn test_trigger_refuses_unknown_event_types() {
+        let e = decode(
+            Endpoint::TestTrigger,
+            br#"{"event_type":"lead_scrapped","lead_id":1}"#,
+        )
+        .expect_err("unknown");
+        assert_eq!(field_of(e), "event_type");
+        assert!(decode(
+            Endpoint::TestTrigger,
+            br#"{"event_type":"lead_scraped","lead_id":1,"data":{"name":"x"}}"#
+        )
+        .is_ok());
+    }
+}

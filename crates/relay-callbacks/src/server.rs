@@ -1,0 +1,227 @@
+//! The accept loop and its limits: at most `callbacks.max_connections` connections
+//! at once (further clients wait in the kernel's backlog), request headers within
+//! `callbacks.header_read_timeout_seconds`, and bodies within
+//! `callbacks.request_timeout_seconds`. On shutdown it stops accepting, lets
+//! in-flight requests finish (bounded by the request timeout), and waits for their
+//! log rows.
+//!
+//! hyper's header timeout only runs once HTTP/1 parsing has started, and the auto
+//! builder first sniffs for the HTTP/2 preface with no timeout at all, so a client
+//! that connects and sends nothing (or one byte) would hold a slot forever. Each
+//! connection therefore also has an idle guard: with no request in progress for
+//! the header timeout, it is closed.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use relay_core::Config;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::verify::Verifier;
+use crate::{log, receipts, routes, CallbackError};
+
+/// What every request handler shares.
+pub struct State {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub verifier: Verifier,
+    tasks: TaskTracker,
+}
+
+/// Serves callbacks on `listener` until `shutdown` is cancelled, then drains.
+///
+/// Refuses to start without `security.n8n_webhook_secret` (see [`crate::check`]).
+/// A database that is down is not a reason to stop: requests get 503 and the
+/// health endpoint says why, until it is back.
+pub async fn serve(
+    config: Arc<Config>,
+    pool: Pool,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), CallbackError> {
+    crate::check(&config)?;
+    let limits = config.callbacks.clone();
+    let tasks = TaskTracker::new();
+    let state = Arc::new(State {
+        verifier: Verifier::new(&config.security),
+        config: config.clone(),
+        pool: pool.clone(),
+        tasks: tasks.clone(),
+    });
+    tasks.spawn(receipts::clean_periodically(
+        pool,
+        config.security.max_age_seconds,
+        shutdown.clone(),
+    ));
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(limits.header_read_timeout_seconds))
+        .keep_alive_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
+
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "callback listener ready");
+    }
+    loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "callback listener could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let activity = Arc::new(Activity::new());
+        let seen = activity.clone();
+        let service = service_fn(move |request| {
+            let state = state.clone();
+            let busy = seen.begin();
+            async move {
+                let response = respond(&state, request).await;
+                drop(busy);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let idle_limit = Duration::from_secs(limits.header_read_timeout_seconds);
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "callback connection ended with an error");
+                },
+                _ = activity.idle_for(idle_limit) => {
+                    tracing::debug!("closing an idle callback connection");
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+
+    let grace = Duration::from_secs(limits.request_timeout_seconds);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("callback connections still open after {grace:?}; closing them");
+    }
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!("some webhook_logs rows were not written before shutdown");
+    }
+    tracing::info!("callback listener stopped");
+    Ok(())
+}
+
+async fn respond(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let path = routes::shorten(request.uri().path());
+    let (endpoint, reply) = routes::handle(state, request, started).await;
+    log::record(
+        &state.tasks,
+        &state.pool,
+        log::Entry {
+            method,
+            path,
+            endpoint,
+            duration: started.elapsed(),
+        },
+        &reply,
+    );
+    reply.into_response()
+}
+
+/// When a connection last started or finished a request, and whether one is in
+/// progress now.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened`.
+    last_change_ms: AtomicU64,
+}
+
+/// Marks a request in progress until dropped (also when the request is cancelled).
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_change_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_change_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Completes once no request has been in progress for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(limit).await;
+                continue;
+            }
+            let last =
+                self.opened + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
+            let deadline = last + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use relay_core::signature;
 use relay_tests::relay::TEST_N8N_SECRET;
-use relay_tests::{wait_until, Relay, RelayBuilder, TestDb};
+use relay_tests::{wait_until, Relay, RelayBuilder, Sink, TestDb};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1090,4 +1090,46 @@ async fn sigterm_stops_the_listener_cleanly() {
         1,
         "the log row was written before exit"
     );
+}
+
+#[tokio::test]
+async fn a_signed_demo_approval_reaches_n8n_as_demo_completed_through_run() {
+    let sink = Sink::start().await;
+    let db = TestDb::migrated().await;
+    let builder = RelayBuilder::new(&db.url, &sink.url());
+    let l = Listener::spawn(db, builder).await;
+    let (lead, demo, _) = l.lead_with_assets().await;
+    let answer = l
+        .post(
+            "demo-approval",
+            &json!({"demo_id": demo, "approved": true, "notes": "ship it"}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let delivered = wait_until("demo_completed reaches the sink", WAIT, || async {
+        sink.requests()
+            .into_iter()
+            .find(|r| r.path == "/webhook/demo-completed")
+    })
+    .await;
+    let body = delivered.json();
+    assert_eq!(body["event"], "demo_completed");
+    assert_eq!(body["entity_id"], demo);
+    assert_eq!(body["data"]["demo_site_id"], demo);
+    assert_eq!(body["data"]["lead_id"], lead);
+    assert_eq!(body["data"]["status"], "approved");
+    assert_eq!(body["data"]["review_notes"], "ship it");
+}
+
+#[tokio::test]
+async fn run_without_a_callback_secret_refuses_to_start_and_names_the_way_out() {
+    let db = TestDb::migrated().await;
+    let out = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .without_env("N8N_WEBHOOK_SECRET")
+        .output()
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("security.n8n_webhook_secret"), "{stderr}");
+    assert!(stderr.contains("callbacks.enabled"), "{stderr}");
 }

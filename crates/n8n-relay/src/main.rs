@@ -5,7 +5,6 @@ mod commands;
 mod error;
 mod logging;
 mod observe;
-mod shutdown;
 
 use std::process::ExitCode;
 

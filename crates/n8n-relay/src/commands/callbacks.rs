@@ -13,7 +13,8 @@ pub async fn run(config: Config) -> CmdResult {
     let pool = relay_core::db::pool(&config.database, "n8n-relay-callbacks")
         .context("could not set up the database pool")?;
     let listener = bind(&config).await?;
-    let shutdown = crate::shutdown::on_signals();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(super::run::cancel_on_signal(shutdown.clone()));
     relay_callbacks::serve(Arc::new(config), pool, listener, shutdown)
         .await
         .map_err(Failure::usage)

@@ -9,10 +9,17 @@ use relay_core::Config;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::error::CmdResult;
+use crate::error::{CmdResult, Failure};
 use crate::observe;
 
 pub async fn run(config: Config) -> CmdResult {
+    // Refuse a listener that could not verify anything before starting any part.
+    let callbacks_listener = if config.callbacks.enabled {
+        relay_callbacks::check(&config).map_err(Failure::usage)?;
+        Some(super::callbacks::bind(&config).await?)
+    } else {
+        None
+    };
     let config = Arc::new(config);
     let pool = relay_core::db::pool(&config.database, "n8n-relay")
         .context("database.url: could not set up the connection pool")?;
@@ -45,14 +52,27 @@ pub async fn run(config: Config) -> CmdResult {
         pool.clone(),
         shutdown.clone(),
     ));
-    // The callback listener joins here, on the same config, pool and shutdown token:
-    // relay_callbacks::serve(config.clone(), pool.clone(), shutdown.clone())
+    let callbacks = callbacks_listener.map(|listener| {
+        tokio::spawn(relay_callbacks::serve(
+            config.clone(),
+            pool.clone(),
+            listener,
+            shutdown.clone(),
+        ))
+    });
 
     let result = daemon.await;
     // Whatever ended the daemon ends the rest too.
     shutdown.cancel();
     if let Some(observe) = observe {
         let _ = observe.await;
+    }
+    if let Some(callbacks) = callbacks {
+        match callbacks.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "callback listener failed"),
+            Err(e) => error!(error = %e, "callback listener task failed"),
+        }
     }
     match result {
         Ok(Ok(())) => Ok(()),
@@ -65,7 +85,7 @@ pub async fn run(config: Config) -> CmdResult {
 }
 
 /// SIGTERM (systemd, containers) or SIGINT (Ctrl-C) starts the graceful stop.
-async fn cancel_on_signal(shutdown: CancellationToken) {
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

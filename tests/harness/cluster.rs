@@ -2,7 +2,7 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -89,12 +89,9 @@ fn find_pg_bin(name: &str) -> Option<PathBuf> {
     versions.pop()
 }
 
-/// The private cluster's postmaster; stopped when the test process exits.
-struct Private {
-    _child: Child,
-}
-
-static PRIVATE: OnceLock<std::sync::Mutex<Option<Private>>> = OnceLock::new();
+/// The fallback cluster of this test process (when no server was found); stopped when
+/// the process exits.
+static FALLBACK: OnceLock<std::sync::Mutex<Option<PrivateCluster>>> = OnceLock::new();
 
 fn is_root() -> bool {
     Command::new("id")
@@ -121,85 +118,237 @@ fn as_postgres_user(program: &Path, args: &[&str], root: bool) -> Command {
 }
 
 fn start_private_cluster() -> Result<Server, String> {
-    let help = "No Postgres for the tests: nothing at DATABASE_URL, nothing listening on \
+    let cluster = PrivateCluster::start()?;
+    let server = cluster.server();
+    let _ = FALLBACK
+        .get_or_init(|| std::sync::Mutex::new(None))
+        .lock()
+        .map(|mut g| *g = Some(cluster));
+    Ok(server)
+}
+
+const MISSING: &str = "No Postgres for the tests: nothing at DATABASE_URL, nothing listening on \
 127.0.0.1:5432, and no initdb/postgres binaries on PATH or under /usr/lib/postgresql/*/bin. \
 Install PostgreSQL (e.g. `apt-get install postgresql`), start it \
 (`pg_ctlcluster --skip-systemctl-redirect 15 main start`), or set DATABASE_URL.";
-    let initdb = find_pg_bin("initdb").ok_or(help)?;
-    let postgres = find_pg_bin("postgres").ok_or(help)?;
-    let root = is_root();
-    let dir = std::env::temp_dir().join(format!("n8n-relay-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    if root {
-        let status = Command::new("chown")
-            .arg("-R")
-            .arg("postgres")
-            .arg(&dir)
-            .status()
-            .map_err(|e| format!("chown: {e}"))?;
-        if !status.success() {
-            return Err(format!(
-                "could not chown {} to postgres (is there a postgres user?)",
-                dir.display()
-            ));
-        }
+
+/// How [`PrivateCluster::stop`] shuts the server down (`pg_ctl stop -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Disconnects clients, writes a checkpoint: a clean stop.
+    Fast,
+    /// Like a crash: no checkpoint, recovery on the next start.
+    Immediate,
+}
+
+/// A Postgres cluster of the test's own, on a free loopback port, for scenarios that
+/// stop, restart or fail over the server (never done to the shared one). Runs as the
+/// `postgres` user when the tests run as root. Stopped and deleted when dropped.
+pub struct PrivateCluster {
+    dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+    root: bool,
+}
+
+impl PrivateCluster {
+    /// `initdb` a new cluster and start it.
+    pub fn start() -> Result<PrivateCluster, String> {
+        let initdb = find_pg_bin("initdb").ok_or(MISSING)?;
+        let cluster = PrivateCluster::empty_dir()?;
+        let data = cluster.data_s();
+        cluster.run(
+            &initdb,
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        )?;
+        cluster.configure()?;
+        cluster.start_again()?;
+        Ok(cluster)
     }
-    let data = dir.join("data");
-    let data_s = data.to_string_lossy().to_string();
-    let out = as_postgres_user(
-        &initdb,
-        &["-D", &data_s, "-U", "postgres", "-A", "trust", "--no-sync"],
-        root,
-    )
-    .stdout(Stdio::null())
-    .output()
-    .map_err(|e| format!("running initdb: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+
+    /// A streaming replica of this cluster (`pg_basebackup -R`), started on a port of
+    /// its own. It follows the primary until [`PrivateCluster::promote`].
+    pub fn replica(&self) -> Result<PrivateCluster, String> {
+        let basebackup = find_pg_bin("pg_basebackup").ok_or(MISSING)?;
+        let replica = PrivateCluster::empty_dir()?;
+        let port = self.port.to_string();
+        let data = replica.data_s();
+        replica.run(
+            &basebackup,
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        )?;
+        replica.configure()?;
+        replica.start_again()?;
+        Ok(replica)
+    }
+
+    fn empty_dir() -> Result<PrivateCluster, String> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "n8n-relay-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
-    }
-    let port = free_port();
-    let port_s = port.to_string();
-    let sock = dir.to_string_lossy().to_string();
-    let child = as_postgres_user(
-        &postgres,
-        &[
-            "-D",
-            &data_s,
-            "-p",
-            &port_s,
-            "-k",
-            &sock,
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "max_connections=200",
-        ],
-        root,
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .map_err(|e| format!("starting postgres: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("the private Postgres cluster did not start within 30 s".into());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let root = is_root();
+        if root {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .map_err(|e| format!("chown: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "could not chown {} to postgres (is there a postgres user?)",
+                    dir.display()
+                ));
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        Ok(PrivateCluster {
+            data: dir.join("data"),
+            dir,
+            port: free_port(),
+            root,
+        })
     }
-    let _ = PRIVATE
-        .get_or_init(|| std::sync::Mutex::new(None))
-        .lock()
-        .map(|mut g| *g = Some(Private { _child: child }));
-    Ok(server_from_url(&format!(
-        "postgres://postgres@127.0.0.1:{port}/postgres"
-    )))
+
+    /// Port, socket directory and test settings, appended so they win over what
+    /// initdb or a base backup wrote.
+    fn configure(&self) -> Result<(), String> {
+        let settings = format!(
+            "\n# n8n-relay test cluster\nport = {}\nlisten_addresses = '127.0.0.1'\n\
+unix_socket_directories = '{}'\nfsync = off\nmax_connections = 60\n\
+wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n",
+            self.port,
+            self.dir.display()
+        );
+        let conf = self.data.join("postgresql.conf");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .map_err(|e| format!("opening {}: {e}", conf.display()))?;
+        std::io::Write::write_all(&mut file, settings.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", conf.display()))
+    }
+
+    fn data_s(&self) -> String {
+        self.data.to_string_lossy().to_string()
+    }
+
+    fn run(&self, program: &Path, args: &[&str]) -> Result<(), String> {
+        let out = as_postgres_user(program, args, self.root)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", program.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {} failed: {}{}",
+                program.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let pg_ctl = find_pg_bin("pg_ctl").ok_or(MISSING)?;
+        let data = self.data_s();
+        let mut all = vec!["-D", data.as_str()];
+        all.extend_from_slice(args);
+        self.run(&pg_ctl, &all)
+    }
+
+    /// Starts the (stopped) server and waits until it accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        let log = self.dir.join("postgres.log").to_string_lossy().to_string();
+        self.pg_ctl(&["-l", &log, "-w", "-t", "60", "start"])?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the private Postgres cluster on port {} did not start within 30 s",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast|immediate`) and waits until it is down.
+    pub fn stop(&self, mode: StopMode) -> Result<(), String> {
+        let mode = match mode {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        };
+        self.pg_ctl(&["-m", mode, "-w", "-t", "60", "stop"])
+    }
+
+    /// A fast stop and a start on the same port.
+    pub fn restart(&self) -> Result<(), String> {
+        self.stop(StopMode::Fast)?;
+        self.start_again()
+    }
+
+    /// Promotes a replica to primary and waits until it accepts writes.
+    pub fn promote(&self) -> Result<(), String> {
+        self.pg_ctl(&["-w", "-t", "60", "promote"])
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `host:port`, e.g. for a proxy in front of it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn server(&self) -> Server {
+        server_from_url(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.port
+        ))
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.stop(StopMode::Immediate);
+        if std::thread::panicking() {
+            eprintln!(
+                "---- postgres log ({}) ----\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A TCP port nothing listens on right now.

@@ -27,7 +27,11 @@ async fn connect_url(url: &str) -> Client {
 impl TestDb {
     /// An empty database.
     pub async fn empty() -> TestDb {
-        let server = cluster::server();
+        TestDb::empty_on(cluster::server()).await
+    }
+
+    /// An empty database on `server` (e.g. a [`cluster::PrivateCluster`]).
+    pub async fn empty_on(server: &cluster::Server) -> TestDb {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -53,7 +57,12 @@ impl TestDb {
     /// A database with the relay's schema and the example business tables, applied
     /// through the same code as `n8n-relay migrate --example-tables`.
     pub async fn migrated() -> TestDb {
-        let db = TestDb::empty().await;
+        TestDb::migrated_on(cluster::server()).await
+    }
+
+    /// [`TestDb::migrated`] on `server`.
+    pub async fn migrated_on(server: &cluster::Server) -> TestDb {
+        let db = TestDb::empty_on(server).await;
         let mut client = db.client().await;
         relay_core::schema::migrate(&mut client, true)
             .await

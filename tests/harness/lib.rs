@@ -10,11 +10,15 @@
 
 pub mod cluster;
 pub mod db;
+pub mod load;
+pub mod proxy;
 pub mod relay;
 pub mod sink;
 
+pub use cluster::{PrivateCluster, StopMode};
 pub use db::TestDb;
-pub use relay::{Relay, RelayBuilder};
+pub use load::{WriterPlan, Writers};
+pub use relay::{ProcStats, Relay, RelayBuilder};
 pub use sink::{Reply, Sink, SinkRequest};
 
 use std::time::{Duration, Instant};

@@ -158,6 +158,13 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// What /proc says about a relay process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStats {
+    pub threads: u64,
+    pub rss_kib: u64,
+}
+
 /// A running relay process. Killed when dropped.
 pub struct Relay {
     child: Option<Child>,
@@ -204,6 +211,35 @@ impl Relay {
                 );
             }
         }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().expect("the relay is running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Threads and resident memory of the relay process, from /proc.
+    pub fn proc_stats(&self) -> Option<ProcStats> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        Some(ProcStats {
+            threads: field("Threads:")?,
+            rss_kib: field("VmRSS:")?,
+        })
     }
 
     /// Whether the process is still running.

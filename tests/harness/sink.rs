@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -69,6 +70,9 @@ pub enum Reply {
     Hang,
     /// Close the connection without a response.
     Drop,
+    /// Send the status line and headers announcing a body, then close the connection
+    /// partway through it.
+    Truncated(u16),
 }
 
 impl Reply {
@@ -126,6 +130,7 @@ struct State {
 pub struct Sink {
     pub addr: SocketAddr,
     state: Arc<State>,
+    /// Accepts connections and owns their tasks: aborting it closes everything.
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -166,22 +171,24 @@ impl Sink {
             behaviour: Mutex::new(Arc::new(f)),
             arrived: Notify::new(),
         });
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let task = serve(listener, state.clone());
         Sink { addr, state, task }
+    }
+
+    /// Closes the port and every open connection: deliveries now fail with
+    /// "connection refused" until [`Sink::resume`]. What was recorded is kept.
+    pub fn stop(&mut self) {
+        self.task.abort();
+    }
+
+    /// Listens again on the same address after [`Sink::stop`].
+    pub async fn resume(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the sink on its old port");
+        self.task = serve(listener, self.state.clone());
     }
 
     /// Base URL, e.g. `http://127.0.0.1:40123`.
@@ -211,6 +218,35 @@ impl Sink {
     /// Distinct `X-Webhook-Id`s received.
     pub fn distinct_ids(&self) -> std::collections::HashSet<String> {
         self.requests().iter().map(|r| r.webhook_id()).collect()
+    }
+
+    /// Webhook ids received more than once, with how many times. Panics if two
+    /// requests for one id differ in body or event: a re-sent webhook must be the
+    /// same webhook.
+    pub fn duplicates(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut by_id: HashMap<String, Vec<SinkRequest>> = HashMap::new();
+        for r in self.requests() {
+            by_id.entry(r.webhook_id()).or_default().push(r);
+        }
+        let mut dups = std::collections::BTreeMap::new();
+        for (id, reqs) in by_id {
+            if reqs.len() < 2 {
+                continue;
+            }
+            for r in &reqs[1..] {
+                assert_eq!(
+                    r.body, reqs[0].body,
+                    "webhook {id} re-sent with another body"
+                );
+                assert_eq!(
+                    r.header("x-webhook-event"),
+                    reqs[0].header("x-webhook-event"),
+                    "webhook {id} re-sent as another event"
+                );
+            }
+            dups.insert(id, reqs.len());
+        }
+        dups
     }
 
     /// Waits until at least `n` requests arrived, or panics after `timeout`.
@@ -256,6 +292,27 @@ impl Sink {
     }
 }
 
+/// The accept loop; connection tasks live in its JoinSet, so aborting the loop closes
+/// them too.
+fn serve(listener: TcpListener, state: Arc<State>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            while connections.try_join_next().is_some() {}
+            let st = state.clone();
+            connections.spawn(async move {
+                let service = service_fn(move |req| handle(st.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         self.task.abort();
@@ -264,10 +321,35 @@ impl Drop for Sink {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A response body that yields a few bytes and then fails, which makes hyper close
+/// the connection mid-response.
+struct CutShort {
+    sent: bool,
+}
+
+impl hyper::body::Body for CutShort {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        if self.sent {
+            std::task::Poll::Ready(Some(Err("sink: cut mid-response".into())))
+        } else {
+            self.sent = true;
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+                b"{\"partial\":",
+            )))))
+        }
+    }
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, BoxError> {
+) -> Result<Response<BoxBody<Bytes, BoxError>>, BoxError> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -313,7 +395,11 @@ async fn handle(
                 resp = resp.header(k, v);
             }
             Ok(resp
-                .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
+                .body(
+                    Full::new(Bytes::from_static(b"{\"ok\":true}"))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
                 .expect("sink response"))
         }
         Reply::Hang => {
@@ -321,5 +407,13 @@ async fn handle(
             unreachable!()
         }
         Reply::Drop => Err("sink: closing the connection without a response".into()),
+        Reply::Truncated(status) => {
+            // Content-Length promises more than the body yields before failing.
+            Ok(Response::builder()
+                .status(status)
+                .header("content-length", "1000")
+                .body(CutShort { sent: false }.boxed())
+                .expect("sink response"))
+        }
     }
 }

@@ -4,15 +4,12 @@
 //! server), and the Grafana dashboard only queries names the relay exports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use relay_tests::proxy::{upstream_of, Proxy};
 use relay_tests::{wait_until, RelayBuilder, Reply, Sink, TestDb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
+use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -235,96 +232,6 @@ async fn scrape(addr: &str) -> Option<Exposition> {
     let reply = get(addr, "/metrics").await?;
     assert_eq!(reply.status, 200);
     Some(parse_exposition(&reply.body).unwrap_or_else(|e| panic!("{e}\n{}", reply.body)))
-}
-
-// ---- a TCP proxy between the relay and Postgres -----------------------------------
-
-/// Forwards connections to Postgres until cut: then every open connection is
-/// severed and new ones are closed at once, as if the database were gone.
-struct Proxy {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept = tokio::spawn({
-            let cut = cut.clone();
-            let conns = conns.clone();
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if cut.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns
-                        .lock()
-                        .expect("proxy connections")
-                        .push(task.abort_handle());
-                }
-            }
-        })
-        .abort_handle();
-        Proxy {
-            addr,
-            cut,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for conn in self
-            .conns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain(..)
-        {
-            conn.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-
-    /// `url` with its host and port replaced by the proxy's.
-    fn url_via(&self, url: &str) -> String {
-        let mut u = url::Url::parse(url).expect("database url");
-        u.set_host(Some("127.0.0.1")).expect("host");
-        u.set_port(Some(self.addr.port())).expect("port");
-        u.to_string()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
-fn upstream_of(url: &str) -> String {
-    let u = url::Url::parse(url).expect("database url");
-    format!(
-        "{}:{}",
-        u.host_str().unwrap_or("127.0.0.1"),
-        u.port().unwrap_or(5432)
-    )
 }
 
 // ---- the tests --------------------------------------------------------------------

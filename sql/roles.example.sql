@@ -45,11 +45,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_queue TO n8n_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_logs TO n8n_relay;
 GRANT SELECT, INSERT, DELETE ON webhook_retry_history TO n8n_relay;
 
--- Callbacks: workflow runs are upserted by execution id; receipts answer a repeated
--- signed request and expire after the signature window.
+-- Callbacks: workflow runs are upserted by execution id; a receipt is claimed when a
+-- signed request arrives, completed with its answer (UPDATE), replayed to a repeated
+-- request, and deleted after the signature window.
 GRANT SELECT, INSERT, UPDATE ON workflow_runs TO n8n_relay;
-GRANT SELECT, INSERT, DELETE ON webhook_callback_receipts TO n8n_relay;
-
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_callback_receipts TO n8n_relay;
 
 -- The wake-up flag: the relay arms it (setval, needs UPDATE) and reads it.
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE webhook_relay_wakeup TO n8n_relay;

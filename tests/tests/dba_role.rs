@@ -8,7 +8,11 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use relay_tests::relay::TEST_N8N_SECRET;
 use relay_tests::{wait_until, RelayBuilder, Sink, TestDb};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
@@ -507,6 +511,104 @@ async fn the_relay_delivers_a_business_write_running_as_the_least_privilege_role
         },
     )
     .await;
+    let log = relay.log();
+    assert!(!log.contains("permission denied"), "{log}");
+}
+
+/// A callback as n8n sends it: signed with the callback secret. Returns the status.
+async fn post_signed(addr: &str, endpoint: &str, body: serde_json::Value) -> u16 {
+    let body = body.to_string();
+    let timestamp = relay_core::signature::unix_now();
+    let signature =
+        relay_core::signature::sign(TEST_N8N_SECRET.as_bytes(), timestamp, body.as_bytes());
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the callbacks listener");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = http::Request::post(format!("/api/v1/webhooks/n8n/{endpoint}"))
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .header("x-webhook-timestamp", timestamp.to_string())
+        .header("x-webhook-signature-256", signature)
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    status
+}
+
+#[tokio::test]
+async fn the_callbacks_work_running_as_the_least_privilege_role() {
+    let db = TestDb::migrated().await;
+    let roles = Roles::install(&db).await;
+    let url = roles.relay_url(&db).await;
+    let admin = db.client().await;
+    let demo: i64 = admin
+        .query_one(
+            "WITH lead AS (INSERT INTO leads (business_name) VALUES ('Acme Inc') RETURNING id)
+             INSERT INTO demo_sites (lead_id, status) SELECT id, 'pending_approval' FROM lead
+             RETURNING id",
+            &[],
+        )
+        .await
+        .expect("a demo awaiting approval")
+        .get(0);
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&url, &sink.url()).spawn();
+    let addr = relay.builder.callbacks_addr();
+    wait_until(
+        "the callbacks listener",
+        Duration::from_secs(20),
+        || async { tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ()) },
+    )
+    .await;
+
+    let calls = [
+        (
+            "workflow-status",
+            serde_json::json!({"workflow_id": "w", "execution_id": "e1", "status": "running",
+                               "current_step": "demo_approval"}),
+        ),
+        (
+            "demo-approval",
+            serde_json::json!({"demo_id": demo, "approved": true, "reviewer": "r", "notes": "n"}),
+        ),
+        (
+            "workflow-completed",
+            serde_json::json!({"workflow_id": "w", "execution_id": "e1", "status": "success"}),
+        ),
+        (
+            "error-notification",
+            serde_json::json!({"workflow_id": "w", "execution_id": "e2", "error": "boom"}),
+        ),
+    ];
+    for (endpoint, body) in calls {
+        let status = post_signed(&addr, endpoint, body.clone()).await;
+        assert_eq!(status, 200, "{endpoint} as the relay role\n{}", relay.log());
+        // A repeat within the window is answered from the receipt.
+        let again = post_signed(&addr, endpoint, body).await;
+        assert_eq!(again, 200, "{endpoint} repeated");
+    }
+    let status: String = admin
+        .query_one("SELECT status FROM demo_sites WHERE id = $1", &[&demo])
+        .await
+        .expect("demo")
+        .get(0);
+    assert_eq!(status, "approved");
+    assert_eq!(
+        db.count("SELECT count(*) FROM workflow_runs WHERE status = 'success'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events WHERE event_type = 'workflow_error'")
+            .await,
+        1
+    );
     let log = relay.log();
     assert!(!log.contains("permission denied"), "{log}");
 }

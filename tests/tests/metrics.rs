@@ -433,6 +433,54 @@ async fn readyz_turns_503_while_postgres_is_unreachable_and_200_when_it_is_back(
     sink.wait_for(1, T).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_count_by_endpoint_and_status() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let metrics = relay.builder.metrics_addr();
+    let callbacks = relay.builder.callbacks_addr();
+    wait_until("the callback listener answers", T, || async {
+        let r = get(&callbacks, "/api/v1/webhooks/n8n/health").await?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    // No body, no content type, no signature: refused (415, checked first).
+    let unsigned = http(&callbacks, "POST", "/api/v1/webhooks/n8n/demo-approval")
+        .await
+        .expect("demo-approval");
+    assert_eq!(unsigned.status, 415);
+    let unknown = get(&callbacks, "/api/v1/webhooks/n8n/whatever")
+        .await
+        .expect("404");
+    assert_eq!(unknown.status, 404);
+
+    let m = wait_until("the callbacks show in /metrics", T, || async {
+        let m = scrape(&metrics).await?;
+        let refused = [("endpoint", "demo-approval"), ("status", "415")];
+        (m.value("n8n_relay_callbacks_total", &refused) == 1.0).then_some(m)
+    })
+    .await;
+    assert!(
+        m.value(
+            "n8n_relay_callbacks_total",
+            &[("endpoint", "health"), ("status", "200")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        m.value(
+            "n8n_relay_callbacks_total",
+            &[("endpoint", "unknown"), ("status", "404")]
+        ),
+        1.0,
+        "an unknown path is one label value, not the path"
+    );
+    assert!(!m
+        .samples
+        .iter()
+        .any(|s| s.labels.values().any(|v| v.contains("whatever"))));
+}
+
 #[tokio::test]
 async fn metrics_disabled_serves_nothing_and_a_taken_port_fails_start_up_naming_the_key() {
     let db = TestDb::migrated().await;

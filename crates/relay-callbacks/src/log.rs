@@ -33,6 +33,8 @@ pub fn record(tasks: &TaskTracker, pool: &Pool, entry: Entry, reply: &Reply) {
     let status = reply.status.as_u16();
     let duration_ms = i32::try_from(entry.duration.as_millis()).unwrap_or(i32::MAX);
     let name = entry.endpoint.map(Endpoint::name);
+    // Unknown paths share one label value: the caller must not choose label values.
+    relay_core::metrics::global().callback(name.unwrap_or("unknown"), status);
     if reply.status.is_success() {
         tracing::info!(
             method = %entry.method,

@@ -4,12 +4,13 @@
 //! server), and the Grafana dashboard only queries names the relay exports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use relay_tests::proxy::{upstream_of, Proxy};
 use relay_tests::{wait_until, RelayBuilder, Reply, Sink, TestDb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 const T: Duration = Duration::from_secs(20);
 

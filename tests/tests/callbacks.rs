@@ -1133,3 +1133,21 @@ async fn run_without_a_callback_secret_refuses_to_start_and_names_the_way_out() 
     assert!(stderr.contains("security.n8n_webhook_secret"), "{stderr}");
     assert!(stderr.contains("callbacks.enabled"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_error_without_an_execution_id_still_emits_workflow_error() {
+    let l = Listener::start().await;
+    // What n8n's Error Trigger sends when the failure came before a saved execution.
+    let body = json!({"workflow_id": "", "execution_id": null, "error": "trigger failed",
+                      "workflow_name": "Lead Intake"});
+    let answer = l.post("error-notification", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert_eq!(answer.json()["execution_id"], Value::Null);
+    assert_eq!(l.db.count("SELECT count(*) FROM workflow_runs").await, 0);
+    let event = l
+        .json("SELECT to_jsonb(e) FROM webhook_events e WHERE event_type = 'workflow_error'")
+        .await;
+    assert_eq!(event["entity_id"], Value::Null);
+    assert_eq!(event["payload"]["error_message"], "trigger failed");
+    assert_eq!(event["payload"]["workflow_name"], "Lead Intake");
+}

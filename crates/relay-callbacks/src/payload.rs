@@ -72,12 +72,28 @@ pub struct WorkflowUpdate {
     pub lead_id: Option<i64>,
 }
 
-/// A workflow that failed. `error` may be n8n's error text or its error object.
+/// A workflow that failed. Only `error` is required: n8n's Error Trigger has no
+/// execution id when the failure happened before an execution was saved, and an
+/// alert must not be lost for that. Without an execution id no run is recorded,
+/// but the event is still emitted. `error` may be text or n8n's error object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowError {
-    pub run: WorkflowUpdate,
+    pub workflow_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub current_step: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub lead_id: Option<i64>,
     /// One line for `workflow_runs.error_message`.
     pub message: String,
+}
+
+#[derive(Deserialize)]
+struct WorkflowErrorBody {
+    workflow_id: Option<String>,
+    execution_id: Option<String>,
+    current_step: Option<String>,
+    duration_ms: Option<i64>,
+    lead_id: Option<i64>,
 }
 
 /// The guide's `POST /api/v1/test/trigger-webhook`.
@@ -158,10 +174,18 @@ fn stored_whole(endpoint: Endpoint, value: Value) -> Result<Callback, PayloadErr
         Endpoint::WorkflowCompleted => Ok(Callback::WorkflowCompleted(run(&value)?, value)),
         Endpoint::WorkflowStatus => Ok(Callback::WorkflowStatus(run(&value)?, value)),
         Endpoint::ErrorNotification => {
-            let run = run(&value)?;
+            let b: WorkflowErrorBody = typed(&value)?;
             let message = error_message(value.get("error"))?;
+            let present = |id: Option<String>| id.filter(|t| !t.trim().is_empty());
             Ok(Callback::ErrorNotification(
-                WorkflowError { run, message },
+                WorkflowError {
+                    workflow_id: present(b.workflow_id),
+                    execution_id: present(b.execution_id),
+                    current_step: b.current_step,
+                    duration_ms: b.duration_ms,
+                    lead_id: b.lead_id,
+                    message,
+                },
                 value,
             ))
         }
@@ -354,6 +378,14 @@ mod tests {
         )
         .expect_err("missing");
         assert_eq!(field_of(e), "error");
+        // n8n's Error Trigger without a saved execution: still an alert.
+        let Ok(Callback::ErrorNotification(err, _)) = decode(
+            Endpoint::ErrorNotification,
+            br#"{"workflow_id":"","execution_id":null,"error":"trigger failed"}"#,
+        ) else {
+            panic!("decodes without ids");
+        };
+        assert_eq!((err.workflow_id, err.execution_id), (None, None));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Workflow runs, keyed by n8n's execution id. Each report upserts the run; fields a
 //! report leaves out keep their earlier value. An error report also emits
-//! `workflow_error` through `webhook_emit`, so an alerting workflow hears of it.
+//! `workflow_error` through `webhook_emit`, so an alerting workflow hears of it (even
+//! when it has no execution id to record a run under).
 
 use deadpool_postgres::Transaction;
 use http::StatusCode;
@@ -13,7 +14,7 @@ const UPSERT_RUN: &str = "INSERT INTO workflow_runs AS r \
     (execution_id, workflow_id, status, current_step, duration_ms, lead_id, error_message, payload) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
     ON CONFLICT (execution_id) DO UPDATE SET \
-        workflow_id = EXCLUDED.workflow_id, \
+        workflow_id = COALESCE(EXCLUDED.workflow_id, r.workflow_id), \
         status = EXCLUDED.status, \
         current_step = COALESCE(EXCLUDED.current_step, r.current_step), \
         duration_ms = COALESCE(EXCLUDED.duration_ms, r.duration_ms), \
@@ -51,9 +52,22 @@ pub async fn report(
     run: &WorkflowUpdate,
     body: &Value,
 ) -> Result<Reply, Refusal> {
-    let status = run.status.as_deref().unwrap_or(kind.default_status());
-    upsert(tx, run, status, None, body).await?;
-    Ok(received(run, kind.message(), None))
+    let row = Run {
+        execution_id: &run.execution_id,
+        workflow_id: Some(&run.workflow_id),
+        status: run.status.as_deref().unwrap_or(kind.default_status()),
+        current_step: run.current_step.as_deref(),
+        duration_ms: run.duration_ms,
+        lead_id: run.lead_id,
+        error_message: None,
+    };
+    upsert(tx, &row, body).await?;
+    Ok(received(
+        Some(&run.workflow_id),
+        Some(&run.execution_id),
+        kind.message(),
+        None,
+    ))
 }
 
 pub async fn error(
@@ -61,39 +75,61 @@ pub async fn error(
     err: &WorkflowError,
     body: Value,
 ) -> Result<Reply, Refusal> {
-    upsert(tx, &err.run, "error", Some(&err.message), &body).await?;
+    if let Some(execution_id) = &err.execution_id {
+        let row = Run {
+            execution_id,
+            workflow_id: err.workflow_id.as_deref(),
+            status: "error",
+            current_step: err.current_step.as_deref(),
+            duration_ms: err.duration_ms,
+            lead_id: err.lead_id,
+            error_message: Some(&err.message),
+        };
+        upsert(tx, &row, &body).await?;
+    }
     let mut data = body;
     if let Some(map) = data.as_object_mut() {
         map.insert("error_message".into(), err.message.clone().into());
     }
     let event_id: i64 = tx
-        .query_one(EMIT_WORKFLOW_ERROR, &[&err.run.lead_id, &data])
+        .query_one(EMIT_WORKFLOW_ERROR, &[&err.lead_id, &data])
         .await?
         .get(0);
+    let message = if err.execution_id.is_some() {
+        "Workflow error recorded, workflow_error event emitted"
+    } else {
+        "No execution_id, so no run recorded; workflow_error event emitted"
+    };
     Ok(received(
-        &err.run,
-        "Workflow error recorded, workflow_error event emitted",
+        err.workflow_id.as_deref(),
+        err.execution_id.as_deref(),
+        message,
         Some(event_id),
     ))
 }
 
-async fn upsert(
-    tx: &Transaction<'_>,
-    run: &WorkflowUpdate,
-    status: &str,
-    error_message: Option<&String>,
-    body: &Value,
-) -> Result<(), Refusal> {
+/// One `workflow_runs` row as a report sets it.
+struct Run<'a> {
+    execution_id: &'a str,
+    workflow_id: Option<&'a str>,
+    status: &'a str,
+    current_step: Option<&'a str>,
+    duration_ms: Option<i64>,
+    lead_id: Option<i64>,
+    error_message: Option<&'a str>,
+}
+
+async fn upsert(tx: &Transaction<'_>, run: &Run<'_>, body: &Value) -> Result<(), Refusal> {
     tx.execute(
         UPSERT_RUN,
         &[
             &run.execution_id,
             &run.workflow_id,
-            &status,
+            &run.status,
             &run.current_step,
             &run.duration_ms,
             &run.lead_id,
-            &error_message,
+            &run.error_message,
             body,
         ],
     )
@@ -101,11 +137,16 @@ async fn upsert(
     Ok(())
 }
 
-fn received(run: &WorkflowUpdate, message: &str, event_id: Option<i64>) -> Reply {
+fn received(
+    workflow_id: Option<&str>,
+    execution_id: Option<&str>,
+    message: &str,
+    event_id: Option<i64>,
+) -> Reply {
     let mut body = json!({
         "status": "received",
-        "workflow_id": run.workflow_id,
-        "execution_id": run.execution_id,
+        "workflow_id": workflow_id,
+        "execution_id": execution_id,
         "message": message,
     });
     if let (Some(id), Some(map)) = (event_id, body.as_object_mut()) {

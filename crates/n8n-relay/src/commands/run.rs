@@ -1,5 +1,5 @@
-//! `n8n-relay run`: the relay daemon, plus (wired by their owners) the callback
-//! listener and /metrics. SIGTERM or SIGINT cancels one token that every part watches;
+//! `n8n-relay run`: the relay daemon, plus the callback listener (when
+//! `callbacks.enabled`) and /metrics. SIGTERM or SIGINT cancels one token that every part watches;
 //! the process exits 0 once each has finished its graceful stop.
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::db::BenchDb;
+use crate::profile::Sampler;
 use crate::relay::{Relay, RelaySpec};
 use crate::sink::Sink;
 
@@ -93,6 +94,8 @@ pub struct Bench<'a> {
     pub relay: Option<Relay>,
     pub sizes: Sizes,
     pub limits: Limits,
+    /// `--profile`: sample what the relay's backends do during each scenario.
+    pub profile: bool,
 }
 
 impl Bench<'_> {
@@ -111,6 +114,15 @@ impl Bench<'_> {
             }
             None => anyhow::bail!("the relay is not running"),
         }
+    }
+
+    /// Starts sampling the relay's backends when `--profile` is on.
+    pub async fn profiler(&mut self) -> Result<Option<Sampler>> {
+        if !self.profile {
+            return Ok(None);
+        }
+        let pid = self.relay().await?.pid;
+        Ok(Some(Sampler::start(&self.db.url, pid).await?))
     }
 
     pub async fn stop_relay(&mut self) {

@@ -7,6 +7,7 @@
 mod bench;
 mod db;
 mod load;
+mod profile;
 mod relay;
 mod report;
 mod scenarios;
@@ -53,9 +54,25 @@ struct Args {
     /// What to print on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Extra environment for the relay, KEY=VALUE, repeatable (e.g.
+    /// RELAY_QUEUE__MAX_PER_ENDPOINT=32), to compare settings. `{database_url}` in a
+    /// value is replaced by the benchmark database's URL. Recorded in the output.
+    #[arg(long = "relay-env", value_parser = parse_key_value)]
+    relay_env: Vec<(String, String)>,
+    /// Sample what the relay's Postgres backends are doing during each scenario and
+    /// print where the time went (on stderr; also in the JSON details).
+    #[arg(long)]
+    profile: bool,
     /// Run only these scenarios (comma-separated); the limits always run first.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -124,7 +141,11 @@ async fn run(args: Args) -> Result<bool> {
 
 async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report> {
     let sink = Sink::start().await?;
-    let spec = RelaySpec::new(relay_bin.clone(), &db.url, &sink.url())?;
+    let mut spec = RelaySpec::new(relay_bin.clone(), &db.url, &sink.url())?;
+    for (k, v) in &args.relay_env {
+        spec.env
+            .insert(k.clone(), v.replace("{database_url}", &db.url));
+    }
     let mut bench = Bench {
         db,
         sink,
@@ -132,10 +153,16 @@ async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report
         relay: None,
         sizes: Sizes::new(args.quick),
         limits: Limits::default(),
+        profile: args.profile,
     };
     let mut report = Report {
         mode: if args.quick { "quick" } else { "full" },
         machine: machine(&bench, &relay_bin).await,
+        relay_env: args
+            .relay_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         ..Report::default()
     };
     run_scenarios(&mut bench, &mut report, &args.only).await;
@@ -240,6 +267,9 @@ fn emit(report: &Report, args: &Args) -> Result<()> {
                 m["bench_build"].as_str().unwrap_or("?"),
                 m["load_average_at_start"].as_str().unwrap_or("?"),
             );
+            if !report.relay_env.is_empty() {
+                println!("relay settings: {}", report.relay_env.join(" "));
+            }
             print!("{}", report.to_table());
         }
     }

@@ -175,8 +175,13 @@ impl Relay {
 
     /// CPU time used so far (user + system), from /proc/PID/stat.
     pub fn cpu_time(&self) -> Result<Duration> {
-        cpu_time_of(Path::new(&format!("/proc/{}/stat", self.pid)))
+        cpu_time_of_pid(self.pid)
     }
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+pub fn cpu_time_of_pid(pid: u32) -> Result<Duration> {
+    cpu_time_of(Path::new(&format!("/proc/{pid}/stat")))
 }
 
 fn cpu_time_of(stat_path: &Path) -> Result<Duration> {

@@ -147,6 +147,8 @@ pub struct Failure {
 pub struct Report {
     pub mode: &'static str,
     pub machine: Value,
+    /// `--relay-env` settings this run used on top of the defaults.
+    pub relay_env: Vec<String>,
     pub figures: Vec<Figure>,
     /// Each scenario's raw measurements (rounds, samples, settings).
     pub details: serde_json::Map<String, Value>,
@@ -183,6 +185,19 @@ pub fn fmt_num(x: f64) -> String {
 }
 
 impl Report {
+    /// Adds a `--profile` sample set under "profile: SCENARIO".
+    pub async fn profile(
+        &mut self,
+        scenario: &str,
+        sampler: Option<crate::profile::Sampler>,
+    ) -> anyhow::Result<()> {
+        if let Some(s) = sampler {
+            let profile = s.finish(scenario).await?;
+            self.details.insert(format!("profile: {scenario}"), profile);
+        }
+        Ok(())
+    }
+
     pub fn to_table(&self) -> String {
         let header = [
             "scenario", "figure", "value", "baseline", "ratio", "target", "met",

@@ -40,7 +40,9 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
 
     let started = SystemTime::now();
     bench.relay().await?;
+    let sampler = bench.profiler().await?;
     bench.wait_delivered(n).await?;
+    report.profile(NAME, sampler).await?;
     let repeats = bench.sink.requests().saturating_sub(n);
     let arrivals = bench.sink.take();
     let first = arrivals.values().min().copied().unwrap_or(started);

@@ -29,6 +29,7 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     };
     bench.relay().await?;
     bench.sink.take();
+    let sampler = bench.profiler().await?;
     let committed = Arc::new(AtomicU64::new(0));
     let writers = tokio::spawn({
         let (url, committed) = (bench.db.url.clone(), committed.clone());
@@ -45,6 +46,7 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
         samples.push((start.elapsed().as_secs_f64(), c, d, c as i64 - d as i64));
     }
     let throughput = writers.await.context("writer task")??;
+    report.profile(NAME, sampler).await?;
     let delivered_in_window = bench.sink.distinct() as u64;
     let window = throughput.elapsed.as_secs_f64();
     let drain_start = Instant::now();

@@ -35,8 +35,10 @@ fn ms_between(later: SystemTime, earlier: SystemTime) -> f64 {
 pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     bench.relay().await?;
     bench.sink.take();
+    let sampler = bench.profiler().await?;
     let commits = load::paced(&bench.db.url, STEADY_PER_SECOND, bench.sizes.steady).await?;
     bench.wait_delivered(commits.len() as u64).await?;
+    report.profile(NAME, sampler).await?;
     let arrivals = bench.sink.take();
 
     let ids: Vec<i64> = commits.iter().map(|c| c.0).collect();

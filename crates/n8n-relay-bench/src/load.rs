@@ -21,6 +21,9 @@ pub enum Table {
     Leads,
     /// `LIKE leads INCLUDING ALL`: the same table without triggers.
     LeadsBare,
+    /// `leads`, arming the relay's wake-up in the same statement, so every
+    /// transaction's trigger sends a NOTIFY: the cost the wake-up protocol avoids.
+    LeadsNotifyEach,
     /// A two-column table: Postgres's single-row commit rate.
     CommitProbe,
 }
@@ -30,7 +33,16 @@ const INSERT_LEAD: &str = "INSERT INTO leads (business_name, category, location,
 const INSERT_LEAD_BARE: &str =
     "INSERT INTO leads_bare (business_name, category, location, email, website)
     VALUES ($1, 'software', 'Berlin', $2, 'https://example.com') RETURNING id";
+const INSERT_LEAD_NOTIFY_EACH: &str =
+    "INSERT INTO leads (business_name, category, location, email, website)
+    SELECT $1, 'software', 'Berlin', $2, 'https://example.com'
+    FROM (SELECT setval('webhook_relay_wakeup', 1)) AS armed RETURNING id";
 const INSERT_COMMIT_PROBE: &str = "INSERT INTO bench_commit (v) VALUES (1) RETURNING id";
+
+/// The same into the table without triggers.
+pub const INSERT_LEADS_BARE_BULK: &str = "INSERT INTO leads_bare (business_name, category, location, email, website)
+    SELECT 'Bench Co ' || g, 'software', 'Berlin', 'lead' || g || '@example.com', 'https://example.com'
+    FROM generate_series(1, $1::bigint) AS g";
 
 /// Many leads in one statement (the backlog for the drain), through the triggers.
 pub const INSERT_LEADS_BULK: &str = "INSERT INTO leads (business_name, category, location, email, website)
@@ -42,6 +54,7 @@ impl Table {
         match self {
             Table::Leads => INSERT_LEAD,
             Table::LeadsBare => INSERT_LEAD_BARE,
+            Table::LeadsNotifyEach => INSERT_LEAD_NOTIFY_EACH,
             Table::CommitProbe => INSERT_COMMIT_PROBE,
         }
     }
@@ -50,6 +63,7 @@ impl Table {
         match self {
             Table::Leads => "leads (with triggers)",
             Table::LeadsBare => "leads_bare (no triggers)",
+            Table::LeadsNotifyEach => "leads (NOTIFY every transaction)",
             Table::CommitProbe => "bench_commit",
         }
     }

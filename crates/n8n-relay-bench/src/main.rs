@@ -60,7 +60,8 @@ struct Args {
     #[arg(long = "relay-env", value_parser = parse_key_value)]
     relay_env: Vec<(String, String)>,
     /// Sample what the relay's Postgres backends are doing during each scenario and
-    /// print where the time went (on stderr; also in the JSON details).
+    /// print where the time went (on stderr; also in the JSON details). Keeps the
+    /// relay's log.
     #[arg(long)]
     profile: bool,
     /// Run only these scenarios (comma-separated); the limits always run first.
@@ -142,6 +143,7 @@ async fn run(args: Args) -> Result<bool> {
 async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report> {
     let sink = Sink::start().await?;
     let mut spec = RelaySpec::new(relay_bin.clone(), &db.url, &sink.url())?;
+    spec.keep_log = args.profile;
     for (k, v) in &args.relay_env {
         spec.env
             .insert(k.clone(), v.replace("{database_url}", &db.url));

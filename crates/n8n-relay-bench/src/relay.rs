@@ -42,6 +42,8 @@ fn free_port() -> Result<u16> {
 }
 
 pub struct RelaySpec {
+    /// Leave the working directory (and the relay's log in it) behind.
+    pub keep_log: bool,
     pub binary: PathBuf,
     pub env: BTreeMap<String, String>,
     pub workdir: PathBuf,
@@ -79,6 +81,7 @@ impl RelaySpec {
         );
         set("RUST_LOG", "warn".into());
         Ok(RelaySpec {
+            keep_log: false,
             binary,
             env,
             workdir,
@@ -115,7 +118,14 @@ impl RelaySpec {
 
 impl Drop for RelaySpec {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.workdir);
+        if self.keep_log {
+            eprintln!(
+                "bench: the relay's log is in {}",
+                self.workdir.join("relay.log").display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.workdir);
+        }
     }
 }
 
@@ -141,13 +151,28 @@ impl Relay {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// SIGTERM, and SIGKILL if it has not exited within `grace`.
-    pub async fn stop(mut self, grace: Duration) {
+    fn signal(&self, signal: &str) {
         let _ = std::process::Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.pid.to_string())
             .stderr(Stdio::null())
             .status();
+    }
+
+    /// Freezes the process (SIGSTOP): its connections stay open, it does nothing.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Relay::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// SIGTERM, and SIGKILL if it has not exited within `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        self.resume();
+        self.signal("TERM");
         if tokio::time::timeout(grace, self.child.wait())
             .await
             .is_err()

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::bench::Bench;
 use crate::load::INSERT_LEADS_BULK;
-use crate::report::{Figure, Report, Target};
+use crate::report::{fmt_num, Figure, Report, Target};
 
 pub const NAME: &str = "3 backlog drain";
 const TARGET_PER_SECOND: f64 = 8_000.0;
@@ -50,8 +50,13 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     let from_start = last.duration_since(started).unwrap_or_default();
     let first_to_last = last.duration_since(first).unwrap_or_default();
     let rate = n as f64 / from_start.as_secs_f64().max(1e-9);
-    let mut figure = Figure::new(NAME, format!("{n} queued events drained"), rate, "events/s")
-        .target(Target::value_at_least(TARGET_PER_SECOND));
+    let mut figure = Figure::new(
+        NAME,
+        format!("{} queued events drained", fmt_num(n as f64)),
+        rate,
+        "events/s",
+    )
+    .target(Target::value_at_least(TARGET_PER_SECOND));
     if let Some(ceiling) = bench.limits.sink_ceiling {
         figure = figure.baseline("sink ceiling", ceiling);
     }

@@ -28,30 +28,36 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, public
 AS $$
 DECLARE
-    v_row jsonb := to_jsonb(NEW);
-    v_data jsonb := v_row || jsonb_build_object('lead_id', NEW.id);
+    -- Columns are read through JSON, never as NEW.column: a table without one of
+    -- them (status, outreach_status, ...) must still accept its business writes.
+    v_row    jsonb := to_jsonb(NEW);
+    v_id     bigint := (v_row ->> 'id')::bigint;
+    v_data   jsonb := v_row || jsonb_build_object('lead_id', v_row -> 'id');
+    v_status text := v_row ->> 'status';
+    v_old    jsonb;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM webhook_emit('lead_scraped', 'lead', NEW.id, v_data);
-        IF NEW.status = 'qualified' THEN
-            PERFORM webhook_emit('lead_qualified', 'lead', NEW.id, v_data);
+        PERFORM webhook_emit('lead_scraped', 'lead', v_id, v_data);
+        IF v_status = 'qualified' THEN
+            PERFORM webhook_emit('lead_qualified', 'lead', v_id, v_data);
         END IF;
         RETURN NULL;
     END IF;
-    IF NEW.status IS DISTINCT FROM OLD.status THEN
-        IF NEW.status = 'qualified' THEN
-            PERFORM webhook_emit('lead_qualified', 'lead', NEW.id, v_data);
-        ELSIF NEW.status = 'responded' THEN
-            PERFORM webhook_emit('lead_responded', 'lead', NEW.id,
+    v_old := to_jsonb(OLD);
+    IF v_status IS DISTINCT FROM (v_old ->> 'status') THEN
+        IF v_status = 'qualified' THEN
+            PERFORM webhook_emit('lead_qualified', 'lead', v_id, v_data);
+        ELSIF v_status = 'responded' THEN
+            PERFORM webhook_emit('lead_responded', 'lead', v_id,
                 v_data || jsonb_build_object('message', v_row -> 'response_message'));
         END IF;
     END IF;
-    IF (v_row -> 'outreach_status') IS DISTINCT FROM (to_jsonb(OLD) -> 'outreach_status') THEN
+    IF (v_row -> 'outreach_status') IS DISTINCT FROM (v_old -> 'outreach_status') THEN
         IF v_row ->> 'outreach_status' = 'sent' THEN
-            PERFORM webhook_emit('email_sent', 'lead', NEW.id,
+            PERFORM webhook_emit('email_sent', 'lead', v_id,
                 v_data || jsonb_build_object('subject', v_row -> 'outreach_subject'));
         ELSIF v_row ->> 'outreach_status' = 'failed' THEN
-            PERFORM webhook_emit('email_failed', 'lead', NEW.id,
+            PERFORM webhook_emit('email_failed', 'lead', v_id,
                 v_data || jsonb_build_object('error', v_row -> 'outreach_error'));
         END IF;
     END IF;
@@ -69,20 +75,21 @@ DECLARE
     v_kind   text := CASE TG_TABLE_NAME WHEN 'videos' THEN 'video' ELSE 'demo' END;
     v_entity text := CASE TG_TABLE_NAME WHEN 'videos' THEN 'video' ELSE 'demo_site' END;
     v_row    jsonb := to_jsonb(NEW);
-    v_data   jsonb := v_row || jsonb_build_object(v_entity || '_id', NEW.id);
+    v_id     bigint := (v_row ->> 'id')::bigint;
+    v_data   jsonb := v_row || jsonb_build_object(v_entity || '_id', v_row -> 'id');
     v_status text := v_row ->> 'status';
 BEGIN
     IF TG_OP = 'UPDATE' AND v_status IS NOT DISTINCT FROM (to_jsonb(OLD) ->> 'status') THEN
         RETURN NULL;
     END IF;
     IF v_status IN ('completed', 'approved') THEN
-        PERFORM webhook_emit(v_kind || '_completed', v_entity, NEW.id, v_data);
+        PERFORM webhook_emit(v_kind || '_completed', v_entity, v_id, v_data);
     ELSIF v_status = 'failed' THEN
-        PERFORM webhook_emit(v_kind || '_failed', v_entity, NEW.id,
+        PERFORM webhook_emit(v_kind || '_failed', v_entity, v_id,
             v_data || jsonb_build_object('error', v_row -> 'error_message'));
     ELSIF v_status = 'pending_approval' THEN
-        PERFORM webhook_emit('approval_requested', v_entity, NEW.id,
-            v_data || jsonb_build_object('approval_type', v_kind, 'entity_id', NEW.id));
+        PERFORM webhook_emit('approval_requested', v_entity, v_id,
+            v_data || jsonb_build_object('approval_type', v_kind, 'entity_id', v_id));
     END IF;
     RETURN NULL;
 END;
@@ -103,7 +110,12 @@ BEGIN
         RAISE NOTICE 'n8n-relay: table leads not found; its triggers were not installed';
     END IF;
 
-    IF to_regclass('demo_sites') IS NOT NULL THEN
+    IF to_regclass('demo_sites') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = to_regclass('demo_sites') AND attname = 'status' AND NOT attisdropped
+    ) THEN
+        RAISE NOTICE 'n8n-relay: table demo_sites has no status column; its triggers were not installed (sql/README.md shows how to attach your own)';
+    ELSIF to_regclass('demo_sites') IS NOT NULL THEN
         DROP TRIGGER IF EXISTS webhook_demo_sites_change ON demo_sites;
         CREATE TRIGGER webhook_demo_sites_change
             AFTER INSERT OR UPDATE OF status ON demo_sites
@@ -112,7 +124,12 @@ BEGIN
         RAISE NOTICE 'n8n-relay: table demo_sites not found; its triggers were not installed';
     END IF;
 
-    IF to_regclass('videos') IS NOT NULL THEN
+    IF to_regclass('videos') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = to_regclass('videos') AND attname = 'status' AND NOT attisdropped
+    ) THEN
+        RAISE NOTICE 'n8n-relay: table videos has no status column; its triggers were not installed (sql/README.md shows how to attach your own)';
+    ELSIF to_regclass('videos') IS NOT NULL THEN
         DROP TRIGGER IF EXISTS webhook_videos_change ON videos;
         CREATE TRIGGER webhook_videos_change
             AFTER INSERT OR UPDATE OF status ON videos

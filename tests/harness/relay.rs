@@ -14,25 +14,55 @@ pub const TEST_WEBHOOK_SECRET: &str = "test-outgoing-secret";
 /// The callback secret every relay started by the harness uses.
 pub const TEST_N8N_SECRET: &str = "test-callback-secret";
 
-/// Path to the `n8n-relay` binary built by this `cargo test` run.
+/// Path to the `n8n-relay` binary, built from the current sources.
+///
+/// `cargo test --workspace` builds it already, but `cargo test -p relay-tests` does
+/// not, and a stale binary makes failures that mean nothing. So the first call in a
+/// test process runs `cargo build` for it (a no-op when it is fresh), in the profile
+/// and target directory of the running test. `N8N_RELAY_BIN` skips all that.
 pub fn binary() -> PathBuf {
-    if let Ok(p) = std::env::var("N8N_RELAY_BIN") {
-        return PathBuf::from(p);
-    }
-    // tests run from target/<profile>/deps/<test>-<hash>; the binary is one level up.
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target directory");
-    let bin = dir.join("n8n-relay");
-    assert!(
-        bin.is_file(),
-        "{} not found: run the tests with `cargo test --workspace` (which builds the binary) \
-or set N8N_RELAY_BIN",
-        bin.display()
-    );
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("N8N_RELAY_BIN") {
+            return PathBuf::from(p);
+        }
+        // tests run from target/<profile>/deps/<test>-<hash>; the binary is one level up.
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .expect("target directory")
+            .to_path_buf();
+        let bin = profile_dir.join("n8n-relay");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        if let Some(target_dir) = profile_dir.parent() {
+            let mut cargo = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            );
+            cargo
+                .args(["build", "--quiet", "-p", "n8n-relay", "--bin", "n8n-relay"])
+                .env("CARGO_TARGET_DIR", target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if release {
+                cargo.arg("--release");
+            }
+            match cargo.status() {
+                Ok(status) if status.success() => {}
+                Ok(status) => panic!("building n8n-relay for the tests failed ({status})"),
+                Err(e) => eprintln!(
+                    "note: could not run cargo to refresh n8n-relay ({e}); using {}",
+                    bin.display()
+                ),
+            }
+        }
+        assert!(
+            bin.is_file(),
+            "{} not found: run the tests with `cargo test --workspace` or set N8N_RELAY_BIN",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
 }
 
 /// Builds the environment for one relay.

@@ -30,3 +30,33 @@ async fn unknown_event_type_is_refused_with_a_clear_error() {
     );
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
 }
+
+#[tokio::test]
+async fn triggers_never_block_writes_to_tables_missing_the_columns_they_read() {
+    let db = TestDb::empty().await;
+    let mut client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE leads (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text);
+             CREATE TABLE videos (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);",
+        )
+        .await
+        .expect("own tables");
+    relay_core::schema::migrate(&mut client, false)
+        .await
+        .expect("migrate next to own tables");
+    client
+        .batch_execute(
+            "INSERT INTO leads (name) VALUES ('no status column');
+             UPDATE leads SET name = 'still fine';
+             INSERT INTO videos DEFAULT VALUES;",
+        )
+        .await
+        .expect("business writes succeed");
+    let row = client
+        .query_one("SELECT event_type, entity_id FROM webhook_events", &[])
+        .await
+        .expect("one event");
+    assert_eq!(row.get::<_, String>(0), "lead_scraped");
+    assert_eq!(row.get::<_, Option<i64>>(1), Some(1));
+}

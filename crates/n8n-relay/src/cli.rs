@@ -156,4 +156,11 @@ pub struct SignArgs {
     /// Unix seconds (default: now).
     #[arg(long)]
     pub timestamp: Option<u64>,
+    /// x-webhook-signature or standard-webhooks (default: security.scheme when the
+    /// secret comes from the configuration, else x-webhook-signature).
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// The webhook-id to sign under standard-webhooks (default: a fresh msg_ id).
+    #[arg(long)]
+    pub id: Option<String>,
 }

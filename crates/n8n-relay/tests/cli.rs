@@ -70,11 +70,12 @@ fn check_config_redacts_secrets() {
     );
 }
 
-#[test]
-fn sign_prints_headers_that_verify() {
+/// `n8n-relay sign ARGS` with `body` on stdin; its standard output.
+fn sign(args: &[&str], body: &[u8]) -> String {
     use std::io::Write;
     let mut child = relay()
-        .args(["sign", "--secret", "k", "--timestamp", "1700000000"])
+        .arg("sign")
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -83,15 +84,45 @@ fn sign_prints_headers_that_verify() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(br#"{"demo_id":1}"#)
+        .write_all(body)
         .expect("write");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn sign_prints_headers_that_verify() {
+    let text = sign(
+        &["--secret", "k", "--timestamp", "1700000000"],
+        br#"{"demo_id":1}"#,
+    );
     let expected = relay_core::signature::sign(b"k", 1_700_000_000, br#"{"demo_id":1}"#);
     assert!(text.contains("X-Webhook-Timestamp: 1700000000"), "{text}");
     assert!(
         text.contains(&format!("X-Webhook-Signature-256: {expected}")),
         "{text}"
+    );
+}
+
+#[test]
+fn sign_standard_webhooks_reproduces_the_specifications_example() {
+    let text = sign(
+        &[
+            "--scheme",
+            "standard-webhooks",
+            "--secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "--id",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "--timestamp",
+            "1614265330",
+        ],
+        br#"{"test": 2432232314}"#,
+    );
+    assert_eq!(
+        text,
+        "webhook-id: msg_p5jXN8AQM9LWM0D4loKWxJek\nwebhook-timestamp: 1614265330\n\
+         webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=\n"
     );
 }

@@ -35,13 +35,17 @@ pub enum CallbackError {
 cannot verify n8n's signatures; set it, or set callbacks.enabled = false to run without the listener"
     )]
     SecretNotConfigured,
+    /// A callback secret the configured scheme cannot use (normally caught at load).
+    #[error("{0}")]
+    Secret(#[from] relay_core::ConfigError),
 }
 
 /// Whether `config` lets the listener start. `serve` checks this too; callers run it
 /// first to refuse a bad configuration (exit 2) before binding or connecting.
 pub fn check(config: &relay_core::Config) -> Result<(), CallbackError> {
-    if config.security.n8n_webhook_secret.is_empty() {
+    if config.security.callback_secrets().is_empty() {
         return Err(CallbackError::SecretNotConfigured);
     }
+    config.security.callback_keys()?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Replay protection. The first answer to a signed request is kept (by a hash of
-//! endpoint, timestamp, signature and body) in the same transaction as the change it
+//! endpoint, timestamp (and Standard Webhooks message id) and body) in the same transaction as the change it
 //! made; an identical request inside the signature window gets that answer back and
 //! changes nothing. A request re-signed with a new timestamp is a new request.
 //!

@@ -57,7 +57,7 @@ pub async fn serve(
     let limits = config.callbacks.clone();
     let tasks = TaskTracker::new();
     let state = Arc::new(State {
-        verifier: Verifier::new(&config.security),
+        verifier: Verifier::new(&config.security)?,
         config: config.clone(),
         pool: pool.clone(),
         tasks: tasks.clone(),

@@ -1,12 +1,13 @@
-//! Who may call: a request must carry a valid signature made with
-//! `security.n8n_webhook_secret`. The scheme and the constant-time comparison are
-//! `relay_core::signature`, the same code that signs outgoing deliveries; this module
-//! only decides which headers to look at and names the request for replay detection.
+//! Who may call: a request must carry a valid signature made with one of the callback
+//! secrets (`security.n8n_webhook_secret`), under `security.scheme`. The schemes and the
+//! constant-time comparison are `relay_core::signature`, the same code that signs
+//! outgoing deliveries; this module only adds the legacy fallback and names the request
+//! for replay detection.
 
 use http::HeaderMap;
-use relay_core::config::SecurityConfig;
+use relay_core::config::{ConfigError, SecurityConfig};
 use relay_core::signature::{
-    self, VerifyError, HEADER_LEGACY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    Keys, Scheme, VerifyError, HEADER_LEGACY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
 use sha2::{Digest, Sha256};
 
@@ -25,24 +26,25 @@ and {HEADER_SIGNATURE}, or enable security.allow_legacy_signature"
 /// A request whose signature checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// Names this exact request (endpoint, timestamp, signature, body) for the
-    /// receipts table. A hash, so no signature is stored.
+    /// Names this exact request (endpoint, message id and timestamp, body) for the
+    /// receipts table. The signature is left out: with several secrets a request
+    /// carries several, and a copy resent with only one of them is the same request.
     pub receipt_key: String,
 }
 
 pub struct Verifier {
-    secret: relay_core::Secret,
+    keys: Keys,
     max_age: u64,
     allow_legacy: bool,
 }
 
 impl Verifier {
-    pub fn new(security: &SecurityConfig) -> Verifier {
-        Verifier {
-            secret: security.n8n_webhook_secret.clone(),
+    pub fn new(security: &SecurityConfig) -> Result<Verifier, ConfigError> {
+        Ok(Verifier {
+            keys: security.callback_keys()?,
             max_age: security.max_age_seconds,
             allow_legacy: security.allow_legacy_signature,
-        }
+        })
     }
 
     /// Checks the request's signature at time `now` (unix seconds).
@@ -57,27 +59,28 @@ impl Verifier {
         body: &[u8],
         now: u64,
     ) -> Result<Verified, SignatureError> {
-        let secret = self.secret.expose().as_bytes();
-        let timestamp = header_text(headers, HEADER_TIMESTAMP);
-        let sig = header_text(headers, HEADER_SIGNATURE);
-        let legacy = header_text(headers, HEADER_LEGACY_SIGNATURE);
-        if timestamp.is_none() && sig.is_none() {
-            if let Some(legacy) = legacy {
+        let header = |name: &str| header_text(headers, name);
+        if self.keys.scheme() == Scheme::XWebhookSignature
+            && header(HEADER_TIMESTAMP).is_none()
+            && header(HEADER_SIGNATURE).is_none()
+        {
+            if let Some(legacy) = header(HEADER_LEGACY_SIGNATURE) {
                 if !self.allow_legacy {
                     return Err(SignatureError::LegacyDisabled);
                 }
-                signature::verify_legacy(secret, legacy, body)?;
-                let mac = signature::parse_signature_header(legacy)?;
+                self.keys.verify_legacy(legacy, body)?;
                 return Ok(Verified {
-                    receipt_key: receipt_key(endpoint, "legacy", &mac, body),
+                    receipt_key: receipt_key(endpoint, "legacy", body),
                 });
             }
         }
-        let ts = signature::verify(secret, timestamp, sig, body, now, self.max_age)?;
-        // verify() parsed it already; parse again for the bytes (cannot fail now).
-        let mac = signature::parse_signature_header(sig.unwrap_or_default())?;
+        let signed = self.keys.verify(header, body, now, self.max_age)?;
+        let name = match signed.id {
+            Some(id) => format!("{id}.{}", signed.timestamp),
+            None => signed.timestamp.to_string(),
+        };
         Ok(Verified {
-            receipt_key: receipt_key(endpoint, &ts.to_string(), &mac, body),
+            receipt_key: receipt_key(endpoint, &name, body),
         })
     }
 }
@@ -90,9 +93,9 @@ fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// SHA-256 over the parts that make a request identical, each length-delimited so
 /// no two different requests can collide by moving bytes between fields.
-fn receipt_key(endpoint: &str, timestamp: &str, mac: &[u8; 32], body: &[u8]) -> String {
+fn receipt_key(endpoint: &str, signed_as: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
-    for part in [endpoint.as_bytes(), timestamp.as_bytes(), mac, body] {
+    for part in [endpoint.as_bytes(), signed_as.as_bytes(), body] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -103,10 +106,11 @@ fn receipt_key(endpoint: &str, timestamp: &str, mac: &[u8; 32], body: &[u8]) -> 
 pub(crate) mod tests {
     use super::*;
     use http::HeaderValue;
+    use relay_core::signature;
 
     pub fn verifier(allow_legacy: bool) -> Verifier {
         Verifier {
-            secret: relay_core::Secret::new("k"),
+            keys: Keys::new(Scheme::XWebhookSignature, ["k"]).expect("keys"),
             max_age: 300,
             allow_legacy,
         }
@@ -183,7 +187,7 @@ pub(crate) mod tests {
     #[test]
     fn without_a_secret_nothing_passes() {
         let v = Verifier {
-            secret: relay_core::Secret::default(),
+            keys: Keys::new(Scheme::XWebhookSignature, [""]).expect("keys"),
             max_age: 300,
             allow_legacy: true,
         };
@@ -191,6 +195,51 @@ pub(crate) mod tests {
         assert_eq!(
             v.check("/p", &signed_headers(1000, body), body, 1000),
             Err(SignatureError::Invalid(VerifyError::NoSecret))
+        );
+    }
+
+    const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn standard_verifier() -> Verifier {
+        Verifier {
+            keys: Keys::new(Scheme::StandardWebhooks, [WHSEC]).expect("keys"),
+            max_age: 300,
+            allow_legacy: false,
+        }
+    }
+
+    fn standard_headers(id: &str, timestamp: u64, body: &[u8]) -> HeaderMap {
+        let keys = Keys::new(Scheme::StandardWebhooks, [WHSEC]).expect("keys");
+        let mut h = HeaderMap::new();
+        for (name, value) in keys.sign_headers(id, timestamp, body) {
+            h.insert(name, HeaderValue::from_str(&value).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn standard_webhooks_callbacks_verify_and_are_named_by_id_timestamp_and_body() {
+        let body = br#"{"demo_id":1,"approved":true}"#;
+        let v = standard_verifier();
+        let a = v
+            .check("/p", &standard_headers("msg_1", 1000, body), body, 1000)
+            .expect("ok");
+        let again = v
+            .check("/p", &standard_headers("msg_1", 1000, body), body, 1200)
+            .expect("ok");
+        assert_eq!(a, again, "an identical copy is the same request");
+        let other_id = v
+            .check("/p", &standard_headers("msg_2", 1000, body), body, 1000)
+            .expect("ok");
+        assert_ne!(a, other_id);
+        assert_eq!(
+            v.check("/p", &standard_headers("msg_1", 1000, body), b"{}", 1000),
+            Err(SignatureError::Invalid(VerifyError::Mismatch))
+        );
+        assert_eq!(
+            v.check("/p", &signed_headers(1000, body), body, 1000),
+            Err(SignatureError::Invalid(VerifyError::Missing("webhook-id"))),
+            "the X-Webhook headers are not accepted under standard-webhooks"
         );
     }
 }

@@ -18,6 +18,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::events::EventType;
+use crate::signature::{Keys, Scheme};
 
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/relay.toml";
@@ -146,6 +147,9 @@ pub struct N8nConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
+    /// Which headers carry signatures, both directions: the contract's
+    /// `x-webhook-signature` or `standard-webhooks`.
+    pub scheme: Scheme,
     /// Signs outgoing deliveries (`X-Webhook-Signature-256`).
     pub webhook_secret: Secret,
     /// Verifies n8n's callbacks.
@@ -241,6 +245,55 @@ pub struct Route {
     pub enabled: bool,
 }
 
+impl SecurityConfig {
+    /// The secrets that sign deliveries, newest first, with the key naming each.
+    pub fn signing_secrets(&self) -> Vec<(String, &Secret)> {
+        active(vec![(
+            "security.webhook_secret".into(),
+            &self.webhook_secret,
+        )])
+    }
+
+    /// The secrets a callback may be signed with, newest first, with the key naming each.
+    pub fn callback_secrets(&self) -> Vec<(String, &Secret)> {
+        active(vec![(
+            "security.n8n_webhook_secret".into(),
+            &self.n8n_webhook_secret,
+        )])
+    }
+
+    /// HMAC keys for signing deliveries under `scheme`.
+    pub fn signing_keys(&self) -> Result<Keys, ConfigError> {
+        keys(self.scheme, &self.signing_secrets())
+    }
+
+    /// HMAC keys for verifying callbacks under `scheme`.
+    pub fn callback_keys(&self) -> Result<Keys, ConfigError> {
+        keys(self.scheme, &self.callback_secrets())
+    }
+}
+
+/// Drops unset secrets and repeats, keeping the first (newest) place of each.
+fn active(secrets: Vec<(String, &Secret)>) -> Vec<(String, &Secret)> {
+    let mut out: Vec<(String, &Secret)> = Vec::new();
+    for (key, secret) in secrets {
+        if !secret.is_empty() && !out.iter().any(|(_, s)| *s == secret) {
+            out.push((key, secret));
+        }
+    }
+    out
+}
+
+fn keys(scheme: Scheme, secrets: &[(String, &Secret)]) -> Result<Keys, ConfigError> {
+    Keys::new(scheme, secrets.iter().map(|(_, s)| s.expose())).map_err(|(i, e)| {
+        let key = secrets
+            .get(i)
+            .map(|(k, _)| k.as_str())
+            .unwrap_or("security");
+        ConfigError::invalid(key, format!("{e} (security.scheme = {})", scheme.as_str()))
+    })
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -259,6 +312,7 @@ impl Default for Config {
                 auth_header_value: Secret::default(),
             },
             security: SecurityConfig {
+                scheme: Scheme::default(),
                 webhook_secret: Secret::default(),
                 n8n_webhook_secret: Secret::default(),
                 max_age_seconds: 300,
@@ -511,6 +565,23 @@ impl Config {
             ));
         }
         positive("security.max_age_seconds", self.security.max_age_seconds)?;
+        self.security.signing_keys()?;
+        self.security.callback_keys()?;
+        if self.security.scheme == Scheme::StandardWebhooks {
+            if self.security.signing_secrets().is_empty() {
+                return Err(ConfigError::invalid(
+                    "security.webhook_secret",
+                    "security.scheme = standard-webhooks needs a whsec_ secret to sign deliveries with",
+                ));
+            }
+            if self.security.allow_legacy_signature {
+                return Err(ConfigError::invalid(
+                    "security.allow_legacy_signature",
+                    "the body-only X-N8N-Signature belongs to the x-webhook-signature scheme; \
+turn it off with security.scheme = standard-webhooks",
+                ));
+            }
+        }
         positive("queue.workers", self.queue.workers as u64)?;
         positive("queue.batch_size", self.queue.batch_size as u64)?;
         if self.queue.batch_size > 10_000 {
@@ -911,6 +982,63 @@ enabled = false
                 "{var}={value}: {msg:?} should name {key}"
             );
         }
+    }
+
+    #[test]
+    fn standard_webhooks_needs_whsec_secrets_and_names_the_key_at_fault() {
+        let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let standard = |jail: &mut Jail| {
+            jail.set_env("RELAY_SECURITY__SCHEME", "standard-webhooks");
+        };
+        let cases: Vec<(&str, &str, &str)> = vec![
+            ("WEBHOOK_SECRET", "plain-secret", "security.webhook_secret"),
+            ("WEBHOOK_SECRET", "whsec_***", "security.webhook_secret"),
+            (
+                "N8N_WEBHOOK_SECRET",
+                "whsec_c2hvcnQ=",
+                "security.n8n_webhook_secret",
+            ),
+            (
+                "RELAY_SECURITY__ALLOW_LEGACY_SIGNATURE",
+                "true",
+                "security.allow_legacy_signature",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let msg = error_in_jail(|jail| {
+                standard(jail);
+                jail.set_env("WEBHOOK_SECRET", good);
+                jail.set_env("N8N_WEBHOOK_SECRET", good);
+                jail.set_env(var, value);
+                Ok(())
+            });
+            assert!(
+                msg.contains(key),
+                "{var}={value}: {msg:?} should name {key}"
+            );
+            assert!(
+                !msg.contains(value) || value == "true",
+                "{msg:?} shows the secret"
+            );
+        }
+        let msg = error_in_jail(|jail| {
+            standard(jail);
+            Ok(())
+        });
+        assert!(msg.contains("security.webhook_secret"), "{msg}");
+        let msg = error_in_jail(|jail| {
+            jail.set_env("RELAY_SECURITY__SCHEME", "svix");
+            Ok(())
+        });
+        assert!(msg.contains("security.scheme"), "{msg}");
+        Jail::expect_with(|jail| {
+            standard(jail);
+            jail.set_env("WEBHOOK_SECRET", good);
+            let c = load_in_jail().expect("a whsec_ secret loads");
+            assert_eq!(c.security.scheme, Scheme::StandardWebhooks);
+            assert!(!c.security.signing_keys().expect("keys").is_empty());
+            Ok(())
+        });
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! Request (the contract): `POST`, `Content-Type: application/json`, the envelope body
 //! (identical on every attempt: the row's webhook_id, the stored payload, and
 //! occurred_at rendered by Postgres), and `X-Webhook-Id`, `X-Webhook-Event`,
-//! `X-Webhook-Attempt`, `X-Webhook-Timestamp`, `X-Webhook-Signature-256` (HMAC-SHA256
-//! over `"{timestamp}.{body}"`), plus `X-N8N-API-KEY` and the static auth header when
-//! configured. Signature and credentials are marked sensitive and never logged.
+//! `X-Webhook-Attempt`, and the signature headers of `security.scheme` (by default
+//! `X-Webhook-Timestamp` + `X-Webhook-Signature-256`, HMAC-SHA256 over
+//! `"{timestamp}.{body}"`; see `relay_core::signature`), plus `X-N8N-API-KEY` and the
+//! static auth header when configured. Signature and credentials are marked sensitive
+//! and never logged.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,7 +64,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[derive(Clone)]
 pub(crate) struct Deliverer {
     client: HttpClient,
-    secret: relay_core::Secret,
+    keys: signature::Keys,
     api_key: Option<HeaderValue>,
     auth: Option<(HeaderName, HeaderValue)>,
     timeout: Duration,
@@ -105,7 +107,10 @@ impl Deliverer {
         };
         Ok(Deliverer {
             client,
-            secret: config.security.webhook_secret.clone(),
+            keys: config
+                .security
+                .signing_keys()
+                .map_err(|e| DaemonError::Setup(e.to_string()))?,
             api_key,
             auth,
             timeout,
@@ -162,14 +167,6 @@ impl Deliverer {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let mut signature = HeaderValue::from_str(&signature::sign(
-            self.secret.expose().as_bytes(),
-            timestamp,
-            &body,
-        ))
-        .map_err(|e| e.to_string())?;
-        signature.set_sensitive(true);
-
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(uri)
@@ -177,9 +174,14 @@ impl Deliverer {
             .header(USER_AGENT, concat!("n8n-relay/", env!("CARGO_PKG_VERSION")))
             .header(HEADER_ID, job.webhook_id.as_str())
             .header(HEADER_EVENT, job.event_type.as_str())
-            .header(HEADER_ATTEMPT, job.attempt())
-            .header(signature::HEADER_TIMESTAMP, timestamp)
-            .header(signature::HEADER_SIGNATURE, signature);
+            .header(HEADER_ATTEMPT, job.attempt());
+        for (name, value) in self.keys.sign_headers(&job.webhook_id, timestamp, &body) {
+            let mut value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
+            value.set_sensitive(
+                name == signature::HEADER_SIGNATURE || name == signature::HEADER_STANDARD_SIGNATURE,
+            );
+            builder = builder.header(name, value);
+        }
         if let Some(key) = &self.api_key {
             builder = builder.header(HEADER_API_KEY, key.clone());
         }

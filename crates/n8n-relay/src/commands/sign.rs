@@ -1,28 +1,45 @@
-//! `n8n-relay sign`: headers for a body on stdin, for curl tests.
+//! `n8n-relay sign`: headers for a body on stdin, for curl tests. Signs the way n8n
+//! signs a callback: with the callback secrets (or `--secret`) under the scheme.
 
 use std::io::Read;
 
 use anyhow::Context;
 use relay_core::config::{Config, Sources};
-use relay_core::signature;
+use relay_core::signature::{self, Keys, Scheme};
 
 use crate::cli::SignArgs;
 use crate::error::{CmdResult, Failure};
 
 pub fn run(sources: &Sources, args: &SignArgs) -> CmdResult {
-    let secret = match &args.secret {
-        Some(s) => s.clone(),
-        None => {
-            let loaded = Config::load(sources)?;
-            loaded
-                .config
-                .security
-                .n8n_webhook_secret
-                .expose()
-                .to_string()
+    let flag_scheme = match args.scheme.as_deref() {
+        None => None,
+        Some("x-webhook-signature") => Some(Scheme::XWebhookSignature),
+        Some("standard-webhooks") => Some(Scheme::StandardWebhooks),
+        Some(other) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--scheme {other:?}: expected x-webhook-signature or standard-webhooks"
+            )))
         }
     };
-    if secret.is_empty() {
+    let keys = match &args.secret {
+        Some(secret) => {
+            let scheme = flag_scheme.unwrap_or_default();
+            Keys::new(scheme, [secret.as_str()]).map_err(|(_, e)| {
+                Failure::usage(anyhow::anyhow!(
+                    "--secret: {e} (--scheme {})",
+                    scheme.as_str()
+                ))
+            })?
+        }
+        None => {
+            let mut security = Config::load(sources)?.config.security;
+            if let Some(scheme) = flag_scheme {
+                security.scheme = scheme;
+            }
+            security.callback_keys().map_err(Failure::usage)?
+        }
+    };
+    if keys.is_empty() {
         return Err(Failure::usage(anyhow::anyhow!(
             "no secret: pass --secret or set security.n8n_webhook_secret (N8N_WEBHOOK_SECRET)"
         )));
@@ -32,8 +49,38 @@ pub fn run(sources: &Sources, args: &SignArgs) -> CmdResult {
         .read_to_end(&mut body)
         .context("could not read the body from stdin")?;
     let timestamp = args.timestamp.unwrap_or_else(signature::unix_now);
-    let sig = signature::sign(secret.as_bytes(), timestamp, &body);
-    println!("X-Webhook-Timestamp: {timestamp}");
-    println!("X-Webhook-Signature-256: {sig}");
+    let id = args.id.clone().unwrap_or_else(fresh_id);
+    for (name, value) in keys.sign_headers(&id, timestamp, &body) {
+        println!("{}: {value}", display_name(name));
+    }
     Ok(())
+}
+
+/// The contract's headers as documented (`X-Webhook-Timestamp`); Standard Webhooks'
+/// lowercase, as its specification writes them.
+fn display_name(name: &str) -> String {
+    if !name.starts_with("x-") {
+        return name.to_string();
+    }
+    name.split('-')
+        .map(|part| match part {
+            "x" => "X".to_string(),
+            other => {
+                let mut chars = other.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn fresh_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("msg_{nanos:x}")
 }

@@ -33,7 +33,7 @@ macro_rules! job_columns {
             $q,
             ".webhook_url, ",
             $q,
-            ".payload, ",
+            ".payload::text, ",
             $q,
             ".priority, ",
             $q,
@@ -178,7 +178,8 @@ pub(crate) struct Job {
     pub(crate) entity_type: Option<String>,
     pub(crate) entity_id: Option<i64>,
     pub(crate) url: String,
-    pub(crate) payload: serde_json::Value,
+    /// The jsonb payload as Postgres prints it: never parsed (see `Envelope`).
+    pub(crate) payload: String,
     pub(crate) priority: i32,
     pub(crate) retry_count: i32,
     pub(crate) max_retries: i32,

@@ -308,7 +308,7 @@ mod tests {
             entity_type: Some("lead".into()),
             entity_id: Some(1),
             url: "http://x/".into(),
-            payload: serde_json::json!({}),
+            payload: "{}".into(),
             priority: 0,
             retry_count,
             max_retries,

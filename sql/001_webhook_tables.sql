@@ -61,6 +61,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS webhook_queue_webhook_id_key
 -- The dispatcher's claim: due pending rows by priority, then age.
 CREATE INDEX IF NOT EXISTS webhook_queue_claim_idx
     ON webhook_queue (priority DESC, id) WHERE status = 'pending';
+-- When the next pending row is due: the relay sleeps until then when idle, so a
+-- retry is on time without polling (a backlog of far-future retries stays cheap).
+CREATE INDEX IF NOT EXISTS webhook_queue_due_idx
+    ON webhook_queue (next_attempt_at) WHERE status = 'pending';
 -- The sweeper: leases that expired (a crashed or killed relay).
 CREATE INDEX IF NOT EXISTS webhook_queue_lease_idx
     ON webhook_queue (lease_expires_at) WHERE status = 'sending';

@@ -145,7 +145,14 @@ impl Dispatcher {
                 let ms = attempt.duration.as_millis();
                 let error = attempt.error.as_deref().unwrap_or_default();
                 match verdict {
-                    Verdict::Sent => debug!(status = attempt.status, ms, "delivered"),
+                    Verdict::Sent => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or_default();
+                        let since_event_ms = (now - job.occurred_at_unix) * 1000.0;
+                        debug!(status = attempt.status, ms, since_event_ms, "delivered");
+                    }
                     Verdict::Retry { delay, .. } => warn!(
                         status = attempt.status, ms, error, retry_in = ?delay,
                         "delivery failed; will retry"

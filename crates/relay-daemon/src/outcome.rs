@@ -131,7 +131,8 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     /// Never blocks or awaits: a delivery task hands over its result and ends, so a
-    /// task aborted at shutdown has either recorded or not started recording.
+    /// task aborted at shutdown has either recorded or not started recording. Every
+    /// attempt passes here exactly once, so it is counted here.
     pub(crate) fn record(&self, finished: Finished) {
         count(&finished);
         if let Err(e) = self.tx.send(finished) {
@@ -314,6 +315,7 @@ mod tests {
             max_retries,
             occurred_at: "2025-01-01T00:00:00.000000Z".into(),
             lease_token: 0,
+            occurred_at_unix: 1_735_689_600.0,
         }
     }
 

@@ -32,6 +32,13 @@ pub(crate) enum Wake {
     Sweep,
 }
 
+/// The first and the longest pause before re-checking for writers (wakeup.rs).
+const WRITERS_FIRST: Duration = Duration::from_millis(1);
+const WRITERS_MAX: Duration = Duration::from_millis(50);
+/// The first and the longest pause while work is reported but cannot be taken.
+const STALL_FIRST: Duration = Duration::from_millis(5);
+const STALL_MAX: Duration = Duration::from_millis(500);
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
@@ -59,16 +66,42 @@ impl Pump {
     ) -> Dispatcher {
         let mut backoff = crate::db_backoff();
         let mut failing = false;
+        // The pause before re-checking while writers hold the outbox lock (wakeup.rs).
+        let mut writers_pause = WRITERS_FIRST;
+        // Grows while passes find nothing although the database reports work: rows
+        // locked by another transaction (SKIP LOCKED passes over them). Without it the
+        // pump would spin until the lock goes.
+        let mut stall = Duration::ZERO;
         while !shutdown.is_cancelled() {
             while wake.try_recv().is_ok() {}
             let step = match self.pass().await {
-                Ok(Pass::Worked) => Ok(None),
+                Ok(Pass::Worked) => {
+                    stall = Duration::ZERO;
+                    writers_pause = WRITERS_FIRST;
+                    Ok(None)
+                }
                 Ok(Pass::Full) => Ok(Some(None)),
                 Ok(Pass::Nothing) => {
                     let load = self.dispatcher.load();
-                    match wakeup::arm_and_settle(&self.db, &self.routes, &load, shutdown).await {
-                        Ok(Settled::Work) => Ok(None),
-                        Ok(Settled::Idle { next_due }) => Ok(Some(next_due)),
+                    match wakeup::settle(&self.db, &self.routes, &load).await {
+                        Ok(Settled::Idle { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {
+                            stall = Duration::ZERO;
+                            writers_pause = WRITERS_FIRST;
+                            Ok(Some(next_due))
+                        }
+                        Ok(Settled::Writers { next_due })
+                            if next_due.is_none_or(|d| !d.is_zero()) =>
+                        {
+                            let pause = writers_pause;
+                            writers_pause = (writers_pause * 2).min(WRITERS_MAX);
+                            Ok(Some(Some(next_due.map_or(pause, |d| d.min(pause)))))
+                        }
+                        // Work waits (or is due now) that the pass could not take.
+                        Ok(_) => {
+                            let pause = stall;
+                            stall = (stall * 2).clamp(STALL_FIRST, STALL_MAX);
+                            Ok(Some(Some(pause)))
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -86,8 +119,9 @@ impl Pump {
                     }
                     let due = async {
                         match next_due {
+                            Some(d) if d.is_zero() => {}
                             // A little late rather than early: next_attempt_at <= now().
-                            Some(d) => tokio::time::sleep(d + Duration::from_millis(1)).await,
+                            Some(d) => tokio::time::sleep(d + Duration::from_micros(200)).await,
                             None => std::future::pending().await,
                         }
                     };

@@ -12,7 +12,9 @@
 //! When a pass finds nothing to do, the relay runs, as separate statements:
 //!
 //! 1. `setval('webhook_relay_wakeup', 1)`: arm. Sequences are not transactional, so
-//!    every writer sees the flag from this moment on, whatever its snapshot.
+//!    every writer sees the flag from this moment on, whatever its snapshot. (Skipped
+//!    when the flag is already 1; committed without waiting for a WAL flush, since
+//!    `setval` writes WAL and a lost arm only means a poll.)
 //! 2. Is any other backend holding `RowExclusiveLock` on `webhook_events`?
 //! 3. Then, in a later statement and so a newer snapshot: is any event unrouted?
 //!
@@ -25,7 +27,8 @@
 //!   finds the event; or
 //! - still holds its lock: step 2 sees it, and the relay re-checks after a short
 //!   pause (1 ms, doubling to 50 ms) until no other backend holds the lock and no
-//!   event is waiting.
+//!   event is waiting. A notification ends the pause early: a writer that reads the
+//!   flag while the relay waits is exactly the one that notifies.
 //!
 //! A writer that reads the flag after step 1 sees it armed and notifies. Either way
 //! the relay cannot sleep on a committed, unrouted event. (Step 2 is conservative:
@@ -45,15 +48,15 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::claim::EndpointLoad;
 use crate::db::Db;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
 
 /// Step 1.
-pub(crate) const ARM: &str = "SELECT setval('webhook_relay_wakeup', 1)";
+pub(crate) const ARM: &str = "SELECT set_config('synchronous_commit', 'off', true),
+    CASE WHEN last_value = 1 THEN 1 ELSE setval('webhook_relay_wakeup', 1) END
+    FROM webhook_relay_wakeup";
 
 /// Step 2: writers that may have read the flag before it was armed.
 pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
@@ -71,27 +74,23 @@ pub(crate) const WORK_WAITING: &str = "SELECT
      WHERE $2 AND status = 'pending' AND event_type <> ALL ($3::text[])
        AND webhook_url <> ALL ($4::text[]))";
 
-const FIRST_PAUSE: Duration = Duration::from_millis(1);
-const MAX_PAUSE: Duration = Duration::from_millis(50);
-/// Writers that keep holding the lock (a long business transaction) are re-checked
-/// this long, then the pump makes an ordinary pass (due retries) and arms again.
-const MAX_SETTLE: Duration = Duration::from_secs(1);
-
 /// What the relay should do after arming.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Settled {
-    /// Events are waiting (or a writer is slow): make another pass.
+    /// Events are waiting: make another pass.
     Work,
+    /// Other backends hold the outbox lock: check again after a short pause (or at a
+    /// notification), not before `next_due` if that comes first.
+    Writers { next_due: Option<Duration> },
     /// Nothing to do: sleep until a wake-up, or until the next retry is due.
     Idle { next_due: Option<Duration> },
 }
 
-/// Arms the wake-up and checks the gap, as the module documentation describes.
-pub(crate) async fn arm_and_settle(
+/// Steps 1 to 3, once. The caller pauses and calls again on [`Settled::Writers`].
+pub(crate) async fn settle(
     db: &Db,
     routes: &RouteTable,
     load: &EndpointLoad,
-    shutdown: &CancellationToken,
 ) -> Result<Settled, DaemonError> {
     let client = db.client().await?;
     db.bounded("arming the wake-up", async {
@@ -100,47 +99,36 @@ pub(crate) async fn arm_and_settle(
         Ok(())
     })
     .await?;
-    let started = tokio::time::Instant::now();
-    let mut pause = FIRST_PAUSE;
-    loop {
-        let writers: bool = db
-            .bounded("checking for writers", async {
-                let statement = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
-                Ok(client.query_one(&statement, &[]).await?.try_get(0)?)
-            })
-            .await?;
-        let (events, next_due): (bool, Option<f64>) = db
-            .bounded("checking for work", async {
-                let statement = client.prepare_cached(WORK_WAITING).await?;
-                let row = client
-                    .query_one(
-                        &statement,
-                        &[
-                            &routes.events,
-                            &routes.delivering,
-                            &routes.held,
-                            &load.saturated,
-                        ],
-                    )
-                    .await?;
-                Ok((row.try_get(0)?, row.try_get(1)?))
-            })
-            .await?;
-        if events || next_due.is_some_and(|secs| secs <= 0.0) {
-            return Ok(Settled::Work);
-        }
-        if !writers {
-            return Ok(Settled::Idle {
-                next_due: next_due.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
-            });
-        }
-        if started.elapsed() >= MAX_SETTLE {
-            return Ok(Settled::Work);
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(Settled::Idle { next_due: None }),
-            () = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(MAX_PAUSE);
+    let writers: bool = db
+        .bounded("checking for writers", async {
+            let statement = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
+            Ok(client.query_one(&statement, &[]).await?.try_get(0)?)
+        })
+        .await?;
+    let (events, next_due): (bool, Option<f64>) = db
+        .bounded("checking for work", async {
+            let statement = client.prepare_cached(WORK_WAITING).await?;
+            let row = client
+                .query_one(
+                    &statement,
+                    &[
+                        &routes.events,
+                        &routes.delivering,
+                        &routes.held,
+                        &load.saturated,
+                    ],
+                )
+                .await?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })
+        .await?;
+    if events {
+        return Ok(Settled::Work);
     }
+    let next_due = next_due.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
+    Ok(if writers {
+        Settled::Writers { next_due }
+    } else {
+        Settled::Idle { next_due }
+    })
 }

@@ -2,6 +2,7 @@
 //! and answers as the test tells it to.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -321,10 +322,21 @@ impl Drop for Sink {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A response body that yields a few bytes and then fails, which makes hyper close
-/// the connection mid-response.
+/// A response body that yields a few bytes, waits long enough for hyper to flush the
+/// head and those bytes, and then fails, which makes hyper close the connection
+/// mid-response.
 struct CutShort {
     sent: bool,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl CutShort {
+    fn new() -> CutShort {
+        CutShort {
+            sent: false,
+            pause: Box::pin(tokio::time::sleep(Duration::from_millis(100))),
+        }
+    }
 }
 
 impl hyper::body::Body for CutShort {
@@ -333,15 +345,19 @@ impl hyper::body::Body for CutShort {
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        if self.sent {
-            std::task::Poll::Ready(Some(Err("sink: cut mid-response".into())))
-        } else {
+        if !self.sent {
             self.sent = true;
-            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
                 b"{\"partial\":",
-            )))))
+            )))));
+        }
+        match self.pause.as_mut().poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(()) => {
+                std::task::Poll::Ready(Some(Err("sink: cut mid-response".into())))
+            }
         }
     }
 }
@@ -412,7 +428,7 @@ async fn handle(
             Ok(Response::builder()
                 .status(status)
                 .header("content-length", "1000")
-                .body(CutShort { sent: false }.boxed())
+                .body(CutShort::new().boxed())
                 .expect("sink response"))
         }
     }

@@ -228,3 +228,152 @@ async fn standard_webhooks_callbacks_are_accepted_and_a_tampered_one_is_refused(
         .await;
     assert_eq!(receipts, 1, "one receipt for one message");
 }
+
+/// The contract's `X-Webhook-Signature-256`, written out: lowercase hex HMAC-SHA256 over
+/// `"{timestamp}.{body}"` keyed with the secret's bytes.
+fn contract_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    hex::encode(hmac_sha256(secret.as_bytes(), &message))
+}
+
+#[tokio::test]
+async fn with_two_secrets_a_delivery_carries_both_signatures_and_a_receiver_knowing_either_verifies(
+) {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_SECRET", "old-secret")
+        .env("RELAY_SECURITY__WEBHOOK_SECRETS", r#"["new-secret"]"#)
+        .spawn();
+    insert_lead(&db).await;
+
+    let req = &sink.wait_for(1, WAIT).await[0];
+    let timestamp = header(req, "x-webhook-timestamp");
+    let listed: Vec<&str> = header(req, "x-webhook-signature-256").split(',').collect();
+    assert_eq!(
+        listed,
+        vec![
+            contract_signature("new-secret", timestamp, &req.body),
+            contract_signature("old-secret", timestamp, &req.body),
+        ],
+        "one signature per secret, newest first"
+    );
+    for secret in ["new-secret", "old-secret"] {
+        relay_core::signature::verify(
+            secret.as_bytes(),
+            Some(timestamp),
+            req.header("x-webhook-signature-256"),
+            &req.body,
+            relay_core::signature::unix_now(),
+            300,
+        )
+        .unwrap_or_else(|e| panic!("a receiver knowing only {secret}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn standard_webhooks_with_two_secrets_sends_one_v1_entry_per_secret() {
+    const NEWER: &str = "whsec_dGhlIG5ld2VyIHJlbGF5LXRvLW44biBrZXksIDMyYg==";
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let _relay = standard_relay(&db, &sink.url())
+        .env("RELAY_SECURITY__WEBHOOK_SECRETS", format!(r#"["{NEWER}"]"#))
+        .spawn();
+    insert_lead(&db).await;
+
+    let req = &sink.wait_for(1, WAIT).await[0];
+    let (id, timestamp) = (header(req, "webhook-id"), header(req, "webhook-timestamp"));
+    assert_eq!(
+        header(req, "webhook-signature"),
+        format!(
+            "{} {}",
+            standard_signature(NEWER, id, timestamp, &req.body),
+            standard_signature(OUT_SECRET, id, timestamp, &req.body)
+        )
+    );
+}
+
+#[tokio::test]
+async fn callbacks_signed_with_the_old_or_the_new_secret_are_both_accepted() {
+    let db = TestDb::migrated().await;
+    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("N8N_WEBHOOK_SECRET", "cb-old")
+        .env("RELAY_SECURITY__N8N_WEBHOOK_SECRETS", r#"["cb-new"]"#);
+    let (_relay, addr) = listener(builder).await;
+    for (secret, status) in [("cb-old", 200), ("cb-new", 200), ("cb-stranger", 401)] {
+        let demo = demo_awaiting_approval(&db).await;
+        let body = json!({"demo_id": demo, "approved": true}).to_string();
+        let ts = relay_core::signature::unix_now().to_string();
+        let headers = vec![
+            (
+                "x-webhook-signature-256",
+                contract_signature(secret, &ts, body.as_bytes()),
+            ),
+            ("x-webhook-timestamp", ts),
+        ];
+        assert_eq!(
+            post(&addr, "demo-approval", &headers, body.as_bytes()).await,
+            status,
+            "signed with {secret}"
+        );
+        let expected = (status == 200).then(|| "approved".to_string());
+        assert_eq!(approval_status(&db, demo).await, expected, "{secret}");
+    }
+}
+
+#[tokio::test]
+async fn check_config_shows_the_active_secrets_by_fingerprint_and_never_in_clear() {
+    use sha2::Digest as _;
+    let fingerprint = |s: &str| hex::encode(&sha2::Sha256::digest(s.as_bytes())[..4]);
+    let builder = RelayBuilder::new("postgres://postgres@127.0.0.1:9/x", "http://127.0.0.1:9")
+        .env("WEBHOOK_SECRET", "Old-Signing-Secret-1")
+        .env(
+            "RELAY_SECURITY__WEBHOOK_SECRETS",
+            r#"["New-Signing-Secret-2"]"#,
+        )
+        .env("N8N_WEBHOOK_SECRET", "Callback-Secret-3");
+    let table = builder.clone().args(["check-config"]).output().await;
+    assert!(table.status.success(), "{table:?}");
+    let table = String::from_utf8(table.stdout).expect("utf8");
+    let json = builder.args(["check-config", "--json"]).output().await;
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+
+    let line = |fp: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(fp))
+            .unwrap_or_else(|| panic!("{fp} not shown:\n{table}"))
+            .to_string()
+    };
+    let new = line(&fingerprint("New-Signing-Secret-2"));
+    let old = line(&fingerprint("Old-Signing-Secret-1"));
+    assert!(
+        new.contains("signing")
+            && new.contains("1.")
+            && new.contains("security.webhook_secrets[0]"),
+        "{new}"
+    );
+    assert!(
+        old.contains("2.") && old.contains("security.webhook_secret"),
+        "{old}"
+    );
+    assert!(line(&fingerprint("Callback-Secret-3")).contains("callbacks"));
+    assert_eq!(
+        json["active_secrets"]["signing"],
+        json!([
+            {"key": "security.webhook_secrets[0]", "sha256": fingerprint("New-Signing-Secret-2")},
+            {"key": "security.webhook_secret", "sha256": fingerprint("Old-Signing-Secret-1")},
+        ])
+    );
+    for secret in [
+        "Old-Signing-Secret-1",
+        "New-Signing-Secret-2",
+        "Callback-Secret-3",
+    ] {
+        assert!(
+            !table.contains(secret) && !json.to_string().contains(secret),
+            "{secret} shown"
+        );
+    }
+}

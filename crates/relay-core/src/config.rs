@@ -75,6 +75,13 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The first 8 hex digits of the secret's SHA-256: enough to tell which secret is
+    /// active (compare with `printf %s "$SECRET" | sha256sum`), never the secret.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        hex::encode(&digest[..4])
+    }
     /// How a secret is shown: set or not, never its value.
     pub fn redacted(&self) -> &'static str {
         if self.0.is_empty() {
@@ -152,8 +159,16 @@ pub struct SecurityConfig {
     pub scheme: Scheme,
     /// Signs outgoing deliveries (`X-Webhook-Signature-256`).
     pub webhook_secret: Secret,
+    /// Rotation: further signing secrets, newest first, placed before
+    /// `webhook_secret`. Every active secret signs every delivery.
+    #[serde(deserialize_with = "de_secrets")]
+    pub webhook_secrets: Vec<Secret>,
     /// Verifies n8n's callbacks.
     pub n8n_webhook_secret: Secret,
+    /// Rotation: further callback secrets, newest first, placed before
+    /// `n8n_webhook_secret`. A callback signed with any of them is accepted.
+    #[serde(deserialize_with = "de_secrets")]
+    pub n8n_webhook_secrets: Vec<Secret>,
     /// Oldest (or furthest in the future) a signed callback may be.
     pub max_age_seconds: u64,
     /// Accept the older `X-N8N-Signature` (body only, no timestamp) on callbacks.
@@ -248,18 +263,22 @@ pub struct Route {
 impl SecurityConfig {
     /// The secrets that sign deliveries, newest first, with the key naming each.
     pub fn signing_secrets(&self) -> Vec<(String, &Secret)> {
-        active(vec![(
-            "security.webhook_secret".into(),
+        active(
+            "security.webhook_secrets",
+            &self.webhook_secrets,
+            "security.webhook_secret",
             &self.webhook_secret,
-        )])
+        )
     }
 
     /// The secrets a callback may be signed with, newest first, with the key naming each.
     pub fn callback_secrets(&self) -> Vec<(String, &Secret)> {
-        active(vec![(
-            "security.n8n_webhook_secret".into(),
+        active(
+            "security.n8n_webhook_secrets",
+            &self.n8n_webhook_secrets,
+            "security.n8n_webhook_secret",
             &self.n8n_webhook_secret,
-        )])
+        )
     }
 
     /// HMAC keys for signing deliveries under `scheme`.
@@ -273,10 +292,20 @@ impl SecurityConfig {
     }
 }
 
-/// Drops unset secrets and repeats, keeping the first (newest) place of each.
-fn active(secrets: Vec<(String, &Secret)>) -> Vec<(String, &Secret)> {
+/// The list (newest first), then the single key; unset secrets and repeats dropped,
+/// keeping the first (newest) place of each. Each comes with the key that holds it.
+fn active<'a>(
+    list_key: &str,
+    list: &'a [Secret],
+    single_key: &str,
+    single: &'a Secret,
+) -> Vec<(String, &'a Secret)> {
+    let listed = list
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("{list_key}[{i}]"), s));
     let mut out: Vec<(String, &Secret)> = Vec::new();
-    for (key, secret) in secrets {
+    for (key, secret) in listed.chain([(single_key.to_string(), single)]) {
         if !secret.is_empty() && !out.iter().any(|(_, s)| *s == secret) {
             out.push((key, secret));
         }
@@ -314,7 +343,9 @@ impl Default for Config {
             security: SecurityConfig {
                 scheme: Scheme::default(),
                 webhook_secret: Secret::default(),
+                webhook_secrets: Vec::new(),
                 n8n_webhook_secret: Secret::default(),
+                n8n_webhook_secrets: Vec::new(),
                 max_age_seconds: 300,
                 allow_legacy_signature: false,
             },
@@ -376,6 +407,34 @@ fn de_delays<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
                 })
             })
             .collect(),
+    }
+}
+
+/// Accepts a list of secrets or a single one (a string, or digits).
+fn de_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum One {
+        Text(String),
+        Digits(u64),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Secrets {
+        List(Vec<One>),
+        One(One),
+    }
+    let text = |one: One| match one {
+        One::Text(s) => Secret(s),
+        One::Digits(n) => Secret(n.to_string()),
+    };
+    match Secrets::deserialize(d) {
+        Ok(Secrets::List(v)) => Ok(v.into_iter().map(text).collect()),
+        Ok(Secrets::One(one)) => Ok(vec![text(one)]),
+        // The value is a secret: say what was expected, never what was found.
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a list of secrets, newest first, like [\"new\", \"old\"]",
+        )),
     }
 }
 
@@ -505,12 +564,20 @@ impl Config {
     pub fn redacted(&self) -> serde_json::Value {
         let mut copy = self.clone();
         copy.database.url = Secret::new(redact_url_password(self.database.url.expose()));
+        let listed = copy
+            .security
+            .webhook_secrets
+            .iter_mut()
+            .chain(copy.security.n8n_webhook_secrets.iter_mut());
         for secret in [
             &mut copy.n8n.api_key,
             &mut copy.n8n.auth_header_value,
             &mut copy.security.webhook_secret,
             &mut copy.security.n8n_webhook_secret,
-        ] {
+        ]
+        .into_iter()
+        .chain(listed)
+        {
             *secret = Secret::new(secret.redacted());
         }
         serde_json::to_value(&copy).unwrap_or(serde_json::Value::Null)
@@ -1039,6 +1106,63 @@ enabled = false
             assert!(!c.security.signing_keys().expect("keys").is_empty());
             Ok(())
         });
+    }
+
+    #[test]
+    fn rotation_lists_come_before_the_single_secret_newest_first() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/relay.toml",
+                "[security]\nwebhook_secrets = [\"newest\", \"newer\", \"old\"]\n",
+            )?;
+            jail.set_env("WEBHOOK_SECRET", "old");
+            jail.set_env("N8N_WEBHOOK_SECRET", "cb-old");
+            jail.set_env("RELAY_SECURITY__N8N_WEBHOOK_SECRETS", "[\"cb-new\", 12345]");
+            let c = load_in_jail().expect("load");
+            let shown = |v: Vec<(String, &Secret)>| -> Vec<(String, String)> {
+                v.into_iter()
+                    .map(|(k, s)| (k, s.expose().to_string()))
+                    .collect()
+            };
+            assert_eq!(
+                shown(c.security.signing_secrets()),
+                vec![
+                    ("security.webhook_secrets[0]".into(), "newest".into()),
+                    ("security.webhook_secrets[1]".into(), "newer".into()),
+                    ("security.webhook_secrets[2]".into(), "old".into()),
+                ],
+                "a repeat keeps its newest place"
+            );
+            assert_eq!(
+                shown(c.security.callback_secrets()),
+                vec![
+                    ("security.n8n_webhook_secrets[0]".into(), "cb-new".into()),
+                    ("security.n8n_webhook_secrets[1]".into(), "12345".into()),
+                    ("security.n8n_webhook_secret".into(), "cb-old".into()),
+                ]
+            );
+            let json = c.redacted().to_string();
+            for secret in ["newest", "newer", "cb-new", "12345"] {
+                assert!(!json.contains(secret), "{json}");
+            }
+            // A single string is one secret; a comma is part of it.
+            jail.set_env("RELAY_SECURITY__WEBHOOK_SECRETS", "a,b");
+            let c = load_in_jail().expect("load");
+            assert_eq!(c.security.webhook_secrets, vec![Secret::new("a,b")]);
+            Ok(())
+        });
+        let msg = error_in_jail(|jail| {
+            jail.set_env("RELAY_SECURITY__SCHEME", "standard-webhooks");
+            jail.set_env("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+            jail.set_env(
+                "RELAY_SECURITY__WEBHOOK_SECRETS",
+                "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", \"plain\"]",
+            );
+            Ok(())
+        });
+        assert!(msg.contains("security.webhook_secrets[1]"), "{msg}");
+        assert_eq!(Secret::new("k").fingerprint().len(), 8);
     }
 
     #[test]

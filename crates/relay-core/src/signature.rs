@@ -100,7 +100,8 @@ pub fn parse_timestamp_header(value: &str) -> Result<u64, VerifyError> {
         .map_err(|_| VerifyError::Malformed(HEADER_TIMESTAMP, "expected unix seconds"))
 }
 
-/// Verifies a request signed with the current scheme.
+/// Verifies a request signed with the contract scheme and one secret; the signature
+/// header may list several signatures (a sender mid-rotation).
 ///
 /// `now` is passed in so tests and fuzzing are deterministic. A timestamp further
 /// than `max_age` seconds in the past *or* future is refused.
@@ -112,23 +113,20 @@ pub fn verify(
     now: u64,
     max_age: u64,
 ) -> Result<u64, VerifyError> {
-    if secret.is_empty() {
-        return Err(VerifyError::NoSecret);
-    }
-    let sig = signature_header.ok_or(VerifyError::Missing(HEADER_SIGNATURE))?;
-    let ts = timestamp_header.ok_or(VerifyError::Missing(HEADER_TIMESTAMP))?;
-    let given = parse_signature_header(sig)?;
-    let timestamp = parse_timestamp_header(ts)?;
-    let skew = now.abs_diff(timestamp);
-    if skew > max_age {
-        return Err(VerifyError::Expired(skew, max_age));
-    }
-    let expected = sign_raw(secret, timestamp, body);
-    if bool::from(expected.ct_eq(&given)) {
-        Ok(timestamp)
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+    let keys = Keys {
+        scheme: Scheme::XWebhookSignature,
+        keys: if secret.is_empty() {
+            Vec::new()
+        } else {
+            vec![secret.to_vec()]
+        },
+    };
+    let header = |name: &str| match name {
+        HEADER_TIMESTAMP => timestamp_header,
+        HEADER_SIGNATURE => signature_header,
+        _ => None,
+    };
+    keys.verify(header, body, now, max_age).map(|s| s.timestamp)
 }
 
 /// Verifies the legacy body-only signature (no timestamp, so no replay window).

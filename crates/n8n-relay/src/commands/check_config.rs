@@ -25,7 +25,19 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
                 (key, entry)
             })
             .collect();
-        let out = serde_json::json!({"valid": true, "config": redacted, "keys": keys});
+        let secrets: serde_json::Map<String, serde_json::Value> = active_secrets(loaded)
+            .into_iter()
+            .map(|(direction, list)| {
+                let list = list
+                    .into_iter()
+                    .map(|(key, sha256)| serde_json::json!({"key": key, "sha256": sha256}))
+                    .collect();
+                (direction.to_string(), serde_json::Value::Array(list))
+            })
+            .collect();
+        let out = serde_json::json!({
+            "valid": true, "config": redacted, "keys": keys, "active_secrets": secrets,
+        });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
@@ -55,8 +67,36 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
     for (key, value, source) in &rows {
         println!("{key:<key_width$}  {value:<value_width$}  {source}");
     }
+    println!(
+        "\nactive secrets, newest first (first 8 hex digits of the secret's SHA-256, \
+         compare with `printf %s \"$SECRET\" | sha256sum`):"
+    );
+    for (direction, list) in active_secrets(loaded) {
+        if list.is_empty() {
+            println!("  {direction:<9}  (none)");
+        }
+        for (i, (key, sha256)) in list.iter().enumerate() {
+            let label = if i == 0 { direction } else { "" };
+            println!("  {label:<9}  {}. {sha256}  {key}", i + 1);
+        }
+    }
     println!("\nconfiguration is valid");
     Ok(())
+}
+
+/// Which secrets sign deliveries and which verify callbacks, newest first, each as
+/// (key, fingerprint): an operator mid-rotation sees which are live, never their text.
+fn active_secrets(loaded: &Loaded) -> [(&'static str, Vec<(String, String)>); 2] {
+    let security = &loaded.config.security;
+    let shown = |list: Vec<(String, &relay_core::Secret)>| {
+        list.into_iter()
+            .map(|(key, secret)| (key, secret.fingerprint()))
+            .collect()
+    };
+    [
+        ("signing", shown(security.signing_secrets())),
+        ("callbacks", shown(security.callback_secrets())),
+    ]
 }
 
 /// The layer, and for the environment the variable that won: `RELAY_SECTION__KEY`

@@ -21,7 +21,7 @@ pub async fn answer(state: &State) -> Reply {
         "webhook_config": {
             "enabled": config.n8n.enabled,
             "base_url": config.n8n.base_url,
-            "security_enabled": !config.security.n8n_webhook_secret.is_empty(),
+            "security_enabled": !config.security.callback_secrets().is_empty(),
         },
         "database": database,
     });

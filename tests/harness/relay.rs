@@ -1,8 +1,9 @@
 //! The real `n8n-relay` binary, started as a child process with a clean environment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
@@ -155,13 +156,17 @@ impl RelayBuilder {
         out
     }
 
-    /// Starts the relay in the background.
+    /// Starts the relay in the background. A second relay from the same builder (or
+    /// a clone) gets listen ports of its own: the ports are test plumbing, and two
+    /// relays on one port would leave the second one dead at start.
     pub fn spawn(&self) -> Relay {
+        let builder = self.with_free_listen_ports();
+        let held = hold_ports(&builder);
         let dir = scratch_dir();
         let log_path = dir.join("relay.log");
         let log = std::fs::File::create(&log_path).expect("relay log file");
         let log2 = log.try_clone().expect("relay log file");
-        let child = self
+        let child = builder
             .command(&dir)
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
@@ -172,8 +177,49 @@ impl RelayBuilder {
             child: Some(child),
             dir,
             log_path,
-            builder: self.clone(),
+            builder,
+            held,
         }
+    }
+
+    /// This builder, with fresh callback and metrics ports if a running relay of
+    /// this test process holds either of its ports.
+    fn with_free_listen_ports(&self) -> RelayBuilder {
+        let live = LIVE_PORTS.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = LISTEN_KEYS
+            .iter()
+            .any(|k| self.env.get(*k).is_some_and(|a| live.contains(a)));
+        let mut builder = self.clone();
+        if taken {
+            for key in LISTEN_KEYS {
+                builder
+                    .env
+                    .insert(key.into(), format!("127.0.0.1:{}", free_port()));
+            }
+        }
+        builder
+    }
+}
+
+const LISTEN_KEYS: [&str; 2] = ["RELAY_CALLBACKS__LISTEN", "RELAY_METRICS__LISTEN"];
+
+/// Listen addresses of the relays this test process is running.
+static LIVE_PORTS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn hold_ports(builder: &RelayBuilder) -> Vec<String> {
+    let held: Vec<String> = LISTEN_KEYS
+        .iter()
+        .filter_map(|k| builder.env.get(*k).cloned())
+        .collect();
+    let mut live = LIVE_PORTS.lock().unwrap_or_else(PoisonError::into_inner);
+    live.extend(held.iter().cloned());
+    held
+}
+
+fn release_ports(held: &mut Vec<String>) {
+    let mut live = LIVE_PORTS.lock().unwrap_or_else(PoisonError::into_inner);
+    for addr in held.drain(..) {
+        live.remove(&addr);
     }
 }
 
@@ -200,7 +246,10 @@ pub struct Relay {
     child: Option<Child>,
     dir: PathBuf,
     log_path: PathBuf,
+    /// The configuration it runs with (listen ports included).
     pub builder: RelayBuilder,
+    /// Listen addresses it holds, released when it is stopped.
+    held: Vec<String>,
 }
 
 impl Relay {
@@ -219,11 +268,13 @@ impl Relay {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
+        release_ports(&mut self.held);
     }
 
     /// SIGTERM, then wait for exit (up to `timeout`); returns the exit code.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
+        release_ports(&mut self.held);
         if let Some(pid) = child.id() {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
@@ -292,6 +343,7 @@ impl Drop for Relay {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
+        release_ports(&mut self.held);
         if std::thread::panicking() {
             eprintln!(
                 "---- relay log ({}) ----\n{}",

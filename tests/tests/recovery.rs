@@ -301,3 +301,44 @@ async fn sigterm_releases_a_delivery_that_outlasts_the_grace_period() {
     assert_eq!(got[1].header("x-webhook-attempt"), Some("1"));
     wait_for_status(&db, "sent", 1).await;
 }
+
+#[tokio::test]
+async fn retention_removes_old_finished_rows_and_keeps_failed_and_recent_ones() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO webhook_queue (id, event_type, webhook_url, status, created_at)
+             VALUES (1, 'lead_scraped', 'http://x/a', 'sent', now() - interval '3 days'),
+                    (2, 'lead_scraped', 'http://x/a', 'cancelled', now() - interval '3 days'),
+                    (3, 'lead_scraped', 'http://x/a', 'failed', now() - interval '3 days'),
+                    (4, 'lead_scraped', 'http://x/a', 'sent', now());
+             INSERT INTO webhook_logs (direction, webhook_queue_id, created_at)
+             VALUES ('outgoing', 1, now() - interval '3 days'),
+                    ('outgoing', 3, now() - interval '3 days'),
+                    ('outgoing', 4, now());",
+        )
+        .await
+        .expect("old rows");
+    let sink = Sink::start().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__RETENTION_DAYS", 1)
+        .spawn();
+    wait_until("old sent and cancelled rows are gone", T, || async {
+        (db.count("SELECT count(*) FROM webhook_queue").await == 2).then_some(())
+    })
+    .await;
+    let kept: Vec<i64> = client
+        .query("SELECT id FROM webhook_queue ORDER BY id", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, [3, 4], "failed rows and recent rows stay");
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_logs").await,
+        2,
+        "logs go with their rows"
+    );
+}

@@ -631,6 +631,22 @@ impl Config {
                 ),
             ));
         }
+        for (key, value) in [
+            ("n8n.api_key", &self.n8n.api_key),
+            ("n8n.auth_header_value", &self.n8n.auth_header_value),
+        ] {
+            // Sent as a header value; the value itself is never echoed.
+            if value
+                .expose()
+                .bytes()
+                .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    "contains a control character, which an HTTP header cannot carry (a stray newline?)",
+                ));
+            }
+        }
         positive("security.max_age_seconds", self.security.max_age_seconds)?;
         self.security.signing_keys()?;
         self.security.callback_keys()?;
@@ -1038,6 +1054,7 @@ enabled = false
             ("RELAY_CALLBACKS__LISTEN", "nowhere", "callbacks.listen"),
             ("WEBHOOK_TIMEOUT_SECONDS", "500", "queue.lease_seconds"),
             ("RELAY_LOG__FORMAT", "xml", "log.format"),
+            ("N8N_API_KEY", "key-with\nnewline", "n8n.api_key"),
         ];
         for (var, value, key) in cases {
             let msg = error_in_jail(|jail| {

@@ -32,8 +32,10 @@ pub(crate) enum Wake {
     Sweep,
 }
 
-/// The first and the longest pause before re-checking for writers (wakeup.rs).
+/// Re-checks for writers (wakeup.rs): every WRITERS_FIRST for WRITERS_FAST_FOR, then
+/// doubling up to WRITERS_MAX.
 const WRITERS_FIRST: Duration = Duration::from_millis(1);
+const WRITERS_FAST_FOR: Duration = Duration::from_millis(20);
 const WRITERS_MAX: Duration = Duration::from_millis(50);
 /// The first and the longest pause while work is reported but cannot be taken.
 const STALL_FIRST: Duration = Duration::from_millis(5);
@@ -66,18 +68,31 @@ impl Pump {
     ) -> Dispatcher {
         let mut backoff = crate::db_backoff();
         let mut failing = false;
-        // The pause before re-checking while writers hold the outbox lock (wakeup.rs).
+        // While writers hold the outbox lock (wakeup.rs), the pump re-checks without a
+        // pass: every millisecond for a while (a writer usually commits within a disk
+        // sync), then less and less often.
+        let mut writers_since: Option<tokio::time::Instant> = None;
         let mut writers_pause = WRITERS_FIRST;
+        let mut recheck_only = false;
         // Grows while passes find nothing although the database reports work: rows
         // locked by another transaction (SKIP LOCKED passes over them). Without it the
         // pump would spin until the lock goes.
         let mut stall = Duration::ZERO;
         while !shutdown.is_cancelled() {
-            while wake.try_recv().is_ok() {}
-            let step = match self.pass().await {
+            let mut woken = false;
+            while wake.try_recv().is_ok() {
+                woken = true;
+            }
+            let pass = if recheck_only && !woken {
+                Ok(Pass::Nothing)
+            } else {
+                self.pass().await
+            };
+            recheck_only = false;
+            let step = match pass {
                 Ok(Pass::Worked) => {
                     stall = Duration::ZERO;
-                    writers_pause = WRITERS_FIRST;
+                    writers_since = None;
                     Ok(None)
                 }
                 Ok(Pass::Full) => Ok(Some(None)),
@@ -86,18 +101,27 @@ impl Pump {
                     match wakeup::settle(&self.db, &self.routes, &load).await {
                         Ok(Settled::Idle { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {
                             stall = Duration::ZERO;
-                            writers_pause = WRITERS_FIRST;
+                            writers_since = None;
                             Ok(Some(next_due))
                         }
                         Ok(Settled::Writers { next_due })
                             if next_due.is_none_or(|d| !d.is_zero()) =>
                         {
-                            let pause = writers_pause;
-                            writers_pause = (writers_pause * 2).min(WRITERS_MAX);
+                            let since =
+                                *writers_since.get_or_insert_with(tokio::time::Instant::now);
+                            let pause = if since.elapsed() < WRITERS_FAST_FOR {
+                                writers_pause = WRITERS_FIRST;
+                                WRITERS_FIRST
+                            } else {
+                                writers_pause = (writers_pause * 2).min(WRITERS_MAX);
+                                writers_pause
+                            };
+                            recheck_only = true;
                             Ok(Some(Some(next_due.map_or(pause, |d| d.min(pause)))))
                         }
                         // Work waits (or is due now) that the pass could not take.
                         Ok(_) => {
+                            writers_since = None;
                             let pause = stall;
                             stall = (stall * 2).clamp(STALL_FIRST, STALL_MAX);
                             Ok(Some(Some(pause)))

@@ -9,7 +9,9 @@
 //! stays 0 and the relay keeps polling the outbox, so a busy stream of writers costs
 //! one small INSERT each and nothing else.
 //!
-//! When a pass finds nothing to do, the relay runs, as separate statements:
+//! When a pass finds nothing to do, the relay runs, as separate statements (pipelined
+//! on one connection: one network round trip, but the server runs them one after the
+//! other, each in its own implicit transaction and so with its own snapshot):
 //!
 //! 1. `setval('webhook_relay_wakeup', 1)`: arm. Sequences are not transactional, so
 //!    every writer sees the flag from this moment on, whatever its snapshot. (Skipped
@@ -26,7 +28,8 @@
 //!   locks, so the commit precedes step 2 and is visible to step 3's snapshot, which
 //!   finds the event; or
 //! - still holds its lock: step 2 sees it, and the relay re-checks after a short
-//!   pause (1 ms, doubling to 50 ms) until no other backend holds the lock and no
+//!   pause (every millisecond for a while, since a writer usually commits within a
+//!   disk sync, then doubling to 50 ms) until no other backend holds the lock and no
 //!   event is waiting. A notification ends the pause early: a writer that reads the
 //!   flag while the relay waits is exactly the one that notifies.
 //!
@@ -93,33 +96,29 @@ pub(crate) async fn settle(
     load: &EndpointLoad,
 ) -> Result<Settled, DaemonError> {
     let client = db.client().await?;
-    db.bounded("arming the wake-up", async {
-        let statement = client.prepare_cached(ARM).await?;
-        client.query_one(&statement, &[]).await?;
-        Ok(())
-    })
-    .await?;
-    let writers: bool = db
-        .bounded("checking for writers", async {
-            let statement = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
-            Ok(client.query_one(&statement, &[]).await?.try_get(0)?)
-        })
-        .await?;
-    let (events, next_due): (bool, Option<f64>) = db
-        .bounded("checking for work", async {
-            let statement = client.prepare_cached(WORK_WAITING).await?;
-            let row = client
-                .query_one(
-                    &statement,
-                    &[
-                        &routes.events,
-                        &routes.delivering,
-                        &routes.held,
-                        &load.saturated,
-                    ],
-                )
-                .await?;
-            Ok((row.try_get(0)?, row.try_get(1)?))
+    let (events, next_due, writers) = db
+        .bounded("arming the wake-up", async {
+            let arm = client.prepare_cached(ARM).await?;
+            let writers = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
+            let work = client.prepare_cached(WORK_WAITING).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+                &routes.events,
+                &routes.delivering,
+                &routes.held,
+                &load.saturated,
+            ];
+            // try_join3 first polls them in this order, which is the order tokio-postgres
+            // sends them in, and so the order the server runs them in.
+            let (_, writers, work) = futures_util::future::try_join3(
+                client.query_one(&arm, &[]),
+                client.query_one(&writers, &[]),
+                client.query_one(&work, &params),
+            )
+            .await?;
+            let events: bool = work.try_get(0)?;
+            let next_due: Option<f64> = work.try_get(1)?;
+            let writers: bool = writers.try_get(0)?;
+            Ok((events, next_due, writers))
         })
         .await?;
     if events {

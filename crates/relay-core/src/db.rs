@@ -3,13 +3,28 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
+};
 use tokio_postgres::NoTls;
 
 use crate::config::DatabaseConfig;
 
 /// The channel `webhook_emit` notifies on.
 pub const NOTIFY_CHANNEL: &str = "n8n_relay";
+
+/// TCP keepalives only prove the nearest peer is alive. Through a local proxy or
+/// sidecar (pgbouncer, a cloud SQL proxy, a NAT that dropped its entry) a link can be
+/// dead upstream while the socket looks healthy, and nothing ever arrives on it. So
+/// the LISTEN connection asks the server for an answer this often, and gives up on
+/// it after `database.connect_timeout_seconds` of silence.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A pooled connection unused for longer than this is asked for an answer before it
+/// is handed out (within `database.connect_timeout_seconds`, or it is dropped and
+/// replaced). A query that hung past its bound leaves its connection in the pool,
+/// so without this a silently dead link would be handed out again and again.
+pub const POOL_CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -77,6 +92,21 @@ pub fn pool_sized(db: &DatabaseConfig, application: &str, size: usize) -> Result
     );
     let connect = Duration::from_secs(db.connect_timeout_seconds);
     Pool::builder(manager)
+        .pre_recycle(Hook::async_fn(move |client, metrics| {
+            let idle = metrics.last_used();
+            Box::pin(async move {
+                if idle < POOL_CHECK_AFTER_IDLE {
+                    return Ok(());
+                }
+                match tokio::time::timeout(connect, client.simple_query("")).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(HookError::Backend(e)),
+                    Err(_) => Err(HookError::message(
+                        "pooled connection did not answer a liveness check",
+                    )),
+                }
+            })
+        }))
         .max_size(size.max(1))
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {

@@ -10,7 +10,9 @@
 //! A lost connection is re-established with exponential backoff, and every (re)connect
 //! asks the pump for a full catch-up: notifications sent while nobody listened are
 //! gone, the outbox is not. TCP keepalives (from `relay_core::db::pg_config`) make a
-//! silently dead link fail instead of hanging.
+//! silently dead link fail instead of hanging, and a liveness query every
+//! [`relay_core::db::LIVENESS_INTERVAL`] catches a link that is dead beyond a local
+//! proxy, where keepalives are answered by the proxy.
 
 use std::future::poll_fn;
 use std::time::Duration;
@@ -118,15 +120,39 @@ async fn session(
     }
     let _ = wake.try_send(Wake::Reconnected);
 
-    tokio::select! {
-        () = shutdown.cancelled() => {
-            driver.abort();
-            drop(client);
-            Ok(())
-        }
-        ended = &mut driver => {
-            let reason = ended.unwrap_or_else(|e| format!("listener task ended: {e}"));
-            Err((true, reason))
+    let answer_within = Duration::from_secs(db.connect_timeout_seconds);
+    let mut liveness = tokio::time::interval(relay_core::db::LIVENESS_INTERVAL);
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    liveness.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                driver.abort();
+                drop(client);
+                return Ok(());
+            }
+            ended = &mut driver => {
+                let reason = ended.unwrap_or_else(|e| format!("listener task ended: {e}"));
+                return Err((true, reason));
+            }
+            _ = liveness.tick() => {
+                // A link can die without a FIN or RST reaching us (see
+                // relay_core::db::LIVENESS_INTERVAL): ask the server for an answer.
+                match tokio::time::timeout(answer_within, client.simple_query("")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        driver.abort();
+                        return Err((true, describe_pg(&e)));
+                    }
+                    Err(_) => {
+                        driver.abort();
+                        return Err((
+                            true,
+                            format!("no answer to a liveness check within {answer_within:?}"),
+                        ));
+                    }
+                }
+            }
         }
     }
 }

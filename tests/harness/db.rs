@@ -1,6 +1,7 @@
 //! A fresh database per test, dropped when the test ends.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
@@ -95,6 +96,32 @@ impl TestDb {
         for task in tasks {
             task.await.unwrap_or_else(|e| panic!("writer task: {e}"));
         }
+    }
+
+    /// The pid of the relay's newest LISTEN backend on this database. (A backend whose
+    /// link went silent lingers on the server until its TCP keepalives give up.)
+    pub async fn listener_pid(&self) -> Option<i32> {
+        self.client()
+            .await
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = $1 AND application_name = 'n8n-relay-listener'
+                   AND query = 'LISTEN n8n_relay'
+                 ORDER BY backend_start DESC LIMIT 1",
+                &[&self.name],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .map(|r| r.get(0))
+    }
+
+    /// Waits until exactly `n` queue rows have `status`, or panics after `timeout`.
+    pub async fn wait_for_queue_status(&self, status: &str, n: i64, timeout: Duration) {
+        let sql = format!("SELECT count(*) FROM webhook_queue WHERE status = '{status}'");
+        crate::wait_until(&format!("{n} queue rows {status}"), timeout, || async {
+            (self.count(&sql).await == n).then_some(())
+        })
+        .await;
     }
 
     /// Convenience: one scalar i64 from a query.

@@ -54,13 +54,8 @@ async fn repeated_kill_9_while_5000_events_stream_in_loses_nothing_and_resends_o
 
     sink.wait_for_distinct(EVENTS, Duration::from_secs(120))
         .await;
-    wait_until("every row sent", Duration::from_secs(30), || async {
-        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
-            .await
-            == EVENTS as i64)
-            .then_some(())
-    })
-    .await;
+    db.wait_for_queue_status("sent", EVENTS as i64, Duration::from_secs(30))
+        .await;
     eprintln!(
         "{EVENTS} events, {kills} kills, {} requests in {:?}",
         sink.count(),

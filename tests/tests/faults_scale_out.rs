@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use relay_tests::{wait_until, RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers};
+use relay_tests::{RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers};
 
 const EVENTS: usize = 3_000;
 
@@ -38,13 +38,8 @@ async fn relays_share_the_load_without_loss_or_double_sends(relays: usize) {
     .await;
     sink.wait_for_distinct(EVENTS, Duration::from_secs(120))
         .await;
-    wait_until("every row sent", Duration::from_secs(30), || async {
-        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
-            .await
-            == EVENTS as i64)
-            .then_some(())
-    })
-    .await;
+    db.wait_for_queue_status("sent", EVENTS as i64, Duration::from_secs(30))
+        .await;
 
     let mut per_relay: BTreeMap<String, usize> = BTreeMap::new();
     for r in sink.requests() {

@@ -35,17 +35,7 @@ async fn wait_for_status(db: &TestDb, status: &'static str, n: i64) {
 
 /// The pid of the relay's LISTEN connection to this test's database.
 async fn listener_pid(db: &TestDb) -> Option<i32> {
-    db.client()
-        .await
-        .query_opt(
-            "SELECT pid FROM pg_stat_activity
-             WHERE datname = $1 AND application_name = 'n8n-relay-listener'
-               AND query = 'LISTEN n8n_relay'",
-            &[&db.name],
-        )
-        .await
-        .expect("pg_stat_activity")
-        .map(|r| r.get(0))
+    db.listener_pid().await
 }
 
 async fn stop(relay: &mut Relay) {

@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
     CONSTRAINT webhook_queue_max_retries_check CHECK (max_retries >= 0)
 );
 
+-- Per-entity ordering (opt-in per route), set when the row is routed: NULL for an
+-- unordered route; 'skip' or 'block' (the route's on_failure) for a route with
+-- ordering = "entity". An ordered row is claimed only when no earlier event (by
+-- event_id, which is commit order for one entity) of the same entity to the same URL
+-- is unrouted, pending, sending, or (under 'block') failed.
+ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS ordering text
+    CONSTRAINT webhook_queue_ordering_check CHECK (ordering IN ('skip', 'block'));
+
 -- Enqueue is idempotent: one row per event and target, whoever routes it.
 CREATE UNIQUE INDEX IF NOT EXISTS webhook_queue_event_target_key
     ON webhook_queue (event_id, webhook_url);
@@ -65,6 +73,13 @@ CREATE INDEX IF NOT EXISTS webhook_queue_claim_idx
 -- retry is on time without polling (a backlog of far-future retries stays cheap).
 CREATE INDEX IF NOT EXISTS webhook_queue_due_idx
     ON webhook_queue (next_attempt_at) WHERE status = 'pending';
+-- The ordering check: "is an earlier row of this entity to this URL unfinished?" is one
+-- probe. Only unfinished ordered rows (and failed ones under 'block') are in it, so it
+-- stays as small as the ordered part of the backlog.
+CREATE INDEX IF NOT EXISTS webhook_queue_entity_order_idx
+    ON webhook_queue (webhook_url, entity_type, entity_id, event_id)
+    WHERE ordering IS NOT NULL
+      AND (status IN ('pending', 'sending') OR (status = 'failed' AND ordering = 'block'));
 -- The sweeper: leases that expired (a crashed or killed relay).
 CREATE INDEX IF NOT EXISTS webhook_queue_lease_idx
     ON webhook_queue (lease_expires_at) WHERE status = 'sending';

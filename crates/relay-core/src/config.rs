@@ -204,6 +204,43 @@ pub struct QueueConfig {
     /// Sent, cancelled rows and their logs older than this are removed by the sweeper;
     /// 0 keeps them forever.
     pub retention_days: u64,
+    /// The default for routes without their own `ordering`: `none`, or `entity` (one
+    /// entity's deliveries to one URL go out one at a time, in commit order).
+    pub ordering: DeliveryOrder,
+    /// The default for ordered routes without their own `on_failure`.
+    pub on_failure: OnFailure,
+}
+
+/// Whether a route's deliveries are ordered per entity.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOrder {
+    /// Deliveries go out as workers are free, concurrently and in any order.
+    #[default]
+    None,
+    /// Per (target URL, entity_type, entity_id): one at a time, in commit order.
+    Entity,
+}
+
+/// What an ordered entity does when one of its deliveries fails for good.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// The later deliveries go on; the failed row stays `failed` with a note saying so.
+    #[default]
+    Skip,
+    /// The later deliveries wait until an operator retries or cancels the failed row.
+    Block,
+}
+
+impl OnFailure {
+    /// As stored in `webhook_queue.ordering`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Skip => "skip",
+            OnFailure::Block => "block",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -249,6 +286,10 @@ pub struct RouteConfig {
     pub priority: Option<i32>,
     /// A disabled route holds its events in the queue until it is enabled again.
     pub enabled: Option<bool>,
+    /// Per-entity ordering; default `queue.ordering`.
+    pub ordering: Option<DeliveryOrder>,
+    /// For ordered routes; default `queue.on_failure`.
+    pub on_failure: Option<OnFailure>,
 }
 
 /// Where one event type goes, after defaults are applied.
@@ -258,6 +299,8 @@ pub struct Route {
     pub url: String,
     pub priority: i32,
     pub enabled: bool,
+    /// `Some(on_failure)` when deliveries are ordered per entity.
+    pub ordered: Option<OnFailure>,
 }
 
 impl SecurityConfig {
@@ -362,6 +405,8 @@ impl Default for Config {
                 shutdown_grace_seconds: 10,
                 max_per_endpoint: 16,
                 retention_days: 0,
+                ordering: DeliveryOrder::None,
+                on_failure: OnFailure::Skip,
             },
             callbacks: CallbacksConfig {
                 enabled: true,
@@ -531,11 +576,14 @@ impl Config {
                     Some(u) => self.resolve_url(&u),
                     None => self.resolve_url(&format!("/webhook/{}", event.default_path())),
                 };
+                let ordering = over.ordering.unwrap_or(self.queue.ordering);
                 Route {
                     event,
                     url,
                     priority: over.priority.unwrap_or(0),
                     enabled: over.enabled.unwrap_or(true),
+                    ordered: (ordering == DeliveryOrder::Entity)
+                        .then(|| over.on_failure.unwrap_or(self.queue.on_failure)),
                 }
             })
             .collect()
@@ -1028,6 +1076,51 @@ enabled = false
             assert!(!scraped.enabled);
             Ok(())
         });
+    }
+
+    #[test]
+    fn ordering_is_opt_in_per_route_with_a_global_default() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/relay.toml",
+                r#"
+[routes.lead_qualified]
+ordering = "entity"
+[routes.lead_responded]
+ordering = "entity"
+on_failure = "block"
+"#,
+            )?;
+            let c = load_in_jail().expect("load");
+            let ordered = |e: EventType| {
+                c.routes()
+                    .into_iter()
+                    .find(|r| r.event == e)
+                    .expect("route")
+                    .ordered
+            };
+            assert_eq!(ordered(EventType::LeadScraped), None, "off by default");
+            assert_eq!(ordered(EventType::LeadQualified), Some(OnFailure::Skip));
+            assert_eq!(ordered(EventType::LeadResponded), Some(OnFailure::Block));
+            jail.set_env("RELAY_QUEUE__ORDERING", "entity");
+            jail.set_env("RELAY_QUEUE__ON_FAILURE", "block");
+            let c = load_in_jail().expect("load");
+            assert!(c.routes().iter().all(
+                |r| r.ordered == Some(OnFailure::Block) || r.event == EventType::LeadQualified
+            ));
+            Ok(())
+        });
+        for (var, value, key) in [
+            ("RELAY_QUEUE__ORDERING", "fifo", "queue.ordering"),
+            ("RELAY_QUEUE__ON_FAILURE", "retry", "queue.on_failure"),
+        ] {
+            let msg = error_in_jail(|jail| {
+                jail.set_env(var, value);
+                Ok(())
+            });
+            assert!(msg.contains(key), "{msg}");
+        }
     }
 
     fn error_in_jail(setup: impl FnOnce(&mut Jail) -> figment::error::Result<()>) -> String {

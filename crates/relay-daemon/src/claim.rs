@@ -19,6 +19,17 @@
 //! same `X-Webhook-Id`, which is what at-least-once with an idempotency key allows. A
 //! lost claim just leaves the row pending. Outcomes are written durably.
 
+//!
+//! Per-entity ordering (routes with `ordering = "entity"`, rows with `ordering` set):
+//! an ordered row is claimable only while it is the earliest unfinished event of its
+//! entity to its URL ([`unblocked!`]). Both claims apply the check in the same statement
+//! and snapshot as the `SKIP LOCKED` pick, so two relays cannot take consecutive rows
+//! of one entity: while row N is `sending` (or, uncommitted, being claimed: still
+//! `pending` in every other snapshot) row N+1 fails the check everywhere, and an event
+//! that another relay is still routing is unrouted in the outbox, which the check
+//! also sees. Event ids are commit order for one entity: its triggers run under the
+//! business row's lock, so a later change of the entity gets a later id.
+
 use std::time::Duration;
 
 use crate::db::Db;
@@ -33,9 +44,46 @@ macro_rules! job_columns {
         j.payload::text, j.priority, j.retry_count, j.max_retries,
         to_char(j.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
         (extract(epoch FROM j.lease_expires_at) * 1000000)::int8,
-        extract(epoch FROM j.occurred_at)::float8"
+        extract(epoch FROM j.occurred_at)::float8, j.ordering"
     };
 }
+
+/// Whether the ordered row of event `$event` (entity `$etype`/`$eid`, target `$url`)
+/// may go now: no earlier event of the entity is unrouted (`$events`: the known event
+/// types, as an unknown one is never routed), and no earlier ordered row of the entity
+/// to the URL is pending, sending, or failed under `block`. The second probe is one
+/// lookup in `webhook_queue_entity_order_idx`, whose predicate it repeats word for word;
+/// the first walks the (normally tiny) unrouted part of the outbox.
+macro_rules! unblocked {
+    ($url:literal, $etype:literal, $eid:literal, $event:literal, $events:literal) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM webhook_queue o
+                WHERE o.webhook_url = ",
+            $url,
+            " AND o.entity_type = ",
+            $etype,
+            " AND o.entity_id = ",
+            $eid,
+            " AND o.event_id < ",
+            $event,
+            "
+                  AND o.ordering IS NOT NULL
+                  AND (o.status IN ('pending', 'sending')
+                       OR (o.status = 'failed' AND o.ordering = 'block')))
+            AND NOT EXISTS (SELECT 1 FROM webhook_events e
+                WHERE e.routed_at IS NULL AND e.id < ",
+            $event,
+            " AND e.entity_type = ",
+            $etype,
+            " AND e.entity_id = ",
+            $eid,
+            " AND e.event_type = ANY (",
+            $events,
+            "))"
+        )
+    };
+}
+pub(crate) use unblocked;
 
 /// Route a batch of unrouted events and claim the first `free` resulting rows, in one
 /// statement: the common case (an idle relay woken for one event) reaches the HTTP
@@ -43,7 +91,9 @@ macro_rules! job_columns {
 ///
 /// $1..$4 the route table (event, url, priority, claimable), $5/$6 in-flight count per
 /// url, $7 batch size, $8 per-endpoint cap, $9 free worker slots, $10 max_retries,
-/// $11 lease seconds. Events of a type the relay has no route for (only possible by
+/// $11 lease seconds, $12 the routes' ordering (NULL, skip, block; see [`unblocked!`]:
+/// of one ordered entity only its first event in the batch may be claimed, and only if
+/// nothing earlier of it is unfinished). Events of a type the relay has no route for (only possible by
 /// writing the outbox directly, bypassing webhook_emit) are left unrouted, not dropped.
 /// Returns the number of events routed and of queue rows created on every row, with
 /// the claimed rows' columns (one all-NULL row when nothing was claimed). The
@@ -51,8 +101,8 @@ macro_rules! job_columns {
 /// ever routed again.
 pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
     "WITH routes AS (
-        SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[])
-            AS r(event_type, url, priority, claimable)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[], $12::text[])
+            AS r(event_type, url, priority, claimable, ordering)
     ),
     busy AS (
         SELECT * FROM unnest($5::text[], $6::int4[]) AS b(url, in_flight)
@@ -69,30 +119,52 @@ pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
         UPDATE webhook_events e SET routed_at = now() FROM picked p WHERE e.id = p.id
     ),
     targets AS (
-        SELECT p.*, r.url, r.priority,
-               r.claimable AND row_number() OVER (
-                   PARTITION BY r.url ORDER BY r.priority DESC, p.id
-               ) <= $8 - coalesce(b.in_flight, 0) AS within_cap
+        SELECT p.*, r.url, r.priority, r.claimable,
+               CASE WHEN p.entity_id IS NOT NULL THEN r.ordering END AS ordering,
+               row_number() OVER (
+                   PARTITION BY r.url, p.entity_type, p.entity_id,
+                                p.entity_id IS NULL OR r.ordering IS NULL
+                   ORDER BY p.id
+               ) AS nth_of_entity
         FROM picked p
         JOIN routes r USING (event_type)
-        LEFT JOIN busy b ON b.url = r.url
+    ),
+    gated AS (
+        SELECT t.*, t.claimable AND (t.ordering IS NULL OR (t.nth_of_entity = 1 AND ",
+    unblocked!(
+        "t.url",
+        "t.entity_type",
+        "t.entity_id",
+        "t.id",
+        "$1::text[]"
+    ),
+    ")) AS eligible
+        FROM targets t
+    ),
+    capped AS (
+        SELECT g.*, g.eligible AND row_number() OVER (
+                   PARTITION BY g.url, g.eligible ORDER BY g.priority DESC, g.id
+               ) <= $8 - coalesce(b.in_flight, 0) AS within_cap
+        FROM gated g
+        LEFT JOIN busy b ON b.url = g.url
     ),
     chosen AS (
         SELECT t.*, t.within_cap AND row_number() OVER (
                    PARTITION BY t.within_cap ORDER BY t.priority DESC, t.id
                ) <= $9 AS claim
-        FROM targets t
+        FROM capped t
     ),
     inserted AS (
         INSERT INTO webhook_queue (webhook_id, event_id, event_type, entity_type, entity_id,
                                    webhook_url, payload, priority, status, max_retries,
-                                   occurred_at, lease_expires_at)
+                                   occurred_at, lease_expires_at, ordering)
         SELECT md5(c.id::text || '/' || (extract(epoch FROM c.occurred_at) * 1000000)::int8::text
                    || '/' || c.url)::uuid,
                c.id, c.event_type, c.entity_type, c.entity_id, c.url, c.payload, c.priority,
                CASE WHEN c.claim THEN 'sending' ELSE 'pending' END,
                $10, c.occurred_at,
-               CASE WHEN c.claim THEN now() + make_interval(secs => $11) END
+               CASE WHEN c.claim THEN now() + make_interval(secs => $11) END,
+               c.ordering
         FROM chosen c
         ORDER BY c.id
         ON CONFLICT (event_id, webhook_url) DO NOTHING
@@ -108,7 +180,9 @@ pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
 );
 
 /// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4
-/// in-flight count per url, $5 per-endpoint cap, $6 saturated urls, $7 lease seconds.
+/// in-flight count per url, $5 per-endpoint cap, $6 saturated urls, $7 lease seconds,
+/// $8 the known event types. An ordered row waits behind its entity's earlier
+/// unfinished ones ([`unblocked!`]); the rows it waits behind do not use up the LIMIT.
 /// Endpoints already at their cap are skipped entirely, so one slow endpoint cannot
 /// keep the others from being claimed.
 pub(crate) const CLAIM_DUE: &str = concat!(
@@ -121,6 +195,15 @@ pub(crate) const CLAIM_DUE: &str = concat!(
         WHERE q.status = 'pending' AND q.next_attempt_at <= now()
           AND q.event_type <> ALL ($2::text[])
           AND q.webhook_url <> ALL ($6::text[])
+          AND (q.ordering IS NULL OR ",
+    unblocked!(
+        "q.webhook_url",
+        "q.entity_type",
+        "q.entity_id",
+        "q.event_id",
+        "$8::text[]"
+    ),
+    ")
         ORDER BY q.priority DESC, q.id
         LIMIT $1
         FOR UPDATE SKIP LOCKED
@@ -181,6 +264,8 @@ pub(crate) struct Job {
     pub(crate) lease_token: i64,
     /// `occurred_at` as unix seconds, for commit-to-delivery latency.
     pub(crate) occurred_at_unix: f64,
+    /// Per-entity ordering: `skip` or `block` (what a final failure means), or none.
+    pub(crate) ordering: Option<String>,
 }
 
 impl Job {
@@ -208,6 +293,7 @@ impl Job {
             occurred_at: row.try_get(at + 10)?,
             lease_token: row.try_get(at + 11)?,
             occurred_at_unix: row.try_get(at + 12)?,
+            ordering: row.try_get(at + 13)?,
         }))
     }
 }
@@ -277,6 +363,7 @@ pub(crate) async fn route_and_claim(
                     &free,
                     &limits.max_retries,
                     &limits.lease.as_secs_f64(),
+                    &routes.ordering,
                 ],
             )
             .await?;
@@ -324,6 +411,7 @@ pub(crate) async fn claim_due(
                     &limits.max_per_endpoint,
                     &load.saturated,
                     &limits.lease.as_secs_f64(),
+                    &routes.events,
                 ],
             )
             .await?;

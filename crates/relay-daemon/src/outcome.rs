@@ -251,7 +251,11 @@ async fn write(db: &Db, batch: &[Finished]) -> Result<Vec<i64>, DaemonError> {
             Verdict::Failed => (
                 f.job.retry_count,
                 0.0,
-                Some(format!("failed after {} attempts", f.job.attempt())),
+                Some(format!(
+                    "failed after {} attempts{}",
+                    f.job.attempt(),
+                    ordering_note(&f.job)
+                )),
             ),
         };
         ids.push(f.job.id);
@@ -297,6 +301,27 @@ async fn write(db: &Db, batch: &[Finished]) -> Result<Vec<i64>, DaemonError> {
     .await
 }
 
+/// What a final failure means for the rest of an ordered entity, for the history.
+fn ordering_note(job: &Job) -> String {
+    let entity = format!(
+        "{} {}",
+        job.entity_type.as_deref().unwrap_or_default(),
+        job.entity_id.unwrap_or_default()
+    );
+    match job.ordering.as_deref() {
+        Some("skip") => format!(
+            "; ordered (on_failure = skip): later events of {entity} to this URL are delivered \
+             without it"
+        ),
+        Some("block") => format!(
+            "; ordered (on_failure = block): later events of {entity} to this URL wait until \
+             this row is retried or cancelled (n8n-relay queue retry|cancel {})",
+            job.id
+        ),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +341,7 @@ mod tests {
             occurred_at: "2025-01-01T00:00:00.000000Z".into(),
             lease_token: 0,
             occurred_at_unix: 1_735_689_600.0,
+            ordering: None,
         }
     }
 

@@ -14,6 +14,8 @@ pub(crate) struct RouteTable {
     pub(crate) priorities: Vec<i32>,
     /// Whether rows of this route may be claimed for delivery now.
     pub(crate) claimable: Vec<bool>,
+    /// `webhook_queue.ordering` for rows of this route: NULL, `skip` or `block`.
+    pub(crate) ordering: Vec<Option<String>>,
     /// Event types whose queued rows wait (their route is disabled).
     pub(crate) held: Vec<String>,
     pub(crate) delivering: bool,
@@ -31,6 +33,10 @@ impl RouteTable {
             urls: routes.iter().map(|r| r.url.clone()).collect(),
             priorities: routes.iter().map(|r| r.priority).collect(),
             claimable: routes.iter().map(|r| delivering && r.enabled).collect(),
+            ordering: routes
+                .iter()
+                .map(|r| r.ordered.map(|o| o.as_str().to_string()))
+                .collect(),
             held: routes
                 .iter()
                 .filter(|r| !r.enabled)

@@ -70,12 +70,25 @@ pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
 /// Step 3, in a newer snapshot: unrouted events of a known type, and how long until
 /// the earliest claimable pending row is due ($2 = delivering; $3 held event types;
 /// $4 endpoints at their cap). Seconds, negative when already due, NULL when none.
-pub(crate) const WORK_WAITING: &str = "SELECT
+/// An ordered row waiting behind its entity's earlier one is not claimable: the relay
+/// sleeps until that one's retry is due (or an outcome wakes it), instead of polling.
+pub(crate) const WORK_WAITING: &str = concat!(
+    "SELECT
     EXISTS (SELECT 1 FROM webhook_events WHERE routed_at IS NULL AND event_type = ANY ($1::text[])),
-    (SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
-     FROM webhook_queue
-     WHERE $2 AND status = 'pending' AND event_type <> ALL ($3::text[])
-       AND webhook_url <> ALL ($4::text[]))";
+    (SELECT extract(epoch FROM min(q.next_attempt_at) - now())::float8
+     FROM webhook_queue q
+     WHERE $2 AND q.status = 'pending' AND q.event_type <> ALL ($3::text[])
+       AND q.webhook_url <> ALL ($4::text[])
+       AND (q.ordering IS NULL OR ",
+    crate::claim::unblocked!(
+        "q.webhook_url",
+        "q.entity_type",
+        "q.entity_id",
+        "q.event_id",
+        "$1::text[]"
+    ),
+    "))"
+);
 
 /// What the relay should do after arming.
 #[derive(Debug, Clone, Copy, PartialEq)]

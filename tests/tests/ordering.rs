@@ -1,0 +1,233 @@
+//! Per-entity ordering (`ordering = "entity"`): one entity's deliveries to one URL go
+//! out one at a time in commit order, with several relays, a slow sink and failed
+//! attempts; `on_failure` decides what a final failure means for the later ones.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use relay_tests::{wait_until, RelayBuilder, Reply, Sink, SinkRequest, TestDb};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// How long the sink takes to answer every request.
+const SLOW: Duration = Duration::from_millis(15);
+
+/// `(entity_id, seq)` of a request made by [`emit`].
+fn entity_seq(req: &SinkRequest) -> (i64, i64) {
+    let body = req.json();
+    (
+        body["entity_id"].as_i64().expect("entity_id"),
+        body["data"]["seq"].as_i64().expect("seq"),
+    )
+}
+
+/// One transaction: change number `seq` of each entity in `entities`.
+async fn emit(db: &TestDb, entities: std::ops::RangeInclusive<i64>, seq: i64) {
+    db.client()
+        .await
+        .execute(
+            "SELECT webhook_emit('lead_qualified', 'lead', e, jsonb_build_object('seq', $3::int8))
+             FROM generate_series($1::int8, $2::int8) e",
+            &[entities.start(), entities.end(), &seq],
+        )
+        .await
+        .expect("webhook_emit");
+}
+
+fn ordered_relay(db: &TestDb, sink: &Sink) -> RelayBuilder {
+    RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_ROUTES__LEAD_QUALIFIED__ORDERING", "entity")
+        .env("WEBHOOK_QUEUE_BATCH_SIZE", "10")
+}
+
+/// Each entity's requests in arrival order, as (seq, answered 2xx, arrived, answer due).
+type Timeline = Vec<(i64, bool, std::time::Instant)>;
+
+fn timelines(sink: &Sink, succeeded: impl Fn(&SinkRequest) -> bool) -> BTreeMap<i64, Timeline> {
+    let mut by_entity: BTreeMap<i64, Timeline> = BTreeMap::new();
+    let mut requests = sink.requests();
+    requests.sort_by_key(|r| r.received_at);
+    for r in &requests {
+        let (entity, seq) = entity_seq(r);
+        by_entity
+            .entry(entity)
+            .or_default()
+            .push((seq, succeeded(r), r.received_at));
+    }
+    by_entity
+}
+
+/// One at a time and in order: every request of an entity arrives after the previous
+/// one was answered, repeats the previous change until that change succeeded, and
+/// moves on only to the next change (past a failed one only if it is in `skipped`).
+fn assert_one_at_a_time_in_order(entity: i64, timeline: &Timeline, skipped: &[i64]) {
+    for pair in timeline.windows(2) {
+        let ((prev_seq, prev_ok, prev_at), (seq, _, at)) = (pair[0], pair[1]);
+        assert!(
+            at >= prev_at + SLOW,
+            "entity {entity}: seq {seq} arrived while seq {prev_seq} was still in flight"
+        );
+        if seq != prev_seq {
+            assert!(
+                seq == prev_seq + 1 && (prev_ok || skipped.contains(&prev_seq)),
+                "entity {entity}: seq {seq} after seq {prev_seq} (answered ok: {prev_ok})"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn fifty_entities_times_twenty_changes_arrive_in_order_with_three_relays_and_failing_first_attempts(
+) {
+    let db = TestDb::migrated().await;
+    // Slow, and the first attempt of every fifth change fails.
+    let fails = |r: &SinkRequest| r.nth_for_id == 1 && entity_seq(r).1 % 5 == 3;
+    let sink = Sink::with(move |r| {
+        if fails(r) {
+            Reply::status(503).after(SLOW)
+        } else {
+            Reply::ok().after(SLOW)
+        }
+    })
+    .await;
+    let relays: Vec<_> = (0..3).map(|_| ordered_relay(&db, &sink).spawn()).collect();
+    // Changes keep arriving while the relays deliver.
+    for seq in 1..=20 {
+        emit(&db, 1..=50, seq).await;
+    }
+    wait_until("all 1000 changes delivered", WAIT, || async {
+        (sink.distinct_ids().len() >= 1000
+            && db
+                .count("SELECT count(*) FROM webhook_queue WHERE status <> 'sent'")
+                .await
+                == 0)
+            .then_some(())
+    })
+    .await;
+
+    let timelines = timelines(&sink, |r| !fails(r));
+    assert_eq!(timelines.len(), 50);
+    for (entity, timeline) in &timelines {
+        assert_one_at_a_time_in_order(*entity, timeline, &[]);
+        let firsts: Vec<i64> = timeline.iter().filter(|t| t.1).map(|t| t.0).collect();
+        assert_eq!(firsts, (1..=20).collect::<Vec<_>>(), "entity {entity}");
+    }
+    assert!(
+        sink.requests().iter().any(fails),
+        "some first attempts failed"
+    );
+    drop(relays);
+}
+
+/// Entity 1's change 2 always fails; entity 2 is healthy. Returns the db, the sink and
+/// the relay, with every change emitted.
+async fn entity_one_change_two_fails(on_failure: &str) -> (TestDb, Sink, relay_tests::Relay) {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|r| {
+        if entity_seq(r) == (1, 2) {
+            Reply::status(500).after(SLOW)
+        } else {
+            Reply::ok().after(SLOW)
+        }
+    })
+    .await;
+    let relay = ordered_relay(&db, &sink)
+        .env("RELAY_ROUTES__LEAD_QUALIFIED__ON_FAILURE", on_failure)
+        .env("WEBHOOK_MAX_RETRIES", "1")
+        .spawn();
+    for seq in 1..=4 {
+        emit(&db, 1..=2, seq).await;
+    }
+    (db, sink, relay)
+}
+
+async fn failed_row(db: &TestDb) -> (i64, String) {
+    wait_until("entity 1's change 2 has failed for good", WAIT, || async {
+        let row = db
+            .client()
+            .await
+            .query_opt(
+                "SELECT q.id, h.note FROM webhook_queue q
+                 JOIN webhook_retry_history h ON h.webhook_queue_id = q.id
+                 WHERE q.status = 'failed' AND h.note LIKE 'failed after%'",
+                &[],
+            )
+            .await
+            .expect("query");
+        row.map(|r| (r.get(0), r.get(1)))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn on_failure_skip_delivers_the_later_changes_after_the_failed_one_and_says_so() {
+    let (db, sink, _relay) = entity_one_change_two_fails("skip").await;
+    let (_, note) = failed_row(&db).await;
+    assert!(note.contains("on_failure = skip"), "{note}");
+    wait_until("every other change delivered", WAIT, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
+            .await
+            == 7)
+            .then_some(())
+    })
+    .await;
+    let timelines = timelines(&sink, |r| entity_seq(r) != (1, 2));
+    assert_one_at_a_time_in_order(1, &timelines[&1], &[2]);
+    let seqs: Vec<i64> = timelines[&1].iter().map(|t| t.0).collect();
+    assert_eq!(
+        seqs,
+        vec![1, 2, 2, 3, 4],
+        "change 2 tried twice, then 3 and 4"
+    );
+    assert_one_at_a_time_in_order(2, &timelines[&2], &[]);
+}
+
+#[tokio::test]
+async fn on_failure_block_holds_the_entity_until_an_operator_retries_and_never_other_entities() {
+    let (db, sink, relay) = entity_one_change_two_fails("block").await;
+    let (failed_id, note) = failed_row(&db).await;
+    assert!(note.contains("on_failure = block"), "{note}");
+    assert!(
+        note.contains(&format!("queue retry|cancel {failed_id}")),
+        "{note}"
+    );
+    wait_until("entity 2 delivered completely", WAIT, || async {
+        let seqs: Vec<i64> = sink
+            .requests()
+            .iter()
+            .map(entity_seq)
+            .filter(|(e, _)| *e == 2)
+            .map(|(_, s)| s)
+            .collect();
+        (seqs == vec![1, 2, 3, 4]).then_some(())
+    })
+    .await;
+    // Held: entity 1's later changes stay pending while change 2 is failed. The relay
+    // is idle and due rows would otherwise have gone at the next pass.
+    let pending = "SELECT count(*) FROM webhook_queue WHERE status = 'pending' AND entity_id = 1";
+    assert_eq!(db.count(pending).await, 2);
+    assert!(sink
+        .requests()
+        .iter()
+        .all(|r| entity_seq(r) <= (1, 2) || entity_seq(r).0 == 2));
+
+    // The operator fixes n8n and retries the failed row: 2, then 3 and 4, in order.
+    sink.set_behaviour(|_| Reply::ok().after(SLOW));
+    let out = relay
+        .builder
+        .clone()
+        .args(["queue", "retry", &failed_id.to_string()])
+        .output()
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    wait_until("entity 1 delivered after the retry", WAIT, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
+            .await
+            == 8)
+            .then_some(())
+    })
+    .await;
+    let timelines = timelines(&sink, |r| r.nth_for_id > 2 || entity_seq(r) != (1, 2));
+    assert_one_at_a_time_in_order(1, &timelines[&1], &[]);
+    let seqs: Vec<i64> = timelines[&1].iter().map(|t| t.0).collect();
+    assert_eq!(seqs, vec![1, 2, 2, 2, 3, 4]);
+}

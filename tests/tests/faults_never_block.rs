@@ -1,0 +1,203 @@
+//! Fault suite: the business write is never blocked. A listener that stops reading
+//! holds Postgres's cluster-wide notification queue; once that queue is full every
+//! NOTIFY, and so every business INSERT that sends one, fails. The wake-up protocol
+//! (crates/relay-daemon/src/wakeup.rs) keeps notifications rare: writers notify only
+//! while the relay is idle and armed, the first one disarms. So with the relay frozen
+//! (SIGSTOP: its LISTEN connection stops draining) or slowed by n8n, a write burst
+//! sends almost no notifications, `pg_notification_queue_usage()` stays near zero
+//! and every INSERT commits.
+//!
+//! Each test runs a private cluster: the notification queue is shared by the whole
+//! cluster, and a frozen listener must not hold up the shared server's.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_tests::{
+    wait_until, PrivateCluster, RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers,
+};
+use tokio_postgres::AsyncMessage;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A LISTEN connection of the test's own on the relay's channel, counting what writers
+/// send. It drains promptly, so it never holds the queue itself.
+async fn listen_and_count(url: &str) -> Arc<AtomicU64> {
+    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let driver = async {
+            loop {
+                match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(_))) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+        };
+        let listen = async {
+            client
+                .batch_execute("LISTEN n8n_relay")
+                .await
+                .expect("LISTEN");
+            let _ = ready_tx.send(());
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = driver => {}
+            () = listen => {}
+        }
+    });
+    ready_rx.await.expect("listening");
+    seen
+}
+
+/// The highest `pg_notification_queue_usage()` seen while `work` runs.
+async fn peak_queue_usage<F: std::future::Future<Output = ()>>(url: &str, work: F) -> f64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let sample = || async {
+        client
+            .query_one("SELECT pg_notification_queue_usage()", &[])
+            .await
+            .expect("queue usage")
+            .get::<_, f64>(0)
+    };
+    let mut peak = sample().await;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            () = &mut work => break,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                peak = peak.max(sample().await);
+            }
+        }
+    }
+    peak.max(sample().await)
+}
+
+async fn wait_armed(db: &TestDb) {
+    wait_until("the relay is idle and armed", T, || async {
+        (db.count("SELECT last_value::int8 FROM webhook_relay_wakeup")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+}
+
+const BURST: WriterPlan = WriterPlan {
+    writers: 8,
+    each: 500,
+    pace: Duration::ZERO,
+    ride_out_outages: false,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_relay_frozen_a_write_burst_commits_every_insert_and_notifies_at_most_once_per_writer(
+) {
+    let cluster = PrivateCluster::start().expect("private cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    wait_armed(&db).await;
+    relay.signal("STOP");
+    let notifications = listen_and_count(&db.url).await;
+
+    let writers = Writers::spawn(&db.url, BURST);
+    let committed = writers.committed.clone();
+    let peak = peak_queue_usage(&db.url, writers.finish(T)).await;
+    let inserts = (BURST.writers * BURST.each) as u64;
+    assert_eq!(
+        committed.load(Ordering::SeqCst),
+        inserts,
+        "every INSERT commits"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events").await,
+        inserts as i64
+    );
+    let sent = notifications.load(Ordering::SeqCst);
+    eprintln!(
+        "{inserts} inserts with the relay frozen: {sent} notifications, peak queue usage {peak}"
+    );
+    // The first writer to see the flag disarms it; writers that read it in the same
+    // instant may notify too, at most one each.
+    assert!(
+        sent <= BURST.writers as u64,
+        "{sent} notifications from {} writers",
+        BURST.writers
+    );
+    assert!(peak < 0.0001, "notification queue usage peaked at {peak}");
+
+    relay.signal("CONT");
+    sink.wait_for_distinct(inserts as usize, T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_n8n_slowing_the_relay_a_write_burst_sends_almost_no_notifications() {
+    let cluster = PrivateCluster::start().expect("private cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let sink = Sink::with(|_| Reply::ok().after(Duration::from_millis(50))).await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", 4)
+        .spawn();
+    wait_armed(&db).await;
+    let notifications = listen_and_count(&db.url).await;
+
+    let writers = Writers::spawn(&db.url, BURST);
+    let committed = writers.committed.clone();
+    let peak = peak_queue_usage(&db.url, writers.finish(T)).await;
+    let inserts = (BURST.writers * BURST.each) as u64;
+    assert_eq!(
+        committed.load(Ordering::SeqCst),
+        inserts,
+        "every INSERT commits"
+    );
+    let sent = notifications.load(Ordering::SeqCst);
+    eprintln!("{inserts} inserts with a slow n8n: {sent} notifications, peak queue usage {peak}");
+    assert!(
+        sent * 100 <= inserts,
+        "a busy relay leaves the wake-up disarmed: {sent} notifications for {inserts} inserts"
+    );
+    assert!(peak < 0.0001, "notification queue usage peaked at {peak}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_healthy_relay_a_write_burst_notifies_for_few_of_its_inserts() {
+    let cluster = PrivateCluster::start().expect("private cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let sink = Sink::start().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    wait_armed(&db).await;
+    let notifications = listen_and_count(&db.url).await;
+
+    let writers = Writers::spawn(&db.url, BURST);
+    let committed = writers.committed.clone();
+    let peak = peak_queue_usage(&db.url, writers.finish(T)).await;
+    let inserts = (BURST.writers * BURST.each) as u64;
+    assert_eq!(
+        committed.load(Ordering::SeqCst),
+        inserts,
+        "every INSERT commits"
+    );
+    let sent = notifications.load(Ordering::SeqCst);
+    eprintln!(
+        "{inserts} inserts with a healthy relay: {sent} notifications, peak queue usage {peak}"
+    );
+    assert!(
+        sent * 10 <= inserts,
+        "{sent} notifications for {inserts} inserts"
+    );
+    assert!(peak < 0.0001, "notification queue usage peaked at {peak}");
+    sink.wait_for_distinct(inserts as usize, T).await;
+}

@@ -1,0 +1,172 @@
+//! Fault suite: SIGTERM under load. The relay stops claiming, lets deliveries in
+//! flight finish within `queue.shutdown_grace_seconds`, gives the rest back to the
+//! queue, records every outcome and exits 0. A restart loses nothing and re-sends only
+//! what was given back.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use relay_tests::{RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers};
+
+const T: Duration = Duration::from_secs(60);
+const WORKERS: usize = 8;
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.count(sql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_what_is_in_flight_and_a_restart_sends_the_rest_once() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| Reply::ok().after(Duration::from_millis(50))).await;
+    let builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", WORKERS)
+        .env("RELAY_QUEUE__SHUTDOWN_GRACE_SECONDS", 10)
+        .env("RELAY_QUEUE__LEASE_SECONDS", 60);
+    let mut relay = builder.spawn();
+    let writers = Writers::spawn(
+        &db.url,
+        WriterPlan {
+            writers: 2,
+            each: 500,
+            pace: Duration::from_millis(1),
+            ride_out_outages: false,
+        },
+    );
+    sink.wait_for(150, T).await;
+
+    let asked = Instant::now();
+    assert_eq!(
+        relay.terminate(Duration::from_secs(15)).await,
+        Some(0),
+        "a graceful stop exits 0"
+    );
+    let took = asked.elapsed();
+    let at_exit = sink.count();
+    writers.finish(T).await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'sending'"
+        )
+        .await,
+        0,
+        "nothing left in flight: every delivery finished and was recorded"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'sent'"
+        )
+        .await,
+        at_exit as i64,
+        "every request that reached n8n is recorded as sent"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "in-flight deliveries take 50 ms; the stop took {took:?}"
+    );
+    assert_eq!(
+        sink.count(),
+        at_exit,
+        "nothing is sent after the relay exited"
+    );
+
+    let _relay = builder.spawn();
+    sink.wait_for_distinct(1000, T).await;
+    db.wait_for_queue_status("sent", 1000, T).await;
+    assert_eq!(
+        sink.count(),
+        1000,
+        "a clean stop means no duplicates: {:?}",
+        sink.duplicates()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_back_deliveries_that_outlast_the_grace_and_only_those_are_resent() {
+    let db = TestDb::migrated().await;
+    // First attempts take 4 s: longer than the 1 s grace period.
+    let sink = Sink::with(|r| {
+        if r.nth_for_id == 1 {
+            Reply::ok().after(Duration::from_secs(4))
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", WORKERS)
+        .env("RELAY_QUEUE__SHUTDOWN_GRACE_SECONDS", 1)
+        .env("RELAY_QUEUE__LEASE_SECONDS", 60)
+        .env("WEBHOOK_TIMEOUT_SECONDS", 30);
+    let mut relay = builder.spawn();
+    db.insert_leads_concurrently(2, 50).await;
+    let in_flight: HashSet<String> = sink
+        .wait_for(WORKERS, T)
+        .await
+        .iter()
+        .map(|r| r.webhook_id())
+        .collect();
+
+    assert_eq!(relay.terminate(Duration::from_secs(10)).await, Some(0));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'sending'"
+        )
+        .await,
+        0,
+        "given back, not left to a lease that runs for a minute"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'pending'"
+        )
+        .await
+            + count(
+                &db,
+                "SELECT count(*) FROM webhook_events WHERE routed_at IS NULL"
+            )
+            .await,
+        100,
+        "every event waits, queued or still in the outbox"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE retry_count > 0"
+        )
+        .await,
+        0,
+        "a release does not count as a retry"
+    );
+    let seen_before_restart: HashSet<String> = sink.distinct_ids();
+    assert_eq!(
+        seen_before_restart, in_flight,
+        "nothing new was claimed after SIGTERM"
+    );
+
+    let _relay = builder.spawn();
+    sink.wait_for_distinct(100, T).await;
+    db.wait_for_queue_status("sent", 100, T).await;
+    let dups = sink.duplicates();
+    let resent: HashSet<String> = dups.keys().cloned().collect();
+    assert_eq!(
+        resent, in_flight,
+        "exactly the rows in flight at SIGTERM were sent again"
+    );
+    assert!(dups.values().all(|n| *n == 2));
+    for r in sink
+        .requests()
+        .iter()
+        .filter(|r| resent.contains(&r.webhook_id()))
+    {
+        assert_eq!(
+            r.header("x-webhook-attempt"),
+            Some("1"),
+            "a release is not a failed attempt"
+        );
+    }
+}

@@ -135,6 +135,61 @@ async fn a_fast_postgres_restart_mid_stream_loses_nothing_and_deliveries_resume_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_mid_stream_loses_no_committed_event_and_resends_keep_their_webhook_id() {
+    let cluster = PrivateCluster::start().expect("private cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let sink = Sink::start().await;
+    let mut relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_DATABASE__CONNECT_TIMEOUT_SECONDS", 2)
+        .env("RELAY_QUEUE__LEASE_SECONDS", 6)
+        .spawn();
+    let writers = Writers::spawn(
+        &db.url,
+        WriterPlan {
+            writers: 3,
+            each: 400,
+            pace: Duration::from_millis(5),
+            ride_out_outages: true,
+        },
+    );
+    sink.wait_for(200, T).await;
+
+    // No checkpoint, no goodbye: what was not flushed to the WAL is gone, as in a
+    // server crash (the relay's own route and claim commit asynchronously).
+    cluster.stop(StopMode::Immediate).expect("crash postgres");
+    cluster.start_again().expect("start postgres");
+    let resumed = marker_latency(&db.url, &sink).await;
+    eprintln!("first event after the crash delivered in {resumed:?}");
+    writers.finish(T).await;
+
+    let n = wait_all_delivered(&db.url, &sink).await;
+    assert!(n >= 600, "the writers committed most leads: {n}");
+    wait_until("every queue row sent", T, || async {
+        let left = db
+            .count("SELECT count(*) FROM webhook_queue WHERE status <> 'sent'")
+            .await;
+        (left == 0).then_some(())
+    })
+    .await;
+    // A re-send after the crash is the same webhook: same id, same body.
+    let dups = sink.duplicates();
+    eprintln!(
+        "{} webhooks sent more than once after the crash",
+        dups.len()
+    );
+    let ids = sink.distinct_ids().len() as i64;
+    assert_eq!(
+        ids,
+        db.count("SELECT count(*) FROM webhook_queue").await,
+        "one X-Webhook-Id per queue row, whether or not its routing survived the crash"
+    );
+    assert!(
+        relay.is_running(),
+        "a crash of Postgres never ends the relay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_failover_to_the_promoted_replica_every_event_committed_on_it_is_delivered() {
     let primary = PrivateCluster::start().expect("primary");
     let db = TestDb::migrated_on(&primary.server()).await;

@@ -59,6 +59,65 @@ pub(crate) struct Pump {
     pub(crate) dispatcher: Dispatcher,
 }
 
+/// What the pump does after a pass.
+enum Next {
+    /// Pass again at once.
+    Pass,
+    /// Wait for a wake-up, at most this long (`None`: no limit), then pass.
+    Wait(Option<Duration>),
+    /// Writers hold the outbox lock: wait this long (or for a wake-up), then settle
+    /// again without a pass.
+    Recheck(Duration),
+    /// The database failed.
+    Backoff(DaemonError),
+}
+
+/// The pump's pacing between passes.
+struct Pacing {
+    /// When the current run of "writers in flight" began.
+    writers_since: Option<tokio::time::Instant>,
+    writers_pause: Duration,
+    /// Grows while passes find nothing although the database reports work: rows
+    /// locked by another transaction (SKIP LOCKED passes over them). Without it the
+    /// pump would spin until the lock goes.
+    stall: Duration,
+}
+
+impl Pacing {
+    fn new() -> Pacing {
+        Pacing {
+            writers_since: None,
+            writers_pause: WRITERS_FIRST,
+            stall: Duration::ZERO,
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Pacing::new();
+    }
+
+    /// Every millisecond for a while (a writer usually commits within a disk sync),
+    /// then less and less often.
+    fn writers_pause(&mut self) -> Duration {
+        let since = *self
+            .writers_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < WRITERS_FAST_FOR {
+            self.writers_pause = WRITERS_FIRST;
+        } else {
+            self.writers_pause = (self.writers_pause * 2).min(WRITERS_MAX);
+        }
+        self.writers_pause
+    }
+
+    fn stall_pause(&mut self) -> Duration {
+        self.writers_since = None;
+        let pause = self.stall;
+        self.stall = (self.stall * 2).clamp(STALL_FIRST, STALL_MAX);
+        pause
+    }
+}
+
 impl Pump {
     /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained.
     pub(crate) async fn run(
@@ -68,94 +127,31 @@ impl Pump {
     ) -> Dispatcher {
         let mut backoff = crate::db_backoff();
         let mut failing = false;
-        // While writers hold the outbox lock (wakeup.rs), the pump re-checks without a
-        // pass: every millisecond for a while (a writer usually commits within a disk
-        // sync), then less and less often.
-        let mut writers_since: Option<tokio::time::Instant> = None;
-        let mut writers_pause = WRITERS_FIRST;
-        let mut recheck_only = false;
-        // Grows while passes find nothing although the database reports work: rows
-        // locked by another transaction (SKIP LOCKED passes over them). Without it the
-        // pump would spin until the lock goes.
-        let mut stall = Duration::ZERO;
+        let mut pacing = Pacing::new();
+        let mut recheck = false;
         while !shutdown.is_cancelled() {
-            let mut woken = false;
             while wake.try_recv().is_ok() {
-                woken = true;
+                recheck = false;
             }
-            let pass = if recheck_only && !woken {
-                Ok(Pass::Nothing)
+            let next = if recheck {
+                self.settle(&mut pacing).await
             } else {
-                self.pass().await
+                match self.pass().await {
+                    Ok(Pass::Worked) => {
+                        pacing.reset();
+                        Next::Pass
+                    }
+                    Ok(Pass::Full) => Next::Wait(None),
+                    Ok(Pass::Nothing) => self.settle(&mut pacing).await,
+                    Err(e) => Next::Backoff(e),
+                }
             };
-            recheck_only = false;
-            let step = match pass {
-                Ok(Pass::Worked) => {
-                    stall = Duration::ZERO;
-                    writers_since = None;
-                    Ok(None)
-                }
-                Ok(Pass::Full) => Ok(Some(None)),
-                Ok(Pass::Nothing) => {
-                    let load = self.dispatcher.load();
-                    match wakeup::settle(&self.db, &self.routes, &load).await {
-                        Ok(Settled::Idle { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {
-                            stall = Duration::ZERO;
-                            writers_since = None;
-                            Ok(Some(next_due))
-                        }
-                        Ok(Settled::Writers { next_due })
-                            if next_due.is_none_or(|d| !d.is_zero()) =>
-                        {
-                            let since =
-                                *writers_since.get_or_insert_with(tokio::time::Instant::now);
-                            let pause = if since.elapsed() < WRITERS_FAST_FOR {
-                                writers_pause = WRITERS_FIRST;
-                                WRITERS_FIRST
-                            } else {
-                                writers_pause = (writers_pause * 2).min(WRITERS_MAX);
-                                writers_pause
-                            };
-                            recheck_only = true;
-                            Ok(Some(Some(next_due.map_or(pause, |d| d.min(pause)))))
-                        }
-                        // Work waits (or is due now) that the pass could not take.
-                        Ok(_) => {
-                            writers_since = None;
-                            let pause = stall;
-                            stall = (stall * 2).clamp(STALL_FIRST, STALL_MAX);
-                            Ok(Some(Some(pause)))
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            match step {
-                // More work: straight into the next pass.
-                Ok(None) => {}
-                // Sleep until woken, or until the next retry is due.
-                Ok(Some(next_due)) => {
-                    if failing {
-                        info!("database reachable again; relay resumed");
-                        failing = false;
-                        backoff = crate::db_backoff();
-                    }
-                    let due = async {
-                        match next_due {
-                            Some(d) if d.is_zero() => {}
-                            // A little late rather than early: next_attempt_at <= now().
-                            Some(d) => tokio::time::sleep(d + Duration::from_micros(200)).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        _ = wake.recv() => {}
-                        () = due => {}
-                    }
-                }
-                Err(e) => {
+            recheck = matches!(next, Next::Recheck(_));
+            let limit = match next {
+                Next::Pass => continue,
+                Next::Wait(limit) => limit,
+                Next::Recheck(pause) => Some(pause),
+                Next::Backoff(e) => {
                     failing = true;
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     if e.is_missing_schema() {
@@ -168,10 +164,48 @@ impl Pump {
                         () = shutdown.cancelled() => {}
                         () = tokio::time::sleep(delay) => {}
                     }
+                    continue;
                 }
+            };
+            if failing {
+                info!("database reachable again; relay resumed");
+                failing = false;
+                backoff = crate::db_backoff();
+            }
+            let until = async {
+                match limit {
+                    Some(d) if d.is_zero() => {}
+                    // A little late rather than early: next_attempt_at <= now().
+                    Some(d) => tokio::time::sleep(d + Duration::from_micros(200)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                // Something happened: a full pass, not just a re-check.
+                _ = wake.recv() => recheck = false,
+                () = until => {}
             }
         }
         self.dispatcher
+    }
+
+    /// A pass found nothing: arm the wake-up and decide how long to sleep.
+    async fn settle(&mut self, pacing: &mut Pacing) -> Next {
+        let load = self.dispatcher.load();
+        match wakeup::settle(&self.db, &self.routes, &load).await {
+            Ok(Settled::Idle { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {
+                pacing.reset();
+                Next::Wait(next_due)
+            }
+            Ok(Settled::Writers { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {
+                let pause = pacing.writers_pause();
+                Next::Recheck(next_due.map_or(pause, |d| d.min(pause)))
+            }
+            // Events wait, or a retry is due now, and the pass did not take them.
+            Ok(_) => Next::Wait(Some(pacing.stall_pause())),
+            Err(e) => Next::Backoff(e),
+        }
     }
 
     /// Route fresh events (claiming the first of them), then claim due rows.

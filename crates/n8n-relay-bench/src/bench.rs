@@ -61,6 +61,10 @@ impl Sizes {
     }
 }
 
+const NOT_SENT: &str = "SELECT
+    (SELECT count(*) FROM webhook_queue WHERE status <> 'sent'),
+    (SELECT count(*) FROM webhook_events WHERE routed_at IS NULL)";
+
 /// Writer counts for the commit rate and the trigger cost.
 pub const WRITERS: [usize; 3] = [1, 4, 16];
 /// "1 writer", "16 writers".
@@ -134,7 +138,28 @@ impl Bench<'_> {
     /// How long to wait for `n` events before calling them lost: generous, since a
     /// debug build on a busy machine is slow, but bounded.
     pub fn delivery_timeout(n: u64) -> Duration {
-        Duration::from_secs(30) + Duration::from_millis(n.saturating_mul(2))
+        Duration::from_secs(60) + Duration::from_millis(n.saturating_mul(10))
+    }
+
+    /// Waits until the relay has recorded every queue row as sent (outcomes are
+    /// written just after the sink answers). Anything else left is a failure.
+    pub async fn wait_recorded(&self) -> Result<()> {
+        let client = self.db.client().await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = client.query_one(NOT_SENT, &[]).await?;
+            let (unsent, unrouted): (i64, i64) = (row.get(0), row.get(1));
+            if unsent == 0 && unrouted == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{unsent} queue rows not recorded as sent and {unrouted} events unrouted \
+                     30 s after the sink had every event"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until the sink has `n` distinct events, failing with the relay's log

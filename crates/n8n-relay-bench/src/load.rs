@@ -39,6 +39,10 @@ const INSERT_LEAD_NOTIFY_EACH: &str =
     FROM (SELECT setval('webhook_relay_wakeup', 1)) AS armed RETURNING id";
 const INSERT_COMMIT_PROBE: &str = "INSERT INTO bench_commit (v) VALUES (1) RETURNING id";
 
+/// Bytes of WAL written so far in the cluster. Cluster-wide: others' writes count
+/// too, so measure large amounts or take the least of several tries.
+pub const WAL_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8";
+
 /// The same into the table without triggers.
 pub const INSERT_LEADS_BARE_BULK: &str = "INSERT INTO leads_bare (business_name, category, location, email, website)
     SELECT 'Bench Co ' || g, 'software', 'Berlin', 'lead' || g || '@example.com', 'https://example.com'

@@ -8,13 +8,14 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::bench::Bench;
-use crate::load::INSERT_LEADS_BULK;
+use crate::load::{INSERT_LEADS_BULK, WAL_POSITION};
 use crate::report::{fmt_num, Figure, Report, Target};
 
 pub const NAME: &str = "3 backlog drain";
 const TARGET_PER_SECOND: f64 = 8_000.0;
 /// Rows per bulk statement, so one transaction does not hold the whole backlog.
 const CHUNK: u64 = 10_000;
+const WAL_LSN: &str = "SELECT pg_current_wal_insert_lsn()::text";
 
 pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     let n = bench.sizes.backlog;
@@ -38,10 +39,16 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
         .batch_execute("VACUUM ANALYZE webhook_events")
         .await?;
 
+    let wal_before: f64 = client.query_one(WAL_POSITION, &[]).await?.get(0);
+    let lsn_before: String = client.query_one(WAL_LSN, &[]).await?.get(0);
     let started = SystemTime::now();
     bench.relay().await?;
     let sampler = bench.profiler().await?;
     bench.wait_delivered(n).await?;
+    bench.wait_recorded().await?;
+    let wal_after: f64 = client.query_one(WAL_POSITION, &[]).await?.get(0);
+    let lsn_after: String = client.query_one(WAL_LSN, &[]).await?.get(0);
+    let wal_per_event = (wal_after - wal_before) / n as f64;
     report.profile(NAME, sampler).await?;
     let repeats = bench.sink.requests().saturating_sub(n);
     let arrivals = bench.sink.take();
@@ -61,6 +68,12 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
         figure = figure.baseline("sink ceiling", ceiling);
     }
     report.figures.push(figure);
+    report.figures.push(Figure::new(
+        NAME,
+        "WAL the relay writes per event (route, claim, outcome, log)",
+        wal_per_event,
+        "bytes",
+    ));
     let memory = bench.relay.as_ref().map(|r| r.memory_kib()).transpose()?;
     if let Some((_, peak)) = memory {
         report.figures.push(Figure::new(
@@ -75,6 +88,9 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
         json!({
             "events": n,
             "repeated_deliveries": repeats,
+            "wal_bytes_per_event": wal_per_event,
+            // For `pg_waldump --stats=record --start A --end B` on the server.
+            "wal_lsn_range": [lsn_before, lsn_after],
             "queue_fill_seconds": fill.as_secs_f64(),
             "relay_start_to_last_seconds": from_start.as_secs_f64(),
             "first_to_last_seconds": first_to_last.as_secs_f64(),

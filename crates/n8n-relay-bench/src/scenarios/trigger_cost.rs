@@ -18,7 +18,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::bench::{writers_label, Bench, WRITERS};
-use crate::load::{self, Table, INSERT_LEADS_BARE_BULK, INSERT_LEADS_BULK};
+use crate::load::{self, Table, INSERT_LEADS_BARE_BULK, INSERT_LEADS_BULK, WAL_POSITION};
 use crate::report::{Figure, Report, Target};
 use crate::stats::median;
 
@@ -178,6 +178,3 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     );
     Ok(())
 }
-
-/// Bytes of WAL written so far in the cluster.
-const WAL_POSITION: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8";

@@ -162,13 +162,17 @@ pub async fn full_speed(
     })
 }
 
-/// One writer at `per_second` single-row transactions for `duration`. Returns each
-/// lead's id with the wall-clock time its COMMIT returned.
-pub async fn paced(
-    url: &str,
-    per_second: u32,
-    duration: Duration,
-) -> Result<Vec<(i64, SystemTime)>> {
+/// One paced transaction: the lead's id, when its COMMIT returned (wall clock) and how
+/// long the INSERT took, commit included.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit {
+    pub lead: i64,
+    pub at: SystemTime,
+    pub took: Duration,
+}
+
+/// One writer at `per_second` single-row transactions into `leads` for `duration`.
+pub async fn paced(url: &str, per_second: u32, duration: Duration) -> Result<Vec<Commit>> {
     let mut w = Writer::connect(url, Table::Leads).await?;
     let period = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
     let mut ticks = tokio::time::interval(period);
@@ -177,8 +181,13 @@ pub async fn paced(
     let mut out = Vec::with_capacity((duration.as_secs_f64() * f64::from(per_second)) as usize + 1);
     while Instant::now() < deadline {
         ticks.tick().await;
-        let id = w.insert().await?;
-        out.push((id, SystemTime::now()));
+        let started = Instant::now();
+        let lead = w.insert().await?;
+        out.push(Commit {
+            lead,
+            at: SystemTime::now(),
+            took: started.elapsed(),
+        });
     }
     Ok(out)
 }

@@ -119,8 +119,12 @@ async fn every_kind_of_failure_follows_the_retry_schedule_and_ends_sent_or_faile
         for (i, pair) in attempts.windows(2).enumerate() {
             let gap = pair[1].received_at - pair[0].received_at;
             let delay = Duration::from_secs(DELAYS[i] + spent);
+            // The relay's clock for an attempt starts before the sink stamps its
+            // arrival (connect and accept: tens of ms with 40 attempts on a loaded machine),
+            // hence the allowance below.
             assert!(
-                gap >= delay && gap <= delay + Duration::from_millis(2500),
+                gap + Duration::from_millis(250) >= delay
+                    && gap <= delay + Duration::from_millis(2500),
                 "entity {id} ({:?}): retry {} came {gap:?} after the attempt before, schedule says {delay:?}",
                 kind(id),
                 i + 1

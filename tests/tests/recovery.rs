@@ -150,26 +150,29 @@ async fn two_relays_on_one_database_deliver_every_event_once() {
 }
 
 #[tokio::test]
-async fn pausing_with_n8n_disabled_loses_nothing_and_flows_when_enabled() {
+async fn pausing_with_either_switch_loses_nothing_and_flows_when_enabled() {
     let db = TestDb::migrated().await;
     let sink = Sink::start().await;
     let builder = RelayBuilder::new(&db.url, &sink.url());
-    let mut paused = builder.clone().env("N8N_ENABLED", "false").spawn();
-    insert_leads(&db, 5).await;
-    // Routed into the queue, not sent.
-    wait_for_status(&db, "pending", 5).await;
-    assert_eq!(
-        db.count("SELECT count(*) FROM webhook_events WHERE routed_at IS NULL")
-            .await,
-        0
-    );
-    assert_eq!(sink.count(), 0);
-    stop(&mut paused).await;
-    assert_eq!(sink.count(), 0, "nothing sent while paused");
+    let mut pending = 0;
+    for switch in ["N8N_ENABLED", "WEBHOOK_QUEUE_ENABLED"] {
+        let mut paused = builder.clone().env(switch, "false").spawn();
+        insert_leads(&db, 3).await;
+        pending += 3;
+        // Routed into the queue, not sent.
+        wait_for_status(&db, "pending", pending).await;
+        assert_eq!(
+            db.count("SELECT count(*) FROM webhook_events WHERE routed_at IS NULL")
+                .await,
+            0
+        );
+        stop(&mut paused).await;
+        assert_eq!(sink.count(), 0, "nothing sent while {switch}=false");
+    }
 
-    let _relay = builder.env("WEBHOOK_QUEUE_ENABLED", "true").spawn();
-    sink.wait_for_distinct(5, T).await;
-    wait_for_status(&db, "sent", 5).await;
+    let _relay = builder.spawn();
+    sink.wait_for_distinct(6, T).await;
+    wait_for_status(&db, "sent", 6).await;
 }
 
 #[tokio::test]

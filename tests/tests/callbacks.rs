@@ -958,10 +958,29 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+async fn connections_beyond_the_cap_wait_for_a_request_in_progress() {
     let l = Listener::start_with(|b| b.env("RELAY_CALLBACKS__MAX_CONNECTIONS", 1)).await;
-    // The readiness probe's connection may still hold the one slot briefly.
-    let holder = TcpStream::connect(&l.addr).await.expect("connect");
+    // A request in progress holds the one slot: the listener has asked for its body
+    // (100 Continue) and waits for it.
+    let mut holder = TcpStream::connect(&l.addr).await.expect("connect");
+    holder
+        .write_all(
+            format!(
+                "POST {N8N}/workflow-status HTTP/1.1\r\nHost: x\r\n\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\
+                 Expect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, holder.read(&mut buf))
+        .await
+        .expect("100 Continue in time")
+        .expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", &buf[..n]);
+
     let addr = l.addr.clone();
     let health = format!("{N8N}/health");
     let waiting = tokio::spawn(async move { send(&addr, "GET", &health, &[], b"").await });
@@ -976,6 +995,28 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .expect("served once the slot is free")
         .expect("task");
     assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn at_the_cap_an_idle_connection_is_closed_to_make_room() {
+    let l = Listener::start_with(|b| b.env("RELAY_CALLBACKS__MAX_CONNECTIONS", 1)).await;
+    // Connected, never finishing its headers (a slow-drip client), or simply idle.
+    let mut idle = TcpStream::connect(&l.addr).await.expect("connect");
+    idle.write_all(b"POST /api/v1/webhooks/n8n/health HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let answer = send(&l.addr, "GET", &format!("{N8N}/health"), &[], b"").await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served without waiting for the header timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        read_until_closed(&mut idle, WAIT).await.is_some(),
+        "the idle connection was closed"
+    );
 }
 
 #[tokio::test]

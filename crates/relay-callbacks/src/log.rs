@@ -2,21 +2,36 @@
 //! accepted or refused, and a tracing line. Neither ever holds a header, so no
 //! signature or secret can end up there.
 //!
-//! Rows are written after the answer is sent, off the request path, so logging
-//! never delays n8n; the listener waits for pending writes when it shuts down. When
-//! the database is down the row would fail too, so only the tracing line remains.
+//! Rows are written after the answer is sent, off the request path, by one writer
+//! task that inserts whatever has queued up in a single statement. So a flood of bad
+//! requests costs one pool connection at a time, never the pool: genuine callbacks
+//! do not wait behind audit rows. The queue is bounded; when a flood outruns the
+//! writer, rows of refused requests are dropped (counted, and said in the log), rows
+//! of accepted ones wait for room. The listener waits for the writer when it shuts
+//! down. When the database is down the row would fail too, so only the tracing line
+//! remains.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::response::Reply;
 use crate::routes::Endpoint;
 
-const INSERT_LOG: &str = "INSERT INTO webhook_logs \
+const INSERT_LOGS: &str = "INSERT INTO webhook_logs \
     (direction, event_type, endpoint, response_status, response_body, duration_ms, error_message) \
-    VALUES ('incoming', $1, $2, $3, $4, $5, $6)";
+    SELECT 'incoming', * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], \
+                                     $5::int4[], $6::text[])";
+
+/// Rows waiting for the writer at most; past this a flood's refusals are dropped.
+const QUEUE: usize = 8_192;
+/// Rows written per statement at most.
+const BATCH: usize = 1_000;
 
 /// Longest response body kept in a log row.
 const MAX_LOGGED_BODY: usize = 4_096;
@@ -29,7 +44,40 @@ pub struct Entry {
     pub duration: Duration,
 }
 
-pub fn record(tasks: &TaskTracker, pool: &Pool, entry: Entry, reply: &Reply) {
+/// One `webhook_logs` row.
+struct Row {
+    name: Option<&'static str>,
+    path: String,
+    status: i32,
+    body: String,
+    duration_ms: i32,
+    error: Option<String>,
+}
+
+/// Hands rows to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Row>,
+    tasks: TaskTracker,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Starts the writer on `tasks`; it writes what is queued and ends once `stop`
+    /// is cancelled.
+    pub fn start(pool: Pool, tasks: &TaskTracker, stop: CancellationToken) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tasks.spawn(write_rows(pool, rx, stop, dropped.clone()));
+        Writer {
+            tx,
+            tasks: tasks.clone(),
+            dropped,
+        }
+    }
+}
+
+pub fn record(writer: &Writer, entry: Entry, reply: &Reply) {
     let status = reply.status.as_u16();
     let duration_ms = i32::try_from(entry.duration.as_millis()).unwrap_or(i32::MAX);
     let name = entry.endpoint.map(Endpoint::name);
@@ -57,8 +105,6 @@ pub fn record(tasks: &TaskTracker, pool: &Pool, entry: Entry, reply: &Reply) {
     if reply.database_down {
         return;
     }
-    let pool = pool.clone();
-    let error = reply.error.clone();
     let mut body = reply.body_text();
     if body.len() > MAX_LOGGED_BODY {
         let mut end = MAX_LOGGED_BODY;
@@ -67,26 +113,88 @@ pub fn record(tasks: &TaskTracker, pool: &Pool, entry: Entry, reply: &Reply) {
         }
         body.truncate(end);
     }
-    tasks.spawn(async move {
-        let write = async {
-            let client = pool.get().await.map_err(|e| e.to_string())?;
-            client
-                .execute(
-                    INSERT_LOG,
-                    &[
-                        &name,
-                        &entry.path,
-                        &i32::from(status),
-                        &body,
-                        &duration_ms,
-                        &error,
-                    ],
-                )
-                .await
-                .map_err(|e| e.to_string())
-        };
-        if let Err(e) = write.await {
-            tracing::warn!(error = %e, endpoint = %entry.path, status, "could not write the webhook_logs row");
+    let row = Row {
+        name,
+        path: entry.path,
+        status: i32::from(status),
+        body,
+        duration_ms,
+        error: reply.error.clone(),
+    };
+    match writer.tx.try_send(row) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(row)) if reply.status.is_success() => {
+            // An accepted callback is always on record: wait for room, off the
+            // request path.
+            let tx = writer.tx.clone();
+            writer.tasks.spawn(async move {
+                let _ = tx.send(row).await;
+            });
         }
-    });
+        Err(_) => {
+            writer.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn write_rows(
+    pool: Pool,
+    mut rx: mpsc::Receiver<Row>,
+    stop: CancellationToken,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let stopping = tokio::select! {
+            received = rx.recv_many(&mut batch, BATCH) => received == 0,
+            () = stop.cancelled() => true,
+        };
+        if stopping {
+            // Whatever is still queued, then end.
+            rx.close();
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                write(&pool, &mut batch).await;
+            }
+            return;
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            tracing::warn!(
+                rows = lost,
+                "refused requests arrived faster than webhook_logs rows could be written; their rows were dropped"
+            );
+        }
+        write(&pool, &mut batch).await;
+    }
+}
+
+async fn write(pool: &Pool, batch: &mut Vec<Row>) {
+    let rows = batch.len();
+    let mut names = Vec::with_capacity(rows);
+    let mut paths = Vec::with_capacity(rows);
+    let mut statuses = Vec::with_capacity(rows);
+    let mut bodies = Vec::with_capacity(rows);
+    let mut durations = Vec::with_capacity(rows);
+    let mut errors = Vec::with_capacity(rows);
+    for row in batch.drain(..) {
+        names.push(row.name);
+        paths.push(row.path);
+        statuses.push(row.status);
+        bodies.push(row.body);
+        durations.push(row.duration_ms);
+        errors.push(row.error);
+    }
+    let written = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .execute(
+                INSERT_LOGS,
+                &[&names, &paths, &statuses, &bodies, &durations, &errors],
+            )
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = written.await {
+        tracing::warn!(error = %e, rows, "could not write webhook_logs rows");
+    }
 }

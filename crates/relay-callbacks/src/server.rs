@@ -10,7 +10,16 @@
 //! that connects and sends nothing (or one byte) would hold a slot forever. Each
 //! connection therefore also has an idle guard: with no request in progress for
 //! the header timeout, it is closed.
+//!
+//! The header timeout alone still lets slow-drip (slowloris) clients that open more
+//! connections than the cap keep every slot taken, reconnecting as they are cut off,
+//! so that n8n's callbacks wait in the backlog for up to the header timeout. So when
+//! every slot is taken and a new client arrives, the connection that has gone
+//! longest without a request in progress (one still dripping its headers, or an idle
+//! keep-alive) is closed to make room; connections with a request in progress are
+//! never closed for this.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,7 +36,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use relay_core::Config;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,7 +48,7 @@ pub struct State {
     pub config: Arc<Config>,
     pub pool: Pool,
     pub verifier: Verifier,
-    tasks: TaskTracker,
+    logs: log::Writer,
 }
 
 /// Serves callbacks on `listener` until `shutdown` is cancelled, then drains.
@@ -56,11 +65,12 @@ pub async fn serve(
     crate::check(&config)?;
     let limits = config.callbacks.clone();
     let tasks = TaskTracker::new();
+    let logs_done = CancellationToken::new();
     let state = Arc::new(State {
         verifier: Verifier::new(&config.security)?,
         config: config.clone(),
         pool: pool.clone(),
-        tasks: tasks.clone(),
+        logs: log::Writer::start(pool.clone(), &tasks, logs_done.clone()),
     });
     tasks.spawn(receipts::clean_periodically(
         pool,
@@ -80,18 +90,12 @@ pub async fn serve(
         .keep_alive_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
 
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(OpenConnections::default());
     let graceful = GracefulShutdown::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "callback listener ready");
     }
     loop {
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break, // the semaphore is never closed
-            },
-        };
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -104,8 +108,26 @@ pub async fn serve(
                 }
             },
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if open.make_room() {
+                    tracing::debug!(
+                        "callbacks.max_connections reached: closing the connection idle longest"
+                    );
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break, // the semaphore is never closed
+                    },
+                }
+            }
+        };
         let state = state.clone();
         let activity = Arc::new(Activity::new());
+        let (id, evict) = open.add(activity.clone());
         let seen = activity.clone();
         let service = service_fn(move |request| {
             let state = state.clone();
@@ -121,15 +143,30 @@ pub async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         let idle_limit = Duration::from_secs(limits.header_read_timeout_seconds);
+        let open = open.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                ended = connection => if let Err(e) = ended {
-                    tracing::debug!(error = %e, "callback connection ended with an error");
-                },
-                _ = activity.idle_for(idle_limit) => {
-                    tracing::debug!("closing an idle callback connection");
+            tokio::pin!(connection);
+            loop {
+                tokio::select! {
+                    ended = &mut connection => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "callback connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = activity.idle_for(idle_limit) => {
+                        tracing::debug!("closing an idle callback connection");
+                        break;
+                    }
+                    () = evict.notified() => {
+                        // A request may have started since it was picked: serve it.
+                        if activity.in_flight.load(Ordering::SeqCst) == 0 {
+                            break;
+                        }
+                    }
                 }
             }
+            open.remove(id);
             drop(slot);
         });
     }
@@ -142,6 +179,8 @@ pub async fn serve(
     {
         tracing::warn!("callback connections still open after {grace:?}; closing them");
     }
+    // Every connection is done: the log writer writes what is queued and ends.
+    logs_done.cancel();
     tasks.close();
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!("some webhook_logs rows were not written before shutdown");
@@ -156,8 +195,7 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Full<Byt
     let path = routes::shorten(request.uri().path());
     let (endpoint, reply) = routes::handle(state, request, started).await;
     log::record(
-        &state.tasks,
-        &state.pool,
+        &state.logs,
         log::Entry {
             method,
             path,
@@ -167,6 +205,52 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Full<Byt
         &reply,
     );
     reply.into_response()
+}
+
+/// A connection's activity, and how to ask it to close.
+type Entry = (Arc<Activity>, Arc<Notify>);
+
+/// The connections being served, so that one can be closed to make room.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: AtomicU64,
+    by_id: std::sync::Mutex<HashMap<u64, Entry>>,
+}
+
+impl OpenConnections {
+    fn add(&self, activity: Arc<Activity>) -> (u64, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        self.lock().insert(id, (activity, evict.clone()));
+        (id, evict)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Asks the connection that has gone longest without a request in progress to
+    /// close; false when every connection has a request in progress.
+    fn make_room(&self) -> bool {
+        let open = self.lock();
+        let idlest = open
+            .values()
+            .filter(|(activity, _)| activity.in_flight.load(Ordering::SeqCst) == 0)
+            .min_by_key(|(activity, _)| activity.last_change());
+        match idlest {
+            Some((_, evict)) => {
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.by_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// When a connection last started or finished a request, and whether one is in
@@ -190,6 +274,10 @@ impl Activity {
         }
     }
 
+    fn last_change(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed))
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_change_ms.store(ms, Ordering::Relaxed);
@@ -208,9 +296,7 @@ impl Activity {
                 tokio::time::sleep(limit).await;
                 continue;
             }
-            let last =
-                self.opened + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
+            let deadline = self.last_change() + limit;
             if Instant::now() >= deadline {
                 return;
             }

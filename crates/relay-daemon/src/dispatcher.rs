@@ -84,6 +84,15 @@ impl Dispatcher {
         self.workers.available_permits()
     }
 
+    /// Deliveries in flight now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+
     /// In-flight deliveries per URL, and the URLs at their cap.
     pub(crate) fn load(&self) -> EndpointLoad {
         let counts = self

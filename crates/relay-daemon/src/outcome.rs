@@ -34,6 +34,12 @@ const SHUTDOWN_WRITE_ATTEMPTS: u32 = 3;
 
 /// The queue update only applies while the row still carries this relay's lease
 /// (see [`crate::claim`]); the ids it did not apply to are returned.
+///
+/// It commits asynchronously (`synchronous_commit` off for this statement only), as
+/// route and claim do: a worker slot waits for this write, so a WAL flush here would
+/// pace every delivery window. An outcome lost to a Postgres crash leaves its row
+/// `sending`; the lease expires and it is delivered again with the same
+/// `X-Webhook-Id`, which at-least-once allows.
 pub(crate) const RECORD: &str = "WITH o AS (
     SELECT * FROM unnest(
         $1::int8[], $2::int8[], $3::text[], $4::int4[], $5::float8[], $6::text[],
@@ -77,7 +83,8 @@ history AS (
     -- a row deleted meanwhile (queue cleanup) has no history to keep
     WHERE o.status <> 'sent' AND EXISTS (SELECT 1 FROM webhook_queue q WHERE q.id = o.id)
 )
-SELECT o.id FROM o WHERE o.id NOT IN (SELECT id FROM queue)";
+SELECT o.id FROM o, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+WHERE o.id NOT IN (SELECT id FROM queue)";
 
 /// What a finished attempt means for its row.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -40,6 +40,9 @@ const WRITERS_MAX: Duration = Duration::from_millis(50);
 /// The first and the longest pause while work is reported but cannot be taken.
 const STALL_FIRST: Duration = Duration::from_millis(5);
 const STALL_MAX: Duration = Duration::from_millis(500);
+/// With deliveries in flight and nothing to take, the pump looks again this often
+/// (or at once when an outcome wakes it), without arming the wake-up.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(25);
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,8 @@ enum Pass {
     Worked,
     /// Every worker is busy: wait for one to finish.
     Full,
+    /// Nothing to take now, but deliveries are in flight.
+    InFlight,
     /// Nothing to do.
     Nothing,
 }
@@ -142,6 +147,11 @@ impl Pump {
                         Next::Pass
                     }
                     Ok(Pass::Full) => Next::Wait(None),
+                    // Deliveries are out and their outcomes will wake the pump: arming
+                    // the wake-up and checking for idle now would cost round trips and
+                    // a NOTIFY per delivery window. Poll briefly instead, so new events
+                    // for other endpoints never wait on a slow one.
+                    Ok(Pass::InFlight) => Next::Wait(Some(IN_FLIGHT_POLL)),
                     Ok(Pass::Nothing) => self.settle(&mut pacing).await,
                     Err(e) => Next::Backoff(e),
                 }
@@ -243,6 +253,8 @@ impl Pump {
         }
         Ok(if routed.events > 0 || fresh > 0 || due > 0 {
             Pass::Worked
+        } else if self.dispatcher.in_flight() > 0 {
+            Pass::InFlight
         } else {
             Pass::Nothing
         })

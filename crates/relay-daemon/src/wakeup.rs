@@ -74,7 +74,11 @@ pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
 /// sleeps until that one's retry is due (or an outcome wakes it), instead of polling.
 pub(crate) const WORK_WAITING: &str = concat!(
     "SELECT
-    EXISTS (SELECT 1 FROM webhook_events WHERE routed_at IS NULL AND event_type = ANY ($1::text[])),
+    -- Not EXISTS: inside EXISTS the planner drops ORDER BY/LIMIT and, with stale
+    -- statistics after a burst, scans the whole outbox; this form always takes the
+    -- partial index on unrouted ids.
+    (SELECT id FROM webhook_events WHERE routed_at IS NULL AND event_type = ANY ($1::text[])
+     ORDER BY id LIMIT 1) IS NOT NULL,
     (SELECT extract(epoch FROM min(q.next_attempt_at) - now())::float8
      FROM webhook_queue q
      WHERE $2 AND q.status = 'pending' AND q.event_type <> ALL ($3::text[])

@@ -279,7 +279,7 @@ async fn under_slowloris_and_a_flood_of_bad_requests_genuine_callbacks_are_answe
     // Without room-making the slow clients kept n8n waiting for the header timeout
     // (10 s), and the flood's audit rows queued ahead of n8n for the pool (seconds).
     assert!(
-        worst < Duration::from_secs(1) && median < Duration::from_millis(250),
+        worst < Duration::from_secs(2) && median < Duration::from_millis(500),
         "a genuine callback waited {worst:?} (median {median:?})"
     );
 

@@ -109,9 +109,5 @@ async fn a_link_that_goes_silent_without_a_fin_is_noticed_and_replaced() {
     insert_lead(&db).await;
     sink.wait_for_distinct(4, Duration::from_secs(5)).await;
     assert!(woke.elapsed() < Duration::from_secs(5));
-    assert_eq!(
-        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sent'")
-            .await,
-        4
-    );
+    db.wait_for_queue_status("sent", 4, T).await;
 }

@@ -275,7 +275,7 @@ const LIST: &str = concat!(
 const SHOW_ROW: &str = concat!(
     "SELECT ",
     row_columns!(),
-    ", q.payload FROM webhook_queue q WHERE q.id = $1"
+    ", q.payload::text FROM webhook_queue q WHERE q.id = $1"
 );
 
 const SHOW_ATTEMPTS: &str = r#"
@@ -448,11 +448,18 @@ pub async fn show(client: &Client, id: i64) -> Result<Detail> {
         })
         .collect();
     Ok(Detail {
-        payload: row.get(18),
+        payload: payload_for_display(row.get(18)),
         row: queue_row(&row),
         attempts,
         logs,
     })
+}
+
+/// The stored payload as JSON, or, when it is JSON that serde_json cannot hold
+/// (nesting past 128 levels, a number beyond f64), its text as a string: showing a
+/// row must never fail because of what a writer put in it.
+fn payload_for_display(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
 /// Puts one failed row back to pending, due now. Any other status is refused.
@@ -779,6 +786,23 @@ mod tests {
             assert_eq!(QueueStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(QueueStatus::parse("Pending"), None);
+    }
+
+    #[test]
+    fn a_payload_serde_json_cannot_hold_is_shown_as_its_text() {
+        assert_eq!(
+            payload_for_display(r#"{"a": [1, 2]}"#.into()),
+            serde_json::json!({"a": [1, 2]})
+        );
+        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        assert_eq!(
+            payload_for_display(deep.clone()),
+            serde_json::Value::String(deep)
+        );
+        assert_eq!(
+            payload_for_display(r#"{"n": 1e400}"#.into()),
+            serde_json::Value::String(r#"{"n": 1e400}"#.into())
+        );
     }
 
     #[test]

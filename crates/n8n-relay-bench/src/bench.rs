@@ -65,6 +65,14 @@ const NOT_SENT: &str = "SELECT
     (SELECT count(*) FROM webhook_queue WHERE status <> 'sent'),
     (SELECT count(*) FROM webhook_events WHERE routed_at IS NULL)";
 
+/// What autovacuum would do for the relay's churning tables. Run between scenarios
+/// always, and every [`JANITOR_EVERY`] during them when the server has autovacuum off:
+/// without it every claim re-reads the dead index entries of rows already sent, and
+/// the planner keeps statistics from before the last burst.
+pub const VACUUM_RELAY_TABLES: &str =
+    "VACUUM (ANALYZE) webhook_events, webhook_queue, webhook_logs";
+pub const JANITOR_EVERY: Duration = Duration::from_secs(30);
+
 /// Writer counts for the commit rate and the trigger cost.
 pub const WRITERS: [usize; 3] = [1, 4, 16];
 /// "1 writer", "16 writers".
@@ -127,6 +135,15 @@ impl Bench<'_> {
         }
         let pid = self.relay().await?.pid;
         Ok(Some(Sampler::start(&self.db.url, pid).await?))
+    }
+
+    pub async fn vacuum(&self) -> Result<()> {
+        self.db
+            .client()
+            .await?
+            .batch_execute(VACUUM_RELAY_TABLES)
+            .await?;
+        Ok(())
     }
 
     pub async fn stop_relay(&mut self) {

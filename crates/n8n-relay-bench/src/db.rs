@@ -121,6 +121,14 @@ impl BenchDb {
     }
 }
 
+/// One server setting, as `SHOW` prints it.
+pub async fn setting(client: &Client, name: &str) -> Result<String> {
+    let row = client
+        .query_one("SELECT current_setting($1)", &[&name])
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Postgres's `server_version`, e.g. "15.20 (Debian 15.20-0+deb12u1)".
 pub async fn server_version(client: &Client) -> Result<String> {
     let row = client.query_one("SHOW server_version", &[]).await?;

@@ -167,7 +167,24 @@ async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report
             .collect(),
         ..Report::default()
     };
+    // Stand in for autovacuum where the server has it off (a CI or test server).
+    let autovacuum = db::setting(&bench.db.client().await?, "autovacuum").await?;
+    let janitor = (autovacuum == "off").then(|| {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(bench::JANITOR_EVERY).await;
+                if let Ok(c) = db::connect(&url).await {
+                    let _ = c.batch_execute(bench::VACUUM_RELAY_TABLES).await;
+                }
+            }
+        })
+    });
+    report.machine["autovacuum"] = serde_json::json!(autovacuum);
     run_scenarios(&mut bench, &mut report, &args.only).await;
+    if let Some(j) = janitor {
+        j.abort();
+    }
     bench.stop_relay().await;
     Ok(report)
 }
@@ -200,6 +217,9 @@ async fn step(
     s: Option<Scenario>,
 ) {
     eprintln!("bench: {label} ...");
+    if let Err(e) = bench.vacuum().await {
+        eprintln!("bench: VACUUM before {label} failed: {e:#}");
+    }
     let started = std::time::Instant::now();
     let result = match s {
         None => scenarios::limits::run(bench, report).await,
@@ -261,11 +281,12 @@ fn emit(report: &Report, args: &Args) -> Result<()> {
         Format::Table => {
             let m = &report.machine;
             println!(
-                "n8n-relay-bench, {} run: {} cores ({}), PostgreSQL {}, {} build, load average at start {}",
+                "n8n-relay-bench, {} run: {} cores ({}), PostgreSQL {} (autovacuum {}), {} build, load average at start {}",
                 report.mode,
                 m["nproc"],
                 m["cpu_model"].as_str().unwrap_or("?"),
                 m["postgres"].as_str().unwrap_or("?"),
+                m["autovacuum"].as_str().unwrap_or("?"),
                 m["bench_build"].as_str().unwrap_or("?"),
                 m["load_average_at_start"].as_str().unwrap_or("?"),
             );

@@ -35,9 +35,7 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     let fill = fill_start.elapsed();
     // Settle what the inserts left behind (autovacuum, dirty buffers) a little, as an
     // operator's relay would meet a backlog after an outage.
-    client
-        .batch_execute("VACUUM ANALYZE webhook_events")
-        .await?;
+    bench.vacuum().await?;
 
     let wal_before: f64 = client.query_one(WAL_POSITION, &[]).await?.get(0);
     let lsn_before: String = client.query_one(WAL_LSN, &[]).await?.get(0);

@@ -279,7 +279,7 @@ async fn while_n8n_hangs_the_worker_pool_threads_and_memory_stay_bounded() {
         .env("RELAY_QUEUE__LEASE_SECONDS", 5)
         .env("WEBHOOK_MAX_RETRIES", 20)
         .spawn();
-    let n = 2_000;
+    let n = 1_000;
     emit_many(&db, "lead_scraped", 1..=n).await;
     sink.wait_for(workers, T).await;
     let first = relay.proc_stats().expect("relay /proc stats");

@@ -89,15 +89,17 @@ enum Scenario {
     Latency,
     Footprint,
     Drain,
+    DrainOrdered,
 }
 
-/// The order they run in: the drain stops and restarts the relay, so it goes last.
-const ALL: [Scenario; 5] = [
+/// The order they run in: the drains stop and restart the relay, so they go last.
+const ALL: [Scenario; 6] = [
     Scenario::TriggerCost,
     Scenario::KeepingUp,
     Scenario::Latency,
     Scenario::Footprint,
     Scenario::Drain,
+    Scenario::DrainOrdered,
 ];
 
 fn main() -> ExitCode {
@@ -206,6 +208,7 @@ fn name(s: Scenario) -> &'static str {
         Scenario::Latency => scenarios::latency::NAME,
         Scenario::Footprint => scenarios::footprint::NAME,
         Scenario::Drain => scenarios::drain::NAME,
+        Scenario::DrainOrdered => scenarios::drain_ordered::NAME,
     }
 }
 
@@ -228,6 +231,7 @@ async fn step(
         Some(Scenario::Latency) => scenarios::latency::run(bench, report).await,
         Some(Scenario::Footprint) => scenarios::footprint::run(bench, report).await,
         Some(Scenario::Drain) => scenarios::drain::run(bench, report).await,
+        Some(Scenario::DrainOrdered) => scenarios::drain_ordered::run(bench, report).await,
     };
     match result {
         Ok(()) => eprintln!(

@@ -51,9 +51,12 @@ macro_rules! job_columns {
 /// Whether the ordered row of event `$event` (entity `$etype`/`$eid`, target `$url`)
 /// may go now: no earlier event of the entity is unrouted (`$events`: the known event
 /// types, as an unknown one is never routed), and no earlier ordered row of the entity
-/// to the URL is pending, sending, or failed under `block`. The second probe is one
-/// lookup in `webhook_queue_entity_order_idx`, whose predicate it repeats word for word;
-/// the first walks the (normally tiny) unrouted part of the outbox.
+/// to the URL is pending, sending, or failed under `block`. The queue probe is one
+/// lookup in `webhook_queue_entity_order_idx`, whose predicate it repeats word for word.
+/// The outbox probe only looks between the oldest unrouted event (found once per
+/// statement: an uncorrelated subquery) and this one, which is normally empty; from
+/// the bottom of the unrouted index it would step over every routed entry that vacuum
+/// has not yet removed, once per row.
 macro_rules! unblocked {
     ($url:literal, $etype:literal, $eid:literal, $event:literal, $events:literal) => {
         concat!(
@@ -73,7 +76,11 @@ macro_rules! unblocked {
             AND NOT EXISTS (SELECT 1 FROM webhook_events e
                 WHERE e.routed_at IS NULL AND e.id < ",
             $event,
-            " AND e.entity_type = ",
+            " AND e.id >= (SELECT min(u.id) FROM webhook_events u
+                              WHERE u.routed_at IS NULL AND u.event_type = ANY (",
+            $events,
+            "))
+                  AND e.entity_type = ",
             $etype,
             " AND e.entity_id = ",
             $eid,
@@ -83,7 +90,22 @@ macro_rules! unblocked {
         )
     };
 }
+#[allow(unused_imports)] // used through row_unblocked!, by path
 pub(crate) use unblocked;
+
+/// [`unblocked!`] for the `webhook_queue` row aliased `q`.
+macro_rules! row_unblocked {
+    ($events:literal) => {
+        $crate::claim::unblocked!(
+            "q.webhook_url",
+            "q.entity_type",
+            "q.entity_id",
+            "q.event_id",
+            $events
+        )
+    };
+}
+pub(crate) use row_unblocked;
 
 /// Route a batch of unrouted events and claim the first `free` resulting rows, in one
 /// statement: the common case (an idle relay woken for one event) reaches the HTTP
@@ -179,36 +201,13 @@ pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
     LEFT JOIN inserted j ON j.status = 'sending'"
 );
 
-/// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4
-/// in-flight count per url, $5 per-endpoint cap, $6 saturated urls, $7 lease seconds,
-/// $8 the known event types. An ordered row waits behind its entity's earlier
-/// unfinished ones ([`unblocked!`]); the rows it waits behind do not use up the LIMIT.
-/// Endpoints already at their cap are skipped entirely, so one slow endpoint cannot
-/// keep the others from being claimed.
-pub(crate) const CLAIM_DUE: &str = concat!(
-    "WITH busy AS (
-        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
-    ),
-    due AS (
-        SELECT q.id, q.webhook_url, q.priority
-        FROM webhook_queue q
-        WHERE q.status = 'pending' AND q.next_attempt_at <= now()
-          AND q.event_type <> ALL ($2::text[])
-          AND q.webhook_url <> ALL ($6::text[])
-          AND (q.ordering IS NULL OR ",
-    unblocked!(
-        "q.webhook_url",
-        "q.entity_type",
-        "q.entity_id",
-        "q.event_id",
-        "$8::text[]"
-    ),
-    ")
-        ORDER BY q.priority DESC, q.id
-        LIMIT $1
-        FOR UPDATE SKIP LOCKED
-    ),
-    capped AS (
+/// What both due claims do with the rows they picked (`due`): the per-endpoint cap,
+/// the claim itself, the job columns. $3/$4 in-flight count per url, $5 per-endpoint
+/// cap, $7 lease seconds.
+macro_rules! claim_picked {
+    () => {
+        concat!(
+            "capped AS (
         SELECT d.id
         FROM (SELECT due.*, row_number() OVER (
                   PARTITION BY due.webhook_url ORDER BY due.priority DESC, due.id) AS nth
@@ -225,10 +224,72 @@ pub(crate) const CLAIM_DUE: &str = concat!(
         RETURNING q.*
     )
     SELECT ",
-    job_columns!(),
-    ", s.async_commit
+            job_columns!(),
+            ", s.async_commit
     FROM claimed j, (SELECT set_config('synchronous_commit', 'off', true) AS async_commit) s
     ORDER BY j.priority DESC, j.id"
+        )
+    };
+}
+
+/// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4
+/// in-flight count per url, $5 per-endpoint cap, $6 saturated urls, $7 lease seconds,
+/// $8 the known event types. Endpoints already at their cap are skipped entirely, so
+/// one slow endpoint cannot keep the others from being claimed.
+///
+/// For a relay without ordered routes: an ordered row (left by another relay or an
+/// earlier configuration) still waits behind its entity's earlier unfinished ones
+/// ([`unblocked!`]), checked inside the LIMITed scan.
+pub(crate) const CLAIM_DUE: &str = concat!(
+    "WITH busy AS (
+        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
+    ),
+    due AS (
+        SELECT q.id, q.webhook_url, q.priority
+        FROM webhook_queue q
+        WHERE q.status = 'pending' AND q.next_attempt_at <= now()
+          AND q.event_type <> ALL ($2::text[])
+          AND q.webhook_url <> ALL ($6::text[])
+          AND (q.ordering IS NULL OR ",
+    row_unblocked!("$8::text[]"),
+    ")
+        ORDER BY q.priority DESC, q.id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ),
+    ",
+    claim_picked!()
+);
+
+/// [`CLAIM_DUE`] for a relay with ordered routes, same parameters. The ordering check
+/// runs on the rows as the scan hands them over in claim order (the `OFFSET 0` keeps
+/// the planner from moving it into the scan): with the check inside a LIMITed scan, a
+/// planner short of statistics (a queue just filled by a backlog) sorts every due row
+/// after checking each one, hundreds of milliseconds per claim. Rows the check turns
+/// down are locked until the statement ends and not claimed; they never use up the
+/// LIMIT, so an entity held behind a failed row never holds back the others.
+pub(crate) const CLAIM_DUE_ORDERED: &str = concat!(
+    "WITH busy AS (
+        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
+    ),
+    due AS (
+        SELECT q.id, q.webhook_url, q.priority
+        FROM (SELECT q.id, q.webhook_url, q.priority, q.entity_type, q.entity_id,
+                     q.event_id, q.ordering
+              FROM webhook_queue q
+              WHERE q.status = 'pending' AND q.next_attempt_at <= now()
+                AND q.event_type <> ALL ($2::text[])
+                AND q.webhook_url <> ALL ($6::text[])
+              ORDER BY q.priority DESC, q.id
+              FOR UPDATE SKIP LOCKED
+              OFFSET 0) q
+        WHERE q.ordering IS NULL OR ",
+    row_unblocked!("$8::text[]"),
+    "
+        LIMIT $1
+    ),
+    ",
+    claim_picked!()
 );
 
 /// Give rows back untouched (shutdown after the grace period): pending again, due
@@ -398,7 +459,12 @@ pub(crate) async fn claim_due(
 ) -> Result<Vec<Job>, DaemonError> {
     db.bounded("claiming due rows", async {
         let client = db.client().await?;
-        let statement = client.prepare_cached(CLAIM_DUE).await?;
+        let sql = if routes.ordering.iter().any(Option::is_some) {
+            CLAIM_DUE_ORDERED
+        } else {
+            CLAIM_DUE
+        };
+        let statement = client.prepare_cached(sql).await?;
         let want = i64::try_from(want).unwrap_or(i64::MAX);
         let rows = client
             .query(

@@ -84,13 +84,7 @@ pub(crate) const WORK_WAITING: &str = concat!(
      WHERE $2 AND q.status = 'pending' AND q.event_type <> ALL ($3::text[])
        AND q.webhook_url <> ALL ($4::text[])
        AND (q.ordering IS NULL OR ",
-    crate::claim::unblocked!(
-        "q.webhook_url",
-        "q.entity_type",
-        "q.entity_id",
-        "q.event_id",
-        "$1::text[]"
-    ),
+    crate::claim::row_unblocked!("$1::text[]"),
     "))"
 );
 

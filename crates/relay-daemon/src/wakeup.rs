@@ -88,6 +88,28 @@ pub(crate) const WORK_WAITING: &str = concat!(
     "))"
 );
 
+/// [`WORK_WAITING`] for a relay with ordered routes, same parameters: the pending rows
+/// are checked in due order and the first claimable one answers (the `OFFSET 0` keeps
+/// the check out of the scan, as in `claim::CLAIM_DUE_ORDERED`), instead of checking
+/// every pending row for the minimum.
+pub(crate) const WORK_WAITING_ORDERED: &str = concat!(
+    "SELECT
+    (SELECT id FROM webhook_events WHERE routed_at IS NULL AND event_type = ANY ($1::text[])
+     ORDER BY id LIMIT 1) IS NOT NULL,
+    (SELECT extract(epoch FROM q.next_attempt_at - now())::float8
+     FROM (SELECT q.next_attempt_at, q.webhook_url, q.entity_type, q.entity_id, q.event_id,
+                  q.ordering
+           FROM webhook_queue q
+           WHERE $2 AND q.status = 'pending' AND q.event_type <> ALL ($3::text[])
+             AND q.webhook_url <> ALL ($4::text[])
+           ORDER BY q.next_attempt_at
+           OFFSET 0) q
+     WHERE q.ordering IS NULL OR ",
+    crate::claim::row_unblocked!("$1::text[]"),
+    "
+     LIMIT 1)"
+);
+
 /// What the relay should do after arming.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Settled {
@@ -111,7 +133,13 @@ pub(crate) async fn settle(
         .bounded("arming the wake-up", async {
             let arm = client.prepare_cached(ARM).await?;
             let writers = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
-            let work = client.prepare_cached(WORK_WAITING).await?;
+            let work = client
+                .prepare_cached(if routes.ordering.iter().any(Option::is_some) {
+                    WORK_WAITING_ORDERED
+                } else {
+                    WORK_WAITING
+                })
+                .await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
                 &routes.events,
                 &routes.delivering,

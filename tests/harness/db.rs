@@ -135,30 +135,34 @@ impl TestDb {
     }
 }
 
+/// Runs `sql` on `url` from any context, sync or async, ignoring errors: for cleanup
+/// in `Drop`, where no runtime can be assumed, so it uses one of its own on a thread.
+pub fn cleanup_sql(url: &str, sql: String) {
+    let url = url.to_string();
+    let handle = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let _ = client.batch_execute(&sql).await;
+            }
+        });
+    });
+    let _ = handle.join();
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin_url = self.admin_url.clone();
-        // Drop runs outside async context guarantees: use a private runtime on a
-        // thread of its own.
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url, NoTls).await {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        });
-        let _ = handle.join();
+        cleanup_sql(
+            &self.admin_url,
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }

@@ -98,27 +98,11 @@ impl Drop for Roles {
         let mut names = self.others.clone();
         names.push(self.relay.clone());
         names.push(self.emitters.clone());
-        let url = self.db_url.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    let list = names.join(", ");
-                    let _ = client
-                        .batch_execute(&format!("DROP OWNED BY {list}; DROP ROLE IF EXISTS {list}"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        let list = names.join(", ");
+        relay_tests::db::cleanup_sql(
+            &self.db_url,
+            format!("DROP OWNED BY {list}; DROP ROLE IF EXISTS {list}"),
+        );
     }
 }
 

@@ -258,13 +258,15 @@ async fn a_hanging_endpoint_does_not_stall_deliveries_to_healthy_ones() {
         per_endpoint,
         "the dead endpoint never gets more than its cap in flight"
     );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM webhook_queue WHERE event_type = 'lead_qualified' AND status = 'sending'"
-        )
-        .await,
-        per_endpoint as i64
+    // Its cap in flight, and at most one window claimed ahead behind it.
+    let held = count(
+        &db,
+        "SELECT count(*) FROM webhook_queue WHERE event_type = 'lead_qualified' AND status = 'sending'",
+    )
+    .await;
+    assert!(
+        (per_endpoint as i64..=2 * per_endpoint as i64).contains(&held),
+        "{held} rows of the dead endpoint held in sending with a cap of {per_endpoint}"
     );
 }
 
@@ -295,9 +297,12 @@ async fn while_n8n_hangs_the_worker_pool_threads_and_memory_stay_bounded() {
             "SELECT count(*) FROM webhook_queue WHERE status = 'sending'",
         )
         .await;
+        // Requests in flight are bounded by the workers (the sink's count below);
+        // rows held are at most twice that: claimed ahead, or waiting for their
+        // outcome write.
         assert!(
-            sending <= workers as i64,
-            "{sending} rows in flight with {workers} workers"
+            sending <= 2 * workers as i64,
+            "{sending} rows held in sending with {workers} workers"
         );
         // Sampling pace only: the bound is checked on every sample.
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -127,7 +127,9 @@ fn main() -> ExitCode {
 /// Ok(false) when a scenario failed to run.
 async fn run(args: Args) -> Result<bool> {
     let relay_bin = match &args.relay_bin {
-        Some(p) => p.clone(),
+        // Absolute: the relay runs in its own working directory.
+        Some(p) => std::fs::canonicalize(p)
+            .with_context(|| format!("--relay-bin {}: no such file", p.display()))?,
         None => relay::default_binary()?,
     };
     let db = BenchDb::create(&args.database_url).await?;

@@ -559,7 +559,7 @@ pub struct CleanupReport {
 }
 
 /// The queue rows old enough to go. `created_at` (not the last update) keeps the
-/// rule simple to state and matches `webhook_queue_status_created_idx`.
+/// rule simple to state and matches `webhook_queue_created_brin`.
 macro_rules! cleanup_doomed {
     () => {
         "SELECT id FROM webhook_queue

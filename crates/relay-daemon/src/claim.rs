@@ -112,7 +112,7 @@ pub(crate) use row_unblocked;
 /// request after a single round trip.
 ///
 /// $1..$4 the route table (event, url, priority, claimable), $5/$6 in-flight count per
-/// url, $7 batch size, $8 per-endpoint cap, $9 free worker slots, $10 max_retries,
+/// url, $7 batch size, $8 per-endpoint cap (rows held per URL), $9 free slots, $10 max_retries,
 /// $11 lease seconds, $12 the routes' ordering (NULL, skip, block; see [`unblocked!`]:
 /// of one ordered entity only its first event in the batch may be claimed, and only if
 /// nothing earlier of it is unfinished). Events of a type the relay has no route for (only possible by
@@ -201,26 +201,45 @@ pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
     LEFT JOIN inserted j ON j.status = 'sending'"
 );
 
-/// What both due claims do with the rows they picked (`due`): the per-endpoint cap,
-/// the claim itself, the job columns. $3/$4 in-flight count per url, $5 per-endpoint
-/// cap, $7 lease seconds.
+/// The URLs with pending rows and how many more rows each may take: a loose index
+/// scan of `webhook_queue_url_claim_idx`, one probe per distinct URL (a handful), so
+/// it costs the same with 10 or 100,000 rows pending. $3/$4 rows held per url, $5 the
+/// per-URL cap.
+macro_rules! claim_urls {
+    () => {
+        "busy AS (
+        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
+    ),
+    urls AS (
+        (SELECT q.webhook_url AS url FROM webhook_queue q
+         WHERE q.status = 'pending' ORDER BY q.webhook_url LIMIT 1)
+        UNION ALL
+        SELECT (SELECT q.webhook_url FROM webhook_queue q
+                WHERE q.status = 'pending' AND q.webhook_url > u.url
+                ORDER BY q.webhook_url LIMIT 1)
+        FROM urls u
+        WHERE u.url IS NOT NULL
+    ),
+    room AS (
+        SELECT u.url, $5 - coalesce(b.in_flight, 0) AS room
+        FROM urls u
+        LEFT JOIN busy b ON b.url = u.url
+        WHERE u.url IS NOT NULL AND $5 - coalesce(b.in_flight, 0) > 0
+    ),"
+    };
+}
+
+/// What both due claims do with the rows they picked (`due`): the claim itself and
+/// the job columns. $6 lease seconds.
 macro_rules! claim_picked {
     () => {
         concat!(
-            "capped AS (
-        SELECT d.id
-        FROM (SELECT due.*, row_number() OVER (
-                  PARTITION BY due.webhook_url ORDER BY due.priority DESC, due.id) AS nth
-              FROM due) d
-        LEFT JOIN busy b ON b.url = d.webhook_url
-        WHERE d.nth <= $5 - coalesce(b.in_flight, 0)
-    ),
-    claimed AS (
+            "claimed AS (
         UPDATE webhook_queue q
-        SET status = 'sending', lease_expires_at = now() + make_interval(secs => $7),
+        SET status = 'sending', lease_expires_at = now() + make_interval(secs => $6),
             updated_at = now()
-        FROM capped
-        WHERE q.id = capped.id
+        FROM due
+        WHERE q.id = due.id
         RETURNING q.*
     )
     SELECT ",
@@ -232,60 +251,76 @@ macro_rules! claim_picked {
     };
 }
 
-/// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4
-/// in-flight count per url, $5 per-endpoint cap, $6 saturated urls, $7 lease seconds,
-/// $8 the known event types. Endpoints already at their cap are skipped entirely, so
-/// one slow endpoint cannot keep the others from being claimed.
+/// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4 rows
+/// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types.
+///
+/// Each URL with room is asked for its own best rows (a lookup in
+/// `webhook_queue_url_claim_idx` that stops at its room), and the best of those are
+/// taken: an endpoint at its cap is never scanned, so one slow endpoint with a large
+/// backlog costs the others nothing, and cannot keep them from being claimed.
+/// Rows picked by a URL beyond `$1` stay locked until the statement ends, unclaimed.
 ///
 /// For a relay without ordered routes: an ordered row (left by another relay or an
 /// earlier configuration) still waits behind its entity's earlier unfinished ones
 /// ([`unblocked!`]), checked inside the LIMITed scan.
 pub(crate) const CLAIM_DUE: &str = concat!(
-    "WITH busy AS (
-        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
-    ),
+    "WITH RECURSIVE ",
+    claim_urls!(),
+    "
     due AS (
-        SELECT q.id, q.webhook_url, q.priority
-        FROM webhook_queue q
-        WHERE q.status = 'pending' AND q.next_attempt_at <= now()
-          AND q.event_type <> ALL ($2::text[])
-          AND q.webhook_url <> ALL ($6::text[])
-          AND (q.ordering IS NULL OR ",
-    row_unblocked!("$8::text[]"),
+        SELECT d.id, d.priority
+        FROM room r
+        CROSS JOIN LATERAL (
+            SELECT q.id, q.priority
+            FROM webhook_queue q
+            WHERE q.status = 'pending' AND q.webhook_url = r.url
+              AND q.next_attempt_at <= now()
+              AND q.event_type <> ALL ($2::text[])
+              AND (q.ordering IS NULL OR ",
+    row_unblocked!("$7::text[]"),
     ")
-        ORDER BY q.priority DESC, q.id
+            ORDER BY q.priority DESC, q.id
+            LIMIT r.room
+            FOR UPDATE SKIP LOCKED
+        ) d
+        ORDER BY d.priority DESC, d.id
         LIMIT $1
-        FOR UPDATE SKIP LOCKED
     ),
     ",
     claim_picked!()
 );
 
 /// [`CLAIM_DUE`] for a relay with ordered routes, same parameters. The ordering check
-/// runs on the rows as the scan hands them over in claim order (the `OFFSET 0` keeps
-/// the planner from moving it into the scan): with the check inside a LIMITed scan, a
-/// planner short of statistics (a queue just filled by a backlog) sorts every due row
-/// after checking each one, hundreds of milliseconds per claim. Rows the check turns
-/// down are locked until the statement ends and not claimed; they never use up the
-/// LIMIT, so an entity held behind a failed row never holds back the others.
+/// runs on each URL's rows as the scan hands them over in claim order (the `OFFSET 0`
+/// keeps the planner from moving it into the scan): with the check inside a LIMITed
+/// scan, a planner short of statistics (a queue just filled by a backlog) sorts every
+/// due row after checking each one, hundreds of milliseconds per claim. Rows the check
+/// turns down are locked until the statement ends and not claimed; they never use up
+/// the room, so an entity held behind a failed row never holds back the others.
 pub(crate) const CLAIM_DUE_ORDERED: &str = concat!(
-    "WITH busy AS (
-        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
-    ),
-    due AS (
-        SELECT q.id, q.webhook_url, q.priority
-        FROM (SELECT q.id, q.webhook_url, q.priority, q.entity_type, q.entity_id,
-                     q.event_id, q.ordering
-              FROM webhook_queue q
-              WHERE q.status = 'pending' AND q.next_attempt_at <= now()
-                AND q.event_type <> ALL ($2::text[])
-                AND q.webhook_url <> ALL ($6::text[])
-              ORDER BY q.priority DESC, q.id
-              FOR UPDATE SKIP LOCKED
-              OFFSET 0) q
-        WHERE q.ordering IS NULL OR ",
-    row_unblocked!("$8::text[]"),
+    "WITH RECURSIVE ",
+    claim_urls!(),
     "
+    due AS (
+        SELECT d.id, d.priority
+        FROM room r
+        CROSS JOIN LATERAL (
+            SELECT q.id, q.priority
+            FROM (SELECT q.id, q.webhook_url, q.priority, q.entity_type, q.entity_id,
+                         q.event_id, q.ordering
+                  FROM webhook_queue q
+                  WHERE q.status = 'pending' AND q.webhook_url = r.url
+                    AND q.next_attempt_at <= now()
+                    AND q.event_type <> ALL ($2::text[])
+                  ORDER BY q.priority DESC, q.id
+                  FOR UPDATE SKIP LOCKED
+                  OFFSET 0) q
+            WHERE q.ordering IS NULL OR ",
+    row_unblocked!("$7::text[]"),
+    "
+            LIMIT r.room
+        ) d
+        ORDER BY d.priority DESC, d.id
         LIMIT $1
     ),
     ",
@@ -372,7 +407,10 @@ pub(crate) struct EndpointLoad {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClaimLimits {
     pub(crate) batch_size: i64,
-    pub(crate) max_per_endpoint: i32,
+    /// Rows one URL may hold claimed (ready or in flight): twice
+    /// `queue.max_per_endpoint`, one window in flight and one ready behind it (see
+    /// [`crate::dispatcher`]).
+    pub(crate) per_endpoint: i32,
     pub(crate) max_retries: i32,
     pub(crate) lease: Duration,
 }
@@ -381,7 +419,8 @@ impl ClaimLimits {
     pub(crate) fn new(config: &relay_core::Config) -> ClaimLimits {
         ClaimLimits {
             batch_size: i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX),
-            max_per_endpoint: i32::try_from(config.queue.max_per_endpoint).unwrap_or(i32::MAX),
+            per_endpoint: i32::try_from(config.queue.max_per_endpoint.saturating_mul(2))
+                .unwrap_or(i32::MAX),
             max_retries: i32::try_from(config.queue.max_retries).unwrap_or(i32::MAX),
             lease: Duration::from_secs(config.queue.lease_seconds),
         }
@@ -420,7 +459,7 @@ pub(crate) async fn route_and_claim(
                     &load.urls,
                     &load.in_flight,
                     &limits.batch_size,
-                    &limits.max_per_endpoint,
+                    &limits.per_endpoint,
                     &free,
                     &limits.max_retries,
                     &limits.lease.as_secs_f64(),
@@ -474,8 +513,7 @@ pub(crate) async fn claim_due(
                     &routes.held,
                     &load.urls,
                     &load.in_flight,
-                    &limits.max_per_endpoint,
-                    &load.saturated,
+                    &limits.per_endpoint,
                     &limits.lease.as_secs_f64(),
                     &routes.events,
                 ],

@@ -1,62 +1,125 @@
-//! The worker pool: at most `queue.workers` deliveries at once, at most
-//! `queue.max_per_endpoint` of them to one URL, each on its own task.
+//! The worker pool: at most `queue.workers` requests at once, at most
+//! `queue.max_per_endpoint` of them to one URL.
 //!
-//! A slot is taken when a row is claimed and given back only when its outcome has
-//! been stored (see [`crate::outcome`]). The pump asks [`Dispatcher::free_slots`] and
-//! [`Dispatcher::load`] before every claim, so it never claims more than it can start.
-//! On shutdown, [`Dispatcher::drain`] lets deliveries finish within the grace period
-//! and reports the rows that did not, for release.
+//! Claimed rows wait in a small *ready* buffer, and each worker is a loop: it takes
+//! the first ready row whose endpoint has room, delivers it, hands the outcome to the
+//! recorder and takes the next one at once. So the next request never waits for a
+//! claim or for this one's outcome write: claims (by the pump) and outcome writes (by
+//! the recorder) overlap the requests instead of sitting between them. A worker that
+//! finds nothing it may start ends, and wakes the pump to claim more.
+//!
+//! What bounds what:
+//! - requests in flight: `queue.workers`, and `queue.max_per_endpoint` per URL;
+//! - rows claimed ahead per URL (ready plus in flight): twice `max_per_endpoint`, so
+//!   a slow endpoint holds at most one window of rows it cannot start yet;
+//! - rows this relay holds in `sending` (ready, in flight, or waiting for their
+//!   outcome write): twice `queue.workers`. A row's [`Slot`] is given back only once
+//!   its outcome is stored (see [`crate::outcome`]), so when the database cannot take
+//!   outcomes, claims stop instead of results piling up in memory.
+//!
+//! The pump asks [`Dispatcher::free_slots`] and [`Dispatcher::load`] before every
+//! claim, so it never claims more than the buffer takes. A row that waited so long in
+//! the buffer that its lease would run out mid-request is not sent: its lease expires
+//! and it returns to the queue untouched. On shutdown, [`Dispatcher::drain`] lets
+//! requests finish within the grace period and reports every row not delivered (ready
+//! or cut off), for release.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use relay_core::retry::RetrySchedule;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::claim::{EndpointLoad, Job};
 use crate::delivery::Deliverer;
 use crate::outcome::{self, Finished, Recorder, Verdict};
+use crate::pump::Wake;
 
-type Counts = Arc<Mutex<HashMap<String, usize>>>;
-
-/// A worker slot and the endpoint share that go with one claimed row.
+/// A claimed row's place among the rows this relay holds in `sending`, kept until its
+/// outcome is stored.
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
-    _endpoint: EndpointShare,
 }
 
-/// One in-flight delivery to a URL; counted until dropped.
-struct EndpointShare {
-    url: String,
-    counts: Counts,
+/// A claimed row waiting for a worker.
+struct Ready {
+    job: Job,
+    slot: Slot,
+    /// When its lease runs out (measured from before the claim was sent, so early).
+    lease_until: Instant,
 }
 
-impl Drop for EndpointShare {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = counts.get_mut(&self.url) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.url);
-            }
+/// What the workers share.
+#[derive(Default)]
+struct State {
+    ready: VecDeque<Ready>,
+    /// Requests in flight per URL.
+    sending: HashMap<String, usize>,
+    /// Ready rows per URL.
+    waiting: HashMap<String, usize>,
+    /// Worker loops running.
+    workers: usize,
+    /// Rows delivering right now: id -> claim token. A worker removes its row just
+    /// before handing the outcome over; what is left after an abort is released.
+    in_flight: HashMap<i64, i64>,
+    /// Shutting down: start nothing new.
+    closed: bool,
+}
+
+impl State {
+    /// The first ready row whose endpoint has room, counted as sending.
+    fn take(&mut self, max_per_endpoint: usize) -> Option<Ready> {
+        let at = self
+            .ready
+            .iter()
+            .position(|r| self.sending.get(&r.job.url).copied().unwrap_or(0) < max_per_endpoint)?;
+        let ready = self.ready.remove(at)?;
+        decrement(&mut self.waiting, &ready.job.url);
+        *self.sending.entry(ready.job.url.clone()).or_insert(0) += 1;
+        Some(ready)
+    }
+}
+
+fn decrement(counts: &mut HashMap<String, usize>, url: &str) {
+    if let Some(n) = counts.get_mut(url) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(url);
         }
     }
 }
 
-pub(crate) struct Dispatcher {
-    workers: Arc<Semaphore>,
+/// Everything a worker loop needs.
+struct Shared {
+    state: Mutex<State>,
     max_per_endpoint: usize,
-    endpoints: Counts,
-    /// Rows delivering right now: id -> claim token. A task removes its row just
-    /// before handing the outcome over; what is left after an abort is released.
-    in_flight: Arc<Mutex<HashMap<i64, i64>>>,
-    tasks: JoinSet<()>,
+    /// A request's whole allowance: a ready row is started only with this much lease
+    /// left.
+    timeout: Duration,
     deliverer: Deliverer,
     recorder: Recorder,
-    schedule: Arc<RetrySchedule>,
+    schedule: RetrySchedule,
+    /// Told when a worker runs out of rows it may start.
+    wake: mpsc::Sender<Wake>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+    /// Rows held in `sending`: ready, in flight, or waiting for their outcome write.
+    slots: Arc<Semaphore>,
+    capacity: usize,
+    workers: usize,
+    tasks: JoinSet<()>,
 }
 
 impl Dispatcher {
@@ -64,133 +127,110 @@ impl Dispatcher {
         config: &relay_core::Config,
         deliverer: Deliverer,
         recorder: Recorder,
+        wake: mpsc::Sender<Wake>,
     ) -> Dispatcher {
+        let workers = config.queue.workers;
+        let capacity = workers.saturating_mul(2);
         Dispatcher {
-            workers: Arc::new(Semaphore::new(config.queue.workers)),
-            max_per_endpoint: config.queue.max_per_endpoint,
-            endpoints: Arc::default(),
-            in_flight: Arc::default(),
+            shared: Arc::new(Shared {
+                state: Mutex::default(),
+                max_per_endpoint: config.queue.max_per_endpoint,
+                timeout: config.timeout(),
+                deliverer,
+                recorder,
+                schedule: RetrySchedule::new(
+                    config.queue.retry_delays.clone(),
+                    config.queue.max_retry_after_seconds,
+                ),
+                wake,
+            }),
+            slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            workers,
             tasks: JoinSet::new(),
-            deliverer,
-            recorder,
-            schedule: Arc::new(RetrySchedule::new(
-                config.queue.retry_delays.clone(),
-                config.queue.max_retry_after_seconds,
-            )),
         }
     }
 
+    /// Rows that may be claimed now.
     pub(crate) fn free_slots(&self) -> usize {
-        self.workers.available_permits()
+        self.slots.available_permits()
     }
 
-    /// Deliveries in flight now.
+    /// Rows claimed whose outcome is not stored yet.
     pub(crate) fn in_flight(&self) -> usize {
-        self.endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .sum()
+        self.capacity - self.slots.available_permits()
     }
 
-    /// In-flight deliveries per URL, and the URLs at their cap.
+    /// Rows held per URL (ready or in flight), and the URLs that may not be claimed
+    /// for now. Claims use twice `max_per_endpoint` as the cap: one window in flight,
+    /// one ready behind it.
     pub(crate) fn load(&self) -> EndpointLoad {
-        let counts = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let state = self.shared.state();
+        let mut held: HashMap<&str, usize> = HashMap::new();
+        for (url, n) in state.sending.iter().chain(state.waiting.iter()) {
+            *held.entry(url.as_str()).or_insert(0) += n;
+        }
+        let cap = self.shared.max_per_endpoint.saturating_mul(2);
         let mut load = EndpointLoad::default();
-        for (url, n) in counts.iter() {
-            load.urls.push(url.clone());
-            load.in_flight.push(i32::try_from(*n).unwrap_or(i32::MAX));
-            if *n >= self.max_per_endpoint {
-                load.saturated.push(url.clone());
+        for (url, n) in held {
+            load.urls.push(url.to_string());
+            load.in_flight.push(i32::try_from(n).unwrap_or(i32::MAX));
+            if n >= cap {
+                load.saturated.push(url.to_string());
             }
         }
         load
     }
 
-    /// Starts delivering a claimed row.
-    pub(crate) async fn start(&mut self, job: Job) {
+    /// Queues claimed rows and starts workers for them.
+    pub(crate) fn start(&mut self, jobs: Vec<Job>, lease_until: Instant) {
         while self.tasks.try_join_next().is_some() {}
-        // Claims never exceed the free slots, so this does not wait in practice.
-        let Ok(permit) = self.workers.clone().acquire_owned().await else {
+        if jobs.is_empty() {
             return;
-        };
-        let endpoint = {
-            let mut counts = self
-                .endpoints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            *counts.entry(job.url.clone()).or_insert(0) += 1;
-            EndpointShare {
-                url: job.url.clone(),
-                counts: self.endpoints.clone(),
-            }
-        };
-        let slot = Slot {
-            _permit: permit,
-            _endpoint: endpoint,
-        };
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(job.id, job.lease_token);
-
-        let span = tracing::info_span!(
-            "delivery",
-            webhook_id = %job.webhook_id,
-            event = %job.event_type,
-            attempt = job.attempt(),
-        );
-        let deliverer = self.deliverer.clone();
-        let recorder = self.recorder.clone();
-        let schedule = self.schedule.clone();
-        let in_flight = self.in_flight.clone();
-        self.tasks.spawn(
-            async move {
-                let attempt = deliverer.deliver(&job).await;
-                let verdict = outcome::judge(&job, &attempt, &schedule);
-                let ms = attempt.duration.as_millis();
-                let error = attempt.error.as_deref().unwrap_or_default();
-                match verdict {
-                    Verdict::Sent => {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_secs_f64())
-                            .unwrap_or_default();
-                        let since_event_ms = (now - job.occurred_at_unix) * 1000.0;
-                        debug!(status = attempt.status, ms, since_event_ms, "delivered");
-                    }
-                    Verdict::Retry { delay, .. } => warn!(
-                        status = attempt.status, ms, error, retry_in = ?delay,
-                        "delivery failed; will retry"
-                    ),
-                    Verdict::Failed => warn!(
-                        status = attempt.status,
-                        ms, error, "delivery failed; no retries left, the row is failed"
-                    ),
-                }
-                // No await between these two: an abort finds the row either still
-                // in flight (released) or handed to the recorder.
-                in_flight
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&job.id);
-                recorder.record(Finished {
+        }
+        let spawn = {
+            let mut state = self.shared.state();
+            for job in jobs {
+                // Claims never exceed the free slots, so this always succeeds.
+                let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                    warn!(
+                        queue_id = job.id,
+                        "claimed more rows than there are slots; the row returns to the queue when its lease expires"
+                    );
+                    continue;
+                };
+                *state.waiting.entry(job.url.clone()).or_insert(0) += 1;
+                state.ready.push_back(Ready {
                     job,
-                    attempt,
-                    verdict,
-                    _slot: slot,
+                    slot: Slot { _permit: permit },
+                    lease_until,
                 });
             }
-            .instrument(span),
-        );
+            let spawn = self
+                .workers
+                .saturating_sub(state.workers)
+                .min(state.ready.len());
+            state.workers += spawn;
+            spawn
+        };
+        for _ in 0..spawn {
+            self.tasks.spawn(work(self.shared.clone()));
+        }
     }
 
-    /// Waits up to `grace` for in-flight deliveries, aborts the rest and returns their
-    /// rows (id, claim token) so they can be released.
+    /// Waits up to `grace` for requests in flight, aborts the rest and returns the rows
+    /// not delivered (id, claim token), ready or cut off, so they can be released.
     pub(crate) async fn drain(mut self, grace: Duration) -> Vec<(i64, i64)> {
+        let mut rows: Vec<(i64, i64)> = {
+            let mut state = self.shared.state();
+            state.closed = true;
+            state.waiting.clear();
+            state
+                .ready
+                .drain(..)
+                .map(|r| (r.job.id, r.job.lease_token))
+                .collect()
+        };
         while self.tasks.try_join_next().is_some() {}
         if !self.tasks.is_empty() {
             info!(in_flight = self.tasks.len(), grace = ?grace, "waiting for deliveries in flight");
@@ -211,12 +251,95 @@ impl Dispatcher {
                 }
             }
         }
-        let rows: Vec<(i64, i64)> = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
-            .collect();
+        rows.extend(self.shared.state().in_flight.drain());
         rows
     }
+}
+
+/// One worker: deliver ready rows until there is none it may start.
+async fn work(shared: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut state = shared.state();
+            let next = if state.closed {
+                None
+            } else {
+                state.take(shared.max_per_endpoint)
+            };
+            match &next {
+                Some(ready) => {
+                    state.in_flight.insert(ready.job.id, ready.job.lease_token);
+                }
+                None => state.workers = state.workers.saturating_sub(1),
+            }
+            next
+        };
+        let Some(ready) = next else {
+            let _ = shared.wake.try_send(Wake::Freed);
+            return;
+        };
+        let span = tracing::info_span!(
+            "delivery",
+            webhook_id = %ready.job.webhook_id,
+            event = %ready.job.event_type,
+            attempt = ready.job.attempt(),
+        );
+        deliver(&shared, ready).instrument(span).await;
+    }
+}
+
+/// One attempt of one ready row, handed to the recorder.
+async fn deliver(shared: &Shared, ready: Ready) {
+    let Ready {
+        job,
+        slot,
+        lease_until,
+    } = ready;
+    if lease_until.saturating_duration_since(Instant::now()) < shared.timeout {
+        // Another relay may take it once the lease runs out; sending it now could
+        // race that. Untouched, it returns to the queue then.
+        warn!(
+            queue_id = job.id,
+            "a claimed row waited too long for its endpoint; left for its lease to expire"
+        );
+        let mut state = shared.state();
+        decrement(&mut state.sending, &job.url);
+        state.in_flight.remove(&job.id);
+        return;
+    }
+    let attempt = shared.deliverer.deliver(&job).await;
+    let verdict = outcome::judge(&job, &attempt, &shared.schedule);
+    let ms = attempt.duration.as_millis();
+    let error = attempt.error.as_deref().unwrap_or_default();
+    match verdict {
+        Verdict::Sent => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            let since_event_ms = (now - job.occurred_at_unix) * 1000.0;
+            debug!(status = attempt.status, ms, since_event_ms, "delivered");
+        }
+        Verdict::Retry { delay, .. } => warn!(
+            status = attempt.status, ms, error, retry_in = ?delay,
+            "delivery failed; will retry"
+        ),
+        Verdict::Failed => warn!(
+            status = attempt.status,
+            ms, error, "delivery failed; no retries left, the row is failed"
+        ),
+    }
+    // No await between these: an abort finds the row either still in flight
+    // (released) or handed to the recorder.
+    {
+        let mut state = shared.state();
+        decrement(&mut state.sending, &job.url);
+        state.in_flight.remove(&job.id);
+    }
+    shared.recorder.record(Finished {
+        job,
+        attempt,
+        verdict,
+        _slot: slot,
+    });
 }

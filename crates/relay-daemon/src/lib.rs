@@ -68,7 +68,6 @@ pub async fn run(
         wake_tx.clone(),
         shutdown.clone(),
     ));
-    drop(wake_tx);
 
     if !routes.delivering {
         warn!("delivery is paused (n8n.enabled or queue.enabled is false): events are queued, not sent");
@@ -76,7 +75,7 @@ pub async fn run(
     if !routes.held.is_empty() {
         info!(events = ?routes.held, "routes disabled: their events are queued, not sent");
     }
-    let dispatcher = dispatcher::Dispatcher::new(&config, deliverer, recorder);
+    let dispatcher = dispatcher::Dispatcher::new(&config, deliverer, recorder, wake_tx);
     let pump = pump::Pump {
         db: db.clone(),
         routes,

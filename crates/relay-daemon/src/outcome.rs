@@ -5,10 +5,10 @@
 //! The recorder batches: whatever outcomes have arrived are written with a single
 //! statement (one round trip), which updates the queue rows and appends
 //! `webhook_logs` (every attempt) and `webhook_retry_history` (every failed attempt).
-//! Neither the signature nor any secret is ever written. A worker slot is freed only
-//! once its outcome is stored, so the rows this relay holds in `sending` never exceed
-//! `queue.workers` and a database outage stops new claims instead of piling up
-//! unrecorded results.
+//! Neither the signature nor any secret is ever written. A row's slot is freed only
+//! once its outcome is stored, so the rows this relay holds in `sending` stay bounded
+//! (see [`crate::dispatcher`]) and a database outage stops new claims instead of
+//! piling up unrecorded results.
 
 use std::time::Duration;
 
@@ -36,8 +36,8 @@ const SHUTDOWN_WRITE_ATTEMPTS: u32 = 3;
 /// (see [`crate::claim`]); the ids it did not apply to are returned.
 ///
 /// It commits asynchronously (`synchronous_commit` off for this statement only), as
-/// route and claim do: a worker slot waits for this write, so a WAL flush here would
-/// pace every delivery window. An outcome lost to a Postgres crash leaves its row
+/// route and claim do: a row's slot waits for this write, so a WAL flush here would
+/// pace the claims. An outcome lost to a Postgres crash leaves its row
 /// `sending`; the lease expires and it is delivered again with the same
 /// `X-Webhook-Id`, which at-least-once allows.
 pub(crate) const RECORD: &str = "WITH o AS (
@@ -121,12 +121,12 @@ pub(crate) fn judge(job: &Job, attempt: &Attempt, schedule: &RetrySchedule) -> V
     }
 }
 
-/// A delivery that has run, waiting to be written down. Holds its worker slot.
+/// A delivery that has run, waiting to be written down. Holds its slot.
 pub(crate) struct Finished {
     pub(crate) job: Job,
     pub(crate) attempt: Attempt,
     pub(crate) verdict: Verdict,
-    /// Held, not read: dropping it (after the write) frees the worker slot.
+    /// Held, not read: dropping it (after the write) frees the slot.
     pub(crate) _slot: Slot,
 }
 
@@ -188,7 +188,7 @@ async fn run(
             }
         }
         write_with_retry(&db, &batch, &shutdown).await;
-        // Dropping the batch frees the worker slots; then the pump may claim more.
+        // Dropping the batch frees the slots; then the pump may claim more.
         drop(batch);
         let _ = wake.try_send(Wake::Recorded);
     }

@@ -26,8 +26,10 @@ pub(crate) enum Wake {
     Notified,
     /// The listener (re)connected: notifications may have been missed.
     Reconnected,
-    /// Outcomes were stored: worker slots are free, retries may be scheduled.
+    /// Outcomes were stored: slots are free, retries may be scheduled.
     Recorded,
+    /// A worker ran out of claimed rows it may start: claim more.
+    Freed,
     /// The periodic safety sweep.
     Sweep,
 }
@@ -227,12 +229,11 @@ impl Pump {
             0
         };
         let load = self.dispatcher.load();
+        let lease_until = tokio::time::Instant::now() + self.limits.lease;
         let routed =
             claim::route_and_claim(&self.db, &self.routes, &load, self.limits, free).await?;
         let fresh = routed.jobs.len();
-        for job in routed.jobs {
-            self.dispatcher.start(job).await;
-        }
+        self.dispatcher.start(routed.jobs, lease_until);
         let mut due = 0;
         if delivering {
             let free = self.dispatcher.free_slots();
@@ -245,11 +246,10 @@ impl Pump {
             }
             let want = free.min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
             let load = self.dispatcher.load();
+            let lease_until = tokio::time::Instant::now() + self.limits.lease;
             let jobs = claim::claim_due(&self.db, &self.routes, &load, self.limits, want).await?;
             due = jobs.len();
-            for job in jobs {
-                self.dispatcher.start(job).await;
-            }
+            self.dispatcher.start(jobs, lease_until);
         }
         Ok(if routed.events > 0 || fresh > 0 || due > 0 {
             Pass::Worked

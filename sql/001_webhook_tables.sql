@@ -5,8 +5,11 @@
 -- the relay routes each event into webhook_queue (one row per target), delivers it, and
 -- records every attempt in webhook_logs and webhook_retry_history.
 
--- The outbox. Kept lean on purpose: the business INSERT pays for this row, its primary
--- key and one small partial index, nothing else. The relay does the rest later.
+-- The outbox: events not yet routed, and nothing else. Kept lean on purpose: the
+-- business INSERT pays for this row and its primary key, nothing more. The relay
+-- deletes each event in the statement that creates its queue rows (which carry
+-- everything the event had), so the oldest unrouted events are the bottom of the
+-- primary key.
 CREATE TABLE IF NOT EXISTS webhook_events (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_type   text        NOT NULL,
@@ -16,12 +19,14 @@ CREATE TABLE IF NOT EXISTS webhook_events (
     -- clock_timestamp(), not now(): the moment the change happened inside a long
     -- transaction, which is what commit-to-delivery latency is measured from.
     occurred_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Always NULL now: earlier versions kept routed events, marked here.
     routed_at    timestamptz
 );
 
--- The router's claim: oldest unrouted events first. Routed rows leave the index.
-CREATE INDEX IF NOT EXISTS webhook_events_unrouted_idx
-    ON webhook_events (id) WHERE routed_at IS NULL;
+-- Upgrading from those: their routed events are already in webhook_queue, and the
+-- index on unrouted ones cost every business INSERT a second index entry.
+DELETE FROM webhook_events WHERE routed_at IS NOT NULL;
+DROP INDEX IF EXISTS webhook_events_unrouted_idx;
 
 -- The delivery queue: one row per (event, target). Column names follow the older
 -- system's monitoring SQL, which keeps working unchanged.

@@ -38,7 +38,8 @@ RETURNS bigint
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, public
+-- pg_temp last: otherwise a caller's temporary table could stand in for the outbox.
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     v_id bigint;

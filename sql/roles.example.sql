@@ -9,9 +9,10 @@
 --   n8n_relay          the relay process (`n8n-relay run`, `callbacks`, `queue`, `emit`).
 --                      It owns nothing and cannot change the schema, so `migrate` runs
 --                      as the schema owner, not as this role.
---   n8n_relay_emitters a group for your application's roles: EXECUTE on webhook_emit,
---                      the only thing a business writer needs beyond its own tables.
---                      webhook_emit is SECURITY DEFINER, so writers never touch the
+--   n8n_relay_emitters a group for roles that call webhook_emit themselves (your own
+--                      triggers, ad-hoc events): EXECUTE on it. Writers of the tables
+--                      with the built-in triggers need nothing: those triggers, like
+--                      webhook_emit, are SECURITY DEFINER, so writers never touch the
 --                      outbox, the wake-up sequence or pg_notify themselves.
 -- Then: GRANT n8n_relay_emitters TO your_app_role;
 -- sql/README.md explains each grant.
@@ -30,8 +31,9 @@ $$;
 
 GRANT USAGE ON SCHEMA public TO n8n_relay;
 
--- The outbox: the router claims unrouted events (SELECT ... FOR UPDATE SKIP LOCKED,
--- which needs UPDATE), marks them routed, and retention deletes old routed ones.
+-- The outbox: the router claims events (SELECT ... FOR UPDATE SKIP LOCKED, which needs
+-- UPDATE) and deletes them as it queues them; retention deletes routed events that
+-- earlier versions kept.
 GRANT SELECT, UPDATE, DELETE ON webhook_events TO n8n_relay;
 
 -- The queue: enqueue, claim, record outcomes, release leases; `queue retry|cancel`;
@@ -56,7 +58,7 @@ GRANT USAGE, SELECT, UPDATE ON SEQUENCE webhook_relay_wakeup TO n8n_relay;
 
 -- Approvals from n8n: a demo or video becomes approved or rejected. Only the review
 -- columns; reading the row gives the response its lead_id. The UPDATE fires the
--- business triggers (demo_completed, ...), which call webhook_emit as this role.
+-- business triggers (demo_completed, ...), which run as their owner.
 DO $$
 BEGIN
     -- Which scripts `migrate` applied (read only); absent after a psql install.
@@ -77,7 +79,7 @@ END;
 $$;
 
 -- Events: the error-notification callback and `n8n-relay emit` record through
--- webhook_emit; so do the triggers, as whichever role changed the business row.
+-- webhook_emit; so do triggers of your own that call it.
 -- Functions are executable by PUBLIC by default; for a SECURITY DEFINER function
 -- that writes the outbox, only the roles that should emit may call it.
 REVOKE EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb) FROM PUBLIC;

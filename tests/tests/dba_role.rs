@@ -1,6 +1,7 @@
 //! `sql/roles.example.sql`: the relay's least-privilege role can do everything the
-//! relay does, and a business writer needs nothing beyond its own table and EXECUTE
-//! on `webhook_emit` (through the emitters group).
+//! relay does, and a business writer needs nothing beyond its own table (the built-in
+//! triggers run as their owner), plus EXECUTE on `webhook_emit` (through the emitters
+//! group) for triggers of its own that call it.
 //!
 //! Roles are cluster-wide, so each test installs the script under unique role names
 //! and drops them again.
@@ -160,26 +161,40 @@ async fn a_business_writer_needs_only_insert_on_its_table_and_the_emitters_group
 }
 
 #[tokio::test]
-async fn a_writer_outside_the_emitters_group_cannot_write_rows_that_emit() {
+async fn a_writer_outside_the_emitters_group_emits_through_the_triggers_but_cannot_call_webhook_emit(
+) {
     let db = TestDb::migrated().await;
     let mut roles = Roles::install(&db).await;
     let admin = db.client().await;
     let outsider = roles.business_writer(&admin, "leads", false).await;
 
+    // The built-in triggers run as their owner: a role that may write the table may
+    // record its events, and its business write never fails on the relay's grants.
     let app = as_role(&db, &outsider).await;
+    app.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect("a writer outside the group still writes leads");
+    assert_eq!(db.count("SELECT count(*) FROM leads").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events WHERE event_type = 'lead_scraped'")
+            .await,
+        1
+    );
+
+    // webhook_emit itself (ad-hoc events, a DBA's own triggers) is for the group only.
     let err = app
-        .execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .execute(
+            "SELECT webhook_emit('lead_qualified', 'lead', 1, '{}')",
+            &[],
+        )
         .await
         .expect_err("webhook_emit is not executable by PUBLIC after the roles script");
     assert!(
-        err.to_string().contains("webhook_emit")
-            || err
-                .as_db_error()
-                .is_some_and(|e| e.message().contains("webhook_emit")),
+        err.as_db_error()
+            .is_some_and(|e| e.message().contains("webhook_emit")),
         "{err}"
     );
-    assert_eq!(db.count("SELECT count(*) FROM leads").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 }
 
 #[tokio::test]
@@ -252,7 +267,7 @@ async fn the_relay_role_can_run_the_relays_statements_and_nothing_more() {
         .get(0);
     let relay = as_role(&db, &roles.relay).await;
 
-    // Router: claim unrouted events, enqueue one row per target, mark routed.
+    // Router: claim events, enqueue one row per target, take them out of the outbox.
     let routed = relay
         .execute(
             "WITH claimed AS (
@@ -265,7 +280,7 @@ async fn the_relay_role_can_run_the_relays_statements_and_nothing_more() {
                  SELECT id, event_type, entity_type, entity_id,
                         'http://127.0.0.1:5678/webhook/x', payload, occurred_at FROM claimed
                  ON CONFLICT (event_id, webhook_url) DO NOTHING)
-             UPDATE webhook_events e SET routed_at = now() FROM claimed WHERE e.id = claimed.id",
+             DELETE FROM webhook_events e USING claimed WHERE e.id = claimed.id",
             &[],
         )
         .await
@@ -588,9 +603,13 @@ async fn the_callbacks_work_running_as_the_least_privilege_role() {
             .await,
         1
     );
+    // Recorded: still in the outbox, or already routed into the queue.
     assert_eq!(
-        db.count("SELECT count(*) FROM webhook_events WHERE event_type = 'workflow_error'")
-            .await,
+        db.count(
+            "SELECT (SELECT count(*) FROM webhook_events WHERE event_type = 'workflow_error')
+                  + (SELECT count(*) FROM webhook_queue WHERE event_type = 'workflow_error')"
+        )
+        .await,
         1
     );
     let log = relay.log();

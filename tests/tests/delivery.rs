@@ -240,7 +240,12 @@ async fn a_thousand_leads_from_eight_concurrent_writers_are_a_thousand_distinct_
     })
     .await;
     assert_eq!(sink.count(), 1000, "no event delivered twice");
-    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1000);
+    assert_eq!(db.count("SELECT count(*) FROM webhook_queue").await, 1000);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events").await,
+        0,
+        "routed events leave the outbox"
+    );
 }
 
 #[tokio::test]

@@ -164,7 +164,7 @@ async fn payloads_at_the_edge_of_json_are_delivered_exactly_and_never_block_the_
             .client()
             .await
             .query_one(
-                "SELECT payload::text FROM webhook_events WHERE entity_id = $1",
+                "SELECT payload::text FROM webhook_queue WHERE entity_id = $1",
                 &[&id],
             )
             .await
@@ -289,13 +289,9 @@ async fn a_queued_row_with_an_unusable_url_fails_with_a_clear_error_and_the_queu
     db.client()
         .await
         .batch_execute(
-            "INSERT INTO webhook_events (event_type, entity_type, entity_id, payload, routed_at)
-             VALUES ('lead_scraped', 'lead', 1, '{}', now()), ('lead_scraped', 'lead', 2, '{}', now());
-             INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id, webhook_url, payload, priority)
-             SELECT id, event_type, entity_type, entity_id,
-                    CASE entity_id WHEN 1 THEN 'http://[::1' ELSE 'not a url at all' END,
-                    payload, 10
-             FROM webhook_events;",
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id, webhook_url, payload, priority)
+             VALUES (1, 'lead_scraped', 'lead', 1, 'http://[::1', '{}', 10),
+                    (2, 'lead_scraped', 'lead', 2, 'not a url at all', '{}', 10);",
         )
         .await
         .expect("queue rows");

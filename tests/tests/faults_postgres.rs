@@ -125,11 +125,18 @@ async fn a_fast_postgres_restart_mid_stream_loses_nothing_and_deliveries_resume_
         .await
         .expect("insert");
     sink.wait_for(before + 1, Duration::from_secs(5)).await;
-    assert_eq!(
-        db.count("SELECT count(*) FROM webhook_queue WHERE status <> 'sent'")
-            .await,
-        0
-    );
+    // Its outcome is written just after the response.
+    wait_until(
+        "every row recorded sent",
+        Duration::from_secs(5),
+        || async {
+            (db.count("SELECT count(*) FROM webhook_queue WHERE status <> 'sent'")
+                .await
+                == 0)
+                .then_some(())
+        },
+    )
+    .await;
     assert!(relay.is_running());
     relay.terminate(Duration::from_secs(15)).await;
 }

@@ -55,8 +55,8 @@ macro_rules! job_columns {
 /// lookup in `webhook_queue_entity_order_idx`, whose predicate it repeats word for word.
 /// The outbox probe only looks between the oldest unrouted event (found once per
 /// statement: an uncorrelated subquery) and this one, which is normally empty; from
-/// the bottom of the unrouted index it would step over every routed entry that vacuum
-/// has not yet removed, once per row.
+/// the bottom of the outbox's key it would step over every routed (deleted) entry that
+/// vacuum has not yet removed, once per row.
 macro_rules! unblocked {
     ($url:literal, $etype:literal, $eid:literal, $event:literal, $events:literal) => {
         concat!(
@@ -74,10 +74,10 @@ macro_rules! unblocked {
                   AND (o.status IN ('pending', 'sending')
                        OR (o.status = 'failed' AND o.ordering = 'block')))
             AND NOT EXISTS (SELECT 1 FROM webhook_events e
-                WHERE e.routed_at IS NULL AND e.id < ",
+                WHERE e.id < ",
             $event,
             " AND e.id >= (SELECT min(u.id) FROM webhook_events u
-                              WHERE u.routed_at IS NULL AND u.event_type = ANY (",
+                              WHERE u.event_type = ANY (",
             $events,
             "))
                   AND e.entity_type = ",
@@ -107,9 +107,12 @@ macro_rules! row_unblocked {
 }
 pub(crate) use row_unblocked;
 
-/// Route a batch of unrouted events and claim the first `free` resulting rows, in one
-/// statement: the common case (an idle relay woken for one event) reaches the HTTP
-/// request after a single round trip.
+/// Route a batch of events and claim the first `free` resulting rows, in one statement:
+/// the common case (an idle relay woken for one event) reaches the HTTP request after
+/// a single round trip. Routing moves an event: its queue rows are inserted and the
+/// outbox row deleted in the same statement (a delete writes a few bytes of WAL where
+/// marking it routed rewrote the whole row, and the outbox stays as small as its
+/// backlog).
 ///
 /// $1..$4 the route table (event, url, priority, claimable), $5/$6 in-flight count per
 /// url, $7 batch size, $8 per-endpoint cap (rows held per URL), $9 free slots, $10 max_retries,
@@ -132,13 +135,13 @@ pub(crate) const ROUTE_AND_CLAIM: &str = concat!(
     picked AS (
         SELECT e.id, e.event_type, e.entity_type, e.entity_id, e.payload, e.occurred_at
         FROM webhook_events e
-        WHERE e.routed_at IS NULL AND e.event_type = ANY ($1::text[])
+        WHERE e.event_type = ANY ($1::text[])
         ORDER BY e.id
         LIMIT $7
         FOR UPDATE SKIP LOCKED
     ),
-    marked AS (
-        UPDATE webhook_events e SET routed_at = now() FROM picked p WHERE e.id = p.id
+    routed AS (
+        DELETE FROM webhook_events e USING picked p WHERE e.id = p.id
     ),
     targets AS (
         SELECT p.*, r.url, r.priority, r.claimable,

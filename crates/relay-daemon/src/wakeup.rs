@@ -2,7 +2,7 @@
 //! busy writers never pay for a NOTIFY.
 //!
 //! A NOTIFY per outbox row would serialise every notifying commit in the cluster
-//! (design.md, "The one rule"). So `webhook_emit` notifies only when the relay has
+//! (design.md, "The one rule"). So a writer (`webhook_emit`, a built-in trigger) notifies only when the relay has
 //! *armed* the sequence `webhook_relay_wakeup` (1 = armed): the first writer that sees
 //! it armed disarms it and sends one NOTIFY carrying the event id; every other writer
 //! just inserts its outbox row. While the relay has work it never arms: the flag
@@ -75,9 +75,9 @@ pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
 pub(crate) const WORK_WAITING: &str = concat!(
     "SELECT
     -- Not EXISTS: inside EXISTS the planner drops ORDER BY/LIMIT and, with stale
-    -- statistics after a burst, scans the whole outbox; this form always takes the
-    -- partial index on unrouted ids.
-    (SELECT id FROM webhook_events WHERE routed_at IS NULL AND event_type = ANY ($1::text[])
+    -- statistics after a burst, scans the whole outbox (and its dead rows); this form
+    -- always reads the bottom of its primary key.
+    (SELECT id FROM webhook_events WHERE event_type = ANY ($1::text[])
      ORDER BY id LIMIT 1) IS NOT NULL,
     (SELECT extract(epoch FROM min(q.next_attempt_at) - now())::float8
      FROM webhook_queue q
@@ -94,7 +94,7 @@ pub(crate) const WORK_WAITING: &str = concat!(
 /// every pending row for the minimum.
 pub(crate) const WORK_WAITING_ORDERED: &str = concat!(
     "SELECT
-    (SELECT id FROM webhook_events WHERE routed_at IS NULL AND event_type = ANY ($1::text[])
+    (SELECT id FROM webhook_events WHERE event_type = ANY ($1::text[])
      ORDER BY id LIMIT 1) IS NOT NULL,
     (SELECT extract(epoch FROM q.next_attempt_at - now())::float8
      FROM (SELECT q.next_attempt_at, q.webhook_url, q.entity_type, q.entity_id, q.event_id,

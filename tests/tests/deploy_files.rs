@@ -846,8 +846,10 @@ fn every_event_has_an_n8n_receiver_on_its_default_path_that_verifies_the_signatu
             assert!(
                 checks
                     .iter()
-                    .any(|c| c.to_string().contains("x-webhook-signature-256")),
-                "{file}: compares with X-Webhook-Signature-256"
+                    .any(|c| c.to_string().contains("x-webhook-signature-256")
+                        && c.to_string().contains("split(',')")),
+                "{file}: looks for its signature among X-Webhook-Signature-256's \
+                 comma-separated ones (one per secret during a rotation)"
             );
             let codes: BTreeSet<u64> = nodes_of_type(wf, "n8n-nodes-base.respondToWebhook")
                 .iter()

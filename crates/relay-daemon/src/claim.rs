@@ -114,8 +114,8 @@ pub(crate) use row_unblocked;
 /// marking it routed rewrote the whole row, and the outbox stays as small as its
 /// backlog).
 ///
-/// $1..$4 the route table (event, url, priority, claimable), $5/$6 in-flight count per
-/// url, $7 batch size, $8 per-endpoint cap (rows held per URL), $9 free slots, $10 max_retries,
+/// $1..$4 the route table (event, url, priority, claimable), $5/$6 rows held per url,
+/// $7 how many events, $8 per-endpoint cap (rows held per URL), $9 free slots, $10 max_retries,
 /// $11 lease seconds, $12 the routes' ordering (NULL, skip, block; see [`unblocked!`]:
 /// of one ordered entity only its first event in the batch may be claimed, and only if
 /// nothing earlier of it is unfinished). Events of a type the relay has no route for (only possible by
@@ -410,9 +410,8 @@ pub(crate) struct EndpointLoad {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClaimLimits {
     pub(crate) batch_size: i64,
-    /// Rows one URL may hold claimed (ready or in flight): twice
-    /// `queue.max_per_endpoint`, one window in flight and one ready behind it (see
-    /// [`crate::dispatcher`]).
+    /// Rows one URL may hold claimed (ready or in flight): `queue.max_per_endpoint`
+    /// in flight and more ready behind them (see [`crate::dispatcher::AHEAD`]).
     pub(crate) per_endpoint: i32,
     pub(crate) max_retries: i32,
     pub(crate) lease: Duration,
@@ -422,8 +421,13 @@ impl ClaimLimits {
     pub(crate) fn new(config: &relay_core::Config) -> ClaimLimits {
         ClaimLimits {
             batch_size: i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX),
-            per_endpoint: i32::try_from(config.queue.max_per_endpoint.saturating_mul(2))
-                .unwrap_or(i32::MAX),
+            per_endpoint: i32::try_from(
+                config
+                    .queue
+                    .max_per_endpoint
+                    .saturating_mul(crate::dispatcher::AHEAD),
+            )
+            .unwrap_or(i32::MAX),
             max_retries: i32::try_from(config.queue.max_retries).unwrap_or(i32::MAX),
             lease: Duration::from_secs(config.queue.lease_seconds),
         }
@@ -431,6 +435,7 @@ impl ClaimLimits {
 }
 
 /// The result of one route statement.
+#[derive(Default)]
 pub(crate) struct Routed {
     /// Events moved from the outbox into the queue.
     pub(crate) events: i64,
@@ -440,11 +445,13 @@ pub(crate) struct Routed {
     pub(crate) jobs: Vec<Job>,
 }
 
+/// Routes up to `route` events, claiming up to `free` of the rows made.
 pub(crate) async fn route_and_claim(
     db: &Db,
     routes: &RouteTable,
     load: &EndpointLoad,
     limits: ClaimLimits,
+    route: i64,
     free: usize,
 ) -> Result<Routed, DaemonError> {
     db.bounded("routing events", async {
@@ -461,7 +468,7 @@ pub(crate) async fn route_and_claim(
                     &routes.claimable,
                     &load.urls,
                     &load.in_flight,
-                    &limits.batch_size,
+                    &route,
                     &limits.per_endpoint,
                     &free,
                     &limits.max_retries,

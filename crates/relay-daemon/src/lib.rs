@@ -81,6 +81,7 @@ pub async fn run(
         routes,
         limits: claim::ClaimLimits::new(&config),
         dispatcher,
+        last_due_claim: tokio::time::Instant::now(),
     };
     let dispatcher = pump.run(wake_rx, &shutdown).await;
 

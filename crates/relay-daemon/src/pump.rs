@@ -45,6 +45,8 @@ const STALL_MAX: Duration = Duration::from_millis(500);
 /// With deliveries in flight and nothing to take, the pump looks again this often
 /// (or at once when an outcome wakes it), without arming the wake-up.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(25);
+/// While routing full batches, how often due rows are claimed too.
+const DUE_CLAIM_EVERY: Duration = Duration::from_millis(50);
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub(crate) struct Pump {
     pub(crate) routes: RouteTable,
     pub(crate) limits: ClaimLimits,
     pub(crate) dispatcher: Dispatcher,
+    /// When the due claim last ran.
+    pub(crate) last_due_claim: tokio::time::Instant,
 }
 
 /// What the pump does after a pass.
@@ -230,8 +234,22 @@ impl Pump {
         };
         let load = self.dispatcher.load();
         let lease_until = tokio::time::Instant::now() + self.limits.lease;
-        let routed =
-            claim::route_and_claim(&self.db, &self.routes, &load, self.limits, free).await?;
+        // While delivering, route only as many events as there are free slots: they
+        // are inserted already claimed and go out at once, where a larger batch would
+        // insert the rest as pending and claim them later with a second write per row.
+        // The others wait in the outbox, which costs nothing. Paused, route everything.
+        let route = if delivering {
+            i64::try_from(free)
+                .unwrap_or(i64::MAX)
+                .min(self.limits.batch_size)
+        } else {
+            self.limits.batch_size
+        };
+        let routed = if route > 0 {
+            claim::route_and_claim(&self.db, &self.routes, &load, self.limits, route, free).await?
+        } else {
+            claim::Routed::default()
+        };
         let fresh = routed.jobs.len();
         self.dispatcher.start(routed.jobs, lease_until);
         let mut due = 0;
@@ -244,9 +262,17 @@ impl Pump {
                     Pass::Full
                 });
             }
+            // A full route means more events wait in the outbox: take those first, and
+            // look for due rows (retries, rows past an endpoint's cap) only every
+            // DUE_CLAIM_EVERY meanwhile, instead of a second statement per pass.
+            let now = tokio::time::Instant::now();
+            if route > 0 && routed.events >= route && now < self.last_due_claim + DUE_CLAIM_EVERY {
+                return Ok(Pass::Worked);
+            }
+            self.last_due_claim = now;
             let want = free.min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
             let load = self.dispatcher.load();
-            let lease_until = tokio::time::Instant::now() + self.limits.lease;
+            let lease_until = now + self.limits.lease;
             let jobs = claim::claim_due(&self.db, &self.routes, &load, self.limits, want).await?;
             due = jobs.len();
             self.dispatcher.start(jobs, lease_until);

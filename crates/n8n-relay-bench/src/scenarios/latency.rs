@@ -21,8 +21,8 @@ const TARGET_P99_MS: f64 = 6.0;
 /// Which delivery belongs to which lead: the queue row's webhook id is the
 /// X-Webhook-Id the sink saw.
 const DELIVERIES_OF_LEADS: &str = "SELECT q.entity_id, q.webhook_id::text,
-        extract(epoch FROM e.occurred_at)::float8
-    FROM webhook_queue q JOIN webhook_events e ON e.id = q.event_id
+        extract(epoch FROM q.occurred_at)::float8
+    FROM webhook_queue q
     WHERE q.event_type = 'lead_scraped' AND q.entity_id = ANY($1)";
 
 fn ms_between(later: SystemTime, earlier: SystemTime) -> f64 {

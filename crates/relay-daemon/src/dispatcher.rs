@@ -126,7 +126,6 @@ pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     /// Rows held in `sending`: ready, in flight, or waiting for their outcome write.
     slots: Arc<Semaphore>,
-    capacity: usize,
     workers: usize,
     tasks: JoinSet<()>,
 }
@@ -154,7 +153,6 @@ impl Dispatcher {
                 wake,
             }),
             slots: Arc::new(Semaphore::new(capacity)),
-            capacity,
             workers,
             tasks: JoinSet::new(),
         }
@@ -165,9 +163,12 @@ impl Dispatcher {
         self.slots.available_permits()
     }
 
-    /// Rows claimed whose outcome is not stored yet.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.capacity - self.slots.available_permits()
+    /// Whether requests are in flight or claimed rows wait to start: their outcomes
+    /// will wake the pump. Rows only waiting for their outcome write do not count: the
+    /// pump may arm the wake-up meanwhile, so the next event is not left for a poll.
+    pub(crate) fn busy(&self) -> bool {
+        let state = self.shared.state();
+        !state.sending.is_empty() || !state.ready.is_empty()
     }
 
     /// Rows held per URL (ready or in flight), and the URLs that may not be claimed

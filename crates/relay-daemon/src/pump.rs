@@ -279,7 +279,7 @@ impl Pump {
         }
         Ok(if routed.events > 0 || fresh > 0 || due > 0 {
             Pass::Worked
-        } else if self.dispatcher.in_flight() > 0 {
+        } else if self.dispatcher.busy() {
             Pass::InFlight
         } else {
             Pass::Nothing

@@ -69,8 +69,13 @@ ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS ordering text
 -- Enqueue is idempotent: one row per event and target, whoever routes it.
 CREATE UNIQUE INDEX IF NOT EXISTS webhook_queue_event_target_key
     ON webhook_queue (event_id, webhook_url);
-CREATE UNIQUE INDEX IF NOT EXISTS webhook_queue_webhook_id_key
-    ON webhook_queue (webhook_id);
+-- No index on webhook_id: the relay never looks a row up by it, and it is unique by
+-- construction (derived from the event and the target, which the key above makes
+-- unique). Each index costs every version of every queue row: dropping this one took
+-- a 100,000-event drain from 6,300-7,100 to 8,100-8,700 events/s on 2 cores. To find
+-- the row of an X-Webhook-Id by hand, WHERE webhook_id = '...' scans the queue; add
+-- your own index if you do that often.
+DROP INDEX IF EXISTS webhook_queue_webhook_id_key;
 -- The dispatcher's claim: each URL's due pending rows by priority, then age. Led by
 -- the URL so an endpoint at its cap (with a backlog behind it) is never scanned, and
 -- the claim can list the URLs with pending rows one probe each.

@@ -263,44 +263,16 @@ macro_rules! claim_picked {
 /// backlog costs the others nothing, and cannot keep them from being claimed.
 /// Rows picked by a URL beyond `$1` stay locked until the statement ends, unclaimed.
 ///
-/// For a relay without ordered routes: an ordered row (left by another relay or an
-/// earlier configuration) still waits behind its entity's earlier unfinished ones
-/// ([`unblocked!`]), checked inside the LIMITed scan.
+/// An ordered row waits behind its entity's earlier unfinished ones ([`unblocked!`]),
+/// whether this relay's routes are ordered or the row was left by another relay or an
+/// earlier configuration. The check runs on each URL's rows as the scan hands them
+/// over in claim order (the `OFFSET 0` keeps the planner from moving it into the
+/// scan): with the check inside a LIMITed scan, a planner short of statistics (a queue
+/// just filled by a backlog) sorts every due row after checking each one, hundreds of
+/// milliseconds per claim. Rows the check turns down are locked until the statement
+/// ends and not claimed; they never use up the room, so an entity held behind a failed
+/// row never holds back the others.
 pub(crate) const CLAIM_DUE: &str = concat!(
-    "WITH RECURSIVE ",
-    claim_urls!(),
-    "
-    due AS (
-        SELECT d.id, d.priority
-        FROM room r
-        CROSS JOIN LATERAL (
-            SELECT q.id, q.priority
-            FROM webhook_queue q
-            WHERE q.status = 'pending' AND q.webhook_url = r.url
-              AND q.next_attempt_at <= now()
-              AND q.event_type <> ALL ($2::text[])
-              AND (q.ordering IS NULL OR ",
-    row_unblocked!("$7::text[]"),
-    ")
-            ORDER BY q.priority DESC, q.id
-            LIMIT r.room
-            FOR UPDATE SKIP LOCKED
-        ) d
-        ORDER BY d.priority DESC, d.id
-        LIMIT $1
-    ),
-    ",
-    claim_picked!()
-);
-
-/// [`CLAIM_DUE`] for a relay with ordered routes, same parameters. The ordering check
-/// runs on each URL's rows as the scan hands them over in claim order (the `OFFSET 0`
-/// keeps the planner from moving it into the scan): with the check inside a LIMITed
-/// scan, a planner short of statistics (a queue just filled by a backlog) sorts every
-/// due row after checking each one, hundreds of milliseconds per claim. Rows the check
-/// turns down are locked until the statement ends and not claimed; they never use up
-/// the room, so an entity held behind a failed row never holds back the others.
-pub(crate) const CLAIM_DUE_ORDERED: &str = concat!(
     "WITH RECURSIVE ",
     claim_urls!(),
     "
@@ -508,12 +480,7 @@ pub(crate) async fn claim_due(
 ) -> Result<Vec<Job>, DaemonError> {
     db.bounded("claiming due rows", async {
         let client = db.client().await?;
-        let sql = if routes.ordering.iter().any(Option::is_some) {
-            CLAIM_DUE_ORDERED
-        } else {
-            CLAIM_DUE
-        };
-        let statement = client.prepare_cached(sql).await?;
+        let statement = client.prepare_cached(CLAIM_DUE).await?;
         let want = i64::try_from(want).unwrap_or(i64::MAX);
         let rows = client
             .query(

@@ -204,12 +204,6 @@ async fn run(
                 () = &mut gather => break,
             }
         }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
-            }
-        }
         // The next batch gathers while this one is written.
         let Ok(permit) = writers.clone().acquire_owned().await else {
             break;

@@ -90,7 +90,7 @@ pub(crate) const WORK_WAITING: &str = concat!(
 
 /// [`WORK_WAITING`] for a relay with ordered routes, same parameters: the pending rows
 /// are checked in due order and the first claimable one answers (the `OFFSET 0` keeps
-/// the check out of the scan, as in `claim::CLAIM_DUE_ORDERED`), instead of checking
+/// the check out of the scan, as in `claim::CLAIM_DUE`), instead of checking
 /// every pending row for the minimum.
 pub(crate) const WORK_WAITING_ORDERED: &str = concat!(
     "SELECT

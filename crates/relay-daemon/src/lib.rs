@@ -21,7 +21,7 @@ mod delivery;
 mod dispatcher;
 mod error;
 pub mod listener;
-mod outcome;
+pub mod outcome;
 mod pump;
 mod router;
 mod sweeper;

@@ -45,7 +45,7 @@ const SHUTDOWN_WRITE_ATTEMPTS: u32 = 3;
 /// pace the claims. An outcome lost to a Postgres crash leaves its row
 /// `sending`; the lease expires and it is delivered again with the same
 /// `X-Webhook-Id`, which at-least-once allows.
-pub(crate) const RECORD: &str = "WITH o AS (
+pub const RECORD: &str = "WITH o AS (
     SELECT * FROM unnest(
         $1::int8[], $2::int8[], $3::text[], $4::int4[], $5::float8[], $6::text[],
         $7::int4[], $8::int4[], $9::int4[], $10::text[], $11::text[], $12::text[],

@@ -72,36 +72,28 @@ pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
 /// $4 endpoints at their cap). Seconds, negative when already due, NULL when none.
 /// An ordered row waiting behind its entity's earlier one is not claimable: the relay
 /// sleeps until that one's retry is due (or an outcome wakes it), instead of polling.
-pub(crate) const WORK_WAITING: &str = concat!(
+///
+/// Pending rows are read in due order and the first claimable one answers, so the
+/// check stops at the first row whatever the backlog (the `OFFSET 0` keeps the
+/// ordering check out of the scan, as in `claim::CLAIM_DUE`). The `CASE`s keep a
+/// generic plan's estimates sane on a one-type, one-URL queue, where `<> ALL ($n)`
+/// with an unknown `$n` is estimated to match nothing (see `claim::CLAIM_DUE`).
+pub const WORK_WAITING: &str = concat!(
     "SELECT
     -- Not EXISTS: inside EXISTS the planner drops ORDER BY/LIMIT and, with stale
     -- statistics after a burst, scans the whole outbox (and its dead rows); this form
     -- always reads the bottom of its primary key.
     (SELECT id FROM webhook_events WHERE event_type = ANY ($1::text[])
      ORDER BY id LIMIT 1) IS NOT NULL,
-    (SELECT extract(epoch FROM min(q.next_attempt_at) - now())::float8
-     FROM webhook_queue q
-     WHERE $2 AND q.status = 'pending' AND q.event_type <> ALL ($3::text[])
-       AND q.webhook_url <> ALL ($4::text[])
-       AND (q.ordering IS NULL OR ",
-    crate::claim::row_unblocked!("$1::text[]"),
-    "))"
-);
-
-/// [`WORK_WAITING`] for a relay with ordered routes, same parameters: the pending rows
-/// are checked in due order and the first claimable one answers (the `OFFSET 0` keeps
-/// the check out of the scan, as in `claim::CLAIM_DUE`), instead of checking
-/// every pending row for the minimum.
-pub(crate) const WORK_WAITING_ORDERED: &str = concat!(
-    "SELECT
-    (SELECT id FROM webhook_events WHERE event_type = ANY ($1::text[])
-     ORDER BY id LIMIT 1) IS NOT NULL,
     (SELECT extract(epoch FROM q.next_attempt_at - now())::float8
      FROM (SELECT q.next_attempt_at, q.webhook_url, q.entity_type, q.entity_id, q.event_id,
                   q.ordering
            FROM webhook_queue q
-           WHERE $2 AND q.status = 'pending' AND q.event_type <> ALL ($3::text[])
-             AND q.webhook_url <> ALL ($4::text[])
+           WHERE $2 AND q.status = 'pending'
+             AND CASE WHEN cardinality($3::text[]) = 0 THEN true
+                      ELSE q.event_type <> ALL ($3::text[]) END
+             AND CASE WHEN cardinality($4::text[]) = 0 THEN true
+                      ELSE q.webhook_url <> ALL ($4::text[]) END
            ORDER BY q.next_attempt_at
            OFFSET 0) q
      WHERE q.ordering IS NULL OR ",
@@ -133,13 +125,7 @@ pub(crate) async fn settle(
         .bounded("arming the wake-up", async {
             let arm = client.prepare_cached(ARM).await?;
             let writers = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
-            let work = client
-                .prepare_cached(if routes.ordering.iter().any(Option::is_some) {
-                    WORK_WAITING_ORDERED
-                } else {
-                    WORK_WAITING
-                })
-                .await?;
+            let work = client.prepare_cached(WORK_WAITING).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
                 &routes.events,
                 &routes.delivering,

@@ -1,0 +1,144 @@
+//! The relay prepares its claim statements once, so Postgres soon plans them
+//! generically (without the parameters' values). A generic plan that reads the whole
+//! queue and sorts it costs a claim 100 ms at 100,000 rows instead of a fraction of a
+//! millisecond; these tests hold the plans to the indexes, with plans forced generic
+//! over a large one-type backlog (where the estimates are at their worst).
+
+use relay_tests::TestDb;
+
+const BACKLOG: i64 = 50_000;
+
+/// A backlog of one event type to one URL, all pending and due.
+const PENDING_BACKLOG: &str = "INSERT INTO webhook_queue (
+        webhook_id, event_id, event_type, entity_type, entity_id, webhook_url, payload,
+        priority, status, max_retries)
+    SELECT md5(g::text)::uuid, g, 'lead_created', 'lead', g, 'http://127.0.0.1:9/hook',
+           '{\"lead\": {\"id\": 1}}', 0, 'pending', 3
+    FROM generate_series(1, $1::int8) g";
+
+/// The same backlog, unrouted.
+const OUTBOX_BACKLOG: &str = "INSERT INTO webhook_events (event_type, entity_type, entity_id,
+                                                           payload)
+    SELECT 'lead_created', 'lead', g, '{\"lead\": {\"id\": 1}}'
+    FROM generate_series(1, $1::int8) g";
+
+/// A queue as it looks after a busy day: most rows delivered (they stay until
+/// retention), a few pending or being sent.
+const DELIVERED_DAY: &str = "INSERT INTO webhook_queue (
+        webhook_id, event_id, event_type, entity_type, entity_id, webhook_url, payload,
+        priority, status, max_retries, lease_expires_at)
+    SELECT md5(g::text)::uuid, g, 'lead_created', 'lead', g, 'http://127.0.0.1:9/hook',
+           '{\"lead\": {\"id\": 1}}', 0,
+           CASE WHEN g % 1000 = 0 THEN 'pending' WHEN g % 1000 = 1 THEN 'sending'
+                ELSE 'sent' END, 3,
+           CASE WHEN g % 1000 = 1 THEN now() + interval '30 seconds' END
+    FROM generate_series(1, $1::int8) g";
+
+/// How Postgres plans `statement` (parameter `types`) generically, executed with
+/// `args`, in a fresh database whose `table` holds `BACKLOG` rows made by `fill`,
+/// with statistics as autovacuum would leave them.
+async fn generic_plan(fill: &str, table: &str, statement: &str, types: &str, args: &str) -> String {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .execute(fill, &[&BACKLOG])
+        .await
+        .unwrap_or_else(|e| panic!("filling {table}: {e}"));
+    client
+        .batch_execute(&format!("VACUUM ANALYZE {table}"))
+        .await
+        .unwrap_or_else(|e| panic!("analyzing {table}: {e}"));
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; SET jit = off;
+             PREPARE statement({types}) AS {statement}"
+        ))
+        .await
+        .expect("prepare");
+    let rows = client
+        .query(&format!("EXPLAIN EXECUTE statement({args})"), &[])
+        .await
+        .expect("explain");
+    rows.iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn due_claim_walks_the_url_index_even_when_planned_generically() {
+    let plan = generic_plan(
+        PENDING_BACKLOG,
+        "webhook_queue",
+        relay_daemon::claim::CLAIM_DUE,
+        "int8, text[], text[], int4[], int4, float8, text[]",
+        "64, '{}', '{}', '{}', 64, 30, '{lead_created}'",
+    )
+    .await;
+
+    assert!(
+        !plan.contains("Seq Scan on webhook_queue"),
+        "the due claim reads the whole queue:\n{plan}"
+    );
+    assert!(
+        plan.contains("Index Scan using webhook_queue_url_claim_idx"),
+        "the due claim does not take rows from the URL index in claim order:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_generically() {
+    let plan = generic_plan(
+        OUTBOX_BACKLOG,
+        "webhook_events",
+        relay_daemon::claim::ROUTE_AND_CLAIM,
+        "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4, float8, text[]",
+        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, 128, 3, 30, '{NULL}'",
+    )
+    .await;
+
+    assert!(
+        !plan.contains("Seq Scan on webhook_events"),
+        "routing reads the whole outbox:\n{plan}"
+    );
+    assert!(
+        plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
+        "routing does not take events from the outbox key in order:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn idle_check_finds_the_next_due_row_by_index_even_when_planned_generically() {
+    let plan = generic_plan(
+        DELIVERED_DAY,
+        "webhook_queue",
+        relay_daemon::wakeup::WORK_WAITING,
+        "text[], bool, text[], text[]",
+        "'{lead_created}', true, '{}', '{}'",
+    )
+    .await;
+    assert!(
+        !plan.contains("Seq Scan on webhook_queue"),
+        "the idle check reads the whole queue:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Aggregate"),
+        "the idle check reads every pending row for the earliest:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn outcomes_update_their_rows_by_key_even_when_planned_generically() {
+    let plan = generic_plan(
+        DELIVERED_DAY,
+        "webhook_queue",
+        relay_daemon::outcome::RECORD,
+        "int8[], int8[], text[], int4[], float8[], text[], int4[], int4[], int4[], text[], text[], text[], text[]",
+        "'{1}', '{1}', '{sent}', '{0}', '{0}', '{NULL}', '{200}', '{1}', '{3}', '{NULL}', '{lead_created}', '{http://127.0.0.1:9/hook}', '{NULL}'",
+    )
+    .await;
+    assert!(
+        !plan.contains("Seq Scan on webhook_queue"),
+        "recording outcomes reads the whole queue:\n{plan}"
+    );
+}

@@ -2,7 +2,8 @@
 //! keeps the queue gauges current.
 //!
 //! - `/metrics`: [`relay_core::metrics`] as Prometheus text. A scrape never touches the
-//!   database: the queue gauges come from one GROUP BY every [`SAMPLE_INTERVAL`].
+//!   database: the queue gauges come from one GROUP BY every [`SAMPLE_INTERVAL`], or
+//!   less often when that count is slow ([`next_sample_in`]).
 //! - `/healthz`: 200 while the process serves HTTP (a liveness probe).
 //! - `/readyz`: 200 only when the database answers `SELECT 1` within
 //!   [`READY_TIMEOUT`] and the LISTEN connection is up; else 503 with a JSON reason.
@@ -29,8 +30,26 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// How often the queue gauges are refreshed.
+/// How often the queue gauges are refreshed, at most.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// The share of Postgres's time the queue count may take, at most: 1 / this. The count
+/// reads every row of `webhook_queue`, and delivered rows stay until retention removes
+/// them; at a million rows it takes about 0.3 s, which every 5 s would keep Postgres
+/// 6 % busy while the relay itself is idle.
+const SAMPLE_SHARE: u32 = 200;
+/// Longest a count may take before it is given up (the gauges keep their values).
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The gauges are never older than this while counts succeed.
+const SAMPLE_LONGEST_WAIT: Duration = Duration::from_secs(600);
+
+/// When to count again after a count that took `took`: [`SAMPLE_INTERVAL`], or
+/// [`SAMPLE_SHARE`] times as long as the count took if that is later, but not later
+/// than [`SAMPLE_LONGEST_WAIT`].
+fn next_sample_in(took: Duration) -> Duration {
+    took.saturating_mul(SAMPLE_SHARE)
+        .clamp(SAMPLE_INTERVAL, SAMPLE_LONGEST_WAIT)
+}
 /// How long `/readyz` waits for the database.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -190,23 +209,36 @@ async fn ping(pool: &Pool) -> anyhow::Result<()> {
 /// Refreshes the queue gauges until cancelled. A failed sample keeps the last values
 /// (and `/readyz` reports the database).
 async fn sample(pool: Pool, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        let started = tokio::time::Instant::now();
         let result = async {
             let client = pool.get().await.context("no connection")?;
             relay_core::queue_admin::depth(&client)
                 .await
                 .context("queue depth")
         };
-        match tokio::time::timeout(SAMPLE_INTERVAL, result).await {
-            Ok(Ok((counts, oldest))) => metrics::global().set_queue_depth(&counts, oldest),
-            Ok(Err(e)) => debug!(error = %format!("{e:#}"), "queue depth sample failed"),
-            Err(_) => debug!("queue depth sample timed out"),
+        let wait = match tokio::time::timeout(SAMPLE_TIMEOUT, result).await {
+            Ok(Ok((counts, oldest))) => {
+                metrics::global().set_queue_depth(&counts, oldest);
+                next_sample_in(started.elapsed())
+            }
+            Ok(Err(e)) => {
+                debug!(error = %format!("{e:#}"), "queue depth sample failed");
+                SAMPLE_INTERVAL
+            }
+            Err(_) => {
+                warn!(
+                    timeout_seconds = SAMPLE_TIMEOUT.as_secs(),
+                    "counting webhook_queue for the queue gauges took too long (a very \
+                     large table: `n8n-relay queue cleanup` removes old delivered rows; \
+                     or an unresponsive database)"
+                );
+                next_sample_in(SAMPLE_TIMEOUT)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -219,4 +251,20 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_queue_count_is_repeated_less_often_so_it_stays_a_small_share() {
+        assert_eq!(next_sample_in(Duration::from_millis(2)), SAMPLE_INTERVAL);
+        assert_eq!(
+            next_sample_in(Duration::from_millis(300)),
+            Duration::from_secs(60),
+            "a million-row count (0.3 s) every minute: 0.5 % of Postgres's time"
+        );
+        assert_eq!(next_sample_in(SAMPLE_TIMEOUT), SAMPLE_LONGEST_WAIT);
+    }
 }

@@ -27,6 +27,10 @@ const RELAY_ACTIVITY: &str = "SELECT pid,
     WHERE datname = current_database() AND pid <> pg_backend_pid()
       AND application_name LIKE 'n8n-relay%'";
 
+/// The relay's backends in the benchmark database, by process id.
+pub const RELAY_BACKENDS: &str = "SELECT pid FROM pg_stat_activity
+    WHERE datname = current_database() AND application_name LIKE 'n8n-relay%'";
+
 /// Samples per (state, wait, statement); the backends seen; sampling rounds.
 struct Samples {
     counts: HashMap<String, u64>,

@@ -17,7 +17,8 @@
 //! durably) and is routed again; its queue row gets the same `webhook_id`, derived from
 //! the event and the target, so a delivery that already went out is repeated with the
 //! same `X-Webhook-Id`, which is what at-least-once with an idempotency key allows. A
-//! lost claim just leaves the row pending. Outcomes are written durably.
+//! lost claim just leaves the row pending. Outcomes commit asynchronously too
+//! (`crate::outcome`).
 
 //!
 //! Per-entity ordering (routes with `ordering = "entity"`, rows with `ordering` set):
@@ -232,8 +233,11 @@ macro_rules! claim_urls {
     };
 }
 
-/// What both due claims do with the rows they picked (`due`): the claim itself and
-/// the job columns. $6 lease seconds.
+/// What the due claim does with the rows it picked (`due`): the claim itself and
+/// the job columns (one all-NULL row when nothing was claimed). $6 lease seconds. The
+/// `set_config` is the one-row side of the join so that it runs even when nothing is
+/// claimed: rows the ordering check turned down were still locked, and that commit
+/// would otherwise wait for a disk sync.
 macro_rules! claim_picked {
     () => {
         concat!(
@@ -247,7 +251,8 @@ macro_rules! claim_picked {
     SELECT ",
             job_columns!(),
             ", s.async_commit
-    FROM claimed j, (SELECT set_config('synchronous_commit', 'off', true) AS async_commit) s
+    FROM (SELECT set_config('synchronous_commit', 'off', true) AS async_commit) s
+    LEFT JOIN claimed j ON true
     ORDER BY j.priority DESC, j.id"
         )
     };

@@ -1,0 +1,165 @@
+//! The relay's bookkeeping (routing, claiming, recording outcomes) commits without
+//! waiting for the WAL to reach the disk: every one of those statements sits between a
+//! business commit and its delivery, or holds a delivery slot, and a disk sync each
+//! would pace the relay at the disk's rate. Nothing is lost by it (the claim and
+//! outcome modules say why). `pg_stat_wal.wal_sync` counts the syncs; this file holds
+//! one test so nothing else in its process writes WAL meanwhile.
+
+use relay_tests::TestDb;
+use tokio_postgres::Client;
+
+const STATEMENTS: i64 = 100;
+/// Syncs the WAL writer may do on its own while the statements run (it wakes every
+/// 200 ms); a statement that commits synchronously adds one each, 100 in all.
+const BACKGROUND_SYNCS: i64 = 20;
+
+async fn wal_syncs(client: &Client) -> i64 {
+    // This session's own counters reach pg_stat_wal when it next goes idle.
+    client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .expect("flush statistics");
+    client
+        .query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+        .await
+        .expect("pg_stat_wal")
+        .get(0)
+}
+
+#[tokio::test]
+async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let urls: Vec<String> = vec!["http://127.0.0.1:9/hook".into()];
+    let events: Vec<String> = vec!["lead_created".into()];
+    let none: Vec<String> = Vec::new();
+    let no_load: Vec<i32> = Vec::new();
+
+    // Route one event per statement, each claimed at once.
+    client
+        .execute(
+            "INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
+             SELECT 'lead_created', 'lead', g, '{}' FROM generate_series(1, $1::int8) g",
+            &[&STATEMENTS],
+        )
+        .await
+        .expect("fill the outbox");
+    let route = client
+        .prepare(relay_daemon::claim::ROUTE_AND_CLAIM)
+        .await
+        .expect("prepare route");
+    let before = wal_syncs(&client).await;
+    for _ in 0..STATEMENTS {
+        client
+            .query(
+                &route,
+                &[
+                    &events,
+                    &urls,
+                    &vec![0i32],
+                    &vec![true],
+                    &none,
+                    &no_load,
+                    &1i64,
+                    &64i32,
+                    &1i64,
+                    &3i32,
+                    &30f64,
+                    &vec![None::<String>],
+                ],
+            )
+            .await
+            .expect("route");
+    }
+    let routing = wal_syncs(&client).await - before;
+
+    // Record each claimed row's outcome, one per statement.
+    let claimed: Vec<(i64, i64)> = client
+        .query(
+            "SELECT id, (extract(epoch FROM lease_expires_at) * 1000000)::int8
+             FROM webhook_queue WHERE status = 'sending' ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("claimed rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        claimed.len() as i64,
+        STATEMENTS,
+        "every event routed and claimed"
+    );
+    let record = client
+        .prepare(relay_daemon::outcome::RECORD)
+        .await
+        .expect("prepare record");
+    let before = wal_syncs(&client).await;
+    for (id, token) in &claimed {
+        let row = client
+            .query_one(
+                &record,
+                &[
+                    &vec![*id],
+                    &vec![*token],
+                    &vec!["sent"],
+                    &vec![0i32],
+                    &vec![0f64],
+                    &vec![None::<String>],
+                    &vec![Some(200i32)],
+                    &vec![1i32],
+                    &vec![3i32],
+                    &vec![None::<String>],
+                    &vec!["lead_created"],
+                    &vec![urls[0].as_str()],
+                    &vec![None::<String>],
+                ],
+            )
+            .await
+            .expect("record");
+        let stale: Vec<i64> = row.get(0);
+        assert!(stale.is_empty(), "row {id} was ours: {stale:?}");
+    }
+    let recording = wal_syncs(&client).await - before;
+
+    // Claim due rows one per statement.
+    client
+        .execute(
+            "UPDATE webhook_queue SET status = 'pending', lease_expires_at = NULL",
+            &[],
+        )
+        .await
+        .expect("back to pending");
+    let claim = client
+        .prepare(relay_daemon::claim::CLAIM_DUE)
+        .await
+        .expect("prepare claim");
+    let before = wal_syncs(&client).await;
+    for _ in 0..STATEMENTS {
+        client
+            .query(
+                &claim,
+                &[&1i64, &none, &none, &no_load, &64i32, &30f64, &events],
+            )
+            .await
+            .expect("claim");
+    }
+    let claiming = wal_syncs(&client).await - before;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sending'")
+            .await,
+        STATEMENTS,
+        "every due row claimed"
+    );
+
+    for (what, syncs) in [
+        ("routing", routing),
+        ("recording outcomes", recording),
+        ("claiming due rows", claiming),
+    ] {
+        assert!(
+            syncs < BACKGROUND_SYNCS,
+            "{what}: {syncs} WAL syncs for {STATEMENTS} statements"
+        );
+    }
+}

@@ -35,6 +35,22 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     let none: Vec<String> = Vec::new();
     let no_load: Vec<i32> = Vec::new();
 
+    // A queue with a day's delivered rows, as the planner will see it in production.
+    client
+        .execute(
+            "INSERT INTO webhook_queue (webhook_id, event_id, event_type, entity_type,
+                                        entity_id, webhook_url, payload, status, max_retries)
+             SELECT md5(g::text)::uuid, -g, 'lead_created', 'lead', g, $1, '{}', 'sent', 3
+             FROM generate_series(1, 20000) g",
+            &[&urls[0]],
+        )
+        .await
+        .expect("delivered rows");
+    client
+        .batch_execute("VACUUM ANALYZE webhook_queue")
+        .await
+        .expect("analyze");
+
     // Route one event per statement, each claimed at once.
     client
         .execute(
@@ -125,7 +141,8 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     // Claim due rows one per statement.
     client
         .execute(
-            "UPDATE webhook_queue SET status = 'pending', lease_expires_at = NULL",
+            "UPDATE webhook_queue SET status = 'pending', lease_expires_at = NULL
+             WHERE event_id > 0",
             &[],
         )
         .await
@@ -152,6 +169,7 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         "every due row claimed"
     );
 
+    eprintln!("SYNCS {routing} {recording} {claiming}");
     for (what, syncs) in [
         ("routing", routing),
         ("recording outcomes", recording),

@@ -169,7 +169,6 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         "every due row claimed"
     );
 
-    eprintln!("SYNCS {routing} {recording} {claiming}");
     for (what, syncs) in [
         ("routing", routing),
         ("recording outcomes", recording),

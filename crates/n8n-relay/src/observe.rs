@@ -50,6 +50,7 @@ fn next_sample_in(took: Duration) -> Duration {
     took.saturating_mul(SAMPLE_SHARE)
         .clamp(SAMPLE_INTERVAL, SAMPLE_LONGEST_WAIT)
 }
+
 /// How long `/readyz` waits for the database.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 

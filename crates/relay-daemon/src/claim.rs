@@ -236,8 +236,9 @@ macro_rules! claim_urls {
 /// What the due claim does with the rows it picked (`due`): the claim itself and
 /// the job columns (one all-NULL row when nothing was claimed). $6 lease seconds. The
 /// `set_config` is the one-row side of the join so that it runs even when nothing is
-/// claimed: rows the ordering check turned down were still locked, and that commit
-/// would otherwise wait for a disk sync.
+/// claimed: rows the ordering check turned down were still locked (a write), and
+/// joined to an empty `claimed` it may never run, leaving that commit to wait for a
+/// disk sync.
 macro_rules! claim_picked {
     () => {
         concat!(

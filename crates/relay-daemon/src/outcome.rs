@@ -44,12 +44,13 @@ const SHUTDOWN_WRITE_ATTEMPTS: u32 = 3;
 /// route and claim do: a row's slot waits for this write, so a WAL flush here would
 /// pace the claims. The `set_config` sits in a one-row `FROM` so that it runs whatever
 /// the plan: joined to the rows not applied (normally none), it ran only while the
-/// planner put it on the outer side of the join. With the relay's own plans the outcome
-/// write was seen waiting for WAL syncs (`n8n-relay-bench --profile`: `IO:WALSync` in
-/// this statement at 200 events/s), and a statement of that shape with the join the
-/// other way round synced on every commit (`pg_stat_wal.wal_sync`). An outcome lost to a Postgres crash leaves its row
-/// `sending`; the lease expires and it is delivered again with the same
-/// `X-Webhook-Id`, which at-least-once allows.
+/// planner put it on the outer side of the join. With the relay's own plans the
+/// outcome write was seen waiting for WAL syncs (`n8n-relay-bench --profile`:
+/// `IO:WALSync` in this statement at 200 events/s), and a statement of that shape with
+/// the join the other way round synced on every commit (`pg_stat_wal.wal_sync`).
+///
+/// An outcome lost to a Postgres crash leaves its row `sending`; the lease expires and
+/// it is delivered again with the same `X-Webhook-Id`, which at-least-once allows.
 pub const RECORD: &str = "WITH o AS (
     SELECT * FROM unnest(
         $1::int8[], $2::int8[], $3::text[], $4::int4[], $5::float8[], $6::text[],

@@ -85,8 +85,15 @@ CREATE INDEX IF NOT EXISTS webhook_queue_url_claim_idx
 DROP INDEX IF EXISTS webhook_queue_claim_idx;
 -- When the next pending row is due: the relay sleeps until then when idle, so a
 -- retry is on time without polling (a backlog of far-future retries stays cheap).
-CREATE INDEX IF NOT EXISTS webhook_queue_due_idx
-    ON webhook_queue (next_attempt_at) WHERE status = 'pending';
+-- `retry_count >= 0` always holds (the CHECK above); it is in the predicate so that
+-- only a query that says it (the relay's idle check) can use this index. Without it,
+-- statistics taken while nothing was pending make this the smallest index of pending
+-- rows, and the claim walked and sorted every pending row through it (88 ms per claim
+-- at 100,000 pending) instead of taking them in order from webhook_queue_url_claim_idx.
+CREATE INDEX IF NOT EXISTS webhook_queue_next_due_idx
+    ON webhook_queue (next_attempt_at) WHERE status = 'pending' AND retry_count >= 0;
+-- Replaced by webhook_queue_next_due_idx.
+DROP INDEX IF EXISTS webhook_queue_due_idx;
 -- The ordering check: "is an earlier row of this entity to this URL unfinished?" is one
 -- probe. Only unfinished ordered rows (and failed ones under 'block') are in it, so it
 -- stays as small as the ordered part of the backlog.

@@ -22,6 +22,14 @@ const OUTBOX_BACKLOG: &str = "INSERT INTO webhook_events (event_type, entity_typ
     SELECT 'lead_created', 'lead', g, '{\"lead\": {\"id\": 1}}'
     FROM generate_series(1, $1::int8) g";
 
+/// Rows delivered before a backlog (event ids below the backlog's).
+const DELIVERED_BEFORE: &str = "INSERT INTO webhook_queue (
+        webhook_id, event_id, event_type, entity_type, entity_id, webhook_url, payload,
+        priority, status, max_retries)
+    SELECT md5((-g)::text)::uuid, -g, 'lead_created', 'lead', g, 'http://127.0.0.1:9/hook',
+           '{\"lead\": {\"id\": 1}}', 0, 'sent', 3
+    FROM generate_series(1, 5000) g";
+
 /// A queue as it looks after a busy day: most rows delivered (they stay until
 /// retention), a few pending or being sent.
 const DELIVERED_DAY: &str = "INSERT INTO webhook_queue (
@@ -34,20 +42,53 @@ const DELIVERED_DAY: &str = "INSERT INTO webhook_queue (
            CASE WHEN g % 1000 = 1 THEN now() + interval '30 seconds' END
     FROM generate_series(1, $1::int8) g";
 
+/// When the table's statistics were taken.
+#[derive(Clone, Copy, PartialEq)]
+enum Statistics {
+    /// After the fill, as autovacuum would leave them.
+    Fresh,
+    /// Before it, when the queue held only delivered rows: the backlog arrived since
+    /// (an outage, faster than autovacuum's next ANALYZE).
+    FromBeforeTheBacklog,
+}
+
 /// How Postgres plans `statement` (parameter `types`) generically, executed with
-/// `args`, in a fresh database whose `table` holds `BACKLOG` rows made by `fill`,
-/// with statistics as autovacuum would leave them.
+/// `args`, in a fresh database whose `table` holds `BACKLOG` rows made by `fill`.
 async fn generic_plan(fill: &str, table: &str, statement: &str, types: &str, args: &str) -> String {
+    plan(fill, table, Statistics::Fresh, statement, types, args).await
+}
+
+async fn plan(
+    fill: &str,
+    table: &str,
+    statistics: Statistics,
+    statement: &str,
+    types: &str,
+    args: &str,
+) -> String {
     let db = TestDb::migrated().await;
     let client = db.client().await;
+    let analyze = format!("VACUUM ANALYZE {table}");
+    if statistics == Statistics::FromBeforeTheBacklog {
+        client
+            .batch_execute(DELIVERED_BEFORE)
+            .await
+            .expect("delivered rows");
+        client
+            .batch_execute(&analyze)
+            .await
+            .unwrap_or_else(|e| panic!("analyzing {table}: {e}"));
+    }
     client
         .execute(fill, &[&BACKLOG])
         .await
         .unwrap_or_else(|e| panic!("filling {table}: {e}"));
-    client
-        .batch_execute(&format!("VACUUM ANALYZE {table}"))
-        .await
-        .unwrap_or_else(|e| panic!("analyzing {table}: {e}"));
+    if statistics == Statistics::Fresh {
+        client
+            .batch_execute(&analyze)
+            .await
+            .unwrap_or_else(|e| panic!("analyzing {table}: {e}"));
+    }
     client
         .batch_execute(&format!(
             "SET plan_cache_mode = force_generic_plan; SET jit = off;
@@ -79,6 +120,28 @@ async fn due_claim_walks_the_url_index_even_when_planned_generically() {
     assert!(
         !plan.contains("Seq Scan on webhook_queue"),
         "the due claim reads the whole queue:\n{plan}"
+    );
+    assert!(
+        plan.contains("Index Scan using webhook_queue_url_claim_idx"),
+        "the due claim does not take rows from the URL index in claim order:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn due_claim_walks_the_url_index_when_statistics_predate_the_backlog() {
+    let plan = plan(
+        PENDING_BACKLOG,
+        "webhook_queue",
+        Statistics::FromBeforeTheBacklog,
+        relay_daemon::claim::CLAIM_DUE,
+        "int8, text[], text[], int4[], int4, float8, text[]",
+        "64, '{}', '{}', '{}', 64, 30, '{lead_created}'",
+    )
+    .await;
+
+    assert!(
+        !plan.contains("webhook_queue_next_due_idx") && !plan.contains("Seq Scan on webhook_queue"),
+        "the due claim reads every pending row:\n{plan}"
     );
     assert!(
         plan.contains("Index Scan using webhook_queue_url_claim_idx"),
@@ -124,6 +187,10 @@ async fn idle_check_finds_the_next_due_row_by_index_even_when_planned_genericall
     assert!(
         !plan.contains("Aggregate"),
         "the idle check reads every pending row for the earliest:\n{plan}"
+    );
+    assert!(
+        plan.contains("webhook_queue_next_due_idx"),
+        "the idle check does not read pending rows in due order:\n{plan}"
     );
 }
 

@@ -78,6 +78,8 @@ pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
 /// ordering check out of the scan, as in `claim::CLAIM_DUE`). The `CASE`s keep a
 /// generic plan's estimates sane on a one-type, one-URL queue, where `<> ALL ($n)`
 /// with an unknown `$n` is estimated to match nothing (see `claim::CLAIM_DUE`).
+/// `retry_count >= 0` (always true) is the predicate of `webhook_queue_next_due_idx`,
+/// which only this statement may use (001_webhook_tables.sql says why).
 pub const WORK_WAITING: &str = concat!(
     "SELECT
     -- Not EXISTS: inside EXISTS the planner drops ORDER BY/LIMIT and, with stale
@@ -89,7 +91,7 @@ pub const WORK_WAITING: &str = concat!(
      FROM (SELECT q.next_attempt_at, q.webhook_url, q.entity_type, q.entity_id, q.event_id,
                   q.ordering
            FROM webhook_queue q
-           WHERE $2 AND q.status = 'pending'
+           WHERE $2 AND q.status = 'pending' AND q.retry_count >= 0
              AND CASE WHEN cardinality($3::text[]) = 0 THEN true
                       ELSE q.event_type <> ALL ($3::text[]) END
              AND CASE WHEN cardinality($4::text[]) = 0 THEN true

@@ -515,9 +515,10 @@ async fn the_relay_delivers_a_business_write_running_as_the_least_privilege_role
 }
 
 /// A callback as n8n sends it: signed with the callback secret. Returns the status.
-async fn post_signed(addr: &str, endpoint: &str, body: serde_json::Value) -> u16 {
+/// POSTs `body` signed at `timestamp`: the same request twice is a repeat only with
+/// the same timestamp (the receipt covers it).
+async fn post_signed(addr: &str, endpoint: &str, body: serde_json::Value, timestamp: u64) -> u16 {
     let body = body.to_string();
-    let timestamp = relay_core::signature::unix_now();
     let signature =
         relay_core::signature::sign(TEST_N8N_SECRET.as_bytes(), timestamp, body.as_bytes());
     let stream = tokio::net::TcpStream::connect(addr)
@@ -586,10 +587,11 @@ async fn the_callbacks_work_running_as_the_least_privilege_role() {
         ),
     ];
     for (endpoint, body) in calls {
-        let status = post_signed(&addr, endpoint, body.clone()).await;
+        let timestamp = relay_core::signature::unix_now();
+        let status = post_signed(&addr, endpoint, body.clone(), timestamp).await;
         assert_eq!(status, 200, "{endpoint} as the relay role\n{}", relay.log());
         // A repeat within the window is answered from the receipt.
-        let again = post_signed(&addr, endpoint, body).await;
+        let again = post_signed(&addr, endpoint, body, timestamp).await;
         assert_eq!(again, 200, "{endpoint} repeated");
     }
     let status: String = admin

@@ -6,6 +6,7 @@
 //! one test so nothing else in its process writes WAL meanwhile.
 
 use relay_tests::TestDb;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 const STATEMENTS: i64 = 100;
@@ -24,6 +25,17 @@ async fn wal_syncs(client: &Client) -> i64 {
         .await
         .expect("pg_stat_wal")
         .get(0)
+}
+
+/// WAL syncs while `sql`, prepared as the relay prepares it, runs `STATEMENTS` times
+/// with `params`.
+async fn syncs_repeating(client: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> i64 {
+    let statement = client.prepare(sql).await.expect("prepare");
+    let before = wal_syncs(client).await;
+    for _ in 0..STATEMENTS {
+        client.query(&statement, params).await.expect("statement");
+    }
+    wal_syncs(client).await - before
 }
 
 #[tokio::test]
@@ -60,34 +72,25 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         )
         .await
         .expect("fill the outbox");
-    let route = client
-        .prepare(relay_daemon::claim::ROUTE_AND_CLAIM)
-        .await
-        .expect("prepare route");
-    let before = wal_syncs(&client).await;
-    for _ in 0..STATEMENTS {
-        client
-            .query(
-                &route,
-                &[
-                    &events,
-                    &urls,
-                    &vec![0i32],
-                    &vec![true],
-                    &none,
-                    &no_load,
-                    &1i64,
-                    &64i32,
-                    &1i64,
-                    &3i32,
-                    &30f64,
-                    &vec![None::<String>],
-                ],
-            )
-            .await
-            .expect("route");
-    }
-    let routing = wal_syncs(&client).await - before;
+    let routing = syncs_repeating(
+        &client,
+        relay_daemon::claim::ROUTE_AND_CLAIM,
+        &[
+            &events,
+            &urls,
+            &vec![0i32],
+            &vec![true],
+            &none,
+            &no_load,
+            &1i64,
+            &64i32,
+            &1i64,
+            &3i32,
+            &30f64,
+            &vec![None::<String>],
+        ],
+    )
+    .await;
 
     // Record each claimed row's outcome, one per statement.
     let claimed: Vec<(i64, i64)> = client
@@ -147,21 +150,12 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         )
         .await
         .expect("back to pending");
-    let claim = client
-        .prepare(relay_daemon::claim::CLAIM_DUE)
-        .await
-        .expect("prepare claim");
-    let before = wal_syncs(&client).await;
-    for _ in 0..STATEMENTS {
-        client
-            .query(
-                &claim,
-                &[&1i64, &none, &none, &no_load, &64i32, &30f64, &events],
-            )
-            .await
-            .expect("claim");
-    }
-    let claiming = wal_syncs(&client).await - before;
+    let claiming = syncs_repeating(
+        &client,
+        relay_daemon::claim::CLAIM_DUE,
+        &[&1i64, &none, &none, &no_load, &64i32, &30f64, &events],
+    )
+    .await;
     assert_eq!(
         db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sending'")
             .await,

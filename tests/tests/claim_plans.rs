@@ -106,39 +106,19 @@ async fn plan(
         .join("\n")
 }
 
-#[tokio::test]
-async fn due_claim_walks_the_url_index_even_when_planned_generically() {
-    let plan = generic_plan(
-        PENDING_BACKLOG,
-        "webhook_queue",
-        relay_daemon::claim::CLAIM_DUE,
-        "int8, text[], text[], int4[], int4, float8, text[]",
-        "64, '{}', '{}', '{}', 64, 30, '{lead_created}'",
-    )
-    .await;
-
-    assert!(
-        !plan.contains("Seq Scan on webhook_queue"),
-        "the due claim reads the whole queue:\n{plan}"
-    );
-    assert!(
-        plan.contains("Index Scan using webhook_queue_url_claim_idx"),
-        "the due claim does not take rows from the URL index in claim order:\n{plan}"
-    );
-}
-
-#[tokio::test]
-async fn due_claim_walks_the_url_index_when_statistics_predate_the_backlog() {
+/// The due claim's plan over a pending backlog, with statistics taken at `statistics`,
+/// held to taking rows from `webhook_queue_url_claim_idx` in claim order: never the
+/// whole queue, never every pending row through the idle check's index.
+async fn assert_due_claim_walks_the_url_index(statistics: Statistics) {
     let plan = plan(
         PENDING_BACKLOG,
         "webhook_queue",
-        Statistics::FromBeforeTheBacklog,
+        statistics,
         relay_daemon::claim::CLAIM_DUE,
         "int8, text[], text[], int4[], int4, float8, text[]",
         "64, '{}', '{}', '{}', 64, 30, '{lead_created}'",
     )
     .await;
-
     assert!(
         !plan.contains("webhook_queue_next_due_idx") && !plan.contains("Seq Scan on webhook_queue"),
         "the due claim reads every pending row:\n{plan}"
@@ -147,6 +127,16 @@ async fn due_claim_walks_the_url_index_when_statistics_predate_the_backlog() {
         plan.contains("Index Scan using webhook_queue_url_claim_idx"),
         "the due claim does not take rows from the URL index in claim order:\n{plan}"
     );
+}
+
+#[tokio::test]
+async fn due_claim_walks_the_url_index_even_when_planned_generically() {
+    assert_due_claim_walks_the_url_index(Statistics::Fresh).await;
+}
+
+#[tokio::test]
+async fn due_claim_walks_the_url_index_when_statistics_predate_the_backlog() {
+    assert_due_claim_walks_the_url_index(Statistics::FromBeforeTheBacklog).await;
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 mod bench;
 mod db;
 mod load;
+mod machine;
 mod profile;
 mod relay;
 mod report;

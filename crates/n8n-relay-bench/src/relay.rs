@@ -233,7 +233,7 @@ fn parse_cpu_time(stat: &str, ticks_per_second: u64) -> Result<Duration> {
 }
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`), 100 where it cannot tell.
-fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         std::process::Command::new("getconf")

@@ -9,6 +9,10 @@
 //! and the same with the wake-up armed before every row, so every transaction sends a
 //! NOTIFY (what a relay without the wake-up protocol would cost). Then the WAL each
 //! row writes, with and without the triggers.
+//!
+//! Beside each rate, the machine's busy CPU per row in the same rounds: with the
+//! relay frozen against without triggers, it is what a business INSERT pays for the
+//! triggers, and it moves less with the host's other tenants than the rates do.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -19,6 +23,7 @@ use serde_json::json;
 
 use crate::bench::{writers_label, Bench, WRITERS};
 use crate::load::{self, Table, INSERT_LEADS_BARE_BULK, INSERT_LEADS_BULK, WAL_POSITION};
+use crate::machine;
 use crate::report::{Figure, Report, Target};
 use crate::stats::median;
 
@@ -61,6 +66,8 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
             series.extend([Series::RelayPaused, Series::NotifyEach]);
         }
         let mut rates: HashMap<Series, Vec<f64>> = HashMap::new();
+        let mut cpu_per_row: HashMap<Series, Vec<f64>> = HashMap::new();
+        let mut cpu_delivered: Vec<f64> = Vec::new();
         for round in 0..sizes.rounds {
             // Rotate which goes first, so a drift in the machine's load does not
             // always favour the same side.
@@ -71,6 +78,7 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
                     relay.pause();
                 }
                 let table = s.table();
+                let busy_before = machine::busy_time()?;
                 let measured = load::full_speed(
                     &bench.db.url,
                     table,
@@ -79,18 +87,30 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
                     Arc::new(AtomicU64::new(0)),
                 )
                 .await;
+                let busy = machine::busy_time()?.saturating_sub(busy_before);
                 if s.relay_frozen() {
                     bench.relay().await?.resume();
                 }
                 let t = measured?;
                 rates.entry(s).or_default().push(t.per_second());
+                cpu_per_row
+                    .entry(s)
+                    .or_default()
+                    .push(busy.as_secs_f64() * 1e6 / t.rows.max(1) as f64);
                 if table != Table::LeadsBare {
                     events += t.rows;
                     bench.wait_delivered(events).await?;
                 }
+                if s == Series::WithTriggers {
+                    // Until the last of the round's rows was delivered: what a row
+                    // costs the machine from INSERT to the sink's 200.
+                    let busy = machine::busy_time()?.saturating_sub(busy_before);
+                    cpu_delivered.push(busy.as_secs_f64() * 1e6 / t.rows.max(1) as f64);
+                }
             }
         }
         let rate = |s: Series| median(rates.get(&s).map(Vec::as_slice).unwrap_or_default());
+        let cpu = |s: Series| median(cpu_per_row.get(&s).map(Vec::as_slice).unwrap_or_default());
         let without = rate(Series::WithoutTriggers);
         let mut figure = Figure::new(
             NAME,
@@ -119,6 +139,46 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
                 );
             }
         }
+        if rates.contains_key(&Series::RelayPaused) {
+            let bare = cpu(Series::WithoutTriggers);
+            let delivered = median(&cpu_delivered);
+            report.figures.push(
+                Figure::new(
+                    NAME,
+                    format!(
+                        "machine CPU per INSERT, relay frozen, {}",
+                        writers_label(writers)
+                    ),
+                    cpu(Series::RelayPaused),
+                    "µs",
+                )
+                .baseline("without triggers", bare),
+            );
+            report.figures.push(
+                Figure::new(
+                    NAME,
+                    format!(
+                        "machine CPU per INSERT and its delivery, {}",
+                        writers_label(writers)
+                    ),
+                    delivered,
+                    "µs",
+                )
+                .baseline("without triggers", bare),
+            );
+            // When the writers keep every core busy, the rate with triggers (and the
+            // relay delivering what they write) can be at most the bare rate times
+            // this: the limit the target is held against on this machine.
+            report.figures.push(Figure::new(
+                NAME,
+                format!(
+                    "CPU-bound ceiling of the ratio with delivery, {}",
+                    writers_label(writers)
+                ),
+                bare / delivered.max(1e-9),
+                "",
+            ));
+        }
         details.insert(
             writers.to_string(),
             json!({
@@ -126,6 +186,13 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
                 "without_triggers": rates.get(&Series::WithoutTriggers),
                 "relay_frozen": rates.get(&Series::RelayPaused),
                 "notify_every_transaction": rates.get(&Series::NotifyEach),
+                "machine_cpu_us_per_row": {
+                    "with_triggers": cpu_per_row.get(&Series::WithTriggers),
+                    "without_triggers": cpu_per_row.get(&Series::WithoutTriggers),
+                    "relay_frozen": cpu_per_row.get(&Series::RelayPaused),
+                    "notify_every_transaction": cpu_per_row.get(&Series::NotifyEach),
+                    "with_triggers_until_delivered": cpu_delivered,
+                },
             }),
         );
     }

@@ -30,6 +30,16 @@ const DELIVERED_BEFORE: &str = "INSERT INTO webhook_queue (
            '{\"lead\": {\"id\": 1}}', 0, 'sent', 3
     FROM generate_series(1, 5000) g";
 
+/// Rows out for delivery, as the lease index sees a drain: every row the relay has
+/// claimed since the last vacuum has an entry there (dead once delivered, but the
+/// planner cannot tell, and a scan visits them all).
+const SENDING_BACKLOG: &str = "INSERT INTO webhook_queue (
+        webhook_id, event_id, event_type, entity_type, entity_id, webhook_url, payload,
+        priority, status, max_retries, lease_expires_at)
+    SELECT md5(g::text)::uuid, g, 'lead_created', 'lead', g, 'http://127.0.0.1:9/hook',
+           '{\"lead\": {\"id\": 1}}', 0, 'sending', 3, now() + interval '30 seconds'
+    FROM generate_series(1, $1::int8) g";
+
 /// A queue as it looks after a busy day: most rows delivered (they stay until
 /// retention), a few pending or being sent.
 const DELIVERED_DAY: &str = "INSERT INTO webhook_queue (
@@ -184,18 +194,107 @@ async fn idle_check_finds_the_next_due_row_by_index_even_when_planned_genericall
     );
 }
 
+/// `statement` (one of those that finish a claimed row) planned generically over a
+/// queue filled by `fill`, with statistics taken at `statistics`: held to finding its
+/// rows by primary key, never by reading the whole queue or every row the lease index
+/// lists.
+async fn assert_updates_claimed_rows_by_key(
+    fill: &str,
+    statistics: Statistics,
+    statement: &str,
+    types: &str,
+    args: &str,
+) {
+    let plan = plan(fill, "webhook_queue", statistics, statement, types, args).await;
+    assert!(
+        !plan.contains("Seq Scan on webhook_queue") && !plan.contains("webhook_queue_lease_idx"),
+        "finishing claimed rows reads more of the queue than those rows:\n{plan}"
+    );
+    assert!(
+        plan.contains("Index Scan using webhook_queue_pkey on webhook_queue q"),
+        "finishing claimed rows does not find them by key:\n{plan}"
+    );
+}
+
+const RECORD_TYPES: &str = "int8[], int8[], text[], int4[], float8[], text[], int4[], int4[], \
+                            int4[], text[], text[], text[], text[]";
+const RECORD_ARGS: &str = "'{1}', '{1}', '{sent}', '{0}', '{0}', '{NULL}', '{200}', '{1}', '{3}', \
+                           '{NULL}', '{lead_created}', '{http://127.0.0.1:9/hook}', '{NULL}'";
+
 #[tokio::test]
 async fn outcomes_update_their_rows_by_key_even_when_planned_generically() {
-    let plan = generic_plan(
+    assert_updates_claimed_rows_by_key(
         DELIVERED_DAY,
-        "webhook_queue",
+        Statistics::Fresh,
         relay_daemon::outcome::RECORD,
-        "int8[], int8[], text[], int4[], float8[], text[], int4[], int4[], int4[], text[], text[], text[], text[]",
-        "'{1}', '{1}', '{sent}', '{0}', '{0}', '{NULL}', '{200}', '{1}', '{3}', '{NULL}', '{lead_created}', '{http://127.0.0.1:9/hook}', '{NULL}'",
+        RECORD_TYPES,
+        RECORD_ARGS,
     )
     .await;
-    assert!(
-        !plan.contains("Seq Scan on webhook_queue"),
-        "recording outcomes reads the whole queue:\n{plan}"
-    );
+}
+
+#[tokio::test]
+async fn outcomes_update_their_rows_by_key_when_statistics_predate_the_drain() {
+    assert_updates_claimed_rows_by_key(
+        SENDING_BACKLOG,
+        Statistics::FromBeforeTheBacklog,
+        relay_daemon::outcome::RECORD,
+        RECORD_TYPES,
+        RECORD_ARGS,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rows_given_back_at_shutdown_are_found_by_key_when_statistics_predate_the_drain() {
+    assert_updates_claimed_rows_by_key(
+        SENDING_BACKLOG,
+        Statistics::FromBeforeTheBacklog,
+        relay_daemon::claim::RELEASE,
+        "int8[], int8[]",
+        "'{1}', '{1}'",
+    )
+    .await;
+}
+
+/// A session's `plan_cache_mode`.
+async fn planning(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one("SHOW plan_cache_mode", &[])
+        .await
+        .expect("SHOW plan_cache_mode")
+        .get(0)
+}
+
+/// These tests force generic plans because the relay's pooled sessions do: they are
+/// planned once per connection, not at every execution. The CLI keeps Postgres's
+/// default, and the retention cleanup switches back to it for its own statements.
+#[tokio::test]
+async fn the_relays_pooled_sessions_plan_generically_and_the_cli_does_not() {
+    let db = TestDb::empty().await;
+    let config = relay_core::config::DatabaseConfig {
+        url: relay_core::config::Secret::new(db.url.clone()),
+        pool_size: 1,
+        connect_timeout_seconds: 5,
+        statement_timeout_seconds: 5,
+    };
+    let pool = relay_core::db::pool(&config, "claim-plans-test").expect("pool");
+    let pooled = pool.get().await.expect("pooled session");
+    let mut seen = vec![planning(&pooled).await];
+    for switch in [
+        relay_core::db::PLAN_WITH_VALUES,
+        relay_core::db::PLAN_GENERICALLY,
+    ] {
+        pooled.batch_execute(switch).await.expect(switch);
+        seen.push(planning(&pooled).await);
+    }
+    assert_eq!(seen, ["force_generic_plan", "auto", "force_generic_plan"]);
+
+    let (cli, connection) = relay_core::db::pg_config(&config, "claim-plans-test")
+        .expect("config")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("cli session");
+    tokio::spawn(connection);
+    assert_eq!(planning(&cli).await, "auto");
 }

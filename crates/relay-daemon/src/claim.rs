@@ -317,11 +317,13 @@ pub const CLAIM_DUE: &str = concat!(
 );
 
 /// Give rows back untouched (shutdown after the grace period): pending again, due
-/// now, retry_count unchanged. $1 ids, $2 their claim tokens.
-pub(crate) const RELEASE: &str = "UPDATE webhook_queue q
+/// now, retry_count unchanged. $1 ids, $2 their claim tokens. By primary key, never
+/// through the lease index, as `crate::outcome::RECORD` explains.
+pub const RELEASE: &str = "UPDATE webhook_queue q
     SET status = 'pending', lease_expires_at = NULL, updated_at = now()
     FROM unnest($1::int8[], $2::int8[]) AS r(id, token)
-    WHERE q.id = r.id AND q.status = 'sending'
+    WHERE q.id = ANY ($1::int8[]) AND q.id = r.id
+      AND CASE WHEN q.status = 'sending' THEN true END
       AND (extract(epoch FROM q.lease_expires_at) * 1000000)::int8 = r.token";
 
 /// Rows whose relay died (or lost its database link) mid-delivery: their lease ran

@@ -85,31 +85,8 @@ pub fn pool(db: &DatabaseConfig, application: &str) -> Result<Pool, DbError> {
     pool_sized(db, application, db.pool_size)
 }
 
-/// The pool's sessions plan every prepared statement generically
-/// (`plan_cache_mode`): a statement is planned once per connection instead of at every
-/// execution. Postgres otherwise kept re-planning the relay's route, claim and outcome
-/// statements (CTEs whose custom plans its cost model prefers), which was 14 % of their
-/// backends' CPU in a 100,000-event drain; planned once, the drain ran 20-25 % faster
-/// (side by side, `n8n-relay-bench --only drain`). Those statements are written to
-/// plan well without their parameters' values, which `tests/tests/claim_plans.rs`
-/// holds them to; a statement that needs its values planned (the retention cleanup's
-/// cutoff) asks for that itself with [`PLAN_WITH_VALUES`]. The CLI's one-off queries
-/// use [`pg_config`] alone and keep Postgres's default.
-pub const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
-
-/// Switches a pooled session back to Postgres's default planning until
-/// [`PLAN_GENERICALLY`] (run it even when what came between failed).
-pub const PLAN_WITH_VALUES: &str = "SET plan_cache_mode = auto";
-/// Back to the pool's generic plans.
-pub const PLAN_GENERICALLY: &str = "RESET plan_cache_mode";
-
 pub fn pool_sized(db: &DatabaseConfig, application: &str, size: usize) -> Result<Pool, DbError> {
-    let mut config = pg_config(db, application)?;
-    let options = match config.get_options() {
-        Some(existing) => format!("{GENERIC_PLANS} {existing}"),
-        None => GENERIC_PLANS.to_string(),
-    };
-    config.options(options);
+    let config = pg_config(db, application)?;
     let manager = Manager::from_config(
         config,
         NoTls,

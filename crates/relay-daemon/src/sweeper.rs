@@ -73,20 +73,8 @@ async fn retention(db: Db, days: u64) {
             return;
         }
     };
-    // Its cutoff decides which index pays off, so these statements are planned with
-    // their values, unlike the pool's hot statements (relay_core::db::GENERIC_PLANS).
-    if let Err(e) = client.batch_execute(relay_core::db::PLAN_WITH_VALUES).await {
-        warn!(error = %e, "retention cleanup could not start; will try again");
-        return;
-    }
     // Each batch is its own statement, bounded by statement_timeout.
-    let cleaned = queue_admin::cleanup(&client, options).await;
-    if let Err(e) = client.batch_execute(relay_core::db::PLAN_GENERICALLY).await {
-        // The session keeps planning with values: slower for the hot statements,
-        // never wrong.
-        warn!(error = %e, "could not restore generic plans after the retention cleanup");
-    }
-    match cleaned {
+    match queue_admin::cleanup(&client, options).await {
         Ok(report) if report.queue_rows + report.events + report.logs > 0 => info!(
             days,
             queue_rows = report.queue_rows,

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
@@ -92,11 +93,9 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
                     bench.relay().await?.resume();
                 }
                 let t = measured?;
+                let us_per_row = |busy: Duration| busy.as_secs_f64() * 1e6 / t.rows.max(1) as f64;
                 rates.entry(s).or_default().push(t.per_second());
-                cpu_per_row
-                    .entry(s)
-                    .or_default()
-                    .push(busy.as_secs_f64() * 1e6 / t.rows.max(1) as f64);
+                cpu_per_row.entry(s).or_default().push(us_per_row(busy));
                 if table != Table::LeadsBare {
                     events += t.rows;
                     bench.wait_delivered(events).await?;
@@ -104,8 +103,9 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
                 if s == Series::WithTriggers {
                     // Until the last of the round's rows was delivered: what a row
                     // costs the machine from INSERT to the sink's 200.
-                    let busy = machine::busy_time()?.saturating_sub(busy_before);
-                    cpu_delivered.push(busy.as_secs_f64() * 1e6 / t.rows.max(1) as f64);
+                    cpu_delivered.push(us_per_row(
+                        machine::busy_time()?.saturating_sub(busy_before),
+                    ));
                 }
             }
         }

@@ -39,6 +39,9 @@ use crate::router::RouteTable;
 
 /// The columns a delivery needs, the same for both claims. `occurred_at` is rendered
 /// by Postgres as RFC 3339 UTC so the body is byte-identical on every attempt.
+/// How many columns [`job_columns!`] lists.
+const JOB_COLUMNS: usize = 14;
+
 macro_rules! job_columns {
     () => {
         "j.id, j.webhook_id::text, j.event_type, j.entity_type, j.entity_id, j.webhook_url,
@@ -119,10 +122,22 @@ pub(crate) use row_unblocked;
 /// $7 how many events, $8 per-endpoint cap (rows held per URL), $9 free slots, $10 max_retries,
 /// $11 lease seconds, $12 the routes' ordering (NULL, skip, block; see [`unblocked!`]:
 /// of one ordered entity only its first event in the batch may be claimed, and only if
-/// nothing earlier of it is unfinished). Events of a type the relay has no route for (only possible by
-/// writing the outbox directly, bypassing webhook_emit) are left unrouted, not dropped.
-/// Returns the number of events routed and of queue rows created on every row, with
-/// the claimed rows' columns (one all-NULL row when nothing was claimed). The
+/// nothing earlier of it is unfinished). Events of a type the relay has no route for
+/// (only possible by writing the outbox directly, bypassing webhook_emit) are left
+/// unrouted, not dropped.
+///
+/// An event whose every row could go now but for the room left at its endpoint in
+/// this batch stays in the outbox, untouched, for the next pass: routed, it would be
+/// inserted `pending` and claimed later with a second write (40 % of the rows of a
+/// drain to one URL were). Only an endpoint with room at the start of the statement
+/// leaves events behind; the events of a full one are queued `pending` as before, so
+/// that the outbox moves on to other endpoints' events behind them (a dead endpoint
+/// never holds up the others). Events held for another reason (their entity's
+/// previous row is unfinished, their route is disabled) are queued `pending` too.
+///
+/// Returns on every row the number of events routed and of queue rows created, with
+/// the claimed rows' columns (one all-NULL row when nothing was claimed), then how
+/// many events were looked at and the URLs of those left in the outbox. The
 /// `webhook_id` is an md5 of event id, occurred_at and URL: stable if the event is
 /// ever routed again.
 pub const ROUTE_AND_CLAIM: &str = concat!(
@@ -141,9 +156,6 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
         LIMIT $7
         FOR UPDATE SKIP LOCKED
     ),
-    routed AS (
-        DELETE FROM webhook_events e WHERE e.id = ANY (ARRAY(SELECT p.id FROM picked p))
-    ),
     targets AS (
         SELECT p.*, r.url, r.priority, r.claimable,
                CASE WHEN p.entity_id IS NOT NULL THEN r.ordering END AS ordering,
@@ -155,7 +167,7 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
         FROM picked p
         JOIN routes r USING (event_type)
     ),
-    gated AS (
+    gated AS MATERIALIZED (
         SELECT t.*, t.claimable AND (t.ordering IS NULL OR (t.nth_of_entity = 1 AND ",
     unblocked!(
         "t.url",
@@ -170,7 +182,8 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
     capped AS (
         SELECT g.*, g.eligible AND row_number() OVER (
                    PARTITION BY g.url, g.eligible ORDER BY g.priority DESC, g.id
-               ) <= $8 - coalesce(b.in_flight, 0) AS within_cap
+               ) <= $8 - coalesce(b.in_flight, 0) AS within_cap,
+               $8 - coalesce(b.in_flight, 0) > 0 AS has_room
         FROM gated g
         LEFT JOIN busy b ON b.url = g.url
     ),
@@ -179,6 +192,15 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
                    PARTITION BY t.within_cap ORDER BY t.priority DESC, t.id
                ) <= $9 AS claim
         FROM capped t
+    ),
+    moved AS (
+        SELECT c.id
+        FROM chosen c
+        GROUP BY c.id
+        HAVING NOT bool_and(c.eligible AND NOT c.claim AND c.has_room)
+    ),
+    routed AS (
+        DELETE FROM webhook_events e WHERE e.id = ANY (ARRAY(SELECT m.id FROM moved m))
     ),
     inserted AS (
         INSERT INTO webhook_queue (webhook_id, event_id, event_type, entity_type, entity_id,
@@ -192,14 +214,19 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
                CASE WHEN c.claim THEN now() + make_interval(secs => $11) END,
                c.ordering
         FROM chosen c
+        WHERE c.id IN (SELECT m.id FROM moved m)
         ORDER BY c.id
         ON CONFLICT (event_id, webhook_url) DO NOTHING
         RETURNING *
     )
     SELECT n.routed, n.enqueued, ",
     job_columns!(),
-    ", n.async_commit
-    FROM (SELECT count(*) AS routed, (SELECT count(*) FROM inserted) AS enqueued,
+    ", n.async_commit, n.picked, n.left_for
+    FROM (SELECT (SELECT count(*) FROM moved) AS routed,
+                 ARRAY(SELECT DISTINCT c.url FROM chosen c
+                       WHERE c.id NOT IN (SELECT m.id FROM moved m)) AS left_for,
+                 (SELECT count(*) FROM inserted) AS enqueued,
+                 count(*) AS picked,
                  set_config('synchronous_commit', 'off', true) AS async_commit
           FROM picked) n
     LEFT JOIN inserted j ON j.status = 'sending'"
@@ -425,8 +452,13 @@ impl ClaimLimits {
 /// The result of one route statement.
 #[derive(Default)]
 pub(crate) struct Routed {
+    /// Events looked at: as many as asked for means more may wait in the outbox.
+    pub(crate) picked: i64,
     /// Events moved from the outbox into the queue.
     pub(crate) events: i64,
+    /// The URLs of the events left in the outbox for want of room (see
+    /// [`ROUTE_AND_CLAIM`]).
+    pub(crate) left_for: Vec<String>,
     /// Queue rows created for them (one per event and target).
     pub(crate) enqueued: i64,
     /// Rows claimed straight away, to be delivered now.
@@ -466,7 +498,9 @@ pub(crate) async fn route_and_claim(
             )
             .await?;
         let mut routed = Routed {
+            picked: 0,
             events: 0,
+            left_for: Vec::new(),
             enqueued: 0,
             jobs: Vec::new(),
         };
@@ -474,6 +508,8 @@ pub(crate) async fn route_and_claim(
             routed.events = row.try_get(0)?;
             routed.enqueued = row.try_get(1)?;
             routed.jobs.extend(Job::from_row(row, 2)?);
+            routed.picked = row.try_get(2 + JOB_COLUMNS + 1)?;
+            routed.left_for = row.try_get(2 + JOB_COLUMNS + 2)?;
         }
         relay_core::metrics::global().routed(
             u64::try_from(routed.events).unwrap_or(0),

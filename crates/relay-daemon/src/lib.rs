@@ -82,6 +82,7 @@ pub async fn run(
         limits: claim::ClaimLimits::new(&config),
         dispatcher,
         last_due_claim: tokio::time::Instant::now(),
+        left: None,
     };
     let dispatcher = pump.run(wake_rx, &shutdown).await;
 

@@ -1,0 +1,196 @@
+//! What one route statement does with a batch of events it cannot claim whole. Rows
+//! inserted `pending` are claimed later with a second write each, so an event that only
+//! lacks room at its endpoint for now stays in the outbox instead; but the outbox must
+//! always move on, so events of a full endpoint, of an entity waiting behind its previous
+//! event, or of a disabled route are still queued `pending`.
+
+use relay_tests::TestDb;
+use tokio_postgres::Client;
+
+const A: &str = "http://127.0.0.1:9/a";
+const B: &str = "http://127.0.0.1:9/b";
+/// Rows one URL may hold (the relay's `queue.max_per_endpoint` × its claim-ahead).
+const CAP: i32 = 4;
+
+/// One route: event type, URL, whether its rows may be claimed now, ordering.
+struct Route(&'static str, &'static str, bool, Option<&'static str>);
+
+/// What the route statement returned.
+#[derive(Debug)]
+struct Routed {
+    routed: i64,
+    claimed: usize,
+    picked: i64,
+    left_for: Vec<String>,
+}
+
+/// Runs the relay's route statement over the first `events` events, with `held` rows
+/// already held per URL and `free` slots.
+async fn route(
+    client: &Client,
+    routes: &[Route],
+    held: &[(&str, i32)],
+    events: i64,
+    free: i64,
+) -> Routed {
+    let types: Vec<&str> = routes.iter().map(|r| r.0).collect();
+    let urls: Vec<&str> = routes.iter().map(|r| r.1).collect();
+    let priorities: Vec<i32> = routes.iter().map(|_| 0).collect();
+    let claimable: Vec<bool> = routes.iter().map(|r| r.2).collect();
+    let ordering: Vec<Option<&str>> = routes.iter().map(|r| r.3).collect();
+    let held_urls: Vec<&str> = held.iter().map(|h| h.0).collect();
+    let held_rows: Vec<i32> = held.iter().map(|h| h.1).collect();
+    let rows = client
+        .query(
+            relay_daemon::claim::ROUTE_AND_CLAIM,
+            &[
+                &types,
+                &urls,
+                &priorities,
+                &claimable,
+                &held_urls,
+                &held_rows,
+                &events,
+                &CAP,
+                &free,
+                &3i32,
+                &30f64,
+                &ordering,
+            ],
+        )
+        .await
+        .expect("route statement");
+    let last = rows[0].len() - 1;
+    Routed {
+        routed: rows[0].get(0),
+        claimed: rows
+            .iter()
+            .filter(|r| r.get::<_, Option<i64>>(2).is_some())
+            .count(),
+        picked: rows[0].get(last - 1),
+        left_for: rows[0].get(last),
+    }
+}
+
+/// Queues `n` events of `event_type`, one entity each (`entity` for all, if given).
+async fn emit(client: &Client, event_type: &str, n: i64, entity: Option<i64>) {
+    client
+        .execute(
+            "INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
+             SELECT $1, 'lead', coalesce($3, g), '{}' FROM generate_series(1, $2::int8) g",
+            &[&event_type, &n, &entity],
+        )
+        .await
+        .expect("emit");
+}
+
+/// Queue rows per status for `url`, and events still in the outbox.
+async fn state(client: &Client, url: &str) -> (i64, i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'sending'),
+                    count(*) FILTER (WHERE status = 'pending'),
+                    (SELECT count(*) FROM webhook_events)
+             FROM webhook_queue WHERE webhook_url = $1",
+            &[&url],
+        )
+        .await
+        .expect("state");
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test]
+async fn events_an_endpoint_with_room_cannot_take_yet_stay_in_the_outbox() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    emit(&client, "lead_created", 10, None).await;
+    let routes = [Route("lead_created", A, true, None)];
+
+    let first = route(&client, &routes, &[], 10, 10).await;
+    assert_eq!(
+        (first.routed, first.claimed, first.picked),
+        (CAP as i64, CAP as usize, 10),
+        "{first:?}"
+    );
+    assert_eq!(first.left_for, vec![A.to_string()]);
+    assert_eq!(
+        state(&client, A).await,
+        (CAP as i64, 0, 6),
+        "(sending, pending, outbox): the six that did not fit were queued"
+    );
+
+    // Room again: the next pass takes them, still in event order, still one write each.
+    let second = route(&client, &routes, &[(A, 1)], 10, 10).await;
+    assert_eq!((second.routed, second.claimed), (3, 3), "{second:?}");
+    let claimed: Vec<i64> = client
+        .query("SELECT event_id FROM webhook_queue ORDER BY event_id", &[])
+        .await
+        .expect("claimed")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let first_ids: i64 = client
+        .query_one("SELECT min(id) FROM webhook_events", &[])
+        .await
+        .expect("outbox")
+        .get(0);
+    assert!(
+        claimed.iter().all(|id| *id < first_ids),
+        "an event was claimed before an older one: {claimed:?}, outbox from {first_ids}"
+    );
+    assert_eq!(state(&client, A).await, (7, 0, 3));
+}
+
+#[tokio::test]
+async fn a_full_endpoints_events_are_queued_pending_so_the_outbox_moves_on() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    emit(&client, "lead_created", 10, None).await;
+    emit(&client, "lead_scraped", 3, None).await;
+    let routes = [
+        Route("lead_created", A, true, None),
+        Route("lead_scraped", B, true, None),
+    ];
+
+    // A is at its cap (a slow or dead endpoint): its events go to the queue, pending.
+    let first = route(&client, &routes, &[(A, CAP)], 10, 10).await;
+    assert_eq!((first.routed, first.claimed), (10, 0), "{first:?}");
+    assert!(first.left_for.is_empty(), "{first:?}");
+    assert_eq!(state(&client, A).await, (0, 10, 3));
+
+    // So the next pass reaches B's events behind them.
+    let second = route(&client, &routes, &[(A, CAP)], 10, 10).await;
+    assert_eq!((second.routed, second.claimed), (3, 3), "{second:?}");
+    assert_eq!(state(&client, B).await, (3, 0, 0));
+}
+
+#[tokio::test]
+async fn an_event_waiting_behind_its_entitys_previous_one_is_queued_pending() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    // Two changes of one lead, ordered: the second may only go once the first is done.
+    emit(&client, "lead_qualified", 2, Some(7)).await;
+    let routes = [Route("lead_qualified", A, true, Some("block"))];
+
+    let routed = route(&client, &routes, &[], 10, 10).await;
+    assert_eq!((routed.routed, routed.claimed), (2, 1), "{routed:?}");
+    assert!(routed.left_for.is_empty(), "{routed:?}");
+    assert_eq!(
+        state(&client, A).await,
+        (1, 1, 0),
+        "(sending, pending, outbox): the second change waits in the queue"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_routes_events_are_queued_pending() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    emit(&client, "demo_failed", 5, None).await;
+    let routes = [Route("demo_failed", A, false, None)];
+
+    let routed = route(&client, &routes, &[], 10, 10).await;
+    assert_eq!((routed.routed, routed.claimed), (5, 0), "{routed:?}");
+    assert!(routed.left_for.is_empty(), "{routed:?}");
+    assert_eq!(state(&client, A).await, (0, 5, 0));
+}

@@ -421,6 +421,22 @@ pub(crate) struct EndpointLoad {
     pub(crate) saturated: Vec<String>,
 }
 
+impl EndpointLoad {
+    /// How many more rows `urls` can take before each holds `cap`.
+    pub(crate) fn room(&self, urls: &[String], cap: i32) -> usize {
+        urls.iter()
+            .map(|url| {
+                let held = self
+                    .urls
+                    .iter()
+                    .position(|u| u == url)
+                    .map_or(0, |i| self.in_flight[i]);
+                usize::try_from(cap.saturating_sub(held)).unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
 /// The claim settings that come from configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClaimLimits {
@@ -582,4 +598,23 @@ pub(crate) async fn release_expired_leases(db: &Db) -> Result<Vec<i64>, DaemonEr
         Ok(ids?)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_what_each_endpoint_lacks_of_its_cap_never_less_than_nothing() {
+        let load = EndpointLoad {
+            urls: vec!["a".into(), "b".into()],
+            in_flight: vec![3, 9],
+            saturated: vec!["b".into()],
+        };
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(load.room(&urls(&["a"]), 8), 5);
+        assert_eq!(load.room(&urls(&["b"]), 8), 0, "over its cap");
+        assert_eq!(load.room(&urls(&["a", "b", "idle"]), 8), 5 + 8);
+        assert_eq!(load.room(&[], 8), 0);
+    }
 }

@@ -231,18 +231,15 @@ impl Pump {
         }
     }
 
-    /// Whether the events last left in the outbox still wait for their endpoints to
-    /// have room (each of them full), for at most ROOM_WAIT.
-    fn waiting_for_room(&mut self, load: &claim::EndpointLoad) -> bool {
-        let Some((urls, since)) = &self.left else {
-            return false;
-        };
-        let waiting =
-            since.elapsed() < ROOM_WAIT && urls.iter().all(|u| load.saturated.contains(u));
-        if !waiting {
+    /// How many events the endpoints the last route left events for can take now,
+    /// while that is recent (ROOM_WAIT); `None` when routing need not wait on them.
+    fn head_room(&mut self, load: &claim::EndpointLoad) -> Option<usize> {
+        let (urls, since) = self.left.as_ref()?;
+        if since.elapsed() >= ROOM_WAIT {
             self.left = None;
+            return None;
         }
-        waiting
+        Some(load.room(urls, self.limits.per_endpoint))
     }
 
     /// Route fresh events (claiming the first of them), then claim due rows.
@@ -259,15 +256,21 @@ impl Pump {
         // are inserted already claimed and go out at once. The route statement leaves
         // in the outbox the events an endpoint with room could not take in this batch,
         // rather than insert them pending and claim them later with a second write per
-        // row (see `claim::ROUTE_AND_CLAIM`), and routing then waits for that endpoint
-        // to have room again (an outcome wakes the pump), at most ROOM_WAIT: routed
-        // while it is full, they would be inserted pending after all. Paused, route
-        // everything.
-        let waiting_for_room = delivering && self.waiting_for_room(&load);
-        let route = if waiting_for_room {
-            0
-        } else if delivering {
-            i64::try_from(free)
+        // row (see `claim::ROUTE_AND_CLAIM`). Such events are the head of the outbox,
+        // so for the next ROOM_WAIT routing takes only as many as their endpoints have
+        // room for (every event picked and left again is locked again: 45 % of the
+        // events picked while keeping up with writers were), and none while those are
+        // full (an outcome wakes the pump). Past ROOM_WAIT of a full endpoint, routing
+        // goes on and its events are queued pending, so the outbox moves on to the
+        // others' events behind them. Paused, route everything.
+        let head_room = if delivering {
+            self.head_room(&load)
+        } else {
+            None
+        };
+        let waiting_for_room = head_room == Some(0);
+        let route = if delivering {
+            i64::try_from(free.min(head_room.unwrap_or(usize::MAX)))
                 .unwrap_or(i64::MAX)
                 .min(self.limits.batch_size)
         } else {
@@ -279,8 +282,11 @@ impl Pump {
             claim::Routed::default()
         };
         if route > 0 {
-            self.left = (!routed.left_for.is_empty())
-                .then(|| (routed.left_for.clone(), tokio::time::Instant::now()));
+            if !routed.left_for.is_empty() {
+                self.left = Some((routed.left_for.clone(), tokio::time::Instant::now()));
+            } else if head_room.is_none() {
+                self.left = None;
+            }
         }
         let fresh = routed.jobs.len();
         self.dispatcher.start(routed.jobs, lease_until);

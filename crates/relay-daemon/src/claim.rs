@@ -39,9 +39,6 @@ use crate::router::RouteTable;
 
 /// The columns a delivery needs, the same for both claims. `occurred_at` is rendered
 /// by Postgres as RFC 3339 UTC so the body is byte-identical on every attempt.
-/// How many columns [`job_columns!`] lists.
-const JOB_COLUMNS: usize = 14;
-
 macro_rules! job_columns {
     () => {
         "j.id, j.webhook_id::text, j.event_type, j.entity_type, j.entity_id, j.webhook_url,
@@ -51,6 +48,9 @@ macro_rules! job_columns {
         extract(epoch FROM j.occurred_at)::float8, j.ordering"
     };
 }
+
+/// How many columns [`job_columns!`] lists.
+const JOB_COLUMNS: usize = 14;
 
 /// Whether the ordered row of event `$event` (entity `$etype`/`$eid`, target `$url`)
 /// may go now: no earlier event of the entity is unrouted (`$events`: the known event
@@ -167,6 +167,7 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
         FROM picked p
         JOIN routes r USING (event_type)
     ),
+    -- materialized: inlined into the window below, the ordering check ran twice per row
     gated AS MATERIALIZED (
         SELECT t.*, t.claimable AND (t.ordering IS NULL OR (t.nth_of_entity = 1 AND ",
     unblocked!(
@@ -429,8 +430,9 @@ impl EndpointLoad {
                 let held = self
                     .urls
                     .iter()
-                    .position(|u| u == url)
-                    .map_or(0, |i| self.in_flight[i]);
+                    .zip(&self.in_flight)
+                    .find(|(u, _)| *u == url)
+                    .map_or(0, |(_, n)| *n);
                 usize::try_from(cap.saturating_sub(held)).unwrap_or(0)
             })
             .sum()

@@ -49,9 +49,6 @@ macro_rules! job_columns {
     };
 }
 
-/// How many columns [`job_columns!`] lists.
-const JOB_COLUMNS: usize = 14;
-
 /// Whether the ordered row of event `$event` (entity `$etype`/`$eid`, target `$url`)
 /// may go now: no earlier event of the entity is unrouted (`$events`: the known event
 /// types, as an unknown one is never routed), and no earlier ordered row of the entity
@@ -526,8 +523,8 @@ pub(crate) async fn route_and_claim(
             routed.events = row.try_get(0)?;
             routed.enqueued = row.try_get(1)?;
             routed.jobs.extend(Job::from_row(row, 2)?);
-            routed.picked = row.try_get(2 + JOB_COLUMNS + 1)?;
-            routed.left_for = row.try_get(2 + JOB_COLUMNS + 2)?;
+            routed.picked = row.try_get("picked")?;
+            routed.left_for = row.try_get("left_for")?;
         }
         relay_core::metrics::global().routed(
             u64::try_from(routed.events).unwrap_or(0),

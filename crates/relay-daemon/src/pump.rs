@@ -276,14 +276,17 @@ impl Pump {
         } else {
             self.limits.batch_size
         };
-        let routed = if route > 0 {
+        let mut routed = if route > 0 {
             claim::route_and_claim(&self.db, &self.routes, &load, self.limits, route, free).await?
         } else {
             claim::Routed::default()
         };
         if route > 0 {
             if !routed.left_for.is_empty() {
-                self.left = Some((routed.left_for.clone(), tokio::time::Instant::now()));
+                self.left = Some((
+                    std::mem::take(&mut routed.left_for),
+                    tokio::time::Instant::now(),
+                ));
             } else if head_room.is_none() {
                 self.left = None;
             }

@@ -132,6 +132,14 @@ const MISSING: &str = "No Postgres for the tests: nothing at DATABASE_URL, nothi
 Install PostgreSQL (e.g. `apt-get install postgresql`), start it \
 (`pg_ctlcluster --skip-systemctl-redirect 15 main start`), or set DATABASE_URL.";
 
+/// The role of a [`PrivateCluster::start_with_tls`] cluster that logs in with a
+/// client certificate only.
+pub const CERT_USER: &str = "relay_cert";
+/// The role of a [`PrivateCluster::start_with_tls`] cluster that logs in with a
+/// password ([`PASSWORD`], scram-sha-256).
+pub const PASSWORD_USER: &str = "relay_pw";
+pub const PASSWORD: &str = "pw-only-in-a-file";
+
 /// How [`PrivateCluster::stop`] shuts the server down (`pg_ctl stop -m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -154,6 +162,13 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// `initdb` a new cluster and start it.
     pub fn start() -> Result<PrivateCluster, String> {
+        let cluster = PrivateCluster::initialized()?;
+        cluster.start_again()?;
+        Ok(cluster)
+    }
+
+    /// A new cluster, `initdb`-ed and configured, not started.
+    fn initialized() -> Result<PrivateCluster, String> {
         let initdb = find_pg_bin("initdb").ok_or(MISSING)?;
         let cluster = PrivateCluster::empty_dir()?;
         let data = cluster.data_s();
@@ -162,7 +177,77 @@ impl PrivateCluster {
             &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
         )?;
         cluster.configure()?;
+        Ok(cluster)
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl` lines alone in
+    /// `pg_hba.conf`), presenting `server` and trusting `ca` for client certificates:
+    /// `postgres` logs in over TLS without a password, the role `CERT_USER` only with
+    /// a client certificate (`cert` authentication).
+    pub fn start_with_tls(
+        ca: &Path,
+        server: &crate::certs::CertFiles,
+    ) -> Result<PrivateCluster, String> {
+        let cluster = PrivateCluster::initialized()?;
+        for (from, to, mode) in [
+            (server.cert.as_path(), "server.crt", 0o644),
+            (server.key.as_path(), "server.key", 0o600),
+            (ca, "root.crt", 0o644),
+        ] {
+            let dest = cluster.data.join(to);
+            std::fs::copy(from, &dest).map_err(|e| format!("copying {}: {e}", from.display()))?;
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", dest.display()))?;
+            if cluster.root {
+                let status = Command::new("chown")
+                    .arg("postgres")
+                    .arg(&dest)
+                    .status()
+                    .map_err(|e| format!("chown: {e}"))?;
+                if !status.success() {
+                    return Err(format!("could not chown {} to postgres", dest.display()));
+                }
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(cluster.data.join("postgresql.conf"))
+            .map_err(|e| format!("postgresql.conf: {e}"))?;
+        std::io::Write::write_all(
+            &mut conf,
+            b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n",
+        )
+        .map_err(|e| format!("postgresql.conf: {e}"))?;
+        std::fs::write(
+            cluster.data.join("pg_hba.conf"),
+            format!(
+                "local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\n\
+hostssl all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 trust\n"
+            ),
+        )
+        .map_err(|e| format!("pg_hba.conf: {e}"))?;
         cluster.start_again()?;
+        let psql = find_pg_bin("psql").ok_or(MISSING)?;
+        let port = cluster.port.to_string();
+        let socket = cluster.dir.to_string_lossy().to_string();
+        cluster.run(
+            &psql,
+            &[
+                "-h",
+                &socket,
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                &format!(
+                    "CREATE ROLE {CERT_USER} LOGIN SUPERUSER; \
+                     CREATE ROLE {PASSWORD_USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'"
+                ),
+            ],
+        )?;
         Ok(cluster)
     }
 
@@ -325,8 +410,19 @@ wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n",
     }
 
     pub fn server(&self) -> Server {
+        self.server_with("")
+    }
+
+    /// The server with libpq parameters for every URL, e.g.
+    /// `sslmode=verify-full&sslrootcert=/tmp/ca.pem`.
+    pub fn server_with(&self, params: &str) -> Server {
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{params}")
+        };
         server_from_url(&format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
+            "postgres://postgres@127.0.0.1:{}/postgres{query}",
             self.port
         ))
     }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::cluster;
 
@@ -15,8 +15,15 @@ pub struct TestDb {
     admin_url: String,
 }
 
-async fn connect_url(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+/// A connection through the relay's own connector, so test URLs that ask for TLS
+/// (`sslmode`, `sslrootcert`, `sslcert`) mean what they mean to the relay.
+pub async fn connect_url(url: &str) -> Client {
+    let mut database = relay_core::Config::default().database;
+    database.url = relay_core::Secret::new(url);
+    let connector = relay_core::db::Connector::new(&database, "relay-tests")
+        .unwrap_or_else(|e| panic!("test Postgres URL {url}: {e}"));
+    let (client, conn) = connector
+        .connect()
         .await
         .unwrap_or_else(|e| panic!("cannot connect to test Postgres at {url}: {e}"));
     tokio::spawn(async move {
@@ -73,6 +80,19 @@ impl TestDb {
 
     pub async fn client(&self) -> Client {
         connect_url(&self.url).await
+    }
+
+    /// One lead inserted (one `lead_scraped` event): the smallest business write.
+    pub async fn insert_lead(&self) {
+        self.client()
+            .await
+            .execute(
+                "INSERT INTO leads (business_name, category, location, score) \
+                 VALUES ('Acme', 'x', 'y', 0.5)",
+                &[],
+            )
+            .await
+            .expect("insert a lead");
     }
 
     /// `writers` concurrent connections each inserting `each` leads, one transaction
@@ -147,7 +167,12 @@ pub fn cleanup_sql(url: &str, sql: String) {
             return;
         };
         rt.block_on(async move {
-            if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
+            let mut database = relay_core::Config::default().database;
+            database.url = relay_core::Secret::new(&url);
+            let Ok(connector) = relay_core::db::Connector::new(&database, "relay-tests") else {
+                return;
+            };
+            if let Ok((client, conn)) = connector.connect().await {
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });

@@ -8,6 +8,7 @@
 //! `/usr/lib/postgresql/*/bin` (as the postgres user when running as root). When none
 //! of these works the test fails and says what to install.
 
+pub mod certs;
 pub mod cluster;
 pub mod db;
 pub mod load;

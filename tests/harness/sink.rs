@@ -133,6 +133,8 @@ pub struct Sink {
     state: Arc<State>,
     /// Accepts connections and owns their tasks: aborting it closes everything.
     task: tokio::task::JoinHandle<()>,
+    /// Set for an HTTPS sink.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Sink {
@@ -172,8 +174,51 @@ impl Sink {
             behaviour: Mutex::new(Arc::new(f)),
             arrived: Notify::new(),
         });
-        let task = serve(listener, state.clone());
-        Sink { addr, state, task }
+        let task = serve(listener, state.clone(), None);
+        Sink {
+            addr,
+            state,
+            task,
+            tls: None,
+        }
+    }
+
+    /// An HTTPS sink answering 200, presenting `server`; with `client_ca`, it asks
+    /// for a client certificate signed by that CA and refuses the handshake without.
+    pub async fn https(
+        server: &crate::certs::CertFiles,
+        client_ca: Option<&std::path::Path>,
+    ) -> Sink {
+        let chain = relay_core::tls::load_certs("sink cert", &server.cert).expect("sink cert");
+        let key = relay_core::tls::load_key("sink key", &server.key).expect("sink key");
+        let builder = rustls::ServerConfig::builder_with_provider(relay_core::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let roots = relay_core::tls::root_store("sink client CA", ca).expect("client CA");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    relay_core::tls::provider(),
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .expect("sink TLS config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut sink = Sink::with(|_| Reply::ok()).await;
+        sink.task.abort();
+        let _ = (&mut sink.task).await;
+        let listener = TcpListener::bind(sink.addr).await.expect("rebind the sink");
+        sink.task = serve(listener, sink.state.clone(), Some(acceptor.clone()));
+        sink.tls = Some(acceptor);
+        sink
     }
 
     /// Closes the port and every open connection: deliveries now fail with
@@ -189,12 +234,13 @@ impl Sink {
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("rebind the sink on its old port");
-        self.task = serve(listener, self.state.clone());
+        self.task = serve(listener, self.state.clone(), self.tls.clone());
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    /// Base URL, e.g. `http://127.0.0.1:40123` (`https://` for an HTTPS sink).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Changes how the sink answers from now on.
@@ -295,7 +341,11 @@ impl Sink {
 
 /// The accept loop; connection tasks live in its JoinSet, so aborting the loop closes
 /// them too.
-fn serve(listener: TcpListener, state: Arc<State>) -> tokio::task::JoinHandle<()> {
+fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -304,11 +354,21 @@ fn serve(listener: TcpListener, state: Arc<State>) -> tokio::task::JoinHandle<()
             };
             while connections.try_join_next().is_some() {}
             let st = state.clone();
+            let tls = tls.clone();
             connections.spawn(async move {
                 let service = service_fn(move |req| handle(st.clone(), req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(acceptor) => {
+                        // A client that refuses the certificate never gets this far.
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                }
             });
         }
     })

@@ -99,6 +99,17 @@ fn concrete(var: &str, value: &str) -> String {
         rest = &rest[start + end + 1..];
     }
     out.push_str(rest);
+    if var.ends_with("_FILE") {
+        // A secret mounted as a file (a Kubernetes Secret volume, a systemd
+        // credential): a private file of that name stands in for it.
+        let dir = std::env::temp_dir().join(format!("deploy-files-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("secrets dir");
+        let path = dir.join(var);
+        std::fs::write(&path, "placeholder-secret").expect("secret file");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod 600");
+        return path.to_string_lossy().to_string();
+    }
     if out.is_empty() {
         // Secrets left empty in examples, or values that come from a Secret.
         return match var {
@@ -648,7 +659,27 @@ fn the_systemd_unit_runs_real_commands_with_a_real_environment_file() {
         assert_eq!(value(key), ["yes"], "{key}");
     }
     assert_eq!(value("ProtectSystem"), ["strict"]);
-    let env = env_file("deploy/env.example");
+    let mut env = env_file("deploy/env.example");
+    // Secrets handed over as systemd credentials: each `X_FILE=%d/NAME` names a
+    // credential the unit loads, and replaces X (commented out in env.example).
+    let credentials: Vec<String> = value("LoadCredential")
+        .iter()
+        .filter_map(|c| c.split_once(':').map(|(name, _)| name.to_string()))
+        .collect();
+    let mut from_files = 0;
+    for assignment in value("Environment") {
+        let (var, path) = assignment.split_once('=').expect("Environment=VAR=VALUE");
+        if let Some(name) = path.strip_prefix("%d/") {
+            assert!(
+                credentials.iter().any(|c| c == name),
+                "{var} reads credential {name}, which no LoadCredential= loads"
+            );
+            env.remove(var.trim_end_matches("_FILE"));
+            from_files += 1;
+        }
+        env.insert(var.to_string(), path.to_string());
+    }
+    assert_eq!(from_files, 2, "both signing secrets come from credentials");
     let mut commands = value("ExecStart");
     commands.extend(value("ExecStartPre"));
     assert!(

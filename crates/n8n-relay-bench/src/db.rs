@@ -2,7 +2,7 @@
 //! relay's schema, dropped at the end whatever happened in between.
 
 use anyhow::{Context, Result};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// A bare copy of `leads`: same columns, defaults and indexes, no triggers. The
 /// baseline that the trigger cost is measured against.
@@ -33,8 +33,17 @@ fn with_dbname(url: &str, name: &str) -> String {
     }
 }
 
+/// A connection with the relay's own connector, so a URL asking for TLS
+/// (`sslmode`, `sslrootcert`, ...) means what it means to the relay.
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+    let mut database = relay_core::Config::default().database;
+    database.url = relay_core::Secret::new(url);
+    // Seeding a backlog or vacuuming it is one long statement.
+    database.statement_timeout_seconds = 3600;
+    let connector = relay_core::db::Connector::new(&database, "n8n-relay-bench")
+        .with_context(|| format!("connecting to Postgres ({})", redact(url)))?;
+    let (client, conn) = connector
+        .connect()
         .await
         .with_context(|| format!("connecting to Postgres ({})", redact(url)))?;
     tokio::spawn(async move {

@@ -37,6 +37,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use relay_core::Config;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -89,11 +90,18 @@ pub async fn serve(
         .keep_alive_interval(Duration::from_secs(limits.header_read_timeout_seconds))
         .keep_alive_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
 
+    let tls = match crate::tls::acceptor(&limits)? {
+        Some((acceptor, certificates)) => {
+            crate::tls::reload_on_sighup(certificates, &tasks, shutdown.clone());
+            Some(acceptor)
+        }
+        None => None,
+    };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(OpenConnections::default());
     let graceful = GracefulShutdown::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "callback listener ready");
+        tracing::info!(%addr, https = tls.is_some(), "callback listener ready");
     }
     loop {
         let stream = tokio::select! {
@@ -138,13 +146,39 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
         let idle_limit = Duration::from_secs(limits.header_read_timeout_seconds);
         let open = open.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            // The TLS handshake counts as idle time: bounded like a client that
+            // sends nothing, and the first to go when room is needed.
+            let io = match tls {
+                None => Either::Left(stream),
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(idle_limit, acceptor.accept(stream)) => done.ok(),
+                        () = evict.notified() => None,
+                    };
+                    match handshake {
+                        Some(Ok(tls_stream)) => Either::Right(tls_stream),
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "callback TLS handshake failed");
+                            open.remove(id);
+                            return;
+                        }
+                        None => {
+                            open.remove(id);
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(io), service)
+                .into_owned();
+            let connection = watcher.watch(connection);
             tokio::pin!(connection);
             loop {
                 tokio::select! {

@@ -8,7 +8,9 @@ pub mod metrics;
 pub mod queue_admin;
 pub mod retry;
 pub mod schema;
+pub mod secrets;
 pub mod signature;
+pub mod tls;
 
 pub use config::{Config, ConfigError, Secret};
 pub use events::EventType;

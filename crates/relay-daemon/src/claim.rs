@@ -36,6 +36,7 @@ use std::time::Duration;
 use crate::db::Db;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
+use crate::shared::{EndpointLoad, Job, AHEAD};
 
 /// The columns a delivery needs, the same for both claims. `occurred_at` is rendered
 /// by Postgres as RFC 3339 UTC so the body is byte-identical on every attempt.
@@ -358,90 +359,12 @@ pub(crate) const RELEASE_EXPIRED_LEASES: &str = "UPDATE webhook_queue
     WHERE status = 'sending' AND lease_expires_at < now()
     RETURNING id";
 
-/// One claimed queue row: everything needed to deliver it and record the outcome.
-#[derive(Debug, Clone)]
-pub(crate) struct Job {
-    pub(crate) id: i64,
-    pub(crate) webhook_id: String,
-    pub(crate) event_type: String,
-    pub(crate) entity_type: Option<String>,
-    pub(crate) entity_id: Option<i64>,
-    pub(crate) url: String,
-    /// The jsonb payload as Postgres prints it: never parsed (see `Envelope`).
-    pub(crate) payload: String,
-    pub(crate) priority: i32,
-    pub(crate) retry_count: i32,
-    pub(crate) max_retries: i32,
-    pub(crate) occurred_at: String,
-    pub(crate) lease_token: i64,
-    /// `occurred_at` as unix seconds, for commit-to-delivery latency.
-    pub(crate) occurred_at_unix: f64,
-    /// Per-entity ordering: `skip` or `block` (what a final failure means), or none.
-    pub(crate) ordering: Option<String>,
-}
-
-impl Job {
-    /// 1-based attempt number, sent as `X-Webhook-Attempt`.
-    pub(crate) fn attempt(&self) -> i32 {
-        self.retry_count + 1
-    }
-
-    /// Reads the job columns starting at column `at`; `None` for the all-NULL row.
-    fn from_row(row: &tokio_postgres::Row, at: usize) -> Result<Option<Job>, DaemonError> {
-        let Some(id) = row.try_get::<_, Option<i64>>(at)? else {
-            return Ok(None);
-        };
-        Ok(Some(Job {
-            id,
-            webhook_id: row.try_get(at + 1)?,
-            event_type: row.try_get(at + 2)?,
-            entity_type: row.try_get(at + 3)?,
-            entity_id: row.try_get(at + 4)?,
-            url: row.try_get(at + 5)?,
-            payload: row.try_get(at + 6)?,
-            priority: row.try_get(at + 7)?,
-            retry_count: row.try_get(at + 8)?,
-            max_retries: row.try_get(at + 9)?,
-            occurred_at: row.try_get(at + 10)?,
-            lease_token: row.try_get(at + 11)?,
-            occurred_at_unix: row.try_get(at + 12)?,
-            ordering: row.try_get(at + 13)?,
-        }))
-    }
-}
-
-/// What this relay already has in flight per endpoint, for the per-endpoint cap.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct EndpointLoad {
-    pub(crate) urls: Vec<String>,
-    pub(crate) in_flight: Vec<i32>,
-    /// Endpoints at the cap: nothing more is claimed for them.
-    pub(crate) saturated: Vec<String>,
-}
-
-impl EndpointLoad {
-    /// How many more rows `urls` can take before each holds `cap`.
-    pub(crate) fn room(&self, urls: &[String], cap: i32) -> usize {
-        urls.iter()
-            .map(|url| {
-                let held = self
-                    .urls
-                    .iter()
-                    .zip(&self.in_flight)
-                    .find(|(u, _)| *u == url)
-                    .map_or(0, |(_, n)| *n);
-                usize::try_from(cap.saturating_sub(held)).unwrap_or(0)
-            })
-            .sum()
-    }
-}
-
 /// The claim settings that come from configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClaimLimits {
     pub(crate) batch_size: i64,
     /// Rows one URL may hold claimed (ready or in flight): `queue.max_per_endpoint`
-    /// in flight and more ready behind them (see [`crate::dispatcher::AHEAD`]).
+    /// in flight and more ready behind them (see [`AHEAD`]).
     pub(crate) per_endpoint: i32,
     pub(crate) max_retries: i32,
     pub(crate) lease: Duration,
@@ -451,13 +374,8 @@ impl ClaimLimits {
     pub(crate) fn new(config: &relay_core::Config) -> ClaimLimits {
         ClaimLimits {
             batch_size: i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX),
-            per_endpoint: i32::try_from(
-                config
-                    .queue
-                    .max_per_endpoint
-                    .saturating_mul(crate::dispatcher::AHEAD),
-            )
-            .unwrap_or(i32::MAX),
+            per_endpoint: i32::try_from(config.queue.max_per_endpoint.saturating_mul(AHEAD))
+                .unwrap_or(i32::MAX),
             max_retries: i32::try_from(config.queue.max_retries).unwrap_or(i32::MAX),
             lease: Duration::from_secs(config.queue.lease_seconds),
         }
@@ -522,7 +440,7 @@ pub(crate) async fn route_and_claim(
         for row in &rows {
             routed.events = row.try_get(0)?;
             routed.enqueued = row.try_get(1)?;
-            routed.jobs.extend(Job::from_row(row, 2)?);
+            routed.jobs.extend(job_from_row(row, 2)?);
             routed.picked = row.try_get("picked")?;
             routed.left_for = row.try_get("left_for")?;
         }
@@ -565,7 +483,7 @@ pub(crate) async fn claim_due(
             .await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in &rows {
-            jobs.extend(Job::from_row(row, 0)?);
+            jobs.extend(job_from_row(row, 0)?);
         }
         Ok(jobs)
     })
@@ -599,21 +517,25 @@ pub(crate) async fn release_expired_leases(db: &Db) -> Result<Vec<i64>, DaemonEr
     .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_is_what_each_endpoint_lacks_of_its_cap_never_less_than_nothing() {
-        let load = EndpointLoad {
-            urls: vec!["a".into(), "b".into()],
-            in_flight: vec![3, 9],
-            saturated: vec!["b".into()],
-        };
-        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(load.room(&urls(&["a"]), 8), 5);
-        assert_eq!(load.room(&urls(&["b"]), 8), 0, "over its cap");
-        assert_eq!(load.room(&urls(&["a", "b", "idle"]), 8), 5 + 8);
-        assert_eq!(load.room(&[], 8), 0);
-    }
+/// Reads the job columns starting at column `at`; `None` for the all-NULL row.
+fn job_from_row(row: &tokio_postgres::Row, at: usize) -> Result<Option<Job>, DaemonError> {
+    let Some(id) = row.try_get::<_, Option<i64>>(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(Job {
+        id,
+        webhook_id: row.try_get(at + 1)?,
+        event_type: row.try_get(at + 2)?,
+        entity_type: row.try_get(at + 3)?,
+        entity_id: row.try_get(at + 4)?,
+        url: row.try_get(at + 5)?,
+        payload: row.try_get(at + 6)?,
+        priority: row.try_get(at + 7)?,
+        retry_count: row.try_get(at + 8)?,
+        max_retries: row.try_get(at + 9)?,
+        occurred_at: row.try_get(at + 10)?,
+        lease_token: row.try_get(at + 11)?,
+        occurred_at_unix: row.try_get(at + 12)?,
+        ordering: row.try_get(at + 13)?,
+    }))
 }

@@ -24,8 +24,8 @@ use hyper_util::rt::TokioExecutor;
 use relay_core::events::Envelope;
 use relay_core::{signature, Config};
 
-use crate::claim::Job;
 use crate::error::{describe_chain, DaemonError};
+use crate::shared::Job;
 
 /// Kept of a response body for `webhook_logs.response_body`.
 pub(crate) const RESPONSE_BODY_KEEP: usize = 2048;
@@ -78,8 +78,12 @@ impl Deliverer {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
         http.set_keepalive(Some(Duration::from_secs(30)));
+        // The built-in roots plus n8n.ca_file, and a client certificate for mTLS.
+        let tls = config
+            .n8n_tls()
+            .map_err(|e| DaemonError::Setup(e.to_string()))?;
         let https = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()

@@ -34,25 +34,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use relay_core::retry::RetrySchedule;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::claim::{EndpointLoad, Job};
 use crate::delivery::Deliverer;
 use crate::outcome::{self, Finished, Recorder, Verdict};
-use crate::pump::Wake;
-
-/// Rows a relay may hold per worker, and per URL per `max_per_endpoint`: in flight,
-/// claimed ahead, or (for slots) waiting for the outcome write.
-pub(crate) const AHEAD: usize = 4;
-
-/// A claimed row's place among the rows this relay holds in `sending`, kept until its
-/// outcome is stored.
-pub(crate) struct Slot {
-    _permit: OwnedSemaphorePermit,
-}
+use crate::shared::{EndpointLoad, Job, Slot, Wake, AHEAD};
 
 /// A claimed row waiting for a worker.
 struct Ready {
@@ -211,7 +200,7 @@ impl Dispatcher {
                 *state.waiting.entry(job.url.clone()).or_insert(0) += 1;
                 state.ready.push_back(Ready {
                     job,
-                    slot: Slot { _permit: permit },
+                    slot: Slot::new(permit),
                     lease_until,
                 });
             }

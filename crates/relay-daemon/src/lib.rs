@@ -7,7 +7,19 @@
 //! - [`dispatcher`] and [`delivery`]: the bounded worker pool and the signed request;
 //! - [`outcome`]: what an attempt means, written down in batches;
 //! - [`sweeper`]: expired leases, the safety sweep, retention;
-//! - `pump`: the loop tying them together.
+//! - `pump`: the loop tying them together;
+//! - `shared`: what the stages hand each other (`Job`, `Wake`, `Slot`, ...), the one
+//!   module every stage may use.
+//!
+//! Imports follow the data, never back (doc links aside); what flows the other way
+//! (a `Wake` from the listener or the outcome writer) goes through a channel:
+//!
+//! ```text
+//! pump ──▶ wakeup ──▶ claim ──▶ router        listener ··Wake··▶ pump
+//!  └─────▶ dispatcher ──▶ delivery            outcome  ··Wake··▶ pump
+//!              └────────▶ outcome ──▶ delivery (Attempt)
+//! sweeper ──▶ claim        every module ──▶ shared, db, error
+//! ```
 //!
 //! The guarantee: an event committed to `webhook_events` is delivered at least once
 //! (with the same `X-Webhook-Id` and body on every attempt) or ends `failed` with its
@@ -24,6 +36,7 @@ pub mod listener;
 pub mod outcome;
 mod pump;
 mod router;
+mod shared;
 mod sweeper;
 pub mod wakeup;
 

@@ -9,7 +9,7 @@
 //!
 //! A lost connection is re-established with exponential backoff, and every (re)connect
 //! asks the pump for a full catch-up: notifications sent while nobody listened are
-//! gone, the outbox is not. TCP keepalives (from `relay_core::db::pg_config`) make a
+//! gone, the outbox is not. TCP keepalives (from `relay_core::db::Connector`) make a
 //! silently dead link fail instead of hanging, and a liveness query every
 //! [`relay_core::db::LIVENESS_INTERVAL`] catches a link that is dead beyond a local
 //! proxy, where keepalives are answered by the proxy.
@@ -21,12 +21,12 @@ use relay_core::config::DatabaseConfig;
 use relay_core::db::NOTIFY_CHANNEL;
 use relay_core::metrics;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{describe_pg, DaemonError};
-use crate::pump::Wake;
+use crate::shared::Wake;
 
 /// Shown in `pg_stat_activity.application_name` for the LISTEN connection (unless
 /// the database URL sets its own application_name).
@@ -68,9 +68,10 @@ async fn session(
     reconnect: bool,
 ) -> Result<(), (bool, String)> {
     let failed = |e: DaemonError| (false, e.to_string());
-    let pg = relay_core::db::pg_config(db, APPLICATION_NAME).map_err(|e| failed(e.into()))?;
+    // Built per connection, so TLS and password files are read again on reconnect.
+    let pg = relay_core::db::Connector::new(db, APPLICATION_NAME).map_err(|e| failed(e.into()))?;
     let limit = Duration::from_secs(db.connect_timeout_seconds + db.statement_timeout_seconds);
-    let (client, mut connection) = tokio::time::timeout(limit, pg.connect(NoTls))
+    let (client, mut connection) = tokio::time::timeout(limit, pg.connect())
         .await
         .map_err(|_| failed(DaemonError::Timeout("connecting the listener", limit)))?
         .map_err(|e| failed(e.into()))?;

@@ -20,12 +20,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::claim::Job;
 use crate::db::Db;
 use crate::delivery::Attempt;
-use crate::dispatcher::Slot;
 use crate::error::DaemonError;
-use crate::pump::Wake;
+use crate::shared::{Job, Slot, Wake};
 
 /// Outcomes written per statement at most.
 const MAX_BATCH: usize = 512;

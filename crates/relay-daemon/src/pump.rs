@@ -17,22 +17,8 @@ use crate::db::Db;
 use crate::dispatcher::Dispatcher;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
+use crate::shared::{EndpointLoad, Wake};
 use crate::wakeup::{self, Settled};
-
-/// Why the pump should look again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// A writer's NOTIFY.
-    Notified,
-    /// The listener (re)connected: notifications may have been missed.
-    Reconnected,
-    /// Outcomes were stored: slots are free, retries may be scheduled.
-    Recorded,
-    /// A worker ran out of claimed rows it may start: claim more.
-    Freed,
-    /// The periodic safety sweep.
-    Sweep,
-}
 
 /// Re-checks for writers (wakeup.rs): every WRITERS_FIRST for WRITERS_FAST_FOR, then
 /// doubling up to WRITERS_MAX.
@@ -233,7 +219,7 @@ impl Pump {
 
     /// How many events the endpoints the last route left events for can take now,
     /// while that is recent (ROOM_WAIT); `None` when routing need not wait on them.
-    fn head_room(&mut self, load: &claim::EndpointLoad) -> Option<usize> {
+    fn head_room(&mut self, load: &EndpointLoad) -> Option<usize> {
         let (urls, since) = self.left.as_ref()?;
         if since.elapsed() >= ROOM_WAIT {
             self.left = None;

@@ -18,7 +18,7 @@ use relay_core::queue_admin::{self, CleanupOptions};
 
 use crate::claim;
 use crate::db::Db;
-use crate::pump::Wake;
+use crate::shared::Wake;
 
 /// How often retention runs (when enabled).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);

@@ -51,10 +51,10 @@
 
 use std::time::Duration;
 
-use crate::claim::EndpointLoad;
 use crate::db::Db;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
+use crate::shared::EndpointLoad;
 
 /// Step 1.
 pub(crate) const ARM: &str = "SELECT set_config('synchronous_commit', 'off', true),

@@ -10,21 +10,13 @@ use crate::error::{CmdResult, Failure};
 
 pub async fn run(config: Config) -> CmdResult {
     relay_callbacks::check(&config).map_err(Failure::usage)?;
+    super::check_database(&config).await?;
     let pool = relay_core::db::pool(&config.database, "n8n-relay-callbacks")
         .context("could not set up the database pool")?;
-    let listener = bind(&config).await?;
+    let listener = super::bind_callbacks(&config).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(super::run::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     relay_callbacks::serve(Arc::new(config), pool, listener, shutdown)
         .await
         .map_err(Failure::usage)
-}
-
-/// Binds `callbacks.listen`; `run` uses this too.
-pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, Failure> {
-    let addr = config.callbacks.listen;
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("could not listen on callbacks.listen = {addr}"))
-        .map_err(Failure::from)
 }

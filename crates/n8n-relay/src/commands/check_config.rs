@@ -1,5 +1,6 @@
 //! `n8n-relay check-config`: the effective configuration, secrets redacted, with the
-//! layer that set each key (and, for the environment, the variable).
+//! layer that set each key (and, for the environment, the variable; for a secret
+//! read from a file, the file and what named it).
 
 use relay_core::config::{Loaded, SEED_ENV_KEYS};
 
@@ -102,6 +103,20 @@ fn active_secrets(loaded: &Loaded) -> [(&'static str, Vec<(String, String)>); 2]
 /// The layer, and for the environment the variable that won: `RELAY_SECTION__KEY`
 /// beats the older system's name for the same key.
 fn source(loaded: &Loaded, key: &str) -> (String, Option<String>) {
+    // A secret read from a file: the file, and what named it.
+    if let Some(file_key) = relay_core::secrets::file_key_of(key) {
+        let path = loaded
+            .figment
+            .extract_inner::<String>(file_key)
+            .unwrap_or_default();
+        if !path.is_empty() {
+            let named_by = match source(loaded, file_key) {
+                (layer, Some(variable)) => format!("named by {variable} in {layer}"),
+                (layer, None) => format!("named by {file_key} in {layer}"),
+            };
+            return (format!("file {path}"), Some(named_by));
+        }
+    }
     let layer = loaded.source_of(key);
     if layer != "environment" {
         return (layer, None);

@@ -1,4 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand; what several of them share (connecting, the start-up
+//! database check, binding the callback listener, signals) lives here.
 
 pub mod callbacks;
 pub mod check_config;
@@ -8,20 +9,103 @@ pub mod queue;
 pub mod run;
 pub mod sign;
 
-use anyhow::Context;
+use anyhow::Context as _;
+use relay_core::db::DbError;
 use relay_core::Config;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
 
-/// A short-lived single connection for CLI commands.
-pub async fn connect(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
-    let pg = relay_core::db::pg_config(&config.database, "n8n-relay-cli")?;
-    let (client, connection) = pg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("could not connect to the database (database.url)")?;
+use crate::error::Failure;
+
+/// A short-lived single connection for CLI commands. Settings that cannot work (TLS
+/// refused, a certificate that fails its check) are a usage error, exit 2.
+pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, Failure> {
+    let pg = relay_core::db::Connector::new(&config.database, "n8n-relay-cli")
+        .map_err(Failure::usage)?;
+    let (client, connection) = pg.connect().await.map_err(|e| match e {
+        DbError::Setup(_) => Failure::usage(e),
+        other => Failure::from(
+            anyhow::Error::new(other).context("could not connect to the database (database.url)"),
+        ),
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("database connection closed: {e}");
         }
     });
     Ok(client)
+}
+
+/// The start-up check of `run` and `callbacks`: settings that cannot work stop the
+/// process with exit 2 before anything starts; a database that is only down is
+/// logged, and the relay waits for it as it always does.
+pub async fn check_database(config: &Config) -> Result<(), Failure> {
+    let pg =
+        relay_core::db::Connector::new(&config.database, "n8n-relay").map_err(Failure::usage)?;
+    match pg.check().await {
+        Ok(()) => Ok(()),
+        Err(e @ DbError::Setup(_)) => Err(Failure::usage(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not reachable at start; retrying in the background");
+            Ok(())
+        }
+    }
+}
+
+/// Binds `callbacks.listen`, for `run` and `callbacks`.
+pub async fn bind_callbacks(config: &Config) -> Result<tokio::net::TcpListener, Failure> {
+    let addr = config.callbacks.listen;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen on callbacks.listen = {addr}"))
+        .map_err(Failure::from)
+}
+
+/// SIGTERM (systemd, containers) or SIGINT (Ctrl-C) starts the graceful stop.
+///
+/// The signals are watched from the moment this is called, not from the first poll
+/// of the future it returns, so a signal sent once start-up is logged never meets
+/// its default action (which, for SIGHUP, ends the process). SIGHUP (systemd's
+/// ExecReload) reloads the callback listener's certificate where there is one, and
+/// is otherwise only logged.
+pub fn cancel_on_signal(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let (term, mut hangup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match term {
+            Ok(mut term) => loop {
+                let hup = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = term.recv() => { info!("SIGTERM received"); break; }
+                    _ = tokio::signal::ctrl_c() => { info!("SIGINT received"); break; }
+                    Some(()) = hup => {
+                        info!("SIGHUP received: it reloads callbacks.tls_cert and tls_key when they are set, nothing else");
+                    }
+                }
+            },
+            Err(e) => {
+                error!(error = %e, "cannot watch SIGTERM; only SIGINT stops the relay");
+                let _ = tokio::signal::ctrl_c().await;
+                info!("SIGINT received");
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("interrupt received");
+        }
+        shutdown.cancel();
+    }
 }

@@ -16,15 +16,16 @@ pub async fn run(config: Config) -> CmdResult {
     // Refuse a listener that could not verify anything before starting any part.
     let callbacks_listener = if config.callbacks.enabled {
         relay_callbacks::check(&config).map_err(Failure::usage)?;
-        Some(super::callbacks::bind(&config).await?)
+        Some(super::bind_callbacks(&config).await?)
     } else {
         None
     };
+    super::check_database(&config).await?;
     let config = Arc::new(config);
     let pool = relay_core::db::pool(&config.database, "n8n-relay")
         .context("database.url: could not set up the connection pool")?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     let observe = if config.metrics.enabled {
         let server = observe::bind(
             &config,
@@ -82,31 +83,4 @@ pub async fn run(config: Config) -> CmdResult {
             Err(anyhow::anyhow!("relay task failed: {e}").into())
         }
     }
-}
-
-/// SIGTERM (systemd, containers) or SIGINT (Ctrl-C) starts the graceful stop.
-pub async fn cancel_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "cannot watch SIGTERM; only SIGINT stops the relay");
-                let _ = tokio::signal::ctrl_c().await;
-                info!("SIGINT received");
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("interrupt received");
-    }
-    shutdown.cancel();
 }

@@ -1,0 +1,231 @@
+//! Validation: every value checked once, at load, each refusal naming its key.
+
+use std::path::Path;
+
+use super::*;
+
+impl Config {
+    /// The rustls config for https:// n8n URLs: the built-in (Mozilla) roots, plus
+    /// `n8n.ca_file`, with `n8n.client_cert`/`client_key` for mutual TLS.
+    pub fn n8n_tls(&self) -> Result<rustls::ClientConfig, ConfigError> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if !self.n8n.ca_file.is_empty() {
+            crate::tls::add_certs(&mut roots, "n8n.ca_file", Path::new(&self.n8n.ca_file))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::invalid("n8n.ca_file", e))?
+            .with_root_certificates(roots);
+        if self.n8n.client_cert.is_empty() {
+            return Ok(builder.with_no_client_auth());
+        }
+        let chain = crate::tls::load_certs("n8n.client_cert", Path::new(&self.n8n.client_cert))?;
+        let key = crate::tls::load_key("n8n.client_key", Path::new(&self.n8n.client_key))?;
+        builder.with_client_auth_cert(chain, key).map_err(|e| {
+            ConfigError::invalid(
+                "n8n.client_key",
+                format!("does not match the certificate in n8n.client_cert ({e})"),
+            )
+        })
+    }
+
+    fn n8n_tls_files(&self) -> Result<(), ConfigError> {
+        if self.n8n.client_cert.is_empty() != self.n8n.client_key.is_empty() {
+            return Err(ConfigError::invalid(
+                "n8n.client_cert",
+                "client_cert and client_key must be set together",
+            ));
+        }
+        self.n8n_tls().map(|_| ())
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose();
+        if url.trim().is_empty() {
+            return Err(ConfigError::invalid("database.url", "must not be empty"));
+        }
+        // Every TLS and password file is read now, so a bad one stops every command
+        // with a message that names it (the URL itself may carry a password: never
+        // shown).
+        crate::db::Connector::new(&self.database, "n8n-relay").map_err(|e| match e {
+            crate::db::DbError::BadUrl(detail) => ConfigError::invalid(
+                "database.url",
+                format!("not a valid Postgres URL ({detail})"),
+            ),
+            other => ConfigError::Invalid(other.to_string()),
+        })?;
+        positive("database.pool_size", self.database.pool_size as u64)?;
+        positive(
+            "database.connect_timeout_seconds",
+            self.database.connect_timeout_seconds,
+        )?;
+        positive(
+            "database.statement_timeout_seconds",
+            self.database.statement_timeout_seconds,
+        )?;
+        check_http_url("n8n.base_url", &self.n8n.base_url)?;
+        if !self.n8n.webhook_base_url.is_empty() {
+            check_http_url("n8n.webhook_base_url", &self.n8n.webhook_base_url)?;
+        }
+        if self.n8n.auth_header_name.is_empty() != self.n8n.auth_header_value.is_empty() {
+            return Err(ConfigError::invalid(
+                "n8n.auth_header_name",
+                "auth_header_name and auth_header_value must be set together",
+            ));
+        }
+        if !self.n8n.auth_header_name.is_empty()
+            && http_header_name_invalid(&self.n8n.auth_header_name)
+        {
+            return Err(ConfigError::invalid(
+                "n8n.auth_header_name",
+                format!(
+                    "{:?} is not a valid HTTP header name",
+                    self.n8n.auth_header_name
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("n8n.api_key", &self.n8n.api_key),
+            ("n8n.auth_header_value", &self.n8n.auth_header_value),
+        ] {
+            // Sent as a header value; the value itself is never echoed.
+            if value
+                .expose()
+                .bytes()
+                .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    "contains a control character, which an HTTP header cannot carry (a stray newline?)",
+                ));
+            }
+        }
+        self.n8n_tls_files()?;
+        if self.callbacks.tls_cert.is_empty() != self.callbacks.tls_key.is_empty() {
+            return Err(ConfigError::invalid(
+                "callbacks.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
+        }
+        if !self.callbacks.tls_cert.is_empty() {
+            crate::tls::load_certs("callbacks.tls_cert", Path::new(&self.callbacks.tls_cert))?;
+            crate::tls::load_key("callbacks.tls_key", Path::new(&self.callbacks.tls_key))?;
+        }
+        positive("security.max_age_seconds", self.security.max_age_seconds)?;
+        self.security.signing_keys()?;
+        self.security.callback_keys()?;
+        if self.security.scheme == Scheme::StandardWebhooks {
+            if self.security.signing_secrets().is_empty() {
+                return Err(ConfigError::invalid(
+                    "security.webhook_secret",
+                    "security.scheme = standard-webhooks needs a whsec_ secret to sign deliveries with",
+                ));
+            }
+            if self.security.allow_legacy_signature {
+                return Err(ConfigError::invalid(
+                    "security.allow_legacy_signature",
+                    "the body-only X-N8N-Signature belongs to the x-webhook-signature scheme; \
+turn it off with security.scheme = standard-webhooks",
+                ));
+            }
+        }
+        positive("queue.workers", self.queue.workers as u64)?;
+        positive("queue.batch_size", self.queue.batch_size as u64)?;
+        if self.queue.batch_size > 10_000 {
+            return Err(ConfigError::invalid("queue.batch_size", "at most 10000"));
+        }
+        positive(
+            "queue.processing_interval_seconds",
+            self.queue.processing_interval_seconds,
+        )?;
+        if self.queue.retry_delays.is_empty() {
+            return Err(ConfigError::invalid(
+                "queue.retry_delays",
+                "needs at least one delay (seconds), e.g. \"5,30,300\"",
+            ));
+        }
+        positive("queue.timeout_seconds", self.queue.timeout_seconds)?;
+        if self.queue.lease_seconds <= self.queue.timeout_seconds {
+            return Err(ConfigError::invalid(
+                "queue.lease_seconds",
+                format!(
+                    "must be longer than queue.timeout_seconds ({}), or a slow delivery would be taken over while still in flight",
+                    self.queue.timeout_seconds
+                ),
+            ));
+        }
+        positive("queue.max_per_endpoint", self.queue.max_per_endpoint as u64)?;
+        positive(
+            "callbacks.max_body_bytes",
+            self.callbacks.max_body_bytes as u64,
+        )?;
+        positive(
+            "callbacks.header_read_timeout_seconds",
+            self.callbacks.header_read_timeout_seconds,
+        )?;
+        positive(
+            "callbacks.request_timeout_seconds",
+            self.callbacks.request_timeout_seconds,
+        )?;
+        positive(
+            "callbacks.max_connections",
+            self.callbacks.max_connections as u64,
+        )?;
+        if self.log.level.trim().is_empty() {
+            return Err(ConfigError::invalid("log.level", "must not be empty"));
+        }
+        for (name, route) in &self.routes {
+            if EventType::parse(name).is_none() {
+                return Err(ConfigError::invalid(
+                    &format!("routes.{name}"),
+                    format!(
+                        "unknown event type; known: {}",
+                        EventType::names().join(", ")
+                    ),
+                ));
+            }
+            if let Some(url) = &route.url {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    check_http_url(&format!("routes.{name}.url"), url)?;
+                } else if url.contains("://") || url.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        &format!("routes.{name}.url"),
+                        format!("{url:?} is neither an http(s) URL nor a path"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        )),
+        Err(e) => Err(ConfigError::invalid(
+            key,
+            format!("{value:?} is not a URL ({e})"),
+        )),
+    }
+}
+
+fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

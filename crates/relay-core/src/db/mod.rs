@@ -1,0 +1,266 @@
+//! Connections: one pool for queries, and a [`Connector`] for the dedicated LISTEN
+//! connection (pooled connections cannot LISTEN reliably) and the CLI. Both speak
+//! TLS as libpq's settings say ([`tls`]) and find passwords in files ([`pgpass`]).
+
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
+};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::Socket;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::DatabaseConfig;
+
+/// The channel `webhook_emit` notifies on.
+pub const NOTIFY_CHANNEL: &str = "n8n_relay";
+
+/// TCP keepalives only prove the nearest peer is alive. Through a local proxy or
+/// sidecar (pgbouncer, a cloud SQL proxy, a NAT that dropped its entry) a link can be
+/// dead upstream while the socket looks healthy, and nothing ever arrives on it. So
+/// the LISTEN connection asks the server for an answer this often, and gives up on
+/// it after `database.connect_timeout_seconds` of silence.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A pooled connection unused for longer than this is asked for an answer before it
+/// is handed out (within `database.connect_timeout_seconds`, or it is dropped and
+/// replaced). A query that hung past its bound leaves its connection in the pool,
+/// so without this a silently dead link would be handed out again and again.
+pub const POOL_CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
+
+pub mod pgpass;
+pub mod tls;
+
+pub use tls::{SslMode, TlsSettings};
+
+/// The stream of a connection made by a [`Connector`].
+pub type PgStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+/// A connection made by a [`Connector`], for the caller to drive.
+pub type PgConnection = tokio_postgres::Connection<Socket, PgStream>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database.url: {0}")]
+    BadUrl(String),
+    /// Settings that cannot work, found before or while connecting: TLS refused or
+    /// a certificate that fails a check, a CA, key or password file that cannot be
+    /// used. A configuration error (exit 2), never retried into a silent fallback.
+    #[error("{0}")]
+    Setup(String),
+    #[error("could not build the connection pool: {0}")]
+    Pool(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DbError::Unavailable(e.to_string())
+    }
+}
+
+/// Whether this session is encrypted (readable by any role).
+const SESSION_ENCRYPTED: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+/// Everything needed to open connections to the configured database: the
+/// tokio-postgres config with the relay's settings and the TLS connector libpq's
+/// parameters call for. Built once; every connection the relay makes (pool, LISTEN,
+/// CLI, bench) goes through one.
+#[derive(Clone)]
+pub struct Connector {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    settings: TlsSettings,
+}
+
+impl Connector {
+    /// Reads every TLS and password file now, so a bad one fails here, naming it.
+    pub fn new(db: &DatabaseConfig, application: &str) -> Result<Connector, DbError> {
+        let split = tls::split_url(db.url.expose());
+        let settings = tls::settings(&split, db)?;
+        let mut config = pg_config(&split.rest, db, application)?;
+        config.ssl_mode(settings.mode.wire());
+        if config.get_password().is_none() {
+            if let Some(password) = password(&split, db, &config)? {
+                config.password(password);
+            }
+        } else if !db.password.is_empty() {
+            return Err(DbError::Setup(
+                "database.password_file: database.url carries a password too; keep one of them"
+                    .into(),
+            ));
+        }
+        let tls = MakeRustlsConnect::new(tls::client_config(&settings)?);
+        Ok(Connector {
+            config,
+            tls,
+            settings,
+        })
+    }
+
+    /// One connection; a TLS refusal comes back as [`DbError::Setup`] saying which
+    /// check failed.
+    pub async fn connect(&self) -> Result<(tokio_postgres::Client, PgConnection), DbError> {
+        self.config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| self.explain(e))
+    }
+
+    /// Connects once and says how: for a start-up check. Under `sslmode=prefer` a
+    /// server without TLS is reached in plaintext, as libpq does; this says so once,
+    /// at info level.
+    pub async fn check(&self) -> Result<(), DbError> {
+        let (client, connection) = self.connect().await?;
+        let driver = tokio::spawn(connection);
+        let row = client.query_opt(SESSION_ENCRYPTED, &[]).await;
+        drop(client);
+        let _ = driver.await;
+        let encrypted = row?.map(|r| r.get::<_, bool>(0)).unwrap_or(false);
+        match (encrypted, self.settings.mode) {
+            (false, SslMode::Prefer) => tracing::info!(
+                "connected to Postgres without TLS: the server does not offer it (sslmode=prefer); \
+                 set sslmode=require or stricter to insist on encryption"
+            ),
+            (true, _) => {
+                tracing::debug!(tls = %self.settings.describe(), "connected to Postgres over TLS")
+            }
+            (false, _) => tracing::debug!("connected to Postgres without TLS (sslmode=disable)"),
+        }
+        Ok(())
+    }
+
+    /// The TLS settings in force, as `sslmode=..., sslrootcert=...`.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.settings
+    }
+
+    fn explain(&self, e: tokio_postgres::Error) -> DbError {
+        let host = self
+            .config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_default();
+        match tls::explain(&e, &self.settings, &host) {
+            Some(message) => DbError::Setup(message),
+            None => DbError::Query(e),
+        }
+    }
+}
+
+/// The password from `database.password_file` (read at load), else from a libpq
+/// password file (`passfile` in the URL or `database.passfile`).
+fn password(
+    split: &tls::SplitUrl,
+    db: &DatabaseConfig,
+    config: &tokio_postgres::Config,
+) -> Result<Option<String>, DbError> {
+    if !db.password.is_empty() {
+        return Ok(Some(db.password.expose().to_string()));
+    }
+    let (key, passfile) = match (split.get("passfile"), db.passfile.as_str()) {
+        (Some(url), _) if !url.is_empty() => ("database.url passfile", url),
+        (_, key) if !key.is_empty() => ("database.passfile", key),
+        _ => return Ok(None),
+    };
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+        _ => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or_default();
+    let database = config.get_dbname().unwrap_or(user);
+    pgpass::lookup(
+        key,
+        std::path::Path::new(passfile),
+        &host,
+        port,
+        database,
+        user,
+    )
+}
+
+/// A tokio-postgres config with the relay's settings: connect timeout, TCP
+/// keepalives (so a silently dead link is noticed), a statement timeout on every
+/// query, no JIT, and an application name that shows up in `pg_stat_activity`.
+fn pg_config(
+    url: &str,
+    db: &DatabaseConfig,
+    application: &str,
+) -> Result<tokio_postgres::Config, DbError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::BadUrl(e.to_string()))?;
+    if config.get_application_name().is_none() {
+        config.application_name(application);
+    }
+    config
+        .connect_timeout(Duration::from_secs(db.connect_timeout_seconds))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30));
+    let timeout_ms = db.statement_timeout_seconds.saturating_mul(1000);
+    // jit off: the relay's statements are short, and a planner estimate inflated by a
+    // backlog (or stale statistics) otherwise makes Postgres JIT-compile them, which
+    // took 250 ms of a 1 ms claim when measured. A URL's own `options` may turn it
+    // back on; the statement timeout is the configured one.
+    let options = match config.get_options() {
+        Some(existing) => format!("-c jit=off {existing} -c statement_timeout={timeout_ms}"),
+        None => format!("-c jit=off -c statement_timeout={timeout_ms}"),
+    };
+    config.options(options);
+    Ok(config)
+}
+
+/// The query pool. Waiting for a connection and creating one are both bounded, so a
+/// down database is an error after a few seconds, never a hang.
+pub fn pool(db: &DatabaseConfig, application: &str) -> Result<Pool, DbError> {
+    pool_sized(db, application, db.pool_size)
+}
+
+pub fn pool_sized(db: &DatabaseConfig, application: &str, size: usize) -> Result<Pool, DbError> {
+    let connector = Connector::new(db, application)?;
+    let manager = Manager::from_config(
+        connector.config,
+        connector.tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let connect = Duration::from_secs(db.connect_timeout_seconds);
+    Pool::builder(manager)
+        .pre_recycle(Hook::async_fn(move |client, metrics| {
+            let idle = metrics.last_used();
+            Box::pin(async move {
+                if idle < POOL_CHECK_AFTER_IDLE {
+                    return Ok(());
+                }
+                match tokio::time::timeout(connect, client.simple_query("")).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(HookError::Backend(e)),
+                    Err(_) => Err(HookError::message(
+                        "pooled connection did not answer a liveness check",
+                    )),
+                }
+            })
+        }))
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(connect),
+            create: Some(connect),
+            recycle: Some(connect),
+        })
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))
+}

@@ -1,0 +1,108 @@
+//! TLS material from files, shared by every TLS user (Postgres, n8n, the callback
+//! listener): PEM certificates and private keys, read with errors that name the
+//! setting and the file, and the one crypto provider (ring) they all use.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::RootCertStore;
+
+/// A TLS file that cannot be used. The message names the key and the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsFileError(String);
+
+impl From<TlsFileError> for crate::ConfigError {
+    fn from(e: TlsFileError) -> Self {
+        crate::ConfigError::Invalid(e.0)
+    }
+}
+
+impl From<TlsFileError> for crate::db::DbError {
+    fn from(e: TlsFileError) -> Self {
+        crate::db::DbError::Setup(e.0)
+    }
+}
+
+/// ring, whichever other provider a dependency may have compiled in.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM file, at least one.
+pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| TlsFileError(format!("{key}: cannot read {}: {e}", path.display())))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            TlsFileError(format!(
+                "{key}: {} is not a PEM file of certificates ({e})",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(TlsFileError(format!(
+            "{key}: {} is not a PEM file of certificates (no BEGIN CERTIFICATE block)",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1). The file must be private
+/// (see [`crate::secrets::check_private`]), as libpq requires of `sslkey`.
+pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileError> {
+    crate::secrets::check_private(key, path).map_err(|e| TlsFileError(e.to_string()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| TlsFileError(format!("{key}: cannot read {}: {e}", path.display())))?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        TlsFileError(format!(
+            "{key}: {} holds no PEM private key ({e})",
+            path.display()
+        ))
+    })
+}
+
+/// A root store of the CA certificates in `path`.
+pub fn root_store(key: &str, path: &Path) -> Result<RootCertStore, TlsFileError> {
+    let mut store = RootCertStore::empty();
+    add_certs(&mut store, key, path)?;
+    Ok(store)
+}
+
+/// Adds the CA certificates in `path` to `store`.
+pub fn add_certs(store: &mut RootCertStore, key: &str, path: &Path) -> Result<(), TlsFileError> {
+    for cert in load_certs(key, path)? {
+        store.add(cert).map_err(|e| {
+            TlsFileError(format!(
+                "{key}: {} holds a certificate that cannot be a trust anchor ({e})",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The platform's trusted roots (`/etc/ssl/certs` and the like), for libpq's
+/// `sslrootcert=system`.
+pub fn system_roots() -> Result<RootCertStore, TlsFileError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut store = RootCertStore::empty();
+    let (added, _ignored) = store.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return Err(TlsFileError(format!(
+            "database.sslrootcert: sslrootcert=system, but no trusted roots were found on this \
+             machine{why}; install ca-certificates or name a CA file"
+        )));
+    }
+    Ok(store)
+}

@@ -1,0 +1,110 @@
+//! What the stages of the daemon hand each other, in one small module every stage
+//! may use, so the stages themselves only depend along the flow (listener → wakeup →
+//! pump → claim → dispatcher → delivery → outcome).
+
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Rows a relay may hold per worker, and per URL per `max_per_endpoint`: in flight,
+/// claimed ahead, or (for slots) waiting for the outcome write.
+pub(crate) const AHEAD: usize = 4;
+
+/// A claimed row's place among the rows this relay holds in `sending`, kept until its
+/// outcome is stored.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit) -> Slot {
+        Slot { _permit: permit }
+    }
+}
+
+/// Why the pump should look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A writer's NOTIFY.
+    Notified,
+    /// The listener (re)connected: notifications may have been missed.
+    Reconnected,
+    /// Outcomes were stored: slots are free, retries may be scheduled.
+    Recorded,
+    /// A worker ran out of claimed rows it may start: claim more.
+    Freed,
+    /// The periodic safety sweep.
+    Sweep,
+}
+
+/// One claimed queue row: everything needed to deliver it and record the outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub(crate) id: i64,
+    pub(crate) webhook_id: String,
+    pub(crate) event_type: String,
+    pub(crate) entity_type: Option<String>,
+    pub(crate) entity_id: Option<i64>,
+    pub(crate) url: String,
+    /// The jsonb payload as Postgres prints it: never parsed (see `Envelope`).
+    pub(crate) payload: String,
+    pub(crate) priority: i32,
+    pub(crate) retry_count: i32,
+    pub(crate) max_retries: i32,
+    pub(crate) occurred_at: String,
+    pub(crate) lease_token: i64,
+    /// `occurred_at` as unix seconds, for commit-to-delivery latency.
+    pub(crate) occurred_at_unix: f64,
+    /// Per-entity ordering: `skip` or `block` (what a final failure means), or none.
+    pub(crate) ordering: Option<String>,
+}
+
+impl Job {
+    /// 1-based attempt number, sent as `X-Webhook-Attempt`.
+    pub(crate) fn attempt(&self) -> i32 {
+        self.retry_count + 1
+    }
+}
+
+/// What this relay already has in flight per endpoint, for the per-endpoint cap.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndpointLoad {
+    pub(crate) urls: Vec<String>,
+    pub(crate) in_flight: Vec<i32>,
+    /// Endpoints at the cap: nothing more is claimed for them.
+    pub(crate) saturated: Vec<String>,
+}
+
+impl EndpointLoad {
+    /// How many more rows `urls` can take before each holds `cap`.
+    pub(crate) fn room(&self, urls: &[String], cap: i32) -> usize {
+        urls.iter()
+            .map(|url| {
+                let held = self
+                    .urls
+                    .iter()
+                    .zip(&self.in_flight)
+                    .find(|(u, _)| *u == url)
+                    .map_or(0, |(_, n)| *n);
+                usize::try_from(cap.saturating_sub(held)).unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_what_each_endpoint_lacks_of_its_cap_never_less_than_nothing() {
+        let load = EndpointLoad {
+            urls: vec!["a".into(), "b".into()],
+            in_flight: vec![3, 9],
+            saturated: vec!["b".into()],
+        };
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(load.room(&urls(&["a"]), 8), 5);
+        assert_eq!(load.room(&urls(&["b"]), 8), 0, "over its cap");
+        assert_eq!(load.room(&urls(&["a", "b", "idle"]), 8), 5 + 8);
+        assert_eq!(load.room(&[], 8), 0);
+    }
+}

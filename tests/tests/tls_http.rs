@@ -1,0 +1,222 @@
+//! TLS on the HTTP sides: deliveries to an n8n on https:// behind a private CA (and
+//! behind mutual TLS), and the callback listener serving HTTPS with a certificate that
+//! SIGHUP swaps without dropping the connections already open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use relay_core::signature;
+use relay_tests::certs::{Pki, Validity};
+use relay_tests::relay::TEST_N8N_SECRET;
+use relay_tests::{wait_until, RelayBuilder, Sink, TestDb};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn deliveries_to_an_https_n8n_behind_a_private_ca_verify_with_its_ca_file_and_fail_without() {
+    let pki = Pki::new("n8n");
+    let server = pki.server("n8n", &["127.0.0.1"], Validity::Current);
+    let sink = Sink::https(&server, None).await;
+    let db = TestDb::migrated().await;
+    let ca = pki.ca().display().to_string();
+
+    // Without the CA: a certificate error in last_error, nothing reaches n8n.
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    db.insert_lead().await;
+    let client = db.client().await;
+    let error: String = wait_until("a failed attempt", T, || async {
+        client
+            .query_opt(
+                "SELECT last_error FROM webhook_queue WHERE last_error IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("queue")
+            .map(|r| r.get(0))
+    })
+    .await;
+    assert!(
+        error.contains("certificate") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert_eq!(sink.count(), 0);
+    drop(relay);
+
+    // With it: delivered, over TLS, signed as always.
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_N8N__CA_FILE", &ca)
+        .spawn();
+    let got = sink.wait_for(1, T).await;
+    got[0].verify_signature();
+    db.wait_for_queue_status("sent", 1, T).await;
+}
+
+#[tokio::test]
+async fn an_n8n_behind_mutual_tls_gets_the_client_certificate() {
+    let pki = Pki::new("mtls");
+    let server = pki.server("n8n", &["127.0.0.1"], Validity::Current);
+    let client_cert = pki.client("relay", "n8n-relay");
+    let sink = Sink::https(&server, Some(&pki.ca())).await;
+    let db = TestDb::migrated().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_N8N__CA_FILE", pki.ca().display())
+        .env("RELAY_N8N__CLIENT_CERT", client_cert.cert.display())
+        .env("RELAY_N8N__CLIENT_KEY", client_cert.key.display())
+        .spawn();
+    db.insert_lead().await;
+    sink.wait_for(1, T).await;
+    db.wait_for_queue_status("sent", 1, T).await;
+}
+
+/// An HTTPS connection to the callback listener trusting only `pki`'s CA: the
+/// certificate it was shown, and a sender to keep using.
+async fn https_connection(
+    addr: &str,
+    pki: &Pki,
+) -> (
+    CertificateDer<'static>,
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+) {
+    let roots = relay_core::tls::root_store("test CA", &pki.ca()).expect("roots");
+    let config = rustls::ClientConfig::builder_with_provider(relay_core::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let shown = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned()
+        .expect("a server certificate");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(conn);
+    (shown.into_owned(), sender)
+}
+
+/// A signed workflow-status callback on `sender`: its status code.
+async fn post_status(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    execution: &str,
+) -> u16 {
+    let body = format!(r#"{{"workflow_id":"wf","execution_id":"{execution}","status":"running"}}"#);
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let request = hyper::Request::post("/api/v1/webhooks/n8n/workflow-status")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .header("x-webhook-timestamp", ts.to_string())
+        .header(
+            "x-webhook-signature-256",
+            signature::sign(TEST_N8N_SECRET.as_bytes(), ts, body.as_bytes()),
+        )
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    sender.ready().await.expect("connection ready");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    status
+}
+
+fn der_of(path: &std::path::Path) -> CertificateDer<'static> {
+    relay_core::tls::load_certs("test", path)
+        .expect("cert")
+        .remove(0)
+}
+
+#[tokio::test]
+async fn the_callback_listener_serves_https_and_sighup_swaps_its_certificate_keeping_open_connections(
+) {
+    let pki = Pki::new("callbacks");
+    let first = pki.server("listener-1", &["127.0.0.1"], Validity::Current);
+    let live_cert = pki.dir.join("live.crt");
+    let live_key = pki.dir.join("live.key");
+    std::fs::copy(&first.cert, &live_cert).expect("copy cert");
+    std::fs::copy(&first.key, &live_key).expect("copy key");
+
+    let db = TestDb::migrated().await;
+    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("RELAY_CALLBACKS__TLS_CERT", live_cert.display())
+        .env("RELAY_CALLBACKS__TLS_KEY", live_key.display());
+    let addr = builder.callbacks_addr();
+    let relay = builder.spawn();
+    wait_until("the HTTPS listener", T, || async {
+        relay
+            .log()
+            .contains("callback listener ready")
+            .then_some(())
+    })
+    .await;
+
+    let (shown, mut kept) = https_connection(&addr, &pki).await;
+    assert_eq!(shown, der_of(&first.cert));
+    assert_eq!(post_status(&mut kept, "exec-1").await, 200);
+
+    // A renewal: new files in place, then SIGHUP.
+    let second = pki.server("listener-2", &["127.0.0.1"], Validity::Current);
+    std::fs::copy(&second.cert, &live_cert).expect("copy cert");
+    std::fs::copy(&second.key, &live_key).expect("copy key");
+    relay.signal("HUP");
+    let renewed = der_of(&second.cert);
+    wait_until("a new connection shown the new certificate", T, || async {
+        let (shown, _) = https_connection(&addr, &pki).await;
+        (shown == renewed).then_some(())
+    })
+    .await;
+    assert!(
+        relay.log().contains("certificate reloaded"),
+        "{}",
+        relay.log()
+    );
+
+    // The connection opened before the swap still works.
+    assert_eq!(post_status(&mut kept, "exec-2").await, 200);
+    let runs = db
+        .count("SELECT count(*) FROM workflow_runs WHERE execution_id IN ('exec-1', 'exec-2')")
+        .await;
+    assert_eq!(runs, 2);
+
+    // A broken renewal keeps the certificate in use.
+    std::fs::write(&live_cert, "not a certificate").expect("write");
+    relay.signal("HUP");
+    wait_until("the failed reload in the log", T, || async {
+        relay.log().contains("not reloaded").then_some(())
+    })
+    .await;
+    let (shown, mut fresh) = https_connection(&addr, &pki).await;
+    assert_eq!(shown, renewed);
+    assert_eq!(post_status(&mut fresh, "exec-3").await, 200);
+}
+
+#[tokio::test]
+async fn sighup_without_tls_leaves_the_relay_running() {
+    let db = TestDb::migrated().await;
+    let mut relay = RelayBuilder::new(&db.url, "http://127.0.0.1:9").spawn();
+    wait_until("the listener", T, || async {
+        relay
+            .log()
+            .contains("callback listener ready")
+            .then_some(())
+    })
+    .await;
+    relay.signal("HUP");
+    wait_until("the SIGHUP in the log", T, || async {
+        relay.log().contains("SIGHUP received").then_some(())
+    })
+    .await;
+    assert!(relay.is_running(), "{}", relay.log());
+}

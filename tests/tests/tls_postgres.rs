@@ -1,0 +1,280 @@
+//! TLS to Postgres, against private clusters that accept TLS connections only
+//! (`hostssl` lines alone), with a CA, server and client certificates made in the
+//! test: the whole delivery path over `verify-full`, a client-certificate login,
+//! passwords from files, and every refusal a user can meet, each by its message.
+
+use std::time::Duration;
+
+use relay_tests::certs::{Pki, Validity};
+use relay_tests::cluster::{CERT_USER, PASSWORD, PASSWORD_USER};
+use relay_tests::{wait_until, PrivateCluster, RelayBuilder, Sink, TestDb};
+
+const T: Duration = Duration::from_secs(30);
+
+/// A TLS-only cluster presenting a certificate for localhost and 127.0.0.1.
+fn tls_cluster(validity: Validity) -> (Pki, PrivateCluster) {
+    let pki = Pki::new("pg");
+    let server = pki.server("server", &["localhost", "127.0.0.1"], validity);
+    let cluster = PrivateCluster::start_with_tls(&pki.ca(), &server).expect("TLS cluster");
+    (pki, cluster)
+}
+
+fn verify_full(pki: &Pki) -> String {
+    format!("sslmode=verify-full&sslrootcert={}", pki.ca().display())
+}
+
+/// `postgres://USER@127.0.0.1:PORT/DB?PARAMS`.
+fn url(cluster: &PrivateCluster, user: &str, db: &str, params: &str) -> String {
+    format!(
+        "postgres://{user}@127.0.0.1:{}/{db}?{params}",
+        cluster.port()
+    )
+}
+
+/// Runs `n8n-relay ARGS` against `database_url` to completion: (exit code, stderr).
+async fn relay_cli(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut builder = RelayBuilder::new(database_url, "http://127.0.0.1:9").args(args.to_vec());
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    // A refusal that went unrecognised would leave `run` waiting for the database.
+    let out = tokio::time::timeout(T, builder.output())
+        .await
+        .unwrap_or_else(|_| panic!("n8n-relay {args:?} did not exit within {T:?}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_whole_delivery_path_runs_over_verify_full_to_a_tls_only_server() {
+    let (pki, cluster) = tls_cluster(Validity::Current);
+    let db = TestDb::migrated_on(&cluster.server_with(&verify_full(&pki))).await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let client = db.client().await;
+    db.insert_lead().await;
+    let got = sink.wait_for(1, T).await;
+    assert_eq!(got[0].path, "/webhook/lead-scraped");
+    db.wait_for_queue_status("sent", 1, T).await;
+
+    // Every connection the relay holds is encrypted: the pool and the LISTEN one.
+    let (encrypted, plain): (i64, i64) = wait_until("the relay's sessions", T, || async {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                   FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                  WHERE a.application_name LIKE 'n8n-relay%'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_ssl");
+        let counts: (i64, i64) = (row.get(0), row.get(1));
+        (counts.0 >= 2).then_some(counts)
+    })
+    .await;
+    assert!(
+        encrypted >= 2 && plain == 0,
+        "{encrypted} over TLS, {plain} not: {}",
+        relay.log()
+    );
+    assert!(!relay.log().contains("without TLS"), "{}", relay.log());
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_where_the_server_demands_one() {
+    let (pki, cluster) = tls_cluster(Validity::Current);
+    let db = TestDb::migrated_on(&cluster.server_with(&verify_full(&pki))).await;
+    let client = pki.client("client", CERT_USER);
+    let with_cert = url(
+        &cluster,
+        CERT_USER,
+        &db.name,
+        &format!(
+            "{}&sslcert={}&sslkey={}",
+            verify_full(&pki),
+            client.cert.display(),
+            client.key.display()
+        ),
+    );
+    let (code, stderr) = relay_cli(&with_cert, &["queue", "stats", "--json"], &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // The same certificate through the database.* keys.
+    let keys_only = url(&cluster, CERT_USER, &db.name, &verify_full(&pki));
+    let cert = client.cert.display().to_string();
+    let key = client.key.display().to_string();
+    let (code, stderr) = relay_cli(
+        &keys_only,
+        &["queue", "stats"],
+        &[
+            ("RELAY_DATABASE__SSLCERT", &cert),
+            ("RELAY_DATABASE__SSLKEY", &key),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // Without it the server refuses the login.
+    let (code, stderr) = relay_cli(&keys_only, &["queue", "stats"], &[]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("certificate"), "{stderr}");
+}
+
+#[tokio::test]
+async fn passwords_come_from_a_password_file_or_a_libpq_passfile() {
+    let (pki, cluster) = tls_cluster(Validity::Current);
+    let db = TestDb::migrated_on(&cluster.server_with(&verify_full(&pki))).await;
+    let no_password = url(&cluster, PASSWORD_USER, &db.name, &verify_full(&pki));
+
+    let password_file = pki.dir.join("pgpassword");
+    relay_tests::certs::write_private(&password_file, &format!("{PASSWORD}\n"));
+    let path = password_file.display().to_string();
+    let (code, stderr) = relay_cli(
+        &no_password,
+        &["queue", "stats"],
+        &[("RELAY_DATABASE__PASSWORD_FILE", &path)],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stderr.contains(PASSWORD),
+        "the password was shown: {stderr}"
+    );
+
+    let passfile = pki.dir.join("pgpass");
+    relay_tests::certs::write_private(
+        &passfile,
+        &format!(
+            "other.example:*:*:*:wrong\n127.0.0.1:{}:*:{PASSWORD_USER}:{PASSWORD}\n",
+            cluster.port()
+        ),
+    );
+    let with_passfile = format!("{no_password}&passfile={}", passfile.display());
+    let (code, stderr) = relay_cli(&with_passfile, &["queue", "stats"], &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // No password at all: the server's refusal.
+    let (code, stderr) = relay_cli(&no_password, &["queue", "stats"], &[]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("password"), "{stderr}");
+}
+
+/// `n8n-relay run` refuses to start: exit 2, and its message.
+async fn refused_at_start(database_url: &str) -> String {
+    let (code, stderr) = relay_cli(database_url, &["run"], &[]).await;
+    assert_eq!(code, 2, "expected exit 2 for {database_url}: {stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn every_tls_refusal_says_which_check_failed_names_the_file_and_exits_2() {
+    let (pki, cluster) = tls_cluster(Validity::Current);
+    let db = TestDb::migrated_on(&cluster.server_with(&verify_full(&pki))).await;
+    let ca = pki.ca().display().to_string();
+
+    // The server requires TLS, the URL disables it.
+    let e = refused_at_start(&url(&cluster, "postgres", &db.name, "sslmode=disable")).await;
+    assert!(
+        e.contains("refused an unencrypted connection") && e.contains("sslmode=require"),
+        "{e}"
+    );
+
+    // verify-full against a certificate for other names.
+    let e = refused_at_start(&format!(
+        "postgres://postgres@wrong.example:{}/{}?hostaddr=127.0.0.1&{}",
+        cluster.port(),
+        db.name,
+        verify_full(&pki)
+    ))
+    .await;
+    assert!(
+        e.contains("not valid for host \"wrong.example\"") && e.contains(&ca),
+        "{e}"
+    );
+
+    // verify-ca with a CA that did not sign the server's certificate.
+    let other = Pki::new("other");
+    let e = refused_at_start(&url(
+        &cluster,
+        "postgres",
+        &db.name,
+        &format!("sslmode=verify-ca&sslrootcert={}", other.ca().display()),
+    ))
+    .await;
+    assert!(
+        e.contains("not signed by a CA in") && e.contains(&other.ca().display().to_string()),
+        "{e}"
+    );
+
+    // A CA file that is not PEM.
+    let garbage = pki.dir.join("not-a-ca.pem");
+    std::fs::write(&garbage, "hello").expect("write");
+    let e = refused_at_start(&url(
+        &cluster,
+        "postgres",
+        &db.name,
+        &format!("sslmode=verify-full&sslrootcert={}", garbage.display()),
+    ))
+    .await;
+    assert!(
+        e.contains("database.sslrootcert") && e.contains("not-a-ca.pem") && e.contains("PEM"),
+        "{e}"
+    );
+
+    // verify-ca accepts the right CA whatever the host name.
+    let (code, stderr) = relay_cli(
+        &format!(
+            "postgres://postgres@wrong.example:{}/{}?hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert={ca}",
+            cluster.port(),
+            db.name
+        ),
+        &["queue", "stats"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn an_expired_server_certificate_is_refused_at_start() {
+    let (pki, cluster) = tls_cluster(Validity::Expired);
+    let e = refused_at_start(&url(&cluster, "postgres", "postgres", &verify_full(&pki))).await;
+    assert!(e.contains("has expired"), "{e}");
+    // require checks nothing (libpq), so the same server is reachable with it.
+    let (code, stderr) = relay_cli(
+        &url(&cluster, "postgres", "postgres", "sslmode=require"),
+        &["migrate"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn prefer_reaches_a_server_without_tls_in_plaintext_and_says_so_require_refuses_it() {
+    let cluster = PrivateCluster::start().expect("plain cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let e = refused_at_start(&url(&cluster, "postgres", &db.name, "sslmode=require")).await;
+    assert!(e.contains("does not accept TLS"), "{e}");
+
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(
+        &url(&cluster, "postgres", &db.name, "sslmode=prefer"),
+        &sink.url(),
+    )
+    .spawn();
+    wait_until("the plaintext notice", T, || async {
+        relay
+            .log()
+            .contains("connected to Postgres without TLS")
+            .then_some(())
+    })
+    .await;
+    let notices = relay
+        .log()
+        .matches("connected to Postgres without TLS")
+        .count();
+    assert_eq!(notices, 1, "{}", relay.log());
+}

@@ -65,6 +65,18 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
 -- is unrouted, pending, sending, or (under 'block') failed.
 ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS ordering text
     CONSTRAINT webhook_queue_ordering_check CHECK (ordering IN ('skip', 'block'));
+-- Ordering across routes (ordering = "lifecycle"): 'lifecycle' on the rows of those
+-- routes, NULL otherwise. Such a row also waits for every earlier unfinished
+-- 'lifecycle' row of its entity, whatever its URL: one entity's lifecycle reaches n8n
+-- in commit order across the workflows it passes through.
+ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS ordering_scope text
+    CONSTRAINT webhook_queue_ordering_scope_check CHECK (ordering_scope = 'lifecycle');
+-- The relay that claimed the row last (while it is 'sending', the one holding it): its
+-- marker, a key under which
+-- every live session of that relay holds a shared advisory lock (class 1849193081,
+-- see pg_locks). When no session holds it any more the relay is gone, and any
+-- other relay puts the row back within seconds instead of waiting out the lease.
+ALTER TABLE webhook_queue ADD COLUMN IF NOT EXISTS claimed_by integer;
 
 -- Enqueue is idempotent: one row per event and target, whoever routes it.
 CREATE UNIQUE INDEX IF NOT EXISTS webhook_queue_event_target_key
@@ -100,6 +112,12 @@ DROP INDEX IF EXISTS webhook_queue_due_idx;
 CREATE INDEX IF NOT EXISTS webhook_queue_entity_order_idx
     ON webhook_queue (webhook_url, entity_type, entity_id, event_id)
     WHERE ordering IS NOT NULL
+      AND (status IN ('pending', 'sending') OR (status = 'failed' AND ordering = 'block'));
+-- The lifecycle check: "is an earlier lifecycle row of this entity unfinished?", on any
+-- URL, is one probe.
+CREATE INDEX IF NOT EXISTS webhook_queue_lifecycle_order_idx
+    ON webhook_queue (entity_type, entity_id, event_id)
+    WHERE ordering_scope = 'lifecycle'
       AND (status IN ('pending', 'sending') OR (status = 'failed' AND ordering = 'block'));
 -- The sweeper: leases that expired (a crashed or killed relay).
 CREATE INDEX IF NOT EXISTS webhook_queue_lease_idx

@@ -88,6 +88,8 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
             &3i32,
             &30f64,
             &vec![None::<String>],
+            &vec![None::<String>],
+            &7i32,
         ],
     )
     .await;
@@ -153,7 +155,9 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     let claiming = syncs_repeating(
         &client,
         relay_daemon::claim::CLAIM_DUE,
-        &[&1i64, &none, &none, &no_load, &64i32, &30f64, &events],
+        &[
+            &1i64, &none, &none, &no_load, &64i32, &30f64, &events, &7i32,
+        ],
     )
     .await;
     assert_eq!(

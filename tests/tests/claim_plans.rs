@@ -125,8 +125,8 @@ async fn assert_due_claim_walks_the_url_index(statistics: Statistics) {
         "webhook_queue",
         statistics,
         relay_daemon::claim::CLAIM_DUE,
-        "int8, text[], text[], int4[], int4, float8, text[]",
-        "64, '{}', '{}', '{}', 64, 30, '{lead_created}'",
+        "int8, text[], text[], int4[], int4, float8, text[], int4",
+        "64, '{}', '{}', '{}', 64, 30, '{lead_created}', 7",
     )
     .await;
     assert!(
@@ -155,8 +155,8 @@ async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_gen
         OUTBOX_BACKLOG,
         "webhook_events",
         relay_daemon::claim::ROUTE_AND_CLAIM,
-        "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4, float8, text[]",
-        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, 128, 3, 30, '{NULL}'",
+        "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4, float8, text[], text[], int4",
+        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, 128, 3, 30, '{NULL}', '{NULL}', 7",
     )
     .await;
 

@@ -2,7 +2,7 @@
 //! out one at a time in commit order, with several relays, a slow sink and failed
 //! attempts; `on_failure` decides what a final failure means for the later ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use relay_tests::{wait_until, RelayBuilder, Reply, Sink, SinkRequest, TestDb};
@@ -75,6 +75,36 @@ fn assert_one_at_a_time_in_order(entity: i64, timeline: &Timeline, skipped: &[i6
     }
 }
 
+/// Waits for the 1000 changes of 50 entities × 20 to be `sent`, then checks each
+/// entity's arrivals: one at a time, in order, first successes 1..20 (`fails` tells
+/// which requests were answered with a failure).
+async fn assert_fifty_times_twenty_in_order(
+    db: &TestDb,
+    sink: &Sink,
+    fails: impl Fn(&SinkRequest) -> bool,
+) {
+    wait_until("all 1000 changes delivered", WAIT, || async {
+        (sink.distinct_ids().len() >= 1000
+            && db
+                .count("SELECT count(*) FROM webhook_queue WHERE status <> 'sent'")
+                .await
+                == 0)
+            .then_some(())
+    })
+    .await;
+    let timelines = timelines(sink, fails_not(fails));
+    assert_eq!(timelines.len(), 50);
+    for (entity, timeline) in &timelines {
+        assert_one_at_a_time_in_order(*entity, timeline, &[]);
+        let firsts: Vec<i64> = timeline.iter().filter(|t| t.1).map(|t| t.0).collect();
+        assert_eq!(firsts, (1..=20).collect::<Vec<_>>(), "entity {entity}");
+    }
+}
+
+fn fails_not(fails: impl Fn(&SinkRequest) -> bool) -> impl Fn(&SinkRequest) -> bool {
+    move |r| !fails(r)
+}
+
 #[tokio::test]
 async fn fifty_entities_times_twenty_changes_arrive_in_order_with_three_relays_and_failing_first_attempts(
 ) {
@@ -94,23 +124,7 @@ async fn fifty_entities_times_twenty_changes_arrive_in_order_with_three_relays_a
     for seq in 1..=20 {
         emit(&db, 1..=50, seq).await;
     }
-    wait_until("all 1000 changes delivered", WAIT, || async {
-        (sink.distinct_ids().len() >= 1000
-            && db
-                .count("SELECT count(*) FROM webhook_queue WHERE status <> 'sent'")
-                .await
-                == 0)
-            .then_some(())
-    })
-    .await;
-
-    let timelines = timelines(&sink, |r| !fails(r));
-    assert_eq!(timelines.len(), 50);
-    for (entity, timeline) in &timelines {
-        assert_one_at_a_time_in_order(*entity, timeline, &[]);
-        let firsts: Vec<i64> = timeline.iter().filter(|t| t.1).map(|t| t.0).collect();
-        assert_eq!(firsts, (1..=20).collect::<Vec<_>>(), "entity {entity}");
-    }
+    assert_fifty_times_twenty_in_order(&db, &sink, fails).await;
     assert!(
         sink.requests().iter().any(fails),
         "some first attempts failed"
@@ -230,4 +244,129 @@ async fn on_failure_block_holds_the_entity_until_an_operator_retries_and_never_o
     assert_one_at_a_time_in_order(1, &timelines[&1], &[]);
     let seqs: Vec<i64> = timelines[&1].iter().map(|t| t.0).collect();
     assert_eq!(seqs, vec![1, 2, 2, 2, 3, 4]);
+}
+
+// ---- Lifecycle ordering (`ordering = "lifecycle"`): one entity's events in commit
+// ---- order across every route ordered so, whatever their URLs.
+
+/// The URL path a request came to (each event type has its own by default).
+fn path_event(req: &SinkRequest) -> String {
+    req.json()["event"].as_str().expect("event").to_string()
+}
+
+#[tokio::test]
+async fn a_leads_lifecycle_reaches_its_workflows_in_order_when_its_first_delivery_fails() {
+    let db = TestDb::migrated().await;
+    // The first attempt of every lead_scraped fails: under per-URL ordering the
+    // qualification and the response overtook it.
+    let sink = Sink::with(|r| {
+        if r.nth_for_id == 1 && path_event(r) == "lead_scraped" {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__ORDERING", "lifecycle")
+        .spawn();
+    let client = db.client().await;
+    for _ in 0..30 {
+        let id: i64 = client
+            .query_one(
+                "INSERT INTO leads (business_name) VALUES ('Acme') RETURNING id",
+                &[],
+            )
+            .await
+            .expect("insert lead")
+            .get(0);
+        for status in ["qualified", "responded"] {
+            client
+                .execute(
+                    "UPDATE leads SET status = $1 WHERE id = $2",
+                    &[&status, &id],
+                )
+                .await
+                .expect("update lead");
+        }
+    }
+    db.wait_for_queue_status("sent", 90, WAIT).await;
+
+    let mut by_lead: BTreeMap<i64, Vec<(String, bool)>> = BTreeMap::new();
+    let mut requests = sink.requests();
+    requests.sort_by_key(|r| r.received_at);
+    for r in &requests {
+        let ok = !(r.nth_for_id == 1 && path_event(r) == "lead_scraped");
+        by_lead
+            .entry(r.json()["entity_id"].as_i64().expect("entity_id"))
+            .or_default()
+            .push((path_event(r), ok));
+    }
+    assert_eq!(by_lead.len(), 30);
+    for (lead, seen) in &by_lead {
+        let expected = [
+            ("lead_scraped", false),
+            ("lead_scraped", true),
+            ("lead_qualified", true),
+            ("lead_responded", true),
+        ];
+        let seen: Vec<(&str, bool)> = seen.iter().map(|(e, ok)| (e.as_str(), *ok)).collect();
+        assert_eq!(
+            seen, expected,
+            "lead {lead}: its workflows saw it out of order"
+        );
+    }
+    // They went to three different workflows.
+    let paths: BTreeSet<String> = requests.iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+}
+
+#[tokio::test]
+async fn fifty_entities_times_twenty_changes_over_four_workflows_stay_in_order_with_two_relays() {
+    const EVENTS: [&str; 4] = [
+        "lead_scraped",
+        "lead_qualified",
+        "email_sent",
+        "lead_responded",
+    ];
+    let db = TestDb::migrated().await;
+    // Slow, and about 30 % of first attempts fail.
+    let fails = |r: &SinkRequest| {
+        let (entity, seq) = entity_seq(r);
+        r.nth_for_id == 1 && (entity * 7 + seq * 13) % 10 < 3
+    };
+    let sink = Sink::with(move |r| {
+        if fails(r) {
+            Reply::status(503).after(SLOW)
+        } else {
+            Reply::ok().after(SLOW)
+        }
+    })
+    .await;
+    let builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__ORDERING", "lifecycle")
+        .env("WEBHOOK_QUEUE_BATCH_SIZE", "10");
+    let relays: Vec<_> = (0..2).map(|_| builder.spawn()).collect();
+    let client = db.client().await;
+    for seq in 1..=20i64 {
+        // Change `seq` of every entity goes to the workflow of its event type.
+        let event = EVENTS[(seq % 4) as usize];
+        client
+            .execute(
+                "SELECT webhook_emit($1, 'lead', e, jsonb_build_object('seq', $2::int8))
+                 FROM generate_series(1, 50) e",
+                &[&event, &seq],
+            )
+            .await
+            .expect("webhook_emit");
+    }
+    assert_fifty_times_twenty_in_order(&db, &sink, fails).await;
+    let failed_first = sink.requests().iter().filter(|r| fails(r)).count();
+    assert!(
+        (200..=400).contains(&failed_first),
+        "{failed_first} first attempts failed, not about 30 %"
+    );
+    let paths: BTreeSet<String> = sink.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.len(), 4, "{paths:?}");
+    drop(relays);
 }

@@ -12,8 +12,14 @@ const B: &str = "http://127.0.0.1:9/b";
 /// Rows one URL may hold (the relay's `queue.max_per_endpoint` × its claim-ahead).
 const CAP: i32 = 4;
 
-/// One route: event type, URL, whether its rows may be claimed now, ordering.
-struct Route(&'static str, &'static str, bool, Option<&'static str>);
+/// One route: event type, URL, whether its rows may be claimed now, ordering, scope.
+struct Route(
+    &'static str,
+    &'static str,
+    bool,
+    Option<&'static str>,
+    Option<&'static str>,
+);
 
 /// What the route statement returned.
 #[derive(Debug)]
@@ -38,6 +44,7 @@ async fn route(
     let priorities: Vec<i32> = routes.iter().map(|_| 0).collect();
     let claimable: Vec<bool> = routes.iter().map(|r| r.2).collect();
     let ordering: Vec<Option<&str>> = routes.iter().map(|r| r.3).collect();
+    let scopes: Vec<Option<&str>> = routes.iter().map(|r| r.4).collect();
     let held_urls: Vec<&str> = held.iter().map(|h| h.0).collect();
     let held_rows: Vec<i32> = held.iter().map(|h| h.1).collect();
     let rows = client
@@ -56,6 +63,8 @@ async fn route(
                 &3i32,
                 &30f64,
                 &ordering,
+                &scopes,
+                &7i32,
             ],
         )
         .await
@@ -103,7 +112,7 @@ async fn events_an_endpoint_with_room_cannot_take_yet_stay_in_the_outbox() {
     let db = TestDb::migrated().await;
     let client = db.client().await;
     emit(&client, "lead_created", 10, None).await;
-    let routes = [Route("lead_created", A, true, None)];
+    let routes = [Route("lead_created", A, true, None, None)];
 
     let first = route(&client, &routes, &[], 10, 10).await;
     assert_eq!(
@@ -147,8 +156,8 @@ async fn a_full_endpoints_events_are_queued_pending_so_the_outbox_moves_on() {
     emit(&client, "lead_created", 10, None).await;
     emit(&client, "lead_scraped", 3, None).await;
     let routes = [
-        Route("lead_created", A, true, None),
-        Route("lead_scraped", B, true, None),
+        Route("lead_created", A, true, None, None),
+        Route("lead_scraped", B, true, None, None),
     ];
 
     // A is at its cap (a slow or dead endpoint): its events go to the queue, pending.
@@ -169,7 +178,7 @@ async fn an_event_waiting_behind_its_entitys_previous_one_is_queued_pending() {
     let client = db.client().await;
     // Two changes of one lead, ordered: the second may only go once the first is done.
     emit(&client, "lead_qualified", 2, Some(7)).await;
-    let routes = [Route("lead_qualified", A, true, Some("block"))];
+    let routes = [Route("lead_qualified", A, true, Some("block"), None)];
 
     let routed = route(&client, &routes, &[], 10, 10).await;
     assert_eq!((routed.routed, routed.claimed), (2, 1), "{routed:?}");
@@ -186,10 +195,46 @@ async fn a_disabled_routes_events_are_queued_pending() {
     let db = TestDb::migrated().await;
     let client = db.client().await;
     emit(&client, "demo_failed", 5, None).await;
-    let routes = [Route("demo_failed", A, false, None)];
+    let routes = [Route("demo_failed", A, false, None, None)];
 
     let routed = route(&client, &routes, &[], 10, 10).await;
     assert_eq!((routed.routed, routed.claimed), (5, 0), "{routed:?}");
     assert!(routed.left_for.is_empty(), "{routed:?}");
     assert_eq!(state(&client, A).await, (0, 5, 0));
+}
+
+#[tokio::test]
+async fn of_one_entity_in_one_batch_only_the_first_lifecycle_event_is_claimed_whatever_its_url() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    // Lead 7 is scraped, then qualified: two routes, two URLs, one lifecycle.
+    emit(&client, "lead_scraped", 1, Some(7)).await;
+    emit(&client, "lead_qualified", 1, Some(7)).await;
+    emit(&client, "lead_qualified", 1, Some(8)).await;
+    let routes = [
+        Route("lead_scraped", A, true, Some("skip"), Some("lifecycle")),
+        Route("lead_qualified", B, true, Some("skip"), Some("lifecycle")),
+    ];
+
+    let routed = route(&client, &routes, &[], 10, 10).await;
+    assert_eq!((routed.routed, routed.claimed), (3, 2), "{routed:?}");
+    assert_eq!(
+        state(&client, A).await,
+        (1, 0, 0),
+        "lead 7 scraped goes now"
+    );
+    assert_eq!(
+        state(&client, B).await,
+        (1, 1, 0),
+        "(sending, pending, outbox): lead 8 goes, lead 7's qualification waits for its scrape"
+    );
+    let waiting: i64 = client
+        .query_one(
+            "SELECT entity_id FROM webhook_queue WHERE status = 'pending'",
+            &[],
+        )
+        .await
+        .expect("pending row")
+        .get(0);
+    assert_eq!(waiting, 7);
 }

@@ -46,21 +46,23 @@ macro_rules! job_columns {
         j.payload::text, j.priority, j.retry_count, j.max_retries,
         to_char(j.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
         (extract(epoch FROM j.lease_expires_at) * 1000000)::int8,
-        extract(epoch FROM j.occurred_at)::float8, j.ordering"
+        extract(epoch FROM j.occurred_at)::float8, j.ordering, j.ordering_scope"
     };
 }
 
-/// Whether the ordered row of event `$event` (entity `$etype`/`$eid`, target `$url`)
-/// may go now: no earlier event of the entity is unrouted (`$events`: the known event
-/// types, as an unknown one is never routed), and no earlier ordered row of the entity
-/// to the URL is pending, sending, or failed under `block`. The queue probe is one
-/// lookup in `webhook_queue_entity_order_idx`, whose predicate it repeats word for word.
+/// Whether the ordered row of event `$event` (entity `$etype`/`$eid`, target `$url`,
+/// `$scope` its `ordering_scope`) may go now: no earlier event of the entity is
+/// unrouted (`$events`: the known event types, as an unknown one is never routed), no
+/// earlier ordered row of the entity to the URL is pending, sending, or failed under
+/// `block`, and, for a `lifecycle` row, no earlier `lifecycle` row of the entity to any
+/// URL is. Each queue probe is one lookup in `webhook_queue_entity_order_idx` or
+/// `webhook_queue_lifecycle_order_idx`, whose predicate it repeats word for word.
 /// The outbox probe only looks between the oldest unrouted event (found once per
 /// statement: an uncorrelated subquery) and this one, which is normally empty; from
 /// the bottom of the outbox's key it would step over every routed (deleted) entry that
 /// vacuum has not yet removed, once per row.
 macro_rules! unblocked {
-    ($url:literal, $etype:literal, $eid:literal, $event:literal, $events:literal) => {
+    ($url:literal, $etype:literal, $eid:literal, $event:literal, $scope:literal, $events:literal) => {
         concat!(
             "NOT EXISTS (SELECT 1 FROM webhook_queue o
                 WHERE o.webhook_url = ",
@@ -75,6 +77,19 @@ macro_rules! unblocked {
                   AND o.ordering IS NOT NULL
                   AND (o.status IN ('pending', 'sending')
                        OR (o.status = 'failed' AND o.ordering = 'block')))
+            AND (",
+            $scope,
+            " IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_queue o
+                WHERE o.entity_type = ",
+            $etype,
+            " AND o.entity_id = ",
+            $eid,
+            " AND o.event_id < ",
+            $event,
+            "
+                  AND o.ordering_scope = 'lifecycle'
+                  AND (o.status IN ('pending', 'sending')
+                       OR (o.status = 'failed' AND o.ordering = 'block'))))
             AND NOT EXISTS (SELECT 1 FROM webhook_events e
                 WHERE e.id < ",
             $event,
@@ -103,6 +118,7 @@ macro_rules! row_unblocked {
             "q.entity_type",
             "q.entity_id",
             "q.event_id",
+            "q.ordering_scope",
             $events
         )
     };
@@ -119,8 +135,10 @@ pub(crate) use row_unblocked;
 /// $1..$4 the route table (event, url, priority, claimable), $5/$6 rows held per url,
 /// $7 how many events, $8 per-endpoint cap (rows held per URL), $9 free slots, $10 max_retries,
 /// $11 lease seconds, $12 the routes' ordering (NULL, skip, block; see [`unblocked!`]:
-/// of one ordered entity only its first event in the batch may be claimed, and only if
-/// nothing earlier of it is unfinished). Events of a type the relay has no route for
+/// of one ordered entity only its first event in the batch to a URL, or to any
+/// lifecycle route, may be claimed, and only if nothing earlier of it is unfinished),
+/// $13 their ordering scope (NULL or lifecycle), $14 this relay's marker
+/// (`relay_core::db::Marker`), recorded on the rows it claims. Events of a type the relay has no route for
 /// (only possible by writing the outbox directly, bypassing webhook_emit) are left
 /// unrouted, not dropped.
 ///
@@ -140,8 +158,9 @@ pub(crate) use row_unblocked;
 /// ever routed again.
 pub const ROUTE_AND_CLAIM: &str = concat!(
     "WITH routes AS (
-        SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[], $12::text[])
-            AS r(event_type, url, priority, claimable, ordering)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[], $12::text[],
+                             $13::text[])
+            AS r(event_type, url, priority, claimable, ordering, scope)
     ),
     busy AS (
         SELECT * FROM unnest($5::text[], $6::int4[]) AS b(url, in_flight)
@@ -157,22 +176,31 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
     targets AS (
         SELECT p.*, r.url, r.priority, r.claimable,
                CASE WHEN p.entity_id IS NOT NULL THEN r.ordering END AS ordering,
+               CASE WHEN p.entity_id IS NOT NULL AND r.ordering IS NOT NULL
+                    THEN r.scope END AS scope,
                row_number() OVER (
                    PARTITION BY r.url, p.entity_type, p.entity_id,
                                 p.entity_id IS NULL OR r.ordering IS NULL
                    ORDER BY p.id
-               ) AS nth_of_entity
+               ) AS nth_of_entity,
+               row_number() OVER (
+                   PARTITION BY p.entity_type, p.entity_id,
+                                p.entity_id IS NULL OR r.ordering IS NULL OR r.scope IS NULL
+                   ORDER BY p.id
+               ) AS nth_in_scope
         FROM picked p
         JOIN routes r USING (event_type)
     ),
     -- materialized: inlined into the window below, the ordering check ran twice per row
     gated AS MATERIALIZED (
-        SELECT t.*, t.claimable AND (t.ordering IS NULL OR (t.nth_of_entity = 1 AND ",
+        SELECT t.*, t.claimable AND (t.ordering IS NULL OR (
+                   t.nth_of_entity = 1 AND (t.scope IS NULL OR t.nth_in_scope = 1) AND ",
     unblocked!(
         "t.url",
         "t.entity_type",
         "t.entity_id",
         "t.id",
+        "t.scope",
         "$1::text[]"
     ),
     ")) AS eligible
@@ -204,14 +232,15 @@ pub const ROUTE_AND_CLAIM: &str = concat!(
     inserted AS (
         INSERT INTO webhook_queue (webhook_id, event_id, event_type, entity_type, entity_id,
                                    webhook_url, payload, priority, status, max_retries,
-                                   occurred_at, lease_expires_at, ordering)
+                                   occurred_at, lease_expires_at, ordering, ordering_scope,
+                                   claimed_by)
         SELECT md5(c.id::text || '/' || (extract(epoch FROM c.occurred_at) * 1000000)::int8::text
                    || '/' || c.url)::uuid,
                c.id, c.event_type, c.entity_type, c.entity_id, c.url, c.payload, c.priority,
                CASE WHEN c.claim THEN 'sending' ELSE 'pending' END,
                $10, c.occurred_at,
                CASE WHEN c.claim THEN now() + make_interval(secs => $11) END,
-               c.ordering
+               c.ordering, c.scope, CASE WHEN c.claim THEN $14::int4 END
         FROM chosen c
         WHERE c.id IN (SELECT m.id FROM moved m)
         ORDER BY c.id
@@ -271,7 +300,7 @@ macro_rules! claim_picked {
             "claimed AS (
         UPDATE webhook_queue q
         SET status = 'sending', lease_expires_at = now() + make_interval(secs => $6),
-            updated_at = now()
+            claimed_by = $8, updated_at = now()
         WHERE q.id = ANY (ARRAY(SELECT due.id FROM due))
         RETURNING q.*
     )
@@ -286,7 +315,8 @@ macro_rules! claim_picked {
 }
 
 /// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4 rows
-/// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types.
+/// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types, $8 this
+/// relay's marker.
 ///
 /// Each URL with room is asked for its own best rows (a lookup in
 /// `webhook_queue_url_claim_idx` that stops at its room), and the best of those are
@@ -321,7 +351,7 @@ pub const CLAIM_DUE: &str = concat!(
         CROSS JOIN LATERAL (
             SELECT q.id, q.priority
             FROM (SELECT q.id, q.webhook_url, q.priority, q.entity_type, q.entity_id,
-                         q.event_id, q.ordering
+                         q.event_id, q.ordering, q.ordering_scope
                   FROM webhook_queue q
                   WHERE q.status = 'pending' AND q.webhook_url = r.url
                     AND q.next_attempt_at <= now()
@@ -352,14 +382,25 @@ pub const RELEASE: &str = "UPDATE webhook_queue q
       AND CASE WHEN q.status = 'sending' THEN true END
       AND (extract(epoch FROM q.lease_expires_at) * 1000000)::int8 = r.token";
 
-/// Rows whose relay died (or lost its database link) mid-delivery: their lease ran
-/// out, so they go back to the queue. The guide's "stuck in sending" heals itself.
-pub(crate) const RELEASE_EXPIRED_LEASES: &str = "UPDATE webhook_queue
-    SET status = 'pending', lease_expires_at = NULL, updated_at = now()
-    WHERE status = 'sending' AND lease_expires_at < now()
-    RETURNING id";
+/// Rows whose relay stalled (or died before markers, `crate::liveness`, existed)
+/// mid-delivery: their lease ran out, so they go back to the queue, each with a
+/// history note. The guide's "stuck in sending" heals itself.
+pub(crate) const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
+        UPDATE webhook_queue
+        SET status = 'pending', lease_expires_at = NULL, updated_at = now()
+        WHERE status = 'sending' AND lease_expires_at < now()
+        RETURNING id, retry_count, claimed_by
+    ),
+    noted AS (
+        INSERT INTO webhook_retry_history (webhook_queue_id, attempt, note)
+        SELECT r.id, r.retry_count + 1,
+               'returned to the queue: its lease expired (relay '
+               || coalesce(r.claimed_by::text, 'unknown') || ' stopped moving or lost its link)'
+        FROM released r
+    )
+    SELECT r.id FROM released r ORDER BY r.id";
 
-/// The claim settings that come from configuration.
+/// The claim settings that come from configuration, and the relay's marker.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClaimLimits {
     pub(crate) batch_size: i64,
@@ -368,16 +409,19 @@ pub(crate) struct ClaimLimits {
     pub(crate) per_endpoint: i32,
     pub(crate) max_retries: i32,
     pub(crate) lease: Duration,
+    /// Recorded on every row claimed (`claimed_by`), see [`crate::liveness`].
+    pub(crate) marker: i32,
 }
 
 impl ClaimLimits {
-    pub(crate) fn new(config: &relay_core::Config) -> ClaimLimits {
+    pub(crate) fn new(config: &relay_core::Config, marker: relay_core::db::Marker) -> ClaimLimits {
         ClaimLimits {
             batch_size: i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX),
             per_endpoint: i32::try_from(config.queue.max_per_endpoint.saturating_mul(AHEAD))
                 .unwrap_or(i32::MAX),
             max_retries: i32::try_from(config.queue.max_retries).unwrap_or(i32::MAX),
             lease: Duration::from_secs(config.queue.lease_seconds),
+            marker: marker.get(),
         }
     }
 }
@@ -427,6 +471,8 @@ pub(crate) async fn route_and_claim(
                     &limits.max_retries,
                     &limits.lease.as_secs_f64(),
                     &routes.ordering,
+                    &routes.scopes,
+                    &limits.marker,
                 ],
             )
             .await?;
@@ -478,6 +524,7 @@ pub(crate) async fn claim_due(
                     &limits.per_endpoint,
                     &limits.lease.as_secs_f64(),
                     &routes.events,
+                    &limits.marker,
                 ],
             )
             .await?;
@@ -537,5 +584,6 @@ fn job_from_row(row: &tokio_postgres::Row, at: usize) -> Result<Option<Job>, Dae
         lease_token: row.try_get(at + 11)?,
         occurred_at_unix: row.try_get(at + 12)?,
         ordering: row.try_get(at + 13)?,
+        lifecycle: row.try_get::<_, Option<String>>(at + 14)?.is_some(),
     }))
 }

@@ -7,6 +7,7 @@
 //! - [`dispatcher`] and [`delivery`]: the bounded worker pool and the signed request;
 //! - [`outcome`]: what an attempt means, written down in batches;
 //! - [`sweeper`]: expired leases, the safety sweep, retention;
+//! - [`liveness`]: the rows of relays that are gone, back within seconds;
 //! - `pump`: the loop tying them together;
 //! - `shared`: what the stages hand each other (`Job`, `Wake`, `Slot`, ...), the one
 //!   module every stage may use.
@@ -18,14 +19,15 @@
 //! pump ──▶ wakeup ──▶ claim ──▶ router        listener ··Wake··▶ pump
 //!  └─────▶ dispatcher ──▶ delivery            outcome  ··Wake··▶ pump
 //!              └────────▶ outcome ──▶ delivery (Attempt)
-//! sweeper ──▶ claim        every module ──▶ shared, db, error
+//! sweeper ──▶ claim        liveness        every module ──▶ shared, db, error
 //! ```
 //!
 //! The guarantee: an event committed to `webhook_events` is delivered at least once
 //! (with the same `X-Webhook-Id` and body on every attempt) or ends `failed` with its
 //! `last_error`, whatever happens to notifications, connections or the relay process.
-//! A row is delivered twice only if a relay lost its lease (crashed, or stalled past
-//! `queue.lease_seconds`) after sending.
+//! A row is delivered twice only if its relay sent it and then died (its rows come
+//! back as soon as its last database session has been gone for [`liveness::GRACE`]),
+//! lost every session for that long, or stalled past `queue.lease_seconds`.
 
 pub mod claim;
 mod db;
@@ -33,6 +35,7 @@ mod delivery;
 mod dispatcher;
 mod error;
 pub mod listener;
+pub mod liveness;
 pub mod outcome;
 mod pump;
 mod router;
@@ -45,6 +48,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use deadpool_postgres::Pool;
+use relay_core::db::Marker;
 use relay_core::Config;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +63,7 @@ pub use error::DaemonError;
 pub async fn run(
     config: Arc<Config>,
     pool: Pool,
+    marker: Marker,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let db = db::Db::new(pool, &config.database);
@@ -71,6 +76,13 @@ pub async fn run(
         outcome::spawn(db.clone(), wake_tx.clone(), recorder_stop.clone());
     let listener_task = tokio::spawn(listener::run(
         config.database.clone(),
+        marker,
+        wake_tx.clone(),
+        shutdown.clone(),
+    ));
+    let liveness_task = tokio::spawn(liveness::run(
+        db.clone(),
+        marker,
         wake_tx.clone(),
         shutdown.clone(),
     ));
@@ -92,10 +104,11 @@ pub async fn run(
     let pump = pump::Pump {
         db: db.clone(),
         routes,
-        limits: claim::ClaimLimits::new(&config),
+        limits: claim::ClaimLimits::new(&config, marker),
         dispatcher,
         last_due_claim: tokio::time::Instant::now(),
         left: None,
+        due_first: false,
     };
     let dispatcher = pump.run(wake_rx, &shutdown).await;
 
@@ -125,6 +138,7 @@ pub async fn run(
     stop_after.abort();
     let _ = listener_task.await;
     let _ = sweeper_task.await;
+    let _ = liveness_task.await;
     info!("relay stopped");
     Ok(())
 }

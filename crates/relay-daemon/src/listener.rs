@@ -18,7 +18,7 @@ use std::future::poll_fn;
 use std::time::Duration;
 
 use relay_core::config::DatabaseConfig;
-use relay_core::db::NOTIFY_CHANNEL;
+use relay_core::db::{Marker, NOTIFY_CHANNEL};
 use relay_core::metrics;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
@@ -32,11 +32,16 @@ use crate::shared::Wake;
 /// the database URL sets its own application_name).
 pub const APPLICATION_NAME: &str = "n8n-relay-listener";
 
-pub(crate) async fn run(db: DatabaseConfig, wake: mpsc::Sender<Wake>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    db: DatabaseConfig,
+    marker: Marker,
+    wake: mpsc::Sender<Wake>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = crate::db_backoff();
     let mut connected_before = false;
     loop {
-        let ended = session(&db, &wake, &shutdown, connected_before).await;
+        let ended = session(&db, marker, &wake, &shutdown, connected_before).await;
         metrics::global().set_listener_connected(false);
         match ended {
             Ok(()) => return,
@@ -63,6 +68,7 @@ pub(crate) async fn run(db: DatabaseConfig, wake: mpsc::Sender<Wake>, shutdown: 
 /// connection failed, `established` telling whether LISTEN had succeeded.
 async fn session(
     db: &DatabaseConfig,
+    marker: Marker,
     wake: &mpsc::Sender<Wake>,
     shutdown: &CancellationToken,
     reconnect: bool,
@@ -98,7 +104,17 @@ async fn session(
     });
 
     let listen = format!("LISTEN {NOTIFY_CHANNEL}");
-    match tokio::time::timeout(limit, client.batch_execute(&listen)).await {
+    // The marker too: this session is the relay's longest-lived one (crate::liveness).
+    // LISTEN last, so pg_stat_activity shows this session by its LISTEN.
+    let setup = async {
+        if !marker.hold(&client).await? {
+            warn!(%marker, "could not take this relay's marker lock; \
+                its rows fall back to the lease if it dies");
+        }
+        client.batch_execute(&listen).await?;
+        Ok::<(), tokio_postgres::Error>(())
+    };
+    match tokio::time::timeout(limit, setup).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             driver.abort();

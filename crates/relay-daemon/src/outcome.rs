@@ -358,13 +358,18 @@ fn ordering_note(job: &Job) -> String {
         job.entity_type.as_deref().unwrap_or_default(),
         job.entity_id.unwrap_or_default()
     );
+    let scope = if job.lifecycle {
+        "to this URL and to every lifecycle route"
+    } else {
+        "to this URL"
+    };
     match job.ordering.as_deref() {
         Some("skip") => format!(
-            "; ordered (on_failure = skip): later events of {entity} to this URL are delivered \
+            "; ordered (on_failure = skip): later events of {entity} {scope} are delivered \
              without it"
         ),
         Some("block") => format!(
-            "; ordered (on_failure = block): later events of {entity} to this URL wait until \
+            "; ordered (on_failure = block): later events of {entity} {scope} wait until \
              this row is retried or cancelled (n8n-relay queue retry|cancel {})",
             job.id
         ),
@@ -392,6 +397,7 @@ mod tests {
             lease_token: 0,
             occurred_at_unix: 1_735_689_600.0,
             ordering: None,
+            lifecycle: false,
         }
     }
 

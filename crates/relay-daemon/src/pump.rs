@@ -61,6 +61,9 @@ pub(crate) struct Pump {
     pub(crate) last_due_claim: tokio::time::Instant,
     /// Events the last route left in the outbox for want of room: their URLs, and when.
     pub(crate) left: Option<(Vec<String>, tokio::time::Instant)>,
+    /// Rows were put back in the queue ([`Wake::Released`]): the next pass claims due
+    /// rows before it routes, so a dead relay's rows do not wait behind a backlog.
+    pub(crate) due_first: bool,
 }
 
 /// What the pump does after a pass.
@@ -123,6 +126,23 @@ impl Pacing {
 }
 
 impl Pump {
+    /// Claims due rows for the free slots and starts them: how many, of how many
+    /// wanted.
+    async fn claim_due(&mut self) -> Result<(usize, usize), DaemonError> {
+        let now = tokio::time::Instant::now();
+        self.last_due_claim = now;
+        let free = self.dispatcher.free_slots();
+        if free == 0 {
+            return Ok((0, 0));
+        }
+        let want = free.min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
+        let load = self.dispatcher.load();
+        let jobs = claim::claim_due(&self.db, &self.routes, &load, self.limits, want).await?;
+        let claimed = jobs.len();
+        self.dispatcher.start(jobs, now + self.limits.lease);
+        Ok((claimed, want))
+    }
+
     /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained.
     pub(crate) async fn run(
         mut self,
@@ -134,7 +154,8 @@ impl Pump {
         let mut pacing = Pacing::new();
         let mut recheck = false;
         while !shutdown.is_cancelled() {
-            while wake.try_recv().is_ok() {
+            while let Ok(w) = wake.try_recv() {
+                self.due_first |= w == Wake::Released;
                 recheck = false;
             }
             let next = if recheck {
@@ -192,7 +213,10 @@ impl Pump {
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 // Something happened: a full pass, not just a re-check.
-                _ = wake.recv() => recheck = false,
+                w = wake.recv() => {
+                    self.due_first |= w == Some(Wake::Released);
+                    recheck = false;
+                }
                 () = until => {}
             }
         }
@@ -228,8 +252,16 @@ impl Pump {
         Some(load.room(urls, self.limits.per_endpoint))
     }
 
-    /// Route fresh events (claiming the first of them), then claim due rows.
+    /// Route fresh events (claiming the first of them), then claim due rows; due rows
+    /// first after rows were put back.
     async fn pass(&mut self) -> Result<Pass, DaemonError> {
+        let mut due = 0;
+        if self.due_first && self.routes.delivering && self.dispatcher.free_slots() > 0 {
+            let (claimed, wanted) = self.claim_due().await?;
+            // Until a claim finds fewer due rows than it had room for, they come first.
+            self.due_first = claimed >= wanted;
+            due = claimed;
+        }
         let delivering = self.routes.delivering;
         let free = if delivering {
             self.dispatcher.free_slots()
@@ -279,11 +311,10 @@ impl Pump {
         }
         let fresh = routed.jobs.len();
         self.dispatcher.start(routed.jobs, lease_until);
-        let mut due = 0;
         if delivering {
             let free = self.dispatcher.free_slots();
             if free == 0 {
-                return Ok(if routed.events > 0 {
+                return Ok(if routed.events > 0 || due > 0 {
                     Pass::Worked
                 } else {
                     Pass::Full
@@ -306,17 +337,11 @@ impl Pump {
                 if route > 0 && routed.picked >= route && !made_pending {
                     return Ok(Pass::Worked);
                 }
-                if waiting_for_room {
+                if waiting_for_room && due == 0 {
                     return Ok(Pass::InFlight);
                 }
             }
-            self.last_due_claim = now;
-            let want = free.min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
-            let load = self.dispatcher.load();
-            let lease_until = now + self.limits.lease;
-            let jobs = claim::claim_due(&self.db, &self.routes, &load, self.limits, want).await?;
-            due = jobs.len();
-            self.dispatcher.start(jobs, lease_until);
+            due += self.claim_due().await?.0;
         }
         Ok(if routed.events > 0 || fresh > 0 || due > 0 {
             Pass::Worked

@@ -16,6 +16,8 @@ pub(crate) struct RouteTable {
     pub(crate) claimable: Vec<bool>,
     /// `webhook_queue.ordering` for rows of this route: NULL, `skip` or `block`.
     pub(crate) ordering: Vec<Option<String>>,
+    /// `webhook_queue.ordering_scope`: `lifecycle` for routes ordered across routes.
+    pub(crate) scopes: Vec<Option<String>>,
     /// Event types whose queued rows wait (their route is disabled).
     pub(crate) held: Vec<String>,
     pub(crate) delivering: bool,
@@ -36,6 +38,10 @@ impl RouteTable {
             ordering: routes
                 .iter()
                 .map(|r| r.ordered.map(|o| o.as_str().to_string()))
+                .collect(),
+            scopes: routes
+                .iter()
+                .map(|r| r.lifecycle.then(|| "lifecycle".to_string()))
                 .collect(),
             held: routes
                 .iter()

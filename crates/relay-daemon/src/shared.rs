@@ -33,6 +33,9 @@ pub(crate) enum Wake {
     Freed,
     /// The periodic safety sweep.
     Sweep,
+    /// Rows of a relay that is gone, or whose lease expired, are back in the queue:
+    /// claim due rows before routing more, so they do not wait behind a backlog.
+    Released,
 }
 
 /// One claimed queue row: everything needed to deliver it and record the outcome.
@@ -55,6 +58,8 @@ pub(crate) struct Job {
     pub(crate) occurred_at_unix: f64,
     /// Per-entity ordering: `skip` or `block` (what a final failure means), or none.
     pub(crate) ordering: Option<String>,
+    /// Ordered across routes too (`ordering_scope = 'lifecycle'`).
+    pub(crate) lifecycle: bool,
 }
 
 impl Job {

@@ -44,14 +44,18 @@ pub(crate) async fn run(
             }
             _ = tick.tick() => {}
         }
-        match claim::release_expired_leases(&db).await {
+        let wake_with = match claim::release_expired_leases(&db).await {
             Ok(ids) if !ids.is_empty() => {
                 warn!(count = ids.len(), ids = ?ids, "leases expired; rows returned to pending");
+                Wake::Released
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "could not release expired leases"),
-        }
-        let _ = wake.try_send(Wake::Sweep);
+            Ok(_) => Wake::Sweep,
+            Err(e) => {
+                warn!(error = %e, "could not release expired leases");
+                Wake::Sweep
+            }
+        };
+        let _ = wake.try_send(wake_with);
         let idle = retention_task.as_ref().is_none_or(|t| t.is_finished());
         if retention_days > 0 && idle && tokio::time::Instant::now() >= next_retention {
             next_retention = tokio::time::Instant::now() + RETENTION_EVERY;

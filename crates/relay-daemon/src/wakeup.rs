@@ -89,7 +89,7 @@ pub const WORK_WAITING: &str = concat!(
      ORDER BY id LIMIT 1) IS NOT NULL,
     (SELECT extract(epoch FROM q.next_attempt_at - now())::float8
      FROM (SELECT q.next_attempt_at, q.webhook_url, q.entity_type, q.entity_id, q.event_id,
-                  q.ordering
+                  q.ordering, q.ordering_scope
            FROM webhook_queue q
            WHERE $2 AND q.status = 'pending' AND q.retry_count >= 0
              AND CASE WHEN cardinality($3::text[]) = 0 THEN true

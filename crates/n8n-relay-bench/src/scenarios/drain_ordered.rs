@@ -1,7 +1,8 @@
 //! Scenario 6, backlog drain with per-entity ordering: the drain of scenario 3 again
-//! with `queue.ordering = "entity"`, held against the same drain unordered, on two
-//! backlogs: one event per lead (what the ordering check costs when nothing has to
-//! wait), and 20 changes per entity (where each entity's changes go one at a time).
+//! with `queue.ordering = "entity"` (per URL) and `"lifecycle"` (across routes), each
+//! held against the same drain unordered, on two backlogs: one event per lead (what
+//! the ordering check costs when nothing has to wait), and 20 changes per entity
+//! (where each entity's changes go one at a time).
 
 use std::time::SystemTime;
 
@@ -13,11 +14,17 @@ use crate::load::INSERT_LEADS_BULK;
 use crate::report::{fmt_num, Figure, Report, Target};
 
 pub const NAME: &str = "6 backlog drain, ordered";
-/// Ordered throughput must stay within 20 % of unordered.
+/// Ordered throughput must stay within 20 % of unordered per URL, within 30 % across
+/// routes (its check also probes the entity's rows to every other URL).
 const TARGET_RATIO: f64 = 0.8;
+const TARGET_RATIO_LIFECYCLE: f64 = 0.7;
 /// Changes per entity in the second backlog.
 const CHANGES_PER_ENTITY: u64 = 20;
-const ORDERED: &[(&str, &str)] = &[("RELAY_QUEUE__ORDERING", "entity")];
+/// The two ordering modes, with their targets.
+const MODES: [(&str, f64); 2] = [
+    ("entity", TARGET_RATIO),
+    ("lifecycle", TARGET_RATIO_LIFECYCLE),
+];
 /// Events per fill statement, as in scenario 3.
 const CHUNK: u64 = 10_000;
 
@@ -45,30 +52,40 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
         ("20 changes per entity", changes.as_str()),
     ] {
         let (off, _) = drain(bench, report, n, fill, &[]).await?;
-        let (on, repeats) = drain(bench, report, n, fill, ORDERED).await?;
+        let mut modes = serde_json::Map::new();
+        for (mode, target) in MODES {
+            let env = [("RELAY_QUEUE__ORDERING", mode)];
+            let (on, repeats) = drain(bench, report, n, fill, &env).await?;
+            report.figures.push(
+                Figure::new(
+                    NAME,
+                    format!(
+                        "{} queued events, {backlog}, ordering = {mode}",
+                        fmt_num(n as f64)
+                    ),
+                    on,
+                    "events/s",
+                )
+                .baseline("the same drain unordered", off)
+                .target(Target::ratio_at_least(target)),
+            );
+            modes.insert(
+                mode.into(),
+                json!({
+                    "ordered_events_per_second": on,
+                    "ratio": on / off.max(1e-9),
+                    "ordered_repeated_deliveries": repeats,
+                }),
+            );
+        }
         bench.stop_relay().await;
-        report.figures.push(
-            Figure::new(
-                NAME,
-                format!(
-                    "{} queued events, {backlog}, ordering = entity",
-                    fmt_num(n as f64)
-                ),
-                on,
-                "events/s",
-            )
-            .baseline("the same drain unordered", off)
-            .target(Target::ratio_at_least(TARGET_RATIO)),
-        );
         details.insert(
             backlog.into(),
             json!({
                 "events": n,
                 "entities": if fill == INSERT_LEADS_BULK { n } else { entities },
                 "unordered_events_per_second": off,
-                "ordered_events_per_second": on,
-                "ratio": on / off.max(1e-9),
-                "ordered_repeated_deliveries": repeats,
+                "ordered": modes,
             }),
         );
     }

@@ -22,7 +22,8 @@ pub async fn run(config: Config) -> CmdResult {
     };
     super::check_database(&config).await?;
     let config = Arc::new(config);
-    let pool = relay_core::db::pool(&config.database, "n8n-relay")
+    let marker = relay_core::db::Marker::random();
+    let pool = relay_core::db::relay_pool(&config.database, "n8n-relay", marker)
         .context("database.url: could not set up the connection pool")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(super::cancel_on_signal(shutdown.clone()));
@@ -45,12 +46,14 @@ pub async fn run(config: Config) -> CmdResult {
         workers = config.queue.workers,
         callbacks_listen = %config.callbacks.listen,
         metrics_listen = %config.metrics.listen,
+        %marker,
         "relay started"
     );
 
     let daemon = tokio::spawn(relay_daemon::run(
         config.clone(),
         pool.clone(),
+        marker,
         shutdown.clone(),
     ));
     let callbacks = callbacks_listener.map(|listener| {

@@ -196,8 +196,9 @@ pub struct QueueConfig {
     /// Sent, cancelled rows and their logs older than this are removed by the sweeper;
     /// 0 keeps them forever.
     pub retention_days: u64,
-    /// The default for routes without their own `ordering`: `none`, or `entity` (one
-    /// entity's deliveries to one URL go out one at a time, in commit order).
+    /// The default for routes without their own `ordering`: `none`, `entity` (one
+    /// entity's deliveries to one URL go out one at a time, in commit order) or
+    /// `lifecycle` (the same across every route ordered so).
     pub ordering: DeliveryOrder,
     /// The default for ordered routes without their own `on_failure`.
     pub on_failure: OnFailure,
@@ -212,6 +213,9 @@ pub enum DeliveryOrder {
     None,
     /// Per (target URL, entity_type, entity_id): one at a time, in commit order.
     Entity,
+    /// As `Entity`, and across every route ordered `lifecycle`: an entity's event to
+    /// one workflow waits until its earlier events to the others got their 2xx.
+    Lifecycle,
 }
 
 /// What an ordered entity does when one of its deliveries fails for good.
@@ -297,6 +301,8 @@ pub struct Route {
     pub enabled: bool,
     /// `Some(on_failure)` when deliveries are ordered per entity.
     pub ordered: Option<OnFailure>,
+    /// Ordered across routes too (`ordering = "lifecycle"`); implies `ordered`.
+    pub lifecycle: bool,
 }
 
 /// Accepts `[5, 30, 300]`, `"5,30,300"` or a single number.
@@ -341,8 +347,9 @@ impl Config {
                     url,
                     priority: over.priority.unwrap_or(0),
                     enabled: over.enabled.unwrap_or(true),
-                    ordered: (ordering == DeliveryOrder::Entity)
+                    ordered: (ordering != DeliveryOrder::None)
                         .then(|| over.on_failure.unwrap_or(self.queue.on_failure)),
+                    lifecycle: ordering == DeliveryOrder::Lifecycle,
                 }
             })
             .collect()

@@ -124,6 +124,47 @@ enabled = false
 }
 
 #[test]
+fn lifecycle_ordering_orders_across_routes_and_implies_per_entity_ordering() {
+    Jail::expect_with(|jail| {
+        jail.create_dir("config")?;
+        jail.create_file(
+            "config/relay.toml",
+            r#"
+[queue]
+ordering = "lifecycle"
+[routes.workflow_error]
+ordering = "none"
+[routes.lead_qualified]
+ordering = "entity"
+on_failure = "block"
+"#,
+        )?;
+        let c = load_in_jail().expect("load");
+        let route = |e: EventType| {
+            c.routes()
+                .into_iter()
+                .find(|r| r.event == e)
+                .expect("route")
+        };
+        let scraped = route(EventType::LeadScraped);
+        assert!(scraped.lifecycle);
+        assert_eq!(scraped.ordered, Some(OnFailure::Skip));
+        let qualified = route(EventType::LeadQualified);
+        assert!(!qualified.lifecycle, "entity stays per URL");
+        assert_eq!(qualified.ordered, Some(OnFailure::Block));
+        let error = route(EventType::WorkflowError);
+        assert!(!error.lifecycle);
+        assert_eq!(error.ordered, None);
+        Ok(())
+    });
+    let msg = error_in_jail(|jail| {
+        jail.set_env("RELAY_ROUTES__LEAD_SCRAPED__ORDERING", "lifecycles");
+        Ok(())
+    });
+    assert!(msg.contains("routes.lead_scraped.ordering"), "{msg}");
+}
+
+#[test]
 fn ordering_is_opt_in_per_route_with_a_global_default() {
     Jail::expect_with(|jail| {
         jail.create_dir("config")?;

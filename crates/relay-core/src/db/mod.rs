@@ -29,9 +29,11 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
 /// so without this a silently dead link would be handed out again and again.
 pub const POOL_CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
 
+pub mod marker;
 pub mod pgpass;
 pub mod tls;
 
+pub use marker::Marker;
 pub use tls::{SslMode, TlsSettings};
 
 /// The stream of a connection made by a [`Connector`].
@@ -229,6 +231,21 @@ pub fn pool(db: &DatabaseConfig, application: &str) -> Result<Pool, DbError> {
 }
 
 pub fn pool_sized(db: &DatabaseConfig, application: &str, size: usize) -> Result<Pool, DbError> {
+    build_pool(db, application, size, None)
+}
+
+/// The pool of a relay process: every connection it opens holds the relay's
+/// [`Marker`] for as long as it lives.
+pub fn relay_pool(db: &DatabaseConfig, application: &str, marker: Marker) -> Result<Pool, DbError> {
+    build_pool(db, application, db.pool_size, Some(marker))
+}
+
+fn build_pool(
+    db: &DatabaseConfig,
+    application: &str,
+    size: usize,
+    marker: Option<Marker>,
+) -> Result<Pool, DbError> {
     let connector = Connector::new(db, application)?;
     let manager = Manager::from_config(
         connector.config,
@@ -238,7 +255,24 @@ pub fn pool_sized(db: &DatabaseConfig, application: &str, size: usize) -> Result
         },
     );
     let connect = Duration::from_secs(db.connect_timeout_seconds);
-    Pool::builder(manager)
+    let mut builder = Pool::builder(manager);
+    if let Some(marker) = marker {
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            Box::pin(async move {
+                match tokio::time::timeout(connect, marker.hold(client)).await {
+                    Ok(Ok(true)) => Ok(()),
+                    Ok(Ok(false)) => {
+                        tracing::warn!(%marker, "could not take this relay's marker lock; \
+                            its rows fall back to the lease if it dies");
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(HookError::Backend(e)),
+                    Err(_) => Err(HookError::message("taking the relay's marker timed out")),
+                }
+            })
+        }));
+    }
+    builder
         .pre_recycle(Hook::async_fn(move |client, metrics| {
             let idle = metrics.last_used();
             Box::pin(async move {

@@ -168,7 +168,7 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
             READY_TIMEOUT.as_millis()
         )),
     };
-    let listener = metrics::global().listener_connected.get() >= 1.0;
+    let listener = metrics::global().listener_connected();
     let mut reasons = Vec::new();
     if let Err(reason) = &database {
         reasons.push(reason.clone());

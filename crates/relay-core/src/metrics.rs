@@ -1,9 +1,6 @@
-//! The relay's metrics: a small fixed registry rendered as Prometheus text
-//! exposition format 0.0.4. No HTTP here (core serves none); the binary serves
-//! [`Metrics::render`] on `/metrics`.
-//!
-//! Dependency-free on purpose: the relay has a dozen series, known up front, so
-//! atomics and a mutex-guarded map per labelled family are all it takes.
+//! The relay's metrics: one `prometheus-client` registry (the Prometheus project's
+//! own client), rendered as Prometheus text exposition format 0.0.4. No HTTP here
+//! (core serves none); the binary serves [`Metrics::render`] on `/metrics`.
 //!
 //! The names (a contract: dashboards and alerts use them; the Grafana dashboard in
 //! `deploy/grafana/` is tested against [`Metrics::render`]):
@@ -30,17 +27,22 @@
 //! - a sampler in the binary: [`Metrics::set_queue_depth`] from one GROUP BY query
 //!   every few seconds (never a `COUNT(*)` per scrape).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::events::EventType;
 use crate::queue_admin::{QueueStatus, StatusCounts};
 
 /// The content type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Commit-to-delivery: from the event's `occurred_at` to n8n's 2xx. Spans retries,
 /// so the buckets reach an hour.
@@ -75,18 +77,38 @@ impl Outcome {
     }
 }
 
-/// Every metric the relay exports. Field names follow the metric names.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    event: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallbackLabels {
+    endpoint: String,
+    status: String,
+}
+
+type GaugeF64 = Gauge<f64, AtomicU64>;
+
+/// Every metric the relay exports, and the registry that renders them.
 pub struct Metrics {
-    pub events_captured: Counter,
-    pub events_routed: Counter,
-    pub deliveries: CounterVec,
-    pub delivery_latency: Histogram,
-    pub attempt_duration: Histogram,
-    pub queue_depth: GaugeVec,
-    pub queue_oldest_pending: Gauge,
-    pub listener_reconnects: Counter,
-    pub listener_connected: Gauge,
-    pub callbacks: CounterVec,
+    registry: Registry,
+    events_captured: Counter,
+    events_routed: Counter,
+    deliveries: Family<DeliveryLabels, Counter>,
+    delivery_latency: Histogram,
+    attempt_duration: Histogram,
+    queue_depth: Family<StatusLabel, GaugeF64>,
+    queue_oldest_pending: GaugeF64,
+    listener_reconnects: Counter,
+    listener_connected: Gauge,
+    callbacks: Family<CallbackLabels, Counter>,
 }
 
 /// The process-wide registry that the daemon, the callbacks listener and `/metrics`
@@ -105,61 +127,89 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
-            events_captured: Counter::new(
-                "n8n_relay_events_captured_total",
-                "Outbox events (webhook_events) taken up by the router.",
-            ),
-            events_routed: Counter::new(
-                "n8n_relay_events_routed_total",
-                "webhook_queue rows created from outbox events (one per event and target).",
-            ),
-            deliveries: CounterVec::new(
-                "n8n_relay_deliveries_total",
-                "Delivery attempts by event and outcome: sent (2xx), retry (failed, \
-                 rescheduled) or failed (retries exhausted).",
-                &["event", "outcome"],
-            ),
-            delivery_latency: Histogram::new(
-                "n8n_relay_delivery_latency_seconds",
-                "From the event's occurred_at (the business change) to n8n's 2xx.",
-                LATENCY_BUCKETS,
-            ),
-            attempt_duration: Histogram::new(
-                "n8n_relay_attempt_duration_seconds",
-                "Duration of one HTTP delivery attempt, whatever its outcome.",
-                ATTEMPT_BUCKETS,
-            ),
-            queue_depth: GaugeVec::new(
-                "n8n_relay_queue_depth",
-                "webhook_queue rows by status, sampled every few seconds.",
-                &["status"],
-            ),
-            queue_oldest_pending: Gauge::new(
-                "n8n_relay_queue_oldest_pending_seconds",
-                "Age of the oldest pending webhook_queue row (0 when none), sampled.",
-            ),
-            listener_reconnects: Counter::new(
-                "n8n_relay_listener_reconnects_total",
-                "Times the LISTEN connection was re-established after a loss.",
-            ),
-            listener_connected: Gauge::new(
-                "n8n_relay_listener_connected",
-                "1 while the LISTEN connection is up, else 0.",
-            ),
-            callbacks: CounterVec::new(
-                "n8n_relay_callbacks_total",
-                "Callback requests from n8n by endpoint and HTTP status answered.",
-                &["endpoint", "status"],
-            ),
+            registry: Registry::with_prefix("n8n_relay"),
+            events_captured: Counter::default(),
+            events_routed: Counter::default(),
+            deliveries: Family::default(),
+            delivery_latency: Histogram::new(LATENCY_BUCKETS.iter().copied()),
+            attempt_duration: Histogram::new(ATTEMPT_BUCKETS.iter().copied()),
+            queue_depth: Family::default(),
+            queue_oldest_pending: GaugeF64::default(),
+            listener_reconnects: Counter::default(),
+            listener_connected: Gauge::default(),
+            callbacks: Family::default(),
         };
+        m.register()
+    }
+
+    /// Registers every family under its contract name (counters get their `_total`
+    /// from the client).
+    fn register(mut self) -> Metrics {
+        let r = &mut self.registry;
+        r.register(
+            "events_captured",
+            "Outbox events (webhook_events) taken up by the router",
+            self.events_captured.clone(),
+        );
+        r.register(
+            "events_routed",
+            "webhook_queue rows created from outbox events (one per event and target)",
+            self.events_routed.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Delivery attempts by event and outcome: sent (2xx), retry (failed, \
+             rescheduled) or failed (retries exhausted)",
+            self.deliveries.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "From the event's occurred_at (the business change) to n8n's 2xx",
+            self.delivery_latency.clone(),
+        );
+        r.register(
+            "attempt_duration_seconds",
+            "Duration of one HTTP delivery attempt, whatever its outcome",
+            self.attempt_duration.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "webhook_queue rows by status, sampled every few seconds",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "queue_oldest_pending_seconds",
+            "Age of the oldest pending webhook_queue row (0 when none), sampled",
+            self.queue_oldest_pending.clone(),
+        );
+        r.register(
+            "listener_reconnects",
+            "Times the LISTEN connection was re-established after a loss",
+            self.listener_reconnects.clone(),
+        );
+        r.register(
+            "listener_connected",
+            "1 while the LISTEN connection is up, else 0",
+            self.listener_connected.clone(),
+        );
+        r.register(
+            "callbacks",
+            "Callback requests from n8n by endpoint and HTTP status answered",
+            self.callbacks.clone(),
+        );
         // Series that exist from the start, so rate() sees their first increment.
         for event in EventType::ALL {
             for outcome in Outcome::ALL {
-                m.deliveries.inc_by(&[event.as_str(), outcome.as_str()], 0);
+                self.deliveries
+                    .get_or_create(&DeliveryLabels {
+                        event: event.as_str().to_string(),
+                        outcome: outcome.as_str(),
+                    })
+                    .inc_by(0);
             }
         }
-        m.set_queue_depth(&StatusCounts::default(), None);
-        m
+        self.set_queue_depth(&StatusCounts::default(), None);
+        self
     }
 
     /// One route statement's work: outbox events taken, queue rows created.
@@ -176,7 +226,12 @@ impl Metrics {
         attempt: Duration,
         latency: Option<Duration>,
     ) {
-        self.deliveries.inc(&[event, outcome.as_str()]);
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                event: event.to_string(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
         self.attempt_duration.observe(attempt.as_secs_f64());
         if let Some(latency) = latency {
             self.delivery_latency.observe(latency.as_secs_f64());
@@ -186,7 +241,12 @@ impl Metrics {
     /// One callback answered. `endpoint` is the path's last segment
     /// (`demo-approval`), never anything the caller can make up.
     pub fn callback(&self, endpoint: &str, status: u16) {
-        self.callbacks.inc(&[endpoint, &status.to_string()]);
+        self.callbacks
+            .get_or_create(&CallbackLabels {
+                endpoint: endpoint.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
     }
 
     /// Every status is set, 0 included, so a drained status reads 0 rather than
@@ -194,30 +254,32 @@ impl Metrics {
     pub fn set_queue_depth(&self, counts: &StatusCounts, oldest_pending_seconds: Option<f64>) {
         for status in QueueStatus::ALL {
             self.queue_depth
-                .set(&[status.as_str()], counts.get(status) as f64);
+                .get_or_create(&StatusLabel {
+                    status: status.as_str(),
+                })
+                .set(counts.get(status) as f64);
         }
         self.queue_oldest_pending
             .set(oldest_pending_seconds.unwrap_or(0.0));
     }
 
     pub fn set_listener_connected(&self, connected: bool) {
-        self.listener_connected
-            .set(if connected { 1.0 } else { 0.0 });
+        self.listener_connected.set(i64::from(connected));
+    }
+
+    pub fn listener_connected(&self) -> bool {
+        self.listener_connected.get() >= 1
+    }
+
+    pub fn listener_reconnected(&self) {
+        self.listener_reconnects.inc();
     }
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        self.events_captured.render(&mut out);
-        self.events_routed.render(&mut out);
-        self.deliveries.render(&mut out);
-        self.delivery_latency.render(&mut out);
-        self.attempt_duration.render(&mut out);
-        self.queue_depth.render(&mut out);
-        self.queue_oldest_pending.render(&mut out);
-        self.listener_reconnects.render(&mut out);
-        self.listener_connected.render(&mut out);
-        self.callbacks.render(&mut out);
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -260,276 +322,16 @@ fn unix_seconds(timestamp: &str) -> Option<f64> {
     Some((days * 86_400 + hour * 3600 + minute * 60) as f64 + second)
 }
 
-struct Meta {
-    name: &'static str,
-    help: &'static str,
-}
-
-impl Meta {
-    fn header(&self, kind: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, escape_help(self.help));
-        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
-    }
-}
-
-pub struct Counter {
-    meta: Meta,
-    value: AtomicU64,
-}
-
-impl Counter {
-    fn new(name: &'static str, help: &'static str) -> Counter {
-        Counter {
-            meta: Meta { name, help },
-            value: AtomicU64::new(0),
-        }
-    }
-
-    pub fn inc(&self) {
-        self.inc_by(1);
-    }
-
-    pub fn inc_by(&self, n: u64) {
-        self.value.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String) {
-        self.meta.header("counter", out);
-        let _ = writeln!(out, "{} {}", self.meta.name, self.get());
-    }
-}
-
-/// A counter per label-value combination.
-pub struct CounterVec {
-    meta: Meta,
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
-}
-
-impl CounterVec {
-    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        CounterVec {
-            meta: Meta { name, help },
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn inc(&self, values: &[&str]) {
-        self.inc_by(values, 1);
-    }
-
-    /// `values` in the order of the family's label names.
-    pub fn inc_by(&self, values: &[&str], n: u64) {
-        debug_assert_eq!(values.len(), self.labels.len(), "{}", self.meta.name);
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry(key).or_insert(0) += n;
-    }
-
-    pub fn get(&self, values: &[&str]) -> u64 {
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&key).copied().unwrap_or(0)
-    }
-
-    fn render(&self, out: &mut String) {
-        self.meta.header("counter", out);
-        let map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        for (values, n) in map.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {n}",
-                self.meta.name,
-                label_set(self.labels, values)
-            );
-        }
-    }
-}
-
-/// A value that goes up and down, stored as f64 bits.
-pub struct Gauge {
-    meta: Meta,
-    bits: AtomicU64,
-}
-
-impl Gauge {
-    fn new(name: &'static str, help: &'static str) -> Gauge {
-        Gauge {
-            meta: Meta { name, help },
-            bits: AtomicU64::new(0f64.to_bits()),
-        }
-    }
-
-    pub fn set(&self, value: f64) {
-        self.bits.store(value.to_bits(), Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> f64 {
-        f64::from_bits(self.bits.load(Ordering::Relaxed))
-    }
-
-    fn render(&self, out: &mut String) {
-        self.meta.header("gauge", out);
-        let _ = writeln!(out, "{} {}", self.meta.name, number(self.get()));
-    }
-}
-
-pub struct GaugeVec {
-    meta: Meta,
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, f64>>,
-}
-
-impl GaugeVec {
-    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        GaugeVec {
-            meta: Meta { name, help },
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn set(&self, values: &[&str], value: f64) {
-        debug_assert_eq!(values.len(), self.labels.len(), "{}", self.meta.name);
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let mut map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key, value);
-    }
-
-    pub fn get(&self, values: &[&str]) -> Option<f64> {
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&key).copied()
-    }
-
-    fn render(&self, out: &mut String) {
-        self.meta.header("gauge", out);
-        let map = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        for (values, v) in map.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {}",
-                self.meta.name,
-                label_set(self.labels, values),
-                number(*v)
-            );
-        }
-    }
-}
-
-/// Fixed buckets; counts are kept per bucket and summed cumulatively on render.
-pub struct Histogram {
-    meta: Meta,
-    bounds: &'static [f64],
-    /// One per bound, plus the +Inf bucket.
-    buckets: Vec<AtomicU64>,
-    sum_bits: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            meta: Meta { name, help },
-            bounds,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_bits: AtomicU64::new(0f64.to_bits()),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, value: f64) {
-        let value = if value.is_finite() {
-            value.max(0.0)
-        } else {
-            0.0
-        };
-        let index = self
-            .bounds
-            .iter()
-            .position(|&b| value <= b)
-            .unwrap_or(self.bounds.len());
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .sum_bits
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String) {
-        self.meta.header("histogram", out);
-        let name = self.meta.name;
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = self
-                .bounds
-                .get(i)
-                .map(|b| number(*b))
-                .unwrap_or_else(|| "+Inf".into());
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let sum = f64::from_bits(self.sum_bits.load(Ordering::Relaxed));
-        let _ = writeln!(out, "{name}_sum {}", number(sum));
-        // The count is the +Inf bucket's, so the two always agree in one scrape.
-        let _ = writeln!(out, "{name}_count {cumulative}");
-    }
-}
-
-fn label_set(names: &[&str], values: &[String]) -> String {
-    let pairs: Vec<String> = names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", escape_label(v)))
-        .collect();
-    if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", pairs.join(","))
-    }
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// HELP text escapes backslash and newline.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_family_has_help_and_type_and_starts_at_zero() {
-        let text = Metrics::new().render();
+        let m = Metrics::new();
+        // The one family whose series only exist once observed.
+        m.callback("demo-approval", 200);
+        let text = m.render();
         for name in [
             "n8n_relay_events_captured_total",
             "n8n_relay_events_routed_total",
@@ -547,7 +349,7 @@ mod tests {
         }
         assert!(text
             .contains("n8n_relay_deliveries_total{event=\"lead_scraped\",outcome=\"sent\"} 0\n"));
-        assert!(text.contains("n8n_relay_queue_depth{status=\"pending\"} 0\n"));
+        assert!(text.contains("n8n_relay_queue_depth{status=\"pending\"} 0.0\n"));
         assert!(text.contains("n8n_relay_listener_connected 0\n"));
     }
 
@@ -603,8 +405,8 @@ mod tests {
         m.set_queue_depth(&counts, Some(12.5));
         m.callback("weird\"path\\\n", 401);
         let text = m.render();
-        assert!(text.contains("n8n_relay_queue_depth{status=\"pending\"} 4\n"));
-        assert!(text.contains("n8n_relay_queue_depth{status=\"sent\"} 0\n"));
+        assert!(text.contains("n8n_relay_queue_depth{status=\"pending\"} 4.0\n"));
+        assert!(text.contains("n8n_relay_queue_depth{status=\"sent\"} 0.0\n"));
         assert!(text.contains("n8n_relay_queue_oldest_pending_seconds 12.5\n"));
         assert!(text.contains(
             "n8n_relay_callbacks_total{endpoint=\"weird\\\"path\\\\\\n\",status=\"401\"} 1\n"

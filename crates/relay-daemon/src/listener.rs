@@ -127,7 +127,7 @@ async fn session(
     }
     metrics::global().set_listener_connected(true);
     if reconnect {
-        metrics::global().listener_reconnects.inc();
+        metrics::global().listener_reconnected();
         info!(
             channel = NOTIFY_CHANNEL,
             "listener reconnected; catching up on the outbox"

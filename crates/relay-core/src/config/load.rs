@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
@@ -88,11 +88,105 @@ impl Config {
         if let Some(path) = &sources.dotenv {
             if path.is_file() {
                 let vars = read_dotenv(path)?;
-                figment = figment.merge(EnvMap::new(".env file", path.display().to_string(), vars));
+                let pairs = mapped(|key_of| {
+                    vars.iter()
+                        .filter_map(move |(n, v)| Some((key_of(n)?, v.clone())))
+                        .collect::<Vec<_>>()
+                });
+                let layer = Layer::new(".env file", Some(path.display().to_string()), pairs);
+                figment = figment.merge(layer);
             }
         }
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Ok(figment.merge(EnvMap::new("environment", String::new(), vars)))
+        let pairs = mapped(|key_of| {
+            Env::raw()
+                .filter_map(move |name| key_of(name.as_str()).map(Into::into))
+                .iter()
+                .map(|(key, value)| (key.to_string(), value))
+                .collect::<Vec<_>>()
+        });
+        Ok(figment.merge(Layer::new("environment", None, pairs)))
+    }
+}
+
+/// The `(key, value)` pairs of one set of variables, keyed by `pairs(key_of)`: the
+/// older names first, then `RELAY_SECTION__KEY`, so the `RELAY_` spelling of the same
+/// key wins.
+fn mapped<I>(pairs: impl Fn(fn(&str) -> Option<String>) -> I) -> Vec<(String, String)>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    pairs(seed_key)
+        .into_iter()
+        .chain(pairs(relay_key))
+        .collect()
+}
+
+/// An older name's key, from the table.
+fn seed_key(name: &str) -> Option<String> {
+    SEED_ENV_KEYS
+        .iter()
+        .find(|(seed, _)| *seed == name)
+        .map(|(_, key)| (*key).to_string())
+}
+
+/// `RELAY_SECTION__KEY` → `section.key`.
+fn relay_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("RELAY_").filter(|r| !r.is_empty())?;
+    Some(rest.to_ascii_lowercase().replace("__", "."))
+}
+
+/// The key a variable sets, if any.
+#[cfg(test)]
+pub(super) fn key_for(name: &str) -> Option<String> {
+    seed_key(name).or_else(|| relay_key(name))
+}
+
+/// One layer of environment-style variables (the process environment, or a `.env`
+/// file), named for `check-config`. Values are read as figment's `Env` reads them
+/// (`5` a number, `true` a boolean, `[1, 2]` an array), except where the built-in
+/// default is text (URLs, secrets, paths, names): there the value is taken as
+/// written, since `Env` would read the secret `007` as the number 7.
+struct Layer {
+    metadata: Metadata,
+    pairs: Vec<(String, String)>,
+}
+
+impl Layer {
+    fn new(name: &'static str, source: Option<String>, pairs: Vec<(String, String)>) -> Layer {
+        let metadata = Metadata::named(name);
+        Layer {
+            metadata: match source {
+                Some(source) => metadata.source(source),
+                None => metadata,
+            },
+            pairs,
+        }
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let defaults = Figment::from(Serialized::defaults(Config::default()));
+        let mut layer = Figment::new();
+        for (key, raw) in &self.pairs {
+            let text = key.starts_with("routes.") && key.ends_with(".url")
+                || matches!(defaults.find_value(key), Ok(Value::String(..)));
+            let value = if text {
+                Value::from(raw.clone())
+            } else {
+                raw.parse().unwrap_or_else(|_| Value::from(raw.clone()))
+            };
+            layer = layer.merge(Serialized::global(key, value));
+        }
+        // Serialized again, the values lose the tags of the pieces they were merged
+        // from, so figment tags them with this layer's metadata.
+        let merged: Dict = layer.extract()?;
+        let dict = Value::serialize(merged)?.into_dict().unwrap_or_default();
+        Ok(Profile::Default.collect(dict))
     }
 }
 
@@ -122,108 +216,6 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         })
     })
     .collect()
-}
-
-/// A set of environment-style variables (the process environment or a `.env` file)
-/// mapped onto config keys: `RELAY_SECTION__KEY` and the seed names.
-pub(super) struct EnvMap {
-    name: &'static str,
-    source: String,
-    vars: Vec<(String, String)>,
-}
-
-impl EnvMap {
-    fn new(name: &'static str, source: String, vars: Vec<(String, String)>) -> Self {
-        EnvMap { name, source, vars }
-    }
-
-    pub(super) fn key_for(var: &str) -> Option<String> {
-        if let Some((_, key)) = SEED_ENV_KEYS.iter().find(|(name, _)| *name == var) {
-            return Some((*key).to_string());
-        }
-        let rest = var.strip_prefix("RELAY_")?;
-        if rest.is_empty() {
-            return None;
-        }
-        Some(rest.to_ascii_lowercase().replace("__", "."))
-    }
-}
-
-impl Provider for EnvMap {
-    fn metadata(&self) -> Metadata {
-        let meta = Metadata::named(self.name);
-        if self.source.is_empty() {
-            meta
-        } else {
-            meta.source(self.source.clone())
-        }
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let mut dict = Dict::new();
-        // Seed names first so the RELAY_ spelling of the same key wins.
-        let mut vars: Vec<&(String, String)> = self.vars.iter().collect();
-        vars.sort_by_key(|(k, _)| k.starts_with("RELAY_"));
-        for (var, raw) in vars {
-            let Some(key) = Self::key_for(var) else {
-                continue;
-            };
-            let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
-            let value = keep_as_string(&key, raw, value);
-            insert_dotted(&mut dict, &key, value);
-        }
-        Ok(Profile::Default.collect(dict))
-    }
-}
-
-/// Secrets, URLs and other free text stay strings even if they look like numbers.
-fn keep_as_string(key: &str, raw: &str, parsed: Value) -> Value {
-    const TEXT_KEYS: &[&str] = &[
-        "database.url",
-        "n8n.base_url",
-        "n8n.webhook_base_url",
-        "n8n.api_key",
-        "n8n.auth_header_name",
-        "n8n.auth_header_value",
-        "security.webhook_secret",
-        "security.n8n_webhook_secret",
-        "queue.retry_delays",
-        "log.level",
-        "database.sslmode",
-        "database.sslrootcert",
-        "database.sslcert",
-        "database.sslkey",
-        "database.passfile",
-        "n8n.client_cert",
-        "n8n.client_key",
-        "callbacks.tls_cert",
-        "callbacks.tls_key",
-    ];
-    if TEXT_KEYS.contains(&key) || key.ends_with(".url") || key.ends_with("_file") {
-        Value::from(raw.to_string())
-    } else {
-        parsed
-    }
-}
-
-fn insert_dotted(dict: &mut Dict, key: &str, value: Value) {
-    match key.split_once('.') {
-        None => {
-            dict.insert(key.to_string(), value);
-        }
-        Some((head, rest)) => {
-            let entry = dict
-                .entry(head.to_string())
-                .or_insert_with(|| Value::from(Dict::new()));
-            if let Value::Dict(_, inner) = entry {
-                insert_dotted(inner, rest, value);
-            } else {
-                let mut inner = Dict::new();
-                insert_dotted(&mut inner, rest, value);
-                *entry = Value::from(inner);
-            }
-        }
-    }
 }
 
 impl Default for Config {

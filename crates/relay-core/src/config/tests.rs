@@ -1,6 +1,6 @@
 //! The configuration's tests: every layer, every older name, every refusal.
 
-use super::load::EnvMap;
+use super::load::key_for;
 use super::*;
 use figment::providers::{Format, Toml};
 use figment::{Figment, Jail};
@@ -44,6 +44,30 @@ fn layers_apply_in_order_file_then_dotenv_then_environment() {
         assert!(loaded
             .source_of("queue.max_retries")
             .contains("environment"));
+        Ok(())
+    });
+}
+
+#[test]
+fn text_values_are_taken_as_written_however_they_look() {
+    Jail::expect_with(|jail| {
+        // figment's Env alone would read these as 7, true and an array.
+        jail.set_env("WEBHOOK_SECRET", "007");
+        jail.set_env("N8N_WEBHOOK_SECRET", "true");
+        jail.create_file(".env", "N8N_API_KEY=\"[1, 2]\"\nRELAY_LOG__LEVEL=1.50\n")?;
+        jail.set_env("RELAY_ROUTES__LEAD_SCRAPED__URL", "/webhook/0042");
+        jail.set_env("RELAY_QUEUE__WORKERS", "007");
+        let c = load_in_jail().expect("load");
+        assert_eq!(c.security.webhook_secret.expose(), "007");
+        assert_eq!(c.security.n8n_webhook_secret.expose(), "true");
+        assert_eq!(c.n8n.api_key.expose(), "[1, 2]");
+        assert_eq!(c.log.level, "1.50");
+        let scraped = c
+            .routes()
+            .into_iter()
+            .find(|r| r.event == EventType::LeadScraped);
+        assert!(scraped.is_some_and(|r| r.url.ends_with("/webhook/0042")));
+        assert_eq!(c.queue.workers, 7, "numbers stay numbers");
         Ok(())
     });
 }
@@ -569,7 +593,7 @@ fn env_example_lists_every_seed_name_and_nothing_unknown() {
         assert!(names.iter().any(|n| n == seed), ".env.example lacks {seed}");
     }
     for name in &names {
-        assert!(EnvMap::key_for(name).is_some(), "{name} maps to no key");
+        assert!(key_for(name).is_some(), "{name} maps to no key");
     }
     Jail::expect_with(|jail| {
         jail.create_file(".env", &std::fs::read_to_string(path).expect("read"))?;

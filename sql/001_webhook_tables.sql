@@ -119,6 +119,53 @@ CREATE INDEX IF NOT EXISTS webhook_queue_lifecycle_order_idx
     ON webhook_queue (entity_type, entity_id, event_id)
     WHERE ordering_scope = 'lifecycle'
       AND (status IN ('pending', 'sending') OR (status = 'failed' AND ordering = 'block'));
+-- The ordering check of the relay's claims, in one place: may the ordered queue row of
+-- event p_event (entity p_etype/p_eid, target p_url, ordering scope p_scope) go now?
+-- Not while an earlier event of the entity is still in the outbox (p_events: the event
+-- types the relay routes; an unknown type is never routed), nor while an earlier
+-- ordered row of the entity to the URL is pending, sending, or failed under 'block',
+-- nor, for a 'lifecycle' row, while an earlier 'lifecycle' row of the entity to any URL
+-- is. Each queue probe is one lookup in webhook_queue_entity_order_idx or
+-- webhook_queue_lifecycle_order_idx, whose predicates it repeats word for word. The
+-- outbox probe only looks between the oldest unrouted event (an uncorrelated subquery,
+-- found once per statement) and this one, which is normally empty: from the bottom of
+-- the outbox's key it would step over every routed (deleted) entry that vacuum has not
+-- yet removed, once per row.
+-- The relay calls it in FROM (CROSS JOIN LATERAL webhook_order_gate(...)), where the
+-- planner inlines it into the calling statement, so EXPLAIN shows the probes and each
+-- runs only for the ordered rows that reach it. It must stay LANGUAGE sql, STABLE, a
+-- set-returning function, without SECURITY DEFINER or a SET clause: any of those would
+-- stop the inlining and turn the check into a function call per row.
+CREATE OR REPLACE FUNCTION webhook_order_gate(p_url text, p_etype text, p_eid bigint,
+                                              p_event bigint, p_scope text,
+                                              p_events text[])
+RETURNS TABLE (clear boolean)
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT NOT EXISTS (
+               SELECT 1 FROM webhook_queue o
+               WHERE o.webhook_url = p_url AND o.entity_type = p_etype
+                 AND o.entity_id = p_eid AND o.event_id < p_event
+                 AND o.ordering IS NOT NULL
+                 AND (o.status IN ('pending', 'sending')
+                      OR (o.status = 'failed' AND o.ordering = 'block')))
+       AND (p_scope IS NULL OR NOT EXISTS (
+               SELECT 1 FROM webhook_queue o
+               WHERE o.entity_type = p_etype AND o.entity_id = p_eid
+                 AND o.event_id < p_event
+                 AND o.ordering_scope = 'lifecycle'
+                 AND (o.status IN ('pending', 'sending')
+                      OR (o.status = 'failed' AND o.ordering = 'block'))))
+       AND NOT EXISTS (
+               SELECT 1 FROM webhook_events e
+               WHERE e.id < p_event
+                 AND e.id >= (SELECT min(u.id) FROM webhook_events u
+                              WHERE u.event_type = ANY (p_events))
+                 AND e.entity_type = p_etype AND e.entity_id = p_eid
+                 AND e.event_type = ANY (p_events))
+$$;
+
 -- The sweeper: leases that expired (a crashed or killed relay).
 CREATE INDEX IF NOT EXISTS webhook_queue_lease_idx
     ON webhook_queue (lease_expires_at) WHERE status = 'sending';

@@ -116,6 +116,24 @@ async fn plan(
         .join("\n")
 }
 
+/// The ordering check (`webhook_order_gate`, sql/001_webhook_tables.sql) is inlined
+/// into `plan`: its probes are the order indexes, not a function call per row.
+fn assert_ordering_gate_inlined(plan: &str) {
+    assert!(
+        !plan.contains("webhook_order_gate") && !plan.contains("Function Scan on g"),
+        "webhook_order_gate is called, not inlined:\n{plan}"
+    );
+    for index in [
+        "webhook_queue_entity_order_idx",
+        "webhook_queue_lifecycle_order_idx",
+    ] {
+        assert!(
+            plan.contains(index),
+            "the ordering check does not probe {index}:\n{plan}"
+        );
+    }
+}
+
 /// The due claim's plan over a pending backlog, with statistics taken at `statistics`,
 /// held to taking rows from `webhook_queue_url_claim_idx` in claim order: never the
 /// whole queue, never every pending row through the idle check's index.
@@ -137,6 +155,7 @@ async fn assert_due_claim_walks_the_url_index(statistics: Statistics) {
         plan.contains("Index Scan using webhook_queue_url_claim_idx"),
         "the due claim does not take rows from the URL index in claim order:\n{plan}"
     );
+    assert_ordering_gate_inlined(&plan);
 }
 
 #[tokio::test]
@@ -168,6 +187,7 @@ async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_gen
         plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
         "routing does not take events from the outbox key in order:\n{plan}"
     );
+    assert_ordering_gate_inlined(&plan);
 }
 
 #[tokio::test]
@@ -192,6 +212,7 @@ async fn idle_check_finds_the_next_due_row_by_index_even_when_planned_genericall
         plan.contains("webhook_queue_next_due_idx"),
         "the idle check does not read pending rows in due order:\n{plan}"
     );
+    assert_ordering_gate_inlined(&plan);
 }
 
 /// `statement` (one of those that finish a claimed row) planned generically over a

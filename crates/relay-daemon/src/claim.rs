@@ -23,13 +23,18 @@
 //!
 //! Per-entity ordering (routes with `ordering = "entity"`, rows with `ordering` set):
 //! an ordered row is claimable only while it is the earliest unfinished event of its
-//! entity to its URL ([`unblocked!`]). Both claims apply the check in the same statement
+//! entity to its URL, or under `lifecycle` to any lifecycle route: the SQL function
+//! `webhook_order_gate` (sql/001_webhook_tables.sql), which the planner inlines into
+//! each statement that calls it. Both claims apply the check in the same statement
 //! and snapshot as the `SKIP LOCKED` pick, so two relays cannot take consecutive rows
 //! of one entity: while row N is `sending` (or, uncommitted, being claimed: still
 //! `pending` in every other snapshot) row N+1 fails the check everywhere, and an event
 //! that another relay is still routing is unrouted in the outbox, which the check
 //! also sees. Event ids are commit order for one entity: its triggers run under the
 //! business row's lock, so a later change of the entity gets a later id.
+//!
+//! Each statement is written out whole in its own file under `crates/relay-daemon/sql/`,
+//! as it runs: copy it into psql to `EXPLAIN` it.
 
 use std::time::Duration;
 
@@ -37,93 +42,6 @@ use crate::db::Db;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
 use crate::shared::{EndpointLoad, Job, AHEAD};
-
-/// The columns a delivery needs, the same for both claims. `occurred_at` is rendered
-/// by Postgres as RFC 3339 UTC so the body is byte-identical on every attempt.
-macro_rules! job_columns {
-    () => {
-        "j.id, j.webhook_id::text, j.event_type, j.entity_type, j.entity_id, j.webhook_url,
-        j.payload::text, j.priority, j.retry_count, j.max_retries,
-        to_char(j.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-        (extract(epoch FROM j.lease_expires_at) * 1000000)::int8,
-        extract(epoch FROM j.occurred_at)::float8, j.ordering, j.ordering_scope"
-    };
-}
-
-/// Whether the ordered row of event `$event` (entity `$etype`/`$eid`, target `$url`,
-/// `$scope` its `ordering_scope`) may go now: no earlier event of the entity is
-/// unrouted (`$events`: the known event types, as an unknown one is never routed), no
-/// earlier ordered row of the entity to the URL is pending, sending, or failed under
-/// `block`, and, for a `lifecycle` row, no earlier `lifecycle` row of the entity to any
-/// URL is. Each queue probe is one lookup in `webhook_queue_entity_order_idx` or
-/// `webhook_queue_lifecycle_order_idx`, whose predicate it repeats word for word.
-/// The outbox probe only looks between the oldest unrouted event (found once per
-/// statement: an uncorrelated subquery) and this one, which is normally empty; from
-/// the bottom of the outbox's key it would step over every routed (deleted) entry that
-/// vacuum has not yet removed, once per row.
-macro_rules! unblocked {
-    ($url:literal, $etype:literal, $eid:literal, $event:literal, $scope:literal, $events:literal) => {
-        concat!(
-            "NOT EXISTS (SELECT 1 FROM webhook_queue o
-                WHERE o.webhook_url = ",
-            $url,
-            " AND o.entity_type = ",
-            $etype,
-            " AND o.entity_id = ",
-            $eid,
-            " AND o.event_id < ",
-            $event,
-            "
-                  AND o.ordering IS NOT NULL
-                  AND (o.status IN ('pending', 'sending')
-                       OR (o.status = 'failed' AND o.ordering = 'block')))
-            AND (",
-            $scope,
-            " IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_queue o
-                WHERE o.entity_type = ",
-            $etype,
-            " AND o.entity_id = ",
-            $eid,
-            " AND o.event_id < ",
-            $event,
-            "
-                  AND o.ordering_scope = 'lifecycle'
-                  AND (o.status IN ('pending', 'sending')
-                       OR (o.status = 'failed' AND o.ordering = 'block'))))
-            AND NOT EXISTS (SELECT 1 FROM webhook_events e
-                WHERE e.id < ",
-            $event,
-            " AND e.id >= (SELECT min(u.id) FROM webhook_events u
-                              WHERE u.event_type = ANY (",
-            $events,
-            "))
-                  AND e.entity_type = ",
-            $etype,
-            " AND e.entity_id = ",
-            $eid,
-            " AND e.event_type = ANY (",
-            $events,
-            "))"
-        )
-    };
-}
-#[allow(unused_imports)] // used through row_unblocked!, by path
-pub(crate) use unblocked;
-
-/// [`unblocked!`] for the `webhook_queue` row aliased `q`.
-macro_rules! row_unblocked {
-    ($events:literal) => {
-        $crate::claim::unblocked!(
-            "q.webhook_url",
-            "q.entity_type",
-            "q.entity_id",
-            "q.event_id",
-            "q.ordering_scope",
-            $events
-        )
-    };
-}
-pub(crate) use row_unblocked;
 
 /// Route a batch of events and claim the first `free` resulting rows, in one statement:
 /// the common case (an idle relay woken for one event) reaches the HTTP request after
@@ -133,14 +51,14 @@ pub(crate) use row_unblocked;
 /// backlog).
 ///
 /// $1..$4 the route table (event, url, priority, claimable), $5/$6 rows held per url,
-/// $7 how many events, $8 per-endpoint cap (rows held per URL), $9 free slots, $10 max_retries,
-/// $11 lease seconds, $12 the routes' ordering (NULL, skip, block; see [`unblocked!`]:
-/// of one ordered entity only its first event in the batch to a URL, or to any
-/// lifecycle route, may be claimed, and only if nothing earlier of it is unfinished),
-/// $13 their ordering scope (NULL or lifecycle), $14 this relay's marker
-/// (`relay_core::db::Marker`), recorded on the rows it claims. Events of a type the relay has no route for
-/// (only possible by writing the outbox directly, bypassing webhook_emit) are left
-/// unrouted, not dropped.
+/// $7 how many events, $8 per-endpoint cap (rows held per URL), $9 free slots,
+/// $10 max_retries, $11 lease seconds, $12 the routes' ordering (NULL, skip, block: of
+/// one ordered entity only its first event in the batch to a URL, or to any lifecycle
+/// route, may be claimed, and only if nothing earlier of it is unfinished), $13 their
+/// ordering scope (NULL or lifecycle), $14 this relay's marker
+/// (`relay_core::db::Marker`), recorded on the rows it claims. Events of a type the
+/// relay has no route for (only possible by writing the outbox directly, bypassing
+/// webhook_emit) are left unrouted, not dropped.
 ///
 /// An event whose every row could go now but for the room left at its endpoint in
 /// this batch stays in the outbox, untouched, for the next pass: routed, it would be
@@ -155,176 +73,24 @@ pub(crate) use row_unblocked;
 /// the claimed rows' columns (one all-NULL row when nothing was claimed), then how
 /// many events were looked at and the URLs of those left in the outbox. The
 /// `webhook_id` is an md5 of event id, occurred_at and URL: stable if the event is
-/// ever routed again.
-pub const ROUTE_AND_CLAIM: &str = concat!(
-    "WITH routes AS (
-        SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[], $12::text[],
-                             $13::text[])
-            AS r(event_type, url, priority, claimable, ordering, scope)
-    ),
-    busy AS (
-        SELECT * FROM unnest($5::text[], $6::int4[]) AS b(url, in_flight)
-    ),
-    picked AS (
-        SELECT e.id, e.event_type, e.entity_type, e.entity_id, e.payload, e.occurred_at
-        FROM webhook_events e
-        WHERE e.event_type = ANY ($1::text[])
-        ORDER BY e.id
-        LIMIT $7
-        FOR UPDATE SKIP LOCKED
-    ),
-    targets AS (
-        SELECT p.*, r.url, r.priority, r.claimable,
-               CASE WHEN p.entity_id IS NOT NULL THEN r.ordering END AS ordering,
-               CASE WHEN p.entity_id IS NOT NULL AND r.ordering IS NOT NULL
-                    THEN r.scope END AS scope,
-               row_number() OVER (
-                   PARTITION BY r.url, p.entity_type, p.entity_id,
-                                p.entity_id IS NULL OR r.ordering IS NULL
-                   ORDER BY p.id
-               ) AS nth_of_entity,
-               row_number() OVER (
-                   PARTITION BY p.entity_type, p.entity_id,
-                                p.entity_id IS NULL OR r.ordering IS NULL OR r.scope IS NULL
-                   ORDER BY p.id
-               ) AS nth_in_scope
-        FROM picked p
-        JOIN routes r USING (event_type)
-    ),
-    -- materialized: inlined into the window below, the ordering check ran twice per row
-    gated AS MATERIALIZED (
-        SELECT t.*, t.claimable AND (t.ordering IS NULL OR (
-                   t.nth_of_entity = 1 AND (t.scope IS NULL OR t.nth_in_scope = 1) AND ",
-    unblocked!(
-        "t.url",
-        "t.entity_type",
-        "t.entity_id",
-        "t.id",
-        "t.scope",
-        "$1::text[]"
-    ),
-    ")) AS eligible
-        FROM targets t
-    ),
-    capped AS (
-        SELECT g.*, g.eligible AND row_number() OVER (
-                   PARTITION BY g.url, g.eligible ORDER BY g.priority DESC, g.id
-               ) <= $8 - coalesce(b.in_flight, 0) AS within_cap,
-               $8 - coalesce(b.in_flight, 0) > 0 AS has_room
-        FROM gated g
-        LEFT JOIN busy b ON b.url = g.url
-    ),
-    chosen AS (
-        SELECT t.*, t.within_cap AND row_number() OVER (
-                   PARTITION BY t.within_cap ORDER BY t.priority DESC, t.id
-               ) <= $9 AS claim
-        FROM capped t
-    ),
-    moved AS (
-        SELECT c.id
-        FROM chosen c
-        GROUP BY c.id
-        HAVING NOT bool_and(c.eligible AND NOT c.claim AND c.has_room)
-    ),
-    routed AS (
-        DELETE FROM webhook_events e WHERE e.id = ANY (ARRAY(SELECT m.id FROM moved m))
-    ),
-    inserted AS (
-        INSERT INTO webhook_queue (webhook_id, event_id, event_type, entity_type, entity_id,
-                                   webhook_url, payload, priority, status, max_retries,
-                                   occurred_at, lease_expires_at, ordering, ordering_scope,
-                                   claimed_by)
-        SELECT md5(c.id::text || '/' || (extract(epoch FROM c.occurred_at) * 1000000)::int8::text
-                   || '/' || c.url)::uuid,
-               c.id, c.event_type, c.entity_type, c.entity_id, c.url, c.payload, c.priority,
-               CASE WHEN c.claim THEN 'sending' ELSE 'pending' END,
-               $10, c.occurred_at,
-               CASE WHEN c.claim THEN now() + make_interval(secs => $11) END,
-               c.ordering, c.scope, CASE WHEN c.claim THEN $14::int4 END
-        FROM chosen c
-        WHERE c.id IN (SELECT m.id FROM moved m)
-        ORDER BY c.id
-        ON CONFLICT (event_id, webhook_url) DO NOTHING
-        RETURNING *
-    )
-    SELECT n.routed, n.enqueued, ",
-    job_columns!(),
-    ", n.async_commit, n.picked, n.left_for
-    FROM (SELECT (SELECT count(*) FROM moved) AS routed,
-                 ARRAY(SELECT DISTINCT c.url FROM chosen c
-                       WHERE c.id NOT IN (SELECT m.id FROM moved m)) AS left_for,
-                 (SELECT count(*) FROM inserted) AS enqueued,
-                 count(*) AS picked,
-                 set_config('synchronous_commit', 'off', true) AS async_commit
-          FROM picked) n
-    LEFT JOIN inserted j ON j.status = 'sending'"
-);
-
-/// The URLs with pending rows and how many more rows each may take: a loose index
-/// scan of `webhook_queue_url_claim_idx`, one probe per distinct URL (a handful), so
-/// it costs the same with 10 or 100,000 rows pending. $3/$4 rows held per url, $5 the
-/// per-URL cap.
-macro_rules! claim_urls {
-    () => {
-        "busy AS (
-        SELECT * FROM unnest($3::text[], $4::int4[]) AS b(url, in_flight)
-    ),
-    urls AS (
-        (SELECT q.webhook_url AS url FROM webhook_queue q
-         WHERE q.status = 'pending' ORDER BY q.webhook_url LIMIT 1)
-        UNION ALL
-        SELECT (SELECT q.webhook_url FROM webhook_queue q
-                WHERE q.status = 'pending' AND q.webhook_url > u.url
-                ORDER BY q.webhook_url LIMIT 1)
-        FROM urls u
-        WHERE u.url IS NOT NULL
-    ),
-    room AS (
-        SELECT u.url, $5 - coalesce(b.in_flight, 0) AS room
-        FROM urls u
-        LEFT JOIN busy b ON b.url = u.url
-        WHERE u.url IS NOT NULL AND $5 - coalesce(b.in_flight, 0) > 0
-    ),"
-    };
-}
-
-/// What the due claim does with the rows it picked (`due`): the claim itself and
-/// the job columns (one all-NULL row when nothing was claimed). $6 lease seconds. The
-/// `set_config` is the one-row side of the join so that it runs even when nothing is
-/// claimed: rows the ordering check turned down were still locked (a write), and
-/// joined to an empty `claimed` it may never run, leaving that commit to wait for a
-/// disk sync.
-macro_rules! claim_picked {
-    () => {
-        concat!(
-            "claimed AS (
-        UPDATE webhook_queue q
-        SET status = 'sending', lease_expires_at = now() + make_interval(secs => $6),
-            claimed_by = $8, updated_at = now()
-        WHERE q.id = ANY (ARRAY(SELECT due.id FROM due))
-        RETURNING q.*
-    )
-    SELECT ",
-            job_columns!(),
-            ", s.async_commit
-    FROM (SELECT set_config('synchronous_commit', 'off', true) AS async_commit) s
-    LEFT JOIN claimed j ON true
-    ORDER BY j.priority DESC, j.id"
-        )
-    };
-}
+/// ever routed again. The job columns (`job_from_row`) are the same in both claims; `occurred_at` is
+/// rendered by Postgres as RFC 3339 UTC so the body is byte-identical on every
+/// attempt.
+pub const ROUTE_AND_CLAIM: &str = include_str!("../sql/route_and_claim.sql");
 
 /// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4 rows
 /// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types, $8 this
-/// relay's marker.
+/// relay's marker. Returns the job columns (one all-NULL row when nothing was claimed).
 ///
-/// Each URL with room is asked for its own best rows (a lookup in
+/// The URLs with pending rows come from a loose index scan of
+/// `webhook_queue_url_claim_idx`, one probe per distinct URL (a handful), so it costs
+/// the same with 10 or 100,000 rows pending. Each URL with room is asked for its own best rows (a lookup in
 /// `webhook_queue_url_claim_idx` that stops at its room), and the best of those are
 /// taken: an endpoint at its cap is never scanned, so one slow endpoint with a large
 /// backlog costs the others nothing, and cannot keep them from being claimed.
 /// Rows picked by a URL beyond `$1` stay locked until the statement ends, unclaimed.
 ///
-/// An ordered row waits behind its entity's earlier unfinished ones ([`unblocked!`]),
+/// An ordered row waits behind its entity's earlier unfinished ones (`webhook_order_gate`),
 /// whether this relay's routes are ordered or the row was left by another relay or an
 /// earlier configuration. The check runs on each URL's rows as the scan hands them
 /// over in claim order (the `OFFSET 0` keeps the planner from moving it into the
@@ -341,36 +107,12 @@ macro_rules! claim_picked {
 /// disk at 100,000 rows: 100 ms per claim, a drain at a third of its rate) to the index
 /// that hands rows over in claim order. A `CASE` gets a neutral estimate, and a custom
 /// plan with the usual `$2 = '{}'` folds it away (tests/tests/claim_plans.rs).
-pub const CLAIM_DUE: &str = concat!(
-    "WITH RECURSIVE ",
-    claim_urls!(),
-    "
-    due AS (
-        SELECT d.id, d.priority
-        FROM room r
-        CROSS JOIN LATERAL (
-            SELECT q.id, q.priority
-            FROM (SELECT q.id, q.webhook_url, q.priority, q.entity_type, q.entity_id,
-                         q.event_id, q.ordering, q.ordering_scope
-                  FROM webhook_queue q
-                  WHERE q.status = 'pending' AND q.webhook_url = r.url
-                    AND q.next_attempt_at <= now()
-                    AND CASE WHEN cardinality($2::text[]) = 0 THEN true
-                             ELSE q.event_type <> ALL ($2::text[]) END
-                  ORDER BY q.priority DESC, q.id
-                  FOR UPDATE SKIP LOCKED
-                  OFFSET 0) q
-            WHERE q.ordering IS NULL OR ",
-    row_unblocked!("$7::text[]"),
-    "
-            LIMIT r.room
-        ) d
-        ORDER BY d.priority DESC, d.id
-        LIMIT $1
-    ),
-    ",
-    claim_picked!()
-);
+///
+/// The `set_config` is the one-row side of the final join so that it runs even when
+/// nothing is claimed: rows the ordering check turned down were still locked (a
+/// write), and joined to an empty `claimed` it may never run, leaving that commit to
+/// wait for a disk sync.
+pub const CLAIM_DUE: &str = include_str!("../sql/claim_due.sql");
 
 /// Give rows back untouched (shutdown after the grace period): pending again, due
 /// now, retry_count unchanged. $1 ids, $2 their claim tokens. By primary key, never

@@ -80,29 +80,7 @@ pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT EXISTS (
 /// with an unknown `$n` is estimated to match nothing (see `claim::CLAIM_DUE`).
 /// `retry_count >= 0` (always true) is the predicate of `webhook_queue_next_due_idx`,
 /// which only this statement may use (001_webhook_tables.sql says why).
-pub const WORK_WAITING: &str = concat!(
-    "SELECT
-    -- Not EXISTS: inside EXISTS the planner drops ORDER BY/LIMIT and, with stale
-    -- statistics after a burst, scans the whole outbox (and its dead rows); this form
-    -- always reads the bottom of its primary key.
-    (SELECT id FROM webhook_events WHERE event_type = ANY ($1::text[])
-     ORDER BY id LIMIT 1) IS NOT NULL,
-    (SELECT extract(epoch FROM q.next_attempt_at - now())::float8
-     FROM (SELECT q.next_attempt_at, q.webhook_url, q.entity_type, q.entity_id, q.event_id,
-                  q.ordering, q.ordering_scope
-           FROM webhook_queue q
-           WHERE $2 AND q.status = 'pending' AND q.retry_count >= 0
-             AND CASE WHEN cardinality($3::text[]) = 0 THEN true
-                      ELSE q.event_type <> ALL ($3::text[]) END
-             AND CASE WHEN cardinality($4::text[]) = 0 THEN true
-                      ELSE q.webhook_url <> ALL ($4::text[]) END
-           ORDER BY q.next_attempt_at
-           OFFSET 0) q
-     WHERE q.ordering IS NULL OR ",
-    crate::claim::row_unblocked!("$1::text[]"),
-    "
-     LIMIT 1)"
-);
+pub const WORK_WAITING: &str = include_str!("../sql/work_waiting.sql");
 
 /// What the relay should do after arming.
 #[derive(Debug, Clone, Copy, PartialEq)]

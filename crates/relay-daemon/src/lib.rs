@@ -16,11 +16,16 @@
 //! (a `Wake` from the listener or the outcome writer) goes through a channel:
 //!
 //! ```text
-//! pump ──▶ wakeup ──▶ claim ──▶ router        listener ··Wake··▶ pump
-//!  └─────▶ dispatcher ──▶ delivery            outcome  ··Wake··▶ pump
+//! pump ──▶ wakeup ──▶ router                  listener ··Wake··▶ pump
+//!  ├─────▶ claim ───▶ router                  outcome  ··Wake··▶ pump
+//!  └─────▶ dispatcher ──▶ delivery            liveness ··Wake··▶ pump
 //!              └────────▶ outcome ──▶ delivery (Attempt)
-//! sweeper ──▶ claim        liveness        every module ──▶ shared, db, error
+//! sweeper ──▶ claim                    every module ──▶ shared, db, error
 //! ```
+//!
+//! The statements the claim and the wake-up run are whole `.sql` files in
+//! `crates/relay-daemon/sql/`; the ordering check they share is the SQL function
+//! `webhook_order_gate` (sql/001_webhook_tables.sql), inlined by the planner.
 //!
 //! The guarantee: an event committed to `webhook_events` is delivered at least once
 //! (with the same `X-Webhook-Id` and body on every attempt) or ends `failed` with its

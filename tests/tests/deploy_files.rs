@@ -410,6 +410,7 @@ fn compose_wires_postgres_n8n_migrate_and_the_relay_with_matching_ports() {
             service["build"]["dockerfile"], "deploy/Dockerfile",
             "{name} builds the image"
         );
+        assert_compose_secrets_are_files(name, service, &doc);
         let mut env = image.env.clone();
         env.extend(compose_env(service));
         let args = str_list(&service["command"]);
@@ -467,6 +468,52 @@ fn compose_wires_postgres_n8n_migrate_and_the_relay_with_matching_ports() {
             );
         }
     }
+}
+
+/// A relay service of compose.yaml takes no secret from its environment: its
+/// `_FILE` variables name compose secrets mounted at /run/secrets/NAME, each a file
+/// under deploy/secrets/ that compose-secrets.sh writes.
+fn assert_compose_secrets_are_files(name: &str, service: &Value, doc: &Value) {
+    let script = read("deploy/compose-secrets.sh");
+    let env = compose_env(service);
+    for (var, value) in &env {
+        assert!(
+            !["WEBHOOK_SECRET", "N8N_WEBHOOK_SECRET", "N8N_API_KEY"].contains(&var.as_str()),
+            "compose service {name}: {var} is an environment value"
+        );
+        if var == "DATABASE_URL" {
+            let userinfo = value.trim_start_matches("postgres://").split('@').next();
+            assert!(
+                !value.contains('@') || !userinfo.unwrap_or_default().contains(':'),
+                "compose service {name}: DATABASE_URL carries a password: {value}"
+            );
+        }
+        let Some(secret) = value.strip_prefix("/run/secrets/") else {
+            assert!(
+                !var.ends_with("_FILE"),
+                "compose service {name}: {var} = {value}"
+            );
+            continue;
+        };
+        assert!(
+            str_list(&service["secrets"]).iter().any(|s| s == secret),
+            "compose service {name}: {var} names secret {secret}, which it does not mount"
+        );
+        let file = doc["secrets"][secret]["file"].as_str().unwrap_or_default();
+        assert_eq!(
+            file,
+            format!("./secrets/{secret}"),
+            "compose secret {secret}"
+        );
+        assert!(
+            script.contains(&format!("secrets/{secret}")),
+            "compose-secrets.sh does not write secrets/{secret}"
+        );
+    }
+    assert!(
+        script.contains("chown 10001:10001") && script.contains("chmod 0600"),
+        "compose-secrets.sh makes the files the relay's own"
+    );
 }
 
 /// Resolves a probe or Service port (a number or a container port name).
@@ -553,6 +600,7 @@ fn kubernetes_probes_services_and_secrets_match_the_relay() {
                 };
                 env.insert(name, value);
             }
+            assert_secrets_are_mounted_files(&origin, c, &pod["spec"], &secret);
             let args = str_list(&c["args"]);
             let effective = check(&Invocation {
                 origin: origin.clone(),
@@ -589,12 +637,14 @@ fn kubernetes_probes_services_and_secrets_match_the_relay() {
             sidecar_ports = Some((c.clone(), effective.callbacks_port));
             pod_labels = pod["metadata"]["labels"].clone();
             // The sidecar reaches Postgres in its own pod.
+            let url = c["env"]
+                .as_array()
+                .and_then(|env| env.iter().find(|v| v["name"] == "DATABASE_URL"))
+                .and_then(|v| v["value"].as_str())
+                .unwrap_or_default();
             assert!(
-                secret["stringData"]["relay-database-url"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("@127.0.0.1:5432/"),
-                "the sidecar's DATABASE_URL points at the pod's own Postgres"
+                url.contains("@127.0.0.1:5432/"),
+                "the sidecar's DATABASE_URL points at the pod's own Postgres: {url}"
             );
             assert!(
                 containers.iter().any(|other| other["image"]
@@ -624,6 +674,62 @@ fn kubernetes_probes_services_and_secrets_match_the_relay() {
         container_port(&container, &callbacks["targetPort"]),
         callbacks_port
     );
+}
+
+/// No secret in a relay container's environment: the database URL carries no
+/// password, and every `_FILE` variable names a file of a Secret volume mounted in
+/// the container, whose item comes from a key the Secret has.
+fn assert_secrets_are_mounted_files(origin: &str, c: &Value, pod: &Value, secret: &Value) {
+    let env = c["env"].as_array().cloned().unwrap_or_default();
+    for var in &env {
+        let name = var["name"].as_str().unwrap_or_default();
+        assert!(
+            var["valueFrom"]["secretKeyRef"].is_null(),
+            "{origin}: {name} comes from the Secret as an environment value"
+        );
+        let value = var["value"].as_str().unwrap_or_default();
+        if name == "DATABASE_URL" {
+            let userinfo = value.split('@').next().unwrap_or_default();
+            assert!(
+                !userinfo.trim_start_matches("postgres://").contains(':'),
+                "{origin}: DATABASE_URL carries a password: {value}"
+            );
+        }
+        if !name.ends_with("_FILE") {
+            continue;
+        }
+        let (dir, file) = value.rsplit_once('/').expect("a path");
+        let mount = c["volumeMounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["mountPath"] == dir))
+            .unwrap_or_else(|| panic!("{origin}: {name} = {value}: nothing is mounted at {dir}"));
+        let volume = pod["volumes"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+            .unwrap_or_else(|| panic!("{origin}: no volume {}", mount["name"]));
+        assert_eq!(
+            volume["secret"]["secretName"], secret["metadata"]["name"],
+            "{origin}"
+        );
+        let item = volume["secret"]["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["path"] == file))
+            .unwrap_or_else(|| panic!("{origin}: {name}: the volume has no item {file}"));
+        let key = item["key"].as_str().unwrap_or_default();
+        assert!(
+            secret["stringData"][key].is_string(),
+            "{origin}: {name} reads key {key}, which the Secret does not have"
+        );
+        // 0440: YAML 1.1 (Kubernetes) reads it as octal, a YAML 1.2 parser as text.
+        let mode = &volume["secret"]["defaultMode"];
+        assert!(mode == 0o440 || mode == "0440", "{origin}: {name}: mode {mode}");
+        // The pod's fsGroup owns the volume's files and is a supplementary group of
+        // every container, so the relay reads them; nobody else can.
+        assert!(
+            pod["securityContext"]["fsGroup"].is_u64(),
+            "{origin}: without an fsGroup the relay cannot read a 0440 Secret volume"
+        );
+    }
 }
 
 /// KEY=VALUE lines of an env file; commented-out `#KEY=VALUE` lines too (they
@@ -679,7 +785,16 @@ fn the_systemd_unit_runs_real_commands_with_a_real_environment_file() {
         }
         env.insert(var.to_string(), path.to_string());
     }
-    assert_eq!(from_files, 2, "both signing secrets come from credentials");
+    assert_eq!(
+        from_files, 3,
+        "both signing secrets and the database password come from credentials"
+    );
+    let url = env.get("DATABASE_URL").cloned().unwrap_or_default();
+    let userinfo = url.trim_start_matches("postgres://").split('@').next();
+    assert!(
+        !url.contains('@') || !userinfo.unwrap_or_default().contains(':'),
+        "the environment file's DATABASE_URL carries a password: {url}"
+    );
     let mut commands = value("ExecStart");
     commands.extend(value("ExecStartPre"));
     assert!(

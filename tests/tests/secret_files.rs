@@ -96,3 +96,51 @@ async fn a_secret_file_others_can_read_stops_the_relay_at_start_naming_the_key()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn check_config_never_shows_a_database_password_and_names_the_file_that_holds_one() {
+    let dir = secret_dir("dbpass");
+    let file = dir.join("db-password");
+    write_private(&file, "db-pass-from-a-file\n");
+    let sink = Sink::start().await;
+    let show = |builder: RelayBuilder| async move {
+        let out = builder.args(["check-config"]).output().await;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout}");
+        stdout
+    };
+
+    // In the URL, in every form libpq takes: a multi-host URL (which URL parsers
+    // refuse), a query parameter, a quoted key=value pair.
+    for url in [
+        "postgres://relay:url-secret@h1:5432,h2:5433/app?target_session_attrs=read-write",
+        "postgres://relay@db/app?password=url-secret",
+        "host=db user=relay password='url secret' dbname=app",
+    ] {
+        let stdout = show(RelayBuilder::new(url, &sink.url())).await;
+        assert!(
+            !stdout.contains("url-secret") && !stdout.contains("url secret"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("(redacted)"), "{stdout}");
+    }
+
+    // From database.password_file: a row of its own, redacted, naming the file.
+    let stdout = show(
+        RelayBuilder::new("postgres://relay@db/app", &sink.url())
+            .env("RELAY_DATABASE__PASSWORD_FILE", file.display()),
+    )
+    .await;
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("database.password "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("(redacted)")
+            && line.contains(&format!("file {}", file.display()))
+            && line.contains("RELAY_DATABASE__PASSWORD_FILE"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("db-pass-from-a-file"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -74,7 +74,8 @@ async fn session(
     reconnect: bool,
 ) -> Result<(), (bool, String)> {
     let failed = |e: DaemonError| (false, e.to_string());
-    // Built per connection, so TLS and password files are read again on reconnect.
+    // Built per connection, so TLS files and a libpq passfile are read again on reconnect
+    // (database.password_file is read once, with the configuration).
     let pg = relay_core::db::Connector::new(db, APPLICATION_NAME).map_err(|e| failed(e.into()))?;
     let limit = Duration::from_secs(db.connect_timeout_seconds + db.statement_timeout_seconds);
     let (client, mut connection) = tokio::time::timeout(limit, pg.connect())

@@ -9,13 +9,14 @@ use relay_core::Config;
 use crate::error::{CmdResult, Failure};
 
 pub async fn run(config: Config) -> CmdResult {
+    // Signals first, as in `run`.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     relay_callbacks::check(&config).map_err(Failure::usage)?;
     super::check_database(&config).await?;
     let pool = relay_core::db::pool(&config.database, "n8n-relay-callbacks")
         .context("could not set up the database pool")?;
     let listener = super::bind_callbacks(&config).await?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     relay_callbacks::serve(Arc::new(config), pool, listener, shutdown)
         .await
         .map_err(Failure::usage)

@@ -13,6 +13,10 @@ use crate::error::{CmdResult, Failure};
 use crate::observe;
 
 pub async fn run(config: Config) -> CmdResult {
+    // Signals first: a SIGHUP (systemctl reload) during start-up must not meet its
+    // default action, which ends the process.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     // Refuse a listener that could not verify anything before starting any part.
     let callbacks_listener = if config.callbacks.enabled {
         relay_callbacks::check(&config).map_err(Failure::usage)?;
@@ -25,8 +29,6 @@ pub async fn run(config: Config) -> CmdResult {
     let marker = relay_core::db::Marker::random();
     let pool = relay_core::db::relay_pool(&config.database, "n8n-relay", marker)
         .context("database.url: could not set up the connection pool")?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     let observe = if config.metrics.enabled {
         let server = observe::bind(
             &config,

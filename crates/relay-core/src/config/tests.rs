@@ -612,3 +612,42 @@ fn a_missing_explicit_config_file_is_an_error() {
     .expect("error");
     assert!(err.to_string().contains("/nonexistent/relay.toml"));
 }
+
+#[test]
+fn database_passwords_are_hidden_in_every_form_of_url() {
+    let cases = [
+        (
+            "postgres://relay:s3cret@db:5432/app",
+            "postgres://relay:(redacted)@db:5432/app",
+        ),
+        (
+            "postgresql://relay:s3cret@h1:5432,h2:5433/app?target_session_attrs=read-write",
+            "postgresql://relay:(redacted)@h1:5432,h2:5433/app?target_session_attrs=read-write",
+        ),
+        (
+            "postgres://relay@db/app?sslmode=require&password=s3cret",
+            "postgres://relay@db/app?sslmode=require&password=(redacted)",
+        ),
+        (
+            "postgres://relay:p%40ss@db/app",
+            "postgres://relay:(redacted)@db/app",
+        ),
+        (
+            "host=db user=relay password=s3cret dbname=app",
+            "host=db user=relay password=(redacted) dbname=app",
+        ),
+        (
+            "host=db password = 'se cr\\'et' dbname=app",
+            "host=db password =(redacted) dbname=app",
+        ),
+        ("postgres://db/app", "postgres://db/app"),
+    ];
+    for (url, shown) in cases {
+        let redacted = redact_url_password(url);
+        assert_eq!(redacted, shown, "{url}");
+        assert!(
+            !redacted.contains("s3cret") && !redacted.contains("se cr"),
+            "{url}"
+        );
+    }
+}

@@ -175,11 +175,12 @@ fn split_uri(url: &str) -> SplitUrl {
     SplitUrl { rest, params }
 }
 
+/// `%2F` -> `/`, and a `+` stays a `+` (libpq's URI rules; form encoding would make
+/// it a space, breaking a path such as `certs/c++.pem`).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `host=db sslmode='verify-full' ...`: libpq's quoting (single quotes, backslash
@@ -624,6 +625,10 @@ mod tests {
         assert_eq!(split.get("sslmode"), Some("verify-ca"));
         assert_eq!(split.get("sslrootcert"), Some("/a b/c'a.pem"));
         assert!(split.rest.parse::<tokio_postgres::Config>().is_ok());
+
+        let plus = split_url("postgres://u@h/app?sslcert=certs/c++.pem&sslkey=a%2Bb%20c.key");
+        assert_eq!(plus.get("sslcert"), Some("certs/c++.pem"), "a + stays a +");
+        assert_eq!(plus.get("sslkey"), Some("a+b c.key"));
 
         let plain = split_url("postgres://u@h/app");
         assert_eq!(plain.rest, "postgres://u@h/app");

@@ -87,7 +87,10 @@ export function buildBody(operation: Operation, fields: CallbackFields): Record<
 		case 'demoApproval':
 		case 'videoApproval': {
 			const key = operation === 'demoApproval' ? 'demo_id' : 'video_id';
-			if (!given(fields.entityId)) throw new Error(`${key} is required`);
+			// 0 is the node parameter's default, never a row id: treat it as unset.
+			if (!given(fields.entityId) || Number(fields.entityId) === 0) {
+				throw new Error(`${key} is required`);
+			}
 			body[key] = integer(key, fields.entityId);
 			if (typeof fields.approved !== 'boolean') throw new Error('approved must be true or false');
 			body.approved = fields.approved;

@@ -90,6 +90,7 @@ test('callbacks: the bodies of the README\'s Callbacks table', () => {
 
 test('callbacks: missing or mistyped fields are named before anything is sent', () => {
 	assert.throws(() => buildBody('demoApproval', { approved: true }), /demo_id is required/);
+	assert.throws(() => buildBody('videoApproval', { entityId: 0, approved: true }), /video_id is required/);
 	assert.throws(() => buildBody('videoApproval', { entityId: 'abc', approved: true }), /video_id must be a whole number/);
 	assert.throws(() => buildBody('demoApproval', { entityId: 1 }), /approved must be true or false/);
 	assert.throws(() => buildBody('workflowStatus', { executionId: '1' }), /workflow_id is required/);

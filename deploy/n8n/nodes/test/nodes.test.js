@@ -137,8 +137,9 @@ test('trigger: events outside the list are refused with 422, or acknowledged if 
 	assert.ok(listed.result.workflowData);
 });
 
-test('trigger: duplicate suppression by X-Webhook-Id, only after a 2xx answer', async () => {
+test('trigger: duplicate suppression by the delivery\'s signed id, only after a 2xx answer', async () => {
 	const params = { options: { deduplicate: true, dedupWindowSeconds: 60 } };
+	// The unsigned header is not what counts: the body's signed id (e1) is.
 	const headers = signed({ 'x-webhook-id': 'dup-1' });
 	const first = await deliver({ headers, params });
 	assert.ok(first.result.workflowData);
@@ -156,7 +157,7 @@ test('trigger: duplicate suppression by X-Webhook-Id, only after a 2xx answer', 
 	retry.ctx.res.emit('finish');
 	const again = await deliver({ headers, params });
 	assert.equal(again.ctx.res.statusCode, 200);
-	assert.deepEqual(again.ctx.res.sent, { status: 'duplicate', id: 'dup-1' });
+	assert.deepEqual(again.ctx.res.sent, { status: 'duplicate', id: 'e1' });
 	assert.equal(again.result.workflowData, undefined);
 	// Off by default.
 	const plain = await deliver({ headers });

@@ -128,7 +128,7 @@ export class N8nRelayTrigger implements INodeType {
 						type: 'boolean',
 						default: false,
 						description:
-							'Whether a delivery whose X-Webhook-Id was already answered 2xx within the window gets 200 {"status":"duplicate"} without a new execution (memory of this n8n process only)',
+							'Whether a delivery whose id (signed; equal to X-Webhook-Id) was already answered 2xx within the window gets 200 {"status":"duplicate"} without a new execution (memory of this n8n process only)',
 					},
 					{
 						displayName: 'Duplicate Window (Seconds)',
@@ -136,7 +136,7 @@ export class N8nRelayTrigger implements INodeType {
 						type: 'number',
 						typeOptions: { minValue: 1 },
 						default: 3600,
-						description: 'How long an accepted X-Webhook-Id is remembered',
+						description: 'How long an accepted delivery id is remembered',
 					},
 					{
 						displayName: 'Other Events',
@@ -214,7 +214,9 @@ export class N8nRelayTrigger implements INodeType {
 		}
 
 		if (options.deduplicate === true) {
-			const id = verdict.id ?? header(req.headers, 'x-webhook-id') ?? delivery.id ?? undefined;
+			// The signed id first (webhook-id under Standard Webhooks, the body's id
+			// otherwise); the unsigned X-Webhook-Id header only as a last resort.
+			const id = verdict.id ?? delivery.id ?? header(req.headers, 'x-webhook-id') ?? undefined;
 			if (id !== undefined && id !== '') {
 				const key = `${this.getWorkflow().id ?? ''}\u0000${this.getNode().name}`;
 				const window = Number(options.dedupWindowSeconds ?? 3600);

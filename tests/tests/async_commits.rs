@@ -85,7 +85,7 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
             &1i64,
             &64i32,
             &1i64,
-            &3i32,
+            &vec![3i32],
             &30f64,
             &vec![None::<String>],
             &vec![None::<String>],

@@ -174,8 +174,8 @@ async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_gen
         OUTBOX_BACKLOG,
         "webhook_events",
         relay_daemon::claim::ROUTE_AND_CLAIM,
-        "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4, float8, text[], text[], int4",
-        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, 128, 3, 30, '{NULL}', '{NULL}', 7",
+        "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4[], float8, text[], text[], int4",
+        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, 128, '{3}', 30, '{NULL}', '{NULL}', 7",
     )
     .await;
 

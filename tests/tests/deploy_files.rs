@@ -722,7 +722,10 @@ fn assert_secrets_are_mounted_files(origin: &str, c: &Value, pod: &Value, secret
         );
         // 0440: YAML 1.1 (Kubernetes) reads it as octal, a YAML 1.2 parser as text.
         let mode = &volume["secret"]["defaultMode"];
-        assert!(mode == 0o440 || mode == "0440", "{origin}: {name}: mode {mode}");
+        assert!(
+            mode == 0o440 || mode == "0440",
+            "{origin}: {name}: mode {mode}"
+        );
         // The pod's fsGroup owns the volume's files and is a supplementary group of
         // every container, so the relay reads them; nobody else can.
         assert!(

@@ -45,6 +45,7 @@ async fn route(
     let claimable: Vec<bool> = routes.iter().map(|r| r.2).collect();
     let ordering: Vec<Option<&str>> = routes.iter().map(|r| r.3).collect();
     let scopes: Vec<Option<&str>> = routes.iter().map(|r| r.4).collect();
+    let max_retries: Vec<i32> = routes.iter().map(|_| 3).collect();
     let held_urls: Vec<&str> = held.iter().map(|h| h.0).collect();
     let held_rows: Vec<i32> = held.iter().map(|h| h.1).collect();
     let rows = client
@@ -60,7 +61,7 @@ async fn route(
                 &events,
                 &CAP,
                 &free,
-                &3i32,
+                &max_retries,
                 &30f64,
                 &ordering,
                 &scopes,

@@ -12,6 +12,11 @@ pub enum RetryDecision {
     GiveUp,
 }
 
+/// Each scheduled delay is multiplied by a random factor in `1 ± JITTER`, so rows
+/// that failed together (n8n down for a minute) do not all come back in the same
+/// second. A server's `Retry-After` is honoured as given.
+pub const JITTER: f64 = 0.2;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySchedule {
     delays: Vec<u64>,
@@ -55,10 +60,15 @@ impl RetrySchedule {
         let next = retry_count + 1;
         let delay = match retry_after {
             Some(d) => d.min(Duration::from_secs(self.max_retry_after)),
-            None => self.delay_for(next),
+            None => jittered(self.delay_for(next), fastrand::f64()),
         };
         RetryDecision::RetryIn(delay, next)
     }
+}
+
+/// `delay` scaled by `1 - JITTER + 2 * JITTER * unit` (`unit` in [0, 1)).
+fn jittered(delay: Duration, unit: f64) -> Duration {
+    delay.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0))
 }
 
 /// Parses a `Retry-After` header: delay-seconds or an HTTP date.
@@ -111,23 +121,41 @@ fn httpdate_to_unix(v: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The delay of a retry, checked to be the scheduled one within the jitter.
+    fn within_jitter(decision: RetryDecision, secs: u64, count: i32) {
+        let RetryDecision::RetryIn(delay, n) = decision else {
+            panic!("{decision:?}: expected a retry");
+        };
+        assert_eq!(n, count);
+        let (lo, hi) = (secs as f64 * (1.0 - JITTER), secs as f64 * (1.0 + JITTER));
+        assert!(
+            (lo..=hi).contains(&delay.as_secs_f64()),
+            "{delay:?} not in {lo}..{hi}"
+        );
+    }
+
     #[test]
-    fn follows_the_configured_delays_then_gives_up() {
+    fn follows_the_configured_delays_within_the_jitter_then_gives_up() {
         let s = RetrySchedule::new(vec![5, 30, 300], 3600);
-        assert_eq!(
-            s.after_failure(0, 3, None),
-            RetryDecision::RetryIn(Duration::from_secs(5), 1)
-        );
-        assert_eq!(
-            s.after_failure(1, 3, None),
-            RetryDecision::RetryIn(Duration::from_secs(30), 2)
-        );
-        assert_eq!(
-            s.after_failure(2, 3, None),
-            RetryDecision::RetryIn(Duration::from_secs(300), 3)
-        );
+        for _ in 0..100 {
+            within_jitter(s.after_failure(0, 3, None), 5, 1);
+            within_jitter(s.after_failure(1, 3, None), 30, 2);
+            within_jitter(s.after_failure(2, 3, None), 300, 3);
+        }
         assert_eq!(s.after_failure(3, 3, None), RetryDecision::GiveUp);
         assert_eq!(s.after_failure(0, 0, None), RetryDecision::GiveUp);
+    }
+
+    #[test]
+    fn jitter_spreads_a_delay_over_plus_minus_a_fifth() {
+        let d = Duration::from_secs(100);
+        assert_eq!(jittered(d, 0.0), Duration::from_secs(80));
+        assert_eq!(jittered(d, 0.5), Duration::from_secs(100));
+        assert_eq!(jittered(d, 1.0), Duration::from_secs(120));
+        let spread: Vec<u128> = (0..50)
+            .map(|_| jittered(d, fastrand::f64()).as_millis())
+            .collect();
+        assert!(spread.iter().any(|&ms| ms != spread[0]), "{spread:?}");
     }
 
     #[test]

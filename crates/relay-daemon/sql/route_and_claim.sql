@@ -3,8 +3,8 @@
 -- each parameter is).
 WITH routes AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bool[], $12::text[],
-                         $13::text[])
-        AS r(event_type, url, priority, claimable, ordering, scope)
+                         $13::text[], $10::int4[])
+        AS r(event_type, url, priority, claimable, ordering, scope, max_retries)
 ),
 busy AS (
     SELECT * FROM unnest($5::text[], $6::int4[]) AS b(url, in_flight)
@@ -18,7 +18,7 @@ picked AS (
     FOR UPDATE SKIP LOCKED
 ),
 targets AS (
-    SELECT p.*, r.url, r.priority, r.claimable,
+    SELECT p.*, r.url, r.priority, r.claimable, r.max_retries,
            CASE WHEN p.entity_id IS NOT NULL THEN r.ordering END AS ordering,
            CASE WHEN p.entity_id IS NOT NULL AND r.ordering IS NOT NULL
                 THEN r.scope END AS scope,
@@ -81,7 +81,7 @@ inserted AS (
                || '/' || c.url)::uuid,
            c.id, c.event_type, c.entity_type, c.entity_id, c.url, c.payload, c.priority,
            CASE WHEN c.claim THEN 'sending' ELSE 'pending' END,
-           $10, c.occurred_at,
+           c.max_retries, c.occurred_at,
            CASE WHEN c.claim THEN now() + make_interval(secs => $11) END,
            c.ordering, c.scope, CASE WHEN c.claim THEN $14::int4 END
     FROM chosen c

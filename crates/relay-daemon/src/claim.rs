@@ -52,7 +52,7 @@ use crate::shared::{EndpointLoad, Job, AHEAD};
 ///
 /// $1..$4 the route table (event, url, priority, claimable), $5/$6 rows held per url,
 /// $7 how many events, $8 per-endpoint cap (rows held per URL), $9 free slots,
-/// $10 max_retries, $11 lease seconds, $12 the routes' ordering (NULL, skip, block: of
+/// $10 the routes' max_retries, $11 lease seconds, $12 the routes' ordering (NULL, skip, block: of
 /// one ordered entity only its first event in the batch to a URL, or to any lifecycle
 /// route, may be claimed, and only if nothing earlier of it is unfinished), $13 their
 /// ordering scope (NULL or lifecycle), $14 this relay's marker
@@ -149,7 +149,6 @@ pub(crate) struct ClaimLimits {
     /// Rows one URL may hold claimed (ready or in flight): `queue.max_per_endpoint`
     /// in flight and more ready behind them (see [`AHEAD`]).
     pub(crate) per_endpoint: i32,
-    pub(crate) max_retries: i32,
     pub(crate) lease: Duration,
     /// Recorded on every row claimed (`claimed_by`), see [`crate::liveness`].
     pub(crate) marker: i32,
@@ -161,7 +160,6 @@ impl ClaimLimits {
             batch_size: i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX),
             per_endpoint: i32::try_from(config.queue.max_per_endpoint.saturating_mul(AHEAD))
                 .unwrap_or(i32::MAX),
-            max_retries: i32::try_from(config.queue.max_retries).unwrap_or(i32::MAX),
             lease: Duration::from_secs(config.queue.lease_seconds),
             marker: marker.get(),
         }
@@ -210,7 +208,7 @@ pub(crate) async fn route_and_claim(
                     &route,
                     &limits.per_endpoint,
                     &free,
-                    &limits.max_retries,
+                    &routes.max_retries,
                     &limits.lease.as_secs_f64(),
                     &routes.ordering,
                     &routes.scopes,

@@ -37,6 +37,8 @@ const HEADER_ID: &str = "x-webhook-id";
 const HEADER_EVENT: &str = "x-webhook-event";
 const HEADER_ATTEMPT: &str = "x-webhook-attempt";
 const HEADER_API_KEY: &str = "x-n8n-api-key";
+/// An answer header that refuses an event for good: no further attempt.
+const HEADER_ABORT: &str = "x-webhook-abort";
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
@@ -50,6 +52,9 @@ pub(crate) struct Attempt {
     pub(crate) duration: Duration,
     /// The server's `Retry-After`, when it sent one with a failure.
     pub(crate) retry_after: Option<Duration>,
+    /// n8n's `X-Webhook-Abort` with a failure (its value, or the body's start when
+    /// the value is just `true`): the event is refused for good, no retry.
+    pub(crate) abort: Option<String>,
 }
 
 impl Attempt {
@@ -67,12 +72,17 @@ pub(crate) struct Deliverer {
     keys: signature::Keys,
     api_key: Option<HeaderValue>,
     auth: Option<(HeaderName, HeaderValue)>,
-    timeout: Duration,
 }
 
 impl Deliverer {
     pub(crate) fn new(config: &Config) -> Result<Deliverer, DaemonError> {
-        let timeout = config.timeout();
+        // Connecting is part of an attempt, whose cut is per route: the longest.
+        let timeout = config
+            .routes()
+            .iter()
+            .map(|r| r.retry.timeout)
+            .max()
+            .unwrap_or_else(|| config.timeout());
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -117,7 +127,6 @@ impl Deliverer {
                 .map_err(|e| DaemonError::Setup(e.to_string()))?,
             api_key,
             auth,
-            timeout,
         })
     }
 
@@ -134,30 +143,39 @@ impl Deliverer {
         .to_bytes()
     }
 
-    /// One attempt, cut at `queue.timeout_seconds` (connect, send and reading the
-    /// response all count).
-    pub(crate) async fn deliver(&self, job: &Job) -> Attempt {
+    /// One attempt, cut at `timeout` (the route's `timeout_seconds`; connect, send
+    /// and reading the response all count).
+    pub(crate) async fn deliver(&self, job: &Job, timeout: Duration) -> Attempt {
         let started = Instant::now();
         let request = match self.request(job) {
             Ok(r) => r,
             Err(e) => return failed(started, e),
         };
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
-            Ok(Ok((status, retry_after, body))) => {
+        match tokio::time::timeout(timeout, self.exchange(request)).await {
+            Ok(Ok(answer)) => {
+                let status = answer.status;
                 let ok = (200..300).contains(&status);
+                let abort = answer.abort.filter(|_| !ok).map(|value| {
+                    if value.eq_ignore_ascii_case("true") && !answer.body.is_empty() {
+                        format!("true ({})", answer.body)
+                    } else {
+                        value
+                    }
+                });
                 Attempt {
                     status: Some(status),
-                    error: (!ok).then(|| format!("HTTP {status}")),
-                    body: Some(body),
+                    error: (!ok).then(|| match &abort {
+                        Some(reason) => format!("HTTP {status}, aborted: {reason}"),
+                        None => format!("HTTP {status}"),
+                    }),
+                    body: Some(answer.body),
                     duration: started.elapsed(),
-                    retry_after: if ok { None } else { retry_after },
+                    retry_after: if ok { None } else { answer.retry_after },
+                    abort,
                 }
             }
             Ok(Err(e)) => failed(started, e),
-            Err(_) => failed(
-                started,
-                format!("timed out after {} s", self.timeout.as_secs()),
-            ),
+            Err(_) => failed(started, format!("timed out after {} s", timeout.as_secs())),
         }
     }
 
@@ -197,10 +215,7 @@ impl Deliverer {
             .map_err(|e| format!("could not build the request: {e}"))
     }
 
-    async fn exchange(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(u16, Option<Duration>, String), String> {
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Answer, String> {
         let response = self
             .client
             .request(request)
@@ -216,6 +231,11 @@ impl Deliverer {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| relay_core::retry::parse_retry_after(v, now));
+        let abort = response
+            .headers()
+            .get(HEADER_ABORT)
+            .map(|v| truncate_text(v.as_bytes()))
+            .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("false"));
         let mut body = response.into_body();
         let mut kept = Vec::new();
         let mut read = 0usize;
@@ -232,8 +252,21 @@ impl Deliverer {
                 Some(Err(_)) | None => break,
             }
         }
-        Ok((status, retry_after, truncate_text(&kept)))
+        Ok(Answer {
+            status,
+            retry_after,
+            abort,
+            body: truncate_text(&kept),
+        })
     }
+}
+
+/// What came back from n8n.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    abort: Option<String>,
+    body: String,
 }
 
 fn failed(started: Instant, error: String) -> Attempt {
@@ -243,6 +276,7 @@ fn failed(started: Instant, error: String) -> Attempt {
         body: None,
         duration: started.elapsed(),
         retry_after: None,
+        abort: None,
     }
 }
 

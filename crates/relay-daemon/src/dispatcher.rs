@@ -33,14 +33,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use relay_core::retry::RetrySchedule;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::delivery::Deliverer;
-use crate::outcome::{self, Finished, Recorder, Verdict};
+use crate::outcome::{self, Finished, Policies, Recorder, Verdict};
 use crate::shared::{EndpointLoad, Job, Slot, Wake, AHEAD};
 
 /// A claimed row waiting for a worker.
@@ -95,12 +94,10 @@ fn decrement(counts: &mut HashMap<String, usize>, url: &str) {
 struct Shared {
     state: Mutex<State>,
     max_per_endpoint: usize,
-    /// A request's whole allowance: a ready row is started only with this much lease
-    /// left.
-    timeout: Duration,
     deliverer: Deliverer,
     recorder: Recorder,
-    schedule: RetrySchedule,
+    /// Each route's retry schedule, final statuses and attempt timeout.
+    policies: Policies,
     /// Told when a worker runs out of rows it may start.
     wake: mpsc::Sender<Wake>,
 }
@@ -132,13 +129,9 @@ impl Dispatcher {
             shared: Arc::new(Shared {
                 state: Mutex::default(),
                 max_per_endpoint: config.queue.max_per_endpoint,
-                timeout: config.timeout(),
                 deliverer,
                 recorder,
-                schedule: RetrySchedule::new(
-                    config.queue.retry_delays.clone(),
-                    config.queue.max_retry_after_seconds,
-                ),
+                policies: Policies::new(config),
                 wake,
             }),
             slots: Arc::new(Semaphore::new(capacity)),
@@ -293,7 +286,10 @@ async fn deliver(shared: &Shared, ready: Ready) {
         slot,
         lease_until,
     } = ready;
-    if lease_until.saturating_duration_since(Instant::now()) < shared.timeout {
+    let policy = shared.policies.of(&job.event_type);
+    // A request's whole allowance: a ready row is started only with this much lease
+    // left.
+    if lease_until.saturating_duration_since(Instant::now()) < policy.timeout {
         // Another relay may take it once the lease runs out; sending it now could
         // race that. Untouched, it returns to the queue then.
         warn!(
@@ -305,8 +301,8 @@ async fn deliver(shared: &Shared, ready: Ready) {
         state.in_flight.remove(&job.id);
         return;
     }
-    let attempt = shared.deliverer.deliver(&job).await;
-    let verdict = outcome::judge(&job, &attempt, &shared.schedule);
+    let attempt = shared.deliverer.deliver(&job, policy.timeout).await;
+    let verdict = outcome::judge(&job, &attempt, policy);
     let ms = attempt.duration.as_millis();
     let error = attempt.error.as_deref().unwrap_or_default();
     match verdict {
@@ -325,6 +321,12 @@ async fn deliver(shared: &Shared, ready: Ready) {
         Verdict::Failed => warn!(
             status = attempt.status,
             ms, error, "delivery failed; no retries left, the row is failed"
+        ),
+        Verdict::Refused => warn!(
+            status = attempt.status,
+            ms,
+            error,
+            "delivery refused for good (a final status or X-Webhook-Abort); the row is failed"
         ),
     }
     // No await between these: an abort finds the row either still in flight

@@ -115,6 +115,9 @@ pub(crate) enum Verdict {
     },
     /// No retries left: `failed`, `last_error` kept.
     Failed,
+    /// Failed at once, whatever retries were left: the route counts the answer's
+    /// status as final, or n8n sent `X-Webhook-Abort` (the attempt holds why).
+    Refused,
 }
 
 impl Verdict {
@@ -122,18 +125,75 @@ impl Verdict {
         match self {
             Verdict::Sent => "sent",
             Verdict::Retry { .. } => "pending",
-            Verdict::Failed => "failed",
+            Verdict::Failed | Verdict::Refused => "failed",
         }
     }
 }
 
-/// Any 2xx is success; anything else, a timeout or a connection error follows the
-/// retry schedule (a server's `Retry-After` replaces the scheduled delay).
-pub(crate) fn judge(job: &Job, attempt: &Attempt, schedule: &RetrySchedule) -> Verdict {
+/// How one route retries: its schedule (with jitter), the statuses that end a row at
+/// once, and the cut for one attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub(crate) schedule: RetrySchedule,
+    pub(crate) final_statuses: Vec<u16>,
+    pub(crate) timeout: Duration,
+}
+
+/// Every route's [`Policy`], by event type; rows of an event type without a route
+/// (left by an earlier configuration) follow the queue's.
+#[derive(Debug, Clone)]
+pub(crate) struct Policies {
+    by_event: std::collections::HashMap<String, Policy>,
+    default: Policy,
+}
+
+impl Policies {
+    pub(crate) fn new(config: &relay_core::Config) -> Policies {
+        let max_retry_after = config.queue.max_retry_after_seconds;
+        let by_event = config
+            .routes()
+            .into_iter()
+            .map(|r| {
+                let policy = Policy {
+                    schedule: RetrySchedule::new(r.retry.delays, max_retry_after),
+                    final_statuses: r.retry.final_statuses,
+                    timeout: r.retry.timeout,
+                };
+                (r.event.as_str().to_string(), policy)
+            })
+            .collect();
+        Policies {
+            by_event,
+            default: Policy {
+                schedule: RetrySchedule::new(config.queue.retry_delays.clone(), max_retry_after),
+                final_statuses: config.queue.final_statuses.clone(),
+                timeout: config.timeout(),
+            },
+        }
+    }
+
+    pub(crate) fn of(&self, event_type: &str) -> &Policy {
+        self.by_event.get(event_type).unwrap_or(&self.default)
+    }
+}
+
+/// Any 2xx is success. An abort answer, or a status the route counts as final, fails
+/// the row at once. Anything else, a timeout or a connection error follows the retry
+/// schedule (a server's `Retry-After` replaces the scheduled delay).
+pub(crate) fn judge(job: &Job, attempt: &Attempt, policy: &Policy) -> Verdict {
     if attempt.succeeded() {
         return Verdict::Sent;
     }
-    match schedule.after_failure(job.retry_count, job.max_retries, attempt.retry_after) {
+    let final_status = attempt
+        .status
+        .is_some_and(|s| policy.final_statuses.contains(&s));
+    if attempt.abort.is_some() || final_status {
+        return Verdict::Refused;
+    }
+    match policy
+        .schedule
+        .after_failure(job.retry_count, job.max_retries, attempt.retry_after)
+    {
         RetryDecision::RetryIn(delay, retry_count) => Verdict::Retry { delay, retry_count },
         RetryDecision::GiveUp => Verdict::Failed,
     }
@@ -174,7 +234,7 @@ fn count(f: &Finished) {
     let (outcome, latency) = match f.verdict {
         Verdict::Sent => (Outcome::Sent, metrics::elapsed_since(&f.job.occurred_at)),
         Verdict::Retry { .. } => (Outcome::Retry, None),
-        Verdict::Failed => (Outcome::Failed, None),
+        Verdict::Failed | Verdict::Refused => (Outcome::Failed, None),
     };
     metrics::global().delivery(&f.job.event_type, outcome, f.attempt.duration, latency);
 }
@@ -304,6 +364,15 @@ async fn write(db: &Db, batch: &[Finished]) -> Result<Vec<i64>, DaemonError> {
                     ordering_note(&f.job)
                 )),
             ),
+            Verdict::Refused => (
+                f.job.retry_count,
+                0.0,
+                Some(format!(
+                    "failed at once, no retry: {}{}",
+                    refusal_reason(&f.attempt, &f.job.event_type),
+                    ordering_note(&f.job)
+                )),
+            ),
         };
         ids.push(f.job.id);
         tokens.push(f.job.lease_token);
@@ -349,6 +418,18 @@ async fn write(db: &Db, batch: &[Finished]) -> Result<Vec<i64>, DaemonError> {
         Ok(stale)
     })
     .await
+}
+
+/// Why an attempt ended its row at once, for the history.
+fn refusal_reason(attempt: &Attempt, event_type: &str) -> String {
+    match (&attempt.abort, attempt.status) {
+        (Some(reason), _) => format!("n8n answered X-Webhook-Abort: {reason}"),
+        (None, Some(status)) => format!(
+            "HTTP {status} is a final status for this route \
+             (routes.{event_type}.final_statuses or queue.final_statuses)"
+        ),
+        (None, None) => "refused".to_string(),
+    }
 }
 
 /// What a final failure means for the rest of an ordered entity, for the history.
@@ -409,29 +490,65 @@ mod tests {
             body: None,
             duration: Duration::from_millis(3),
             retry_after: retry_after.map(Duration::from_secs),
+            abort: None,
+        }
+    }
+
+    fn policy(delays: Vec<u64>, final_statuses: Vec<u16>) -> Policy {
+        Policy {
+            schedule: RetrySchedule::new(delays, 3600),
+            final_statuses,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Jitter aside: the scheduled delay within ±20 %.
+    fn retry_in(verdict: Verdict) -> (f64, i32) {
+        match verdict {
+            Verdict::Retry { delay, retry_count } => (delay.as_secs_f64(), retry_count),
+            other => panic!("{other:?}"),
         }
     }
 
     #[test]
+    fn final_statuses_and_the_abort_header_fail_at_once_whatever_retries_are_left() {
+        let p = policy(vec![1], vec![410, 422]);
+        assert_eq!(
+            judge(&job(0, 3), &attempt(Some(410), None), &p),
+            Verdict::Refused
+        );
+        assert_eq!(
+            judge(&job(0, 3), &attempt(Some(422), None), &p),
+            Verdict::Refused
+        );
+        assert!(matches!(
+            judge(&job(0, 3), &attempt(Some(404), None), &p),
+            Verdict::Retry { .. }
+        ));
+        let mut aborted = attempt(Some(500), None);
+        aborted.abort = Some("lead was deleted".into());
+        assert_eq!(judge(&job(0, 3), &aborted, &p), Verdict::Refused);
+        assert!(refusal_reason(&aborted, "lead_scraped").contains("lead was deleted"));
+        assert!(refusal_reason(&attempt(Some(410), None), "lead_scraped")
+            .contains("routes.lead_scraped.final_statuses"));
+    }
+
+    #[test]
     fn any_2xx_is_sent_and_failures_follow_the_schedule() {
-        let schedule = RetrySchedule::new(vec![1, 60], 3600);
+        let schedule = policy(vec![1, 60], Vec::new());
         assert_eq!(
             judge(&job(0, 3), &attempt(Some(204), None), &schedule),
             Verdict::Sent
         );
-        assert_eq!(
-            judge(&job(1, 3), &attempt(Some(500), None), &schedule),
-            Verdict::Retry {
-                delay: Duration::from_secs(60),
-                retry_count: 2
-            }
+        let (delay, count) = retry_in(judge(&job(1, 3), &attempt(Some(500), None), &schedule));
+        assert!(
+            (48.0..=72.0).contains(&delay) && count == 2,
+            "{delay} {count}"
         );
-        assert_eq!(
-            judge(&job(0, 3), &attempt(None, None), &schedule),
-            Verdict::Retry {
-                delay: Duration::from_secs(1),
-                retry_count: 1
-            }
+        let (delay, count) = retry_in(judge(&job(0, 3), &attempt(None, None), &schedule));
+        assert!(
+            (0.8..=1.2).contains(&delay) && count == 1,
+            "{delay} {count}"
         );
         assert_eq!(
             judge(&job(3, 3), &attempt(Some(500), None), &schedule),
@@ -441,7 +558,7 @@ mod tests {
 
     #[test]
     fn retry_after_replaces_the_scheduled_delay() {
-        let schedule = RetrySchedule::new(vec![60], 3600);
+        let schedule = policy(vec![60], Vec::new());
         assert_eq!(
             judge(&job(0, 3), &attempt(Some(429), Some(2)), &schedule),
             Verdict::Retry {

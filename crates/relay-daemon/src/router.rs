@@ -18,6 +18,8 @@ pub(crate) struct RouteTable {
     pub(crate) ordering: Vec<Option<String>>,
     /// `webhook_queue.ordering_scope`: `lifecycle` for routes ordered across routes.
     pub(crate) scopes: Vec<Option<String>>,
+    /// `webhook_queue.max_retries` for rows of this route.
+    pub(crate) max_retries: Vec<i32>,
     /// Event types whose queued rows wait (their route is disabled).
     pub(crate) held: Vec<String>,
     pub(crate) delivering: bool,
@@ -42,6 +44,10 @@ impl RouteTable {
             scopes: routes
                 .iter()
                 .map(|r| r.lifecycle.then(|| "lifecycle".to_string()))
+                .collect(),
+            max_retries: routes
+                .iter()
+                .map(|r| i32::try_from(r.retry.max_retries).unwrap_or(i32::MAX))
                 .collect(),
             held: routes
                 .iter()

@@ -246,6 +246,7 @@ impl Default for Config {
                 ca_file: String::new(),
                 client_cert: String::new(),
                 client_key: String::new(),
+                max_per_second: 0.0,
             },
             security: SecurityConfig {
                 scheme: Scheme::default(),
@@ -266,6 +267,8 @@ impl Default for Config {
                 max_retries: 3,
                 retry_delays: vec![5, 30, 300],
                 timeout_seconds: 30,
+                final_statuses: Vec::new(),
+                unhealthy_after: 10,
                 lease_seconds: 120,
                 max_retry_after_seconds: 3600,
                 shutdown_grace_seconds: 10,

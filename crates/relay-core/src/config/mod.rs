@@ -137,6 +137,9 @@ pub struct N8nConfig {
     /// A client certificate (PEM chain) and its key, for an n8n behind mutual TLS.
     pub client_cert: String,
     pub client_key: String,
+    /// Deliveries per second to this n8n at most, all URLs and all relays together;
+    /// 0 for no limit.
+    pub max_per_second: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,6 +188,12 @@ pub struct QueueConfig {
     pub retry_delays: Vec<u64>,
     /// Cut for one delivery attempt.
     pub timeout_seconds: u64,
+    /// HTTP statuses that fail a delivery at once (no retry), e.g. [400, 401, 404,
+    /// 410, 422]; empty by default: every non-2xx retries.
+    pub final_statuses: Vec<u16>,
+    /// A URL whose last this many attempts all failed is reported unhealthy (log,
+    /// metric, `queue stats`, an `endpoint_unhealthy` event); 0 turns that off.
+    pub unhealthy_after: u32,
     /// How long a claimed row stays `sending` before another relay may take it.
     pub lease_seconds: u64,
     /// Longest `Retry-After` honoured.
@@ -290,10 +299,34 @@ pub struct RouteConfig {
     pub ordering: Option<DeliveryOrder>,
     /// For ordered routes; default `queue.on_failure`.
     pub on_failure: Option<OnFailure>,
+    /// This route's retry schedule; default `queue.retry_delays`.
+    #[serde(default, deserialize_with = "de_some_delays")]
+    pub retry_delays: Option<Vec<u64>>,
+    /// Default `queue.max_retries`.
+    pub max_retries: Option<u32>,
+    /// Default `queue.timeout_seconds`.
+    pub timeout_seconds: Option<u64>,
+    /// HTTP statuses that fail a delivery at once, without a retry; default
+    /// `queue.final_statuses`.
+    pub final_statuses: Option<Vec<u16>>,
+    /// Deliveries per second to this route's URL at most, for all relays on the
+    /// database together; none by default.
+    pub max_per_second: Option<f64>,
+}
+
+/// How one route retries, after defaults are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Seconds before retry 1, 2, ...; the last repeats.
+    pub delays: Vec<u64>,
+    pub max_retries: u32,
+    pub timeout: Duration,
+    /// Statuses that fail at once.
+    pub final_statuses: Vec<u16>,
 }
 
 /// Where one event type goes, after defaults are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub event: EventType,
     pub url: String,
@@ -303,6 +336,13 @@ pub struct Route {
     pub ordered: Option<OnFailure>,
     /// Ordered across routes too (`ordering = "lifecycle"`); implies `ordered`.
     pub lifecycle: bool,
+    pub retry: RetryPolicy,
+    /// Deliveries per second to `url` at most (all relays together).
+    pub max_per_second: Option<f64>,
+}
+
+fn de_some_delays<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u64>>, D::Error> {
+    de_delays(d).map(Some)
 }
 
 /// Accepts `[5, 30, 300]`, `"5,30,300"` or a single number.
@@ -350,6 +390,19 @@ impl Config {
                     ordered: (ordering != DeliveryOrder::None)
                         .then(|| over.on_failure.unwrap_or(self.queue.on_failure)),
                     lifecycle: ordering == DeliveryOrder::Lifecycle,
+                    retry: RetryPolicy {
+                        delays: over
+                            .retry_delays
+                            .unwrap_or_else(|| self.queue.retry_delays.clone()),
+                        max_retries: over.max_retries.unwrap_or(self.queue.max_retries),
+                        timeout: Duration::from_secs(
+                            over.timeout_seconds.unwrap_or(self.queue.timeout_seconds),
+                        ),
+                        final_statuses: over
+                            .final_statuses
+                            .unwrap_or_else(|| self.queue.final_statuses.clone()),
+                    },
+                    max_per_second: over.max_per_second,
                 }
             })
             .collect()

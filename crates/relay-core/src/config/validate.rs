@@ -157,6 +157,8 @@ turn it off with security.scheme = standard-webhooks",
             ));
         }
         positive("queue.max_per_endpoint", self.queue.max_per_endpoint as u64)?;
+        final_statuses("queue.final_statuses", &self.queue.final_statuses)?;
+        rate_limit("n8n.max_per_second", self.n8n.max_per_second, true)?;
         positive(
             "callbacks.max_body_bytes",
             self.callbacks.max_body_bytes as u64,
@@ -186,6 +188,31 @@ turn it off with security.scheme = standard-webhooks",
                     ),
                 ));
             }
+            let key = |k: &str| format!("routes.{name}.{k}");
+            if route.retry_delays.as_ref().is_some_and(Vec::is_empty) {
+                return Err(ConfigError::invalid(
+                    &key("retry_delays"),
+                    "needs at least one delay (seconds), e.g. \"5,30,300\"",
+                ));
+            }
+            if let Some(timeout) = route.timeout_seconds {
+                positive(&key("timeout_seconds"), timeout)?;
+                if self.queue.lease_seconds <= timeout {
+                    return Err(ConfigError::invalid(
+                        &key("timeout_seconds"),
+                        format!(
+                            "must be shorter than queue.lease_seconds ({}), or a slow delivery would be taken over while still in flight",
+                            self.queue.lease_seconds
+                        ),
+                    ));
+                }
+            }
+            if let Some(statuses) = &route.final_statuses {
+                final_statuses(&key("final_statuses"), statuses)?;
+            }
+            if let Some(rate) = route.max_per_second {
+                rate_limit(&key("max_per_second"), rate, false)?;
+            }
             if let Some(url) = &route.url {
                 if url.starts_with("http://") || url.starts_with("https://") {
                     check_http_url(&format!("routes.{name}.url"), url)?;
@@ -207,6 +234,28 @@ fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     } else {
         Ok(())
     }
+}
+
+/// Final statuses are failures: a 2xx (success) or a non-HTTP number is a mistake.
+fn final_statuses(key: &str, statuses: &[u16]) -> Result<(), ConfigError> {
+    match statuses.iter().find(|s| !(300..=599).contains(*s)) {
+        Some(s) => Err(ConfigError::invalid(
+            key,
+            format!("{s} is not a failing HTTP status (300-599)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn rate_limit(key: &str, rate: f64, zero_allowed: bool) -> Result<(), ConfigError> {
+    if !rate.is_finite() || rate < 0.0 || (rate == 0.0 && !zero_allowed) {
+        let allowed = if zero_allowed { " (0 for none)" } else { "" };
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be a positive number of deliveries per second{allowed}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {

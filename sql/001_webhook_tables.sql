@@ -238,3 +238,37 @@ CREATE TABLE IF NOT EXISTS webhook_callback_receipts (
 );
 CREATE INDEX IF NOT EXISTS webhook_callback_receipts_created_idx
     ON webhook_callback_receipts (created_at);
+
+-- Run-time pauses (`n8n-relay queue pause`): every relay on the database reads this
+-- table (at once on a 'control' notification, and at least every second) and holds the
+-- matching events in the queue, pending, until the pause is lifted. scope 'all'
+-- (target ''), 'event' (target an event type) or 'url' (target a route URL).
+CREATE TABLE IF NOT EXISTS webhook_pauses (
+    scope      text        NOT NULL
+        CONSTRAINT webhook_pauses_scope_check CHECK (scope IN ('all', 'event', 'url')),
+    target     text        NOT NULL DEFAULT '',
+    reason     text,
+    paused_by  text        NOT NULL,
+    paused_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, target)
+);
+
+-- Rate limits (routes.EVENT.max_per_second, n8n.max_per_second): one token bucket per
+-- limited URL (or 'n8n' for all of them) shared by every relay. A relay takes a few
+-- tokens at a time in one statement, so the limit holds for the database as a whole.
+CREATE TABLE IF NOT EXISTS webhook_rate_budget (
+    key         text        PRIMARY KEY,
+    tokens      float8      NOT NULL,
+    last_grant  float8      NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Endpoint health (queue.unhealthy_after): written only when a URL changes state, so
+-- that the change is reported once for the database, not once per relay.
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    url                  text        PRIMARY KEY,
+    healthy              boolean     NOT NULL,
+    consecutive_failures integer     NOT NULL DEFAULT 0,
+    last_error           text,
+    changed_at           timestamptz NOT NULL DEFAULT now()
+);

@@ -52,6 +52,11 @@ GRANT SELECT, INSERT, DELETE ON webhook_retry_history TO n8n_relay;
 -- request, and deleted after the signature window.
 GRANT SELECT, INSERT, UPDATE ON workflow_runs TO n8n_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_callback_receipts TO n8n_relay;
+-- Steering: pauses (read by every relay; written by `n8n-relay queue pause|resume`),
+-- the shared rate-limit buckets, endpoint health changes.
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_pauses TO n8n_relay;
+GRANT SELECT, INSERT, UPDATE ON webhook_rate_budget TO n8n_relay;
+GRANT SELECT, INSERT, UPDATE ON webhook_endpoints TO n8n_relay;
 
 -- The wake-up flag: the relay arms it (setval, needs UPDATE) and reads it.
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE webhook_relay_wakeup TO n8n_relay;

@@ -30,6 +30,9 @@ DROP TABLE IF EXISTS webhook_queue;
 DROP TABLE IF EXISTS webhook_events;
 DROP TABLE IF EXISTS workflow_runs;
 DROP TABLE IF EXISTS webhook_callback_receipts;
+DROP TABLE IF EXISTS webhook_pauses;
+DROP TABLE IF EXISTS webhook_rate_budget;
+DROP TABLE IF EXISTS webhook_endpoints;
 DROP TABLE IF EXISTS relay_schema_migrations;
 
 -- DROP TABLE IF EXISTS videos;

@@ -230,3 +230,282 @@ async fn an_invalid_route_policy_is_refused_at_start_naming_the_key() {
         assert!(stderr.contains(named), "{key}={value}: {stderr}");
     }
 }
+
+// ---- Pause and resume ------------------------------------------------------------
+
+/// `n8n-relay queue ARGS` with `builder`'s configuration; stdout, exit code 0 asserted.
+async fn cli(builder: &RelayBuilder, args: &[&str]) -> String {
+    let out = builder.clone().args(args.to_vec()).output().await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn count_of(sink: &Sink, event: &str) -> usize {
+    sink.requests()
+        .iter()
+        .filter(|r| event_of(r) == event)
+        .count()
+}
+
+#[tokio::test]
+async fn a_paused_route_holds_its_events_across_relays_and_a_restart_and_resume_delivers_them_in_order(
+) {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_ROUTES__LEAD_QUALIFIED__ORDERING", "entity");
+    let mut first = builder.spawn();
+    let _second = builder.spawn();
+    let shown = cli(
+        &builder,
+        &[
+            "queue",
+            "pause",
+            "--event",
+            "lead_qualified",
+            "--reason",
+            "n8n upgrade",
+        ],
+    )
+    .await;
+    assert!(shown.contains("paused event lead_qualified"), "{shown}");
+
+    // 1,000 events flow: 500 to a paused route, 500 to another.
+    for change in 1..=10i64 {
+        db.client()
+            .await
+            .execute(
+                "SELECT webhook_emit('lead_qualified', 'lead', e, jsonb_build_object('seq', $1::int8))
+                 FROM generate_series(1, 50) e",
+                &[&change],
+            )
+            .await
+            .expect("emit");
+    }
+    emit(&db, "lead_scraped", 1..=500).await;
+    wait_until("every lead_scraped delivered", T, || async {
+        (count_of(&sink, "lead_scraped") >= 500).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count_of(&sink, "lead_qualified"),
+        0,
+        "the paused route sent nothing"
+    );
+
+    let paused: serde_json::Value =
+        serde_json::from_str(&cli(&builder, &["queue", "paused", "--json"]).await).expect("json");
+    assert_eq!(paused["count"], 1, "{paused}");
+    let pause = &paused["pauses"][0];
+    assert_eq!(
+        (
+            pause["scope"].as_str(),
+            pause["target"].as_str(),
+            pause["held"].as_i64()
+        ),
+        (Some("event"), Some("lead_qualified"), Some(500)),
+        "{paused}"
+    );
+    assert_eq!(pause["reason"], "n8n upgrade");
+    assert!(pause["paused_by"]
+        .as_str()
+        .is_some_and(|b| b.starts_with("cli ")));
+    let stats: serde_json::Value =
+        serde_json::from_str(&cli(&builder, &["queue", "stats", "--json"]).await).expect("json");
+    assert_eq!(stats["held_by_pauses"], 500, "{stats}");
+
+    // A restarted relay reads the pause from the database.
+    assert_eq!(first.terminate(T).await, Some(0));
+    first.restart();
+    emit(&db, "lead_scraped", 501..=510).await;
+    wait_until("the restarted relays keep delivering", T, || async {
+        (count_of(&sink, "lead_scraped") >= 510).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count_of(&sink, "lead_qualified"),
+        0,
+        "still paused after a restart"
+    );
+
+    let resumed_at = std::time::Instant::now();
+    cli(&builder, &["queue", "resume", "--event", "lead_qualified"]).await;
+    let first_arrival = wait_until("the first held event after resume", T, || async {
+        sink.requests()
+            .iter()
+            .find(|r| event_of(r) == "lead_qualified")
+            .map(|r| r.received_at)
+    })
+    .await;
+    eprintln!(
+        "first held event {:?} after the resume",
+        first_arrival - resumed_at
+    );
+    assert!(
+        first_arrival - resumed_at < Duration::from_secs(3),
+        "the relays obeyed the resume only after {:?}",
+        first_arrival - resumed_at
+    );
+    wait_until("every held event delivered", T, || async {
+        (count_of(&sink, "lead_qualified") >= 500).then_some(())
+    })
+    .await;
+    // Held, never reordered: each lead's changes arrive 1..10.
+    let mut by_lead: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    let mut requests = sink.requests();
+    requests.sort_by_key(|r| r.received_at);
+    for r in requests.iter().filter(|r| event_of(r) == "lead_qualified") {
+        let body = r.json();
+        by_lead
+            .entry(body["entity_id"].as_i64().expect("entity"))
+            .or_default()
+            .push(body["data"]["seq"].as_i64().expect("seq"));
+    }
+    assert_eq!(by_lead.len(), 50);
+    for (lead, seqs) in by_lead {
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "lead {lead}");
+    }
+    assert!(cli(&builder, &["queue", "paused"])
+        .await
+        .contains("nothing is paused"));
+}
+
+#[tokio::test]
+async fn pause_and_resume_refuse_what_they_cannot_mean() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let builder = RelayBuilder::new(&db.url, &sink.url());
+    for (args, code, says) in [
+        (
+            vec!["queue", "pause", "--event", "lead_scrapped"],
+            2,
+            "unknown event type",
+        ),
+        (
+            vec!["queue", "pause", "--url", "ftp://n8n/x"],
+            2,
+            "not an http",
+        ),
+        (vec!["queue", "pause"], 2, "required"),
+        (
+            vec!["queue", "pause", "--all", "--event", "lead_scraped"],
+            2,
+            "cannot be used",
+        ),
+        (
+            vec!["queue", "resume", "--event", "lead_scraped"],
+            1,
+            "is not paused",
+        ),
+    ] {
+        let out = builder.clone().args(args.clone()).output().await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_pauses").await,
+        0,
+        "nothing was paused"
+    );
+}
+
+#[tokio::test]
+async fn pausing_everything_holds_every_route_and_a_url_pause_holds_that_url() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let builder = RelayBuilder::new(&db.url, &sink.url());
+    let _relay = builder.spawn();
+    cli(&builder, &["queue", "pause", "--all"]).await;
+    let scraped_url = format!("{}/webhook/lead-scraped", sink.url());
+    cli(&builder, &["queue", "pause", "--url", &scraped_url]).await;
+    emit(&db, "lead_scraped", 1..=5).await;
+    emit(&db, "lead_qualified", 1..=5).await;
+    wait_until("all ten queued, pending", T, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'pending'")
+            .await
+            == 10)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(sink.count(), 0);
+
+    // Everything resumed; the URL pause still holds lead_scraped.
+    cli(&builder, &["queue", "resume", "--all"]).await;
+    wait_until("lead_qualified delivered", T, || async {
+        (count_of(&sink, "lead_qualified") == 5).then_some(())
+    })
+    .await;
+    assert_eq!(count_of(&sink, "lead_scraped"), 0);
+    cli(&builder, &["queue", "resume", "--url", &scraped_url]).await;
+    db.wait_for_queue_status("sent", 10, T).await;
+}
+
+// ---- Rate limits -------------------------------------------------------------------
+
+/// The most requests of `event` the sink saw in any window of `width`.
+fn busiest_window(sink: &Sink, event: &str, width: Duration) -> usize {
+    let mut at: Vec<std::time::Instant> = sink
+        .requests()
+        .iter()
+        .filter(|r| event_of(r) == event)
+        .map(|r| r.received_at)
+        .collect();
+    at.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..at.len() {
+        while at[end] - at[start] >= width {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+#[tokio::test]
+async fn a_rate_limited_route_stays_under_its_limit_with_two_relays_and_the_others_run_free() {
+    const LIMIT: usize = 100;
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_ROUTES__LEAD_SCRAPED__MAX_PER_SECOND", LIMIT);
+    let _relays: Vec<_> = (0..2).map(|_| builder.spawn()).collect();
+    let started = std::time::Instant::now();
+    emit(&db, "lead_scraped", 1..=600).await;
+    emit(&db, "lead_qualified", 1..=300).await;
+
+    wait_until("the unlimited route delivered", T, || async {
+        (count_of(&sink, "lead_qualified") >= 300).then_some(())
+    })
+    .await;
+    let free_took = started.elapsed();
+    wait_until(
+        "the limited route delivered",
+        Duration::from_secs(60),
+        || async { (count_of(&sink, "lead_scraped") >= 600).then_some(()) },
+    )
+    .await;
+    let limited_took = started.elapsed();
+    let busiest = busiest_window(&sink, "lead_scraped", Duration::from_secs(1));
+    eprintln!(
+        "limited: 600 in {limited_took:?}, busiest second {busiest}; unlimited: 300 in {free_took:?}"
+    );
+    assert!(
+        busiest <= LIMIT * 11 / 10,
+        "{busiest} deliveries in one second, limit {LIMIT}"
+    );
+    assert!(
+        limited_took >= Duration::from_millis(5_300),
+        "600 at {LIMIT}/s took only {limited_took:?}"
+    );
+    assert!(
+        free_took < limited_took / 2,
+        "the unlimited route waited for the limited one: {free_took:?} of {limited_took:?}"
+    );
+}

@@ -118,6 +118,49 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hold deliveries of one event type, one URL, or all, until resumed. Persisted in
+    /// the database: every relay on it obeys within a second, a restart keeps it.
+    /// Held events wait in the queue, in order; nothing is dropped.
+    #[command(group(ArgGroup::new("what").required(true).args(["event", "url", "all"])))]
+    Pause {
+        /// The event type whose route to pause, e.g. lead_scraped.
+        #[arg(long)]
+        event: Option<String>,
+        /// Every route to this URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// Every delivery.
+        #[arg(long)]
+        all: bool,
+        /// Why, for `queue paused` and the console.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON (stable keys, for scripts) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a pause made with `queue pause` (the same flag and value).
+    #[command(group(ArgGroup::new("what").required(true).args(["event", "url", "all"])))]
+    Resume {
+        /// The event type whose pause to lift.
+        #[arg(long)]
+        event: Option<String>,
+        /// The URL whose pause to lift.
+        #[arg(long)]
+        url: Option<String>,
+        /// The pause of all delivery (other pauses stay).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON (stable keys, for scripts) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What is paused, since when, by whom, why, and how many pending rows each holds.
+    Paused {
+        /// Print JSON (stable keys, for scripts) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete sent and cancelled rows (and their logs) older than N days, in batches.
     Cleanup {
         /// Age in days (by created_at) past which rows go.

@@ -214,13 +214,18 @@ async fn sample(pool: Pool, shutdown: CancellationToken) {
         let started = tokio::time::Instant::now();
         let result = async {
             let client = pool.get().await.context("no connection")?;
-            relay_core::queue_admin::depth(&client)
+            let (counts, oldest) = relay_core::queue_admin::depth(&client)
                 .await
-                .context("queue depth")
+                .context("queue depth")?;
+            let held = relay_core::pause::held(&client)
+                .await
+                .context("rows held by pauses")?;
+            anyhow::Ok((counts, oldest, held))
         };
         let wait = match tokio::time::timeout(SAMPLE_TIMEOUT, result).await {
-            Ok(Ok((counts, oldest))) => {
+            Ok(Ok((counts, oldest, held))) => {
                 metrics::global().set_queue_depth(&counts, oldest);
+                metrics::global().set_held(held);
                 next_sample_in(started.elapsed())
             }
             Ok(Err(e)) => {

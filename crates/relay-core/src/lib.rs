@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod metrics;
+pub mod pause;
 pub mod queue_admin;
 pub mod retry;
 pub mod schema;

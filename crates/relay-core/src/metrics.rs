@@ -14,6 +14,7 @@
 //! | `n8n_relay_attempt_duration_seconds` | histogram | |
 //! | `n8n_relay_queue_depth` | gauge | `status` |
 //! | `n8n_relay_queue_oldest_pending_seconds` | gauge | |
+//! | `n8n_relay_queue_held` | gauge | (rows held by pauses) |
 //! | `n8n_relay_listener_reconnects_total` | counter | |
 //! | `n8n_relay_listener_connected` | gauge | |
 //! | `n8n_relay_callbacks_total` | counter | `endpoint`, `status` |
@@ -106,6 +107,7 @@ pub struct Metrics {
     attempt_duration: Histogram,
     queue_depth: Family<StatusLabel, GaugeF64>,
     queue_oldest_pending: GaugeF64,
+    queue_held: Gauge,
     listener_reconnects: Counter,
     listener_connected: Gauge,
     callbacks: Family<CallbackLabels, Counter>,
@@ -135,6 +137,7 @@ impl Metrics {
             attempt_duration: Histogram::new(ATTEMPT_BUCKETS.iter().copied()),
             queue_depth: Family::default(),
             queue_oldest_pending: GaugeF64::default(),
+            queue_held: Gauge::default(),
             listener_reconnects: Counter::default(),
             listener_connected: Gauge::default(),
             callbacks: Family::default(),
@@ -181,6 +184,11 @@ impl Metrics {
             "queue_oldest_pending_seconds",
             "Age of the oldest pending webhook_queue row (0 when none), sampled",
             self.queue_oldest_pending.clone(),
+        );
+        r.register(
+            "queue_held",
+            "Pending webhook_queue rows held by a run-time pause (n8n-relay queue pause), sampled",
+            self.queue_held.clone(),
         );
         r.register(
             "listener_reconnects",
@@ -261,6 +269,11 @@ impl Metrics {
         }
         self.queue_oldest_pending
             .set(oldest_pending_seconds.unwrap_or(0.0));
+    }
+
+    /// Pending rows held by pauses.
+    pub fn set_held(&self, rows: i64) {
+        self.queue_held.set(rows);
     }
 
     pub fn set_listener_connected(&self, connected: bool) {

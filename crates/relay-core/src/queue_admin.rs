@@ -83,6 +83,12 @@ pub enum QueueAdminError {
     BadTime(String),
     #[error("--limit must be between 1 and {max}, got {0}", max = MAX_LIST_LIMIT)]
     BadLimit(i64),
+    #[error("--url {0:?} is not an http:// or https:// URL")]
+    BadUrl(String),
+    #[error("say what: exactly one of --event EVENT, --url URL or --all")]
+    BadScope,
+    #[error("{0} is not paused (n8n-relay queue paused lists the pauses)")]
+    NotPaused(String),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
 }
@@ -97,6 +103,8 @@ impl QueueAdminError {
                 | QueueAdminError::BadEvent(_)
                 | QueueAdminError::BadTime(_)
                 | QueueAdminError::BadLimit(_)
+                | QueueAdminError::BadUrl(_)
+                | QueueAdminError::BadScope
         )
     }
 }
@@ -155,6 +163,8 @@ pub struct Stats {
     pub oldest_pending_age_seconds: Option<f64>,
     /// Pending rows whose next attempt is due (the backlog the workers face now).
     pub due_now: i64,
+    /// Pending rows held by a run-time pause (`queue pause`), not counted as due.
+    pub held_by_pauses: i64,
     /// Filled by [`stats`] with `by_event`, sorted by event type.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub by_event: Vec<EventStats>,
@@ -348,6 +358,7 @@ pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
         counts: StatusCounts::default(),
         oldest_pending_age_seconds: None,
         due_now: 0,
+        held_by_pauses: crate::pause::held(client).await?,
         by_event: Vec::new(),
     };
     let mut events: std::collections::BTreeMap<String, EventStats> = Default::default();

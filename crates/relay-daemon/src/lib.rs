@@ -45,6 +45,7 @@ pub mod outcome;
 mod pump;
 mod router;
 mod shared;
+mod steering;
 mod sweeper;
 pub mod wakeup;
 
@@ -73,7 +74,8 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let db = db::Db::new(pool, &config.database);
     let deliverer = delivery::Deliverer::new(&config)?;
-    let routes = router::RouteTable::new(&config);
+    let steering = steering::Steering::new(&config);
+    let routes = steering.routes();
     let (wake_tx, wake_rx) = mpsc::channel(64);
     // The recorder outlives the pump: it must still write what the last deliveries did.
     let recorder_stop = CancellationToken::new();
@@ -114,6 +116,7 @@ pub async fn run(
         last_due_claim: tokio::time::Instant::now(),
         left: None,
         due_first: false,
+        steering,
     };
     let dispatcher = pump.run(wake_rx, &shutdown).await;
 

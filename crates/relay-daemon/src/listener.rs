@@ -88,8 +88,13 @@ async fn session(
         loop {
             match poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(AsyncMessage::Notification(n))) => {
-                    debug!(event_id = n.payload(), "notification");
-                    let _ = forward.try_send(Wake::Notified);
+                    debug!(payload = n.payload(), "notification");
+                    let wake = if n.payload() == relay_core::pause::CONTROL_PAYLOAD {
+                        Wake::Control
+                    } else {
+                        Wake::Notified
+                    };
+                    let _ = forward.try_send(wake);
                 }
                 Some(Ok(AsyncMessage::Notice(notice))) => {
                     debug!(

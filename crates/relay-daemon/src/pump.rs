@@ -18,6 +18,7 @@ use crate::dispatcher::Dispatcher;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
 use crate::shared::{EndpointLoad, Wake};
+use crate::steering::Steering;
 use crate::wakeup::{self, Settled};
 
 /// Re-checks for writers (wakeup.rs): every WRITERS_FIRST for WRITERS_FAST_FOR, then
@@ -64,6 +65,8 @@ pub(crate) struct Pump {
     /// Rows were put back in the queue ([`Wake::Released`]): the next pass claims due
     /// rows before it routes, so a dead relay's rows do not wait behind a backlog.
     pub(crate) due_first: bool,
+    /// Pauses and rate limits: what the claims may take.
+    pub(crate) steering: Steering,
 }
 
 /// What the pump does after a pass.
@@ -135,12 +138,35 @@ impl Pump {
         if free == 0 {
             return Ok((0, 0));
         }
-        let want = free.min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
-        let load = self.dispatcher.load();
+        let (load, total) = self.load();
+        let want = free
+            .min(total)
+            .min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok((0, 0));
+        }
         let jobs = claim::claim_due(&self.db, &self.routes, &load, self.limits, want).await?;
         let claimed = jobs.len();
+        self.steering.spend(&jobs);
         self.dispatcher.start(jobs, now + self.limits.lease);
         Ok((claimed, want))
+    }
+
+    /// What this relay holds per endpoint, narrowed by pauses and rate limits, and
+    /// how many rows may be claimed in all (`usize::MAX` without an n8n-wide limit).
+    fn load(&self) -> (EndpointLoad, usize) {
+        let mut load = self.dispatcher.load();
+        let total = self.steering.limit(&mut load, self.limits.per_endpoint);
+        (load, total.unwrap_or(usize::MAX))
+    }
+
+    /// A wake-up's meaning for the pump.
+    fn woken(&mut self, wake: Wake) {
+        match wake {
+            Wake::Released => self.due_first = true,
+            Wake::Control => self.steering.control(),
+            _ => {}
+        }
     }
 
     /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained.
@@ -155,7 +181,7 @@ impl Pump {
         let mut recheck = false;
         while !shutdown.is_cancelled() {
             while let Ok(w) = wake.try_recv() {
-                self.due_first |= w == Wake::Released;
+                self.woken(w);
                 recheck = false;
             }
             let next = if recheck {
@@ -214,7 +240,9 @@ impl Pump {
                 () = shutdown.cancelled() => {}
                 // Something happened: a full pass, not just a re-check.
                 w = wake.recv() => {
-                    self.due_first |= w == Some(Wake::Released);
+                    if let Some(w) = w {
+                        self.woken(w);
+                    }
                     recheck = false;
                 }
                 () = until => {}
@@ -225,11 +253,27 @@ impl Pump {
 
     /// A pass found nothing: arm the wake-up and decide how long to sleep.
     async fn settle(&mut self, pacing: &mut Pacing) -> Next {
-        let load = self.dispatcher.load();
-        match wakeup::settle(&self.db, &self.routes, &load).await {
+        let (load, total) = self.load();
+        // A rate-starved URL's rows count as not claimable (and every row when the
+        // n8n-wide limit is out of tokens); look again at the refill.
+        let refill = self.steering.next_refill();
+        let starved;
+        let routes = if total == 0 && self.routes.delivering {
+            let mut r = self.routes.clone();
+            r.delivering = false;
+            starved = r;
+            &starved
+        } else {
+            &self.routes
+        };
+        let sooner = |next_due: Option<Duration>| match (next_due, refill) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match wakeup::settle(&self.db, routes, &load).await {
             Ok(Settled::Idle { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {
                 pacing.reset();
-                Next::Wait(next_due)
+                Next::Wait(sooner(next_due))
             }
             Ok(Settled::Writers { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {
                 let pause = pacing.writers_pause();
@@ -255,6 +299,10 @@ impl Pump {
     /// Route fresh events (claiming the first of them), then claim due rows; due rows
     /// first after rows were put back.
     async fn pass(&mut self) -> Result<Pass, DaemonError> {
+        if let Some(routes) = self.steering.refresh(&self.db).await? {
+            self.routes = routes;
+        }
+        self.steering.top_up(&self.db).await?;
         let mut due = 0;
         if self.due_first && self.routes.delivering && self.dispatcher.free_slots() > 0 {
             let (claimed, wanted) = self.claim_due().await?;
@@ -263,12 +311,12 @@ impl Pump {
             due = claimed;
         }
         let delivering = self.routes.delivering;
+        let (load, total) = self.load();
         let free = if delivering {
-            self.dispatcher.free_slots()
+            self.dispatcher.free_slots().min(total)
         } else {
             0
         };
-        let load = self.dispatcher.load();
         let lease_until = tokio::time::Instant::now() + self.limits.lease;
         // While delivering, route only as many events as there are free slots: they
         // are inserted already claimed and go out at once. The route statement leaves
@@ -287,7 +335,8 @@ impl Pump {
             None
         };
         let waiting_for_room = head_room == Some(0);
-        let route = if delivering {
+        // Out of n8n-wide tokens, route as if paused: the events wait as pending rows.
+        let route = if delivering && total > 0 {
             i64::try_from(free.min(head_room.unwrap_or(usize::MAX)))
                 .unwrap_or(i64::MAX)
                 .min(self.limits.batch_size)
@@ -310,6 +359,7 @@ impl Pump {
             }
         }
         let fresh = routed.jobs.len();
+        self.steering.spend(&routed.jobs);
         self.dispatcher.start(routed.jobs, lease_until);
         if delivering {
             let free = self.dispatcher.free_slots();

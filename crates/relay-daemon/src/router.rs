@@ -5,6 +5,7 @@
 //! `WEBHOOK_QUEUE_ENABLED=false`), never drops an event: events are still routed into
 //! `webhook_queue` as `pending`; only claiming them for delivery waits.
 
+use relay_core::pause::Scope;
 use relay_core::Config;
 
 #[derive(Debug, Clone)]
@@ -59,9 +60,66 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// This table with `pauses` applied: a paused route (its event type, or its URL)
+    /// is held like a disabled one; everything paused stops claiming altogether.
+    /// Events are still routed, as `pending`. Also returns the paused URLs, for which
+    /// nothing is claimed whatever event a queued row carries.
+    pub(crate) fn paused(&self, pauses: &[Scope]) -> (RouteTable, Vec<String>) {
+        let mut table = self.clone();
+        let urls: Vec<String> = pauses
+            .iter()
+            .filter_map(|p| match p {
+                Scope::Url(u) => Some(u.clone()),
+                _ => None,
+            })
+            .collect();
+        if pauses.contains(&Scope::All) {
+            table.delivering = false;
+        }
+        for i in 0..table.events.len() {
+            let event_paused = pauses.contains(&Scope::Event(table.events[i].clone()));
+            let held = event_paused || urls.contains(&table.urls[i]) || !table.delivering;
+            if held {
+                table.claimable[i] = false;
+                if !table.held.contains(&table.events[i]) {
+                    table.held.push(table.events[i].clone());
+                }
+            }
+        }
+        (table, urls)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paused_event_or_url_is_held_and_pausing_all_stops_delivery() {
+        let config = Config::default();
+        let base = RouteTable::new(&config);
+        let (t, urls) = base.paused(&[Scope::Event("lead_scraped".into())]);
+        assert_eq!(t.held, vec!["lead_scraped".to_string()]);
+        assert!(urls.is_empty() && t.delivering);
+        assert_eq!(t.claimable.iter().filter(|c| !**c).count(), 1);
+
+        let qualified = config
+            .routes()
+            .into_iter()
+            .find(|r| r.event.as_str() == "lead_qualified")
+            .map(|r| r.url)
+            .unwrap_or_default();
+        let (t, urls) = base.paused(&[Scope::Url(qualified.clone())]);
+        assert_eq!(t.held, vec!["lead_qualified".to_string()]);
+        assert_eq!(urls, vec![qualified]);
+
+        let (t, _) = base.paused(&[Scope::All]);
+        assert!(!t.delivering && t.claimable.iter().all(|c| !c));
+        assert_eq!(t.events.len(), 11, "everything still routes");
+        let (t, _) = base.paused(&[]);
+        assert_eq!(t.claimable, base.claimable);
+    }
 
     #[test]
     fn paused_delivery_routes_everything_but_claims_nothing() {

@@ -33,6 +33,8 @@ pub(crate) enum Wake {
     Freed,
     /// The periodic safety sweep.
     Sweep,
+    /// Pauses changed (`n8n-relay queue pause|resume`): read them again.
+    Control,
     /// Rows of a relay that is gone, or whose lease expired, are back in the queue:
     /// claim due rows before routing more, so they do not wait behind a backlog.
     Released,
@@ -79,6 +81,24 @@ pub(crate) struct EndpointLoad {
 }
 
 impl EndpointLoad {
+    /// At most `room` more rows for `url` (a pause, a rate limit): it counts as
+    /// holding what it lacks of `cap`, and as saturated when `room` is 0.
+    pub(crate) fn limit(&mut self, url: &str, room: usize, cap: i32) {
+        let held = cap
+            .saturating_sub(i32::try_from(room).unwrap_or(i32::MAX))
+            .max(0);
+        match self.urls.iter().position(|u| u == url) {
+            Some(i) => self.in_flight[i] = self.in_flight[i].max(held),
+            None => {
+                self.urls.push(url.to_string());
+                self.in_flight.push(held);
+            }
+        }
+        if room == 0 && !self.saturated.iter().any(|u| u == url) {
+            self.saturated.push(url.to_string());
+        }
+    }
+
     /// How many more rows `urls` can take before each holds `cap`.
     pub(crate) fn room(&self, urls: &[String], cap: i32) -> usize {
         urls.iter()

@@ -2,6 +2,7 @@
 //! an aligned table for people or, with `--json`, as one JSON document whose keys
 //! scripts may rely on.
 
+use relay_core::pause::{self, Scope};
 use relay_core::queue_admin::{
     self, CleanupOptions, CleanupReport, Detail, ListFilter, QueueAdminError, QueueRow,
     QueueStatus, Stats, StatusCounts,
@@ -92,6 +93,58 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
                 format!("queue row {id}: {previous} -> cancelled\n")
             }
         }
+        QueueCommand::Pause {
+            event,
+            url,
+            all,
+            reason,
+            json,
+        } => {
+            let scope = Scope::parse(all, event.as_deref(), url.as_deref()).map_err(failure)?;
+            pause::pause(&client, &scope, reason.as_deref(), &who())
+                .await
+                .map_err(failure)?;
+            if json {
+                to_json(&json!({ "paused": scope.to_string(), "reason": reason }))
+            } else {
+                format!("paused {scope}: its events wait in the queue until `queue resume`\n")
+            }
+        }
+        QueueCommand::Resume {
+            event,
+            url,
+            all,
+            json,
+        } => {
+            let scope = Scope::parse(all, event.as_deref(), url.as_deref()).map_err(failure)?;
+            pause::resume(&client, &scope).await.map_err(failure)?;
+            if json {
+                to_json(&json!({ "resumed": scope.to_string() }))
+            } else {
+                format!("resumed {scope}\n")
+            }
+        }
+        QueueCommand::Paused { json } => {
+            let pauses = pause::list(&client).await.map_err(failure)?;
+            if json {
+                to_json(&json!({ "pauses": pauses, "count": pauses.len() }))
+            } else if pauses.is_empty() {
+                "nothing is paused\n".to_string()
+            } else {
+                let mut table = Table::new(&["scope", "target", "since", "by", "held", "reason"]);
+                for p in &pauses {
+                    table.row(vec![
+                        p.scope.clone(),
+                        p.target.clone(),
+                        p.paused_at.clone(),
+                        p.paused_by.clone(),
+                        p.held.to_string(),
+                        p.reason.clone().unwrap_or_default(),
+                    ]);
+                }
+                table.render()
+            }
+        }
         QueueCommand::Cleanup {
             days,
             dry_run,
@@ -117,6 +170,17 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
         }
     };
     write_stdout(&out)
+}
+
+/// Who paused, for `queue paused`: the CLI, the OS user and the host.
+fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli {user}@{host}")
 }
 
 /// Bad flags or values exit 2; a refused action, an unknown id or a database error 1.
@@ -204,6 +268,7 @@ fn render_stats(stats: &Stats, by_event: bool) -> String {
         .unwrap_or_else(|| "-".into());
     out.push_str(&format!("oldest pending  {oldest}\n"));
     out.push_str(&format!("due now         {}\n", stats.due_now));
+    out.push_str(&format!("held by pauses  {}\n", stats.held_by_pauses));
     out
 }
 

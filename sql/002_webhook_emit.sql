@@ -24,7 +24,7 @@ AS $$
     SELECT ARRAY[
         'lead_scraped', 'lead_qualified', 'demo_completed', 'demo_failed',
         'video_completed', 'video_failed', 'email_sent', 'email_failed',
-        'lead_responded', 'approval_requested', 'workflow_error'
+        'lead_responded', 'approval_requested', 'workflow_error', 'endpoint_unhealthy'
     ]::text[]
 $$;
 

@@ -174,7 +174,11 @@ async fn every_event_type_is_produced_by_its_sql_path() {
     let got = sink.wait_for(13, T).await;
     let events = by_event(&got);
     let names: Vec<&str> = events.keys().map(String::as_str).collect();
-    assert_eq!(names.len(), 11, "all eleven event types: {names:?}");
+    assert_eq!(
+        names.len(),
+        11,
+        "all eleven business event types: {names:?}"
+    );
     let one = |name: &str| -> &serde_json::Value {
         let list = &events[name];
         assert_eq!(list.len(), 1, "{name}: {list:?}");

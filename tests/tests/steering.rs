@@ -509,3 +509,113 @@ async fn a_rate_limited_route_stays_under_its_limit_with_two_relays_and_the_othe
         "the unlimited route waited for the limited one: {free_took:?} of {limited_took:?}"
     );
 }
+
+// ---- n8n pushing back, endpoint health ----------------------------------------------
+
+#[tokio::test]
+async fn a_429_with_retry_after_slows_the_whole_url_down_not_only_its_row() {
+    let db = TestDb::migrated().await;
+    // The first request gets 429 Retry-After: 2, every other one 200.
+    let sink = Sink::with(|r| {
+        if r.json()["entity_id"] == 1 && r.nth_for_id == 1 {
+            Reply::status(429).with_header("Retry-After", "2")
+        } else {
+            Reply::ok().after(Duration::from_millis(20))
+        }
+    })
+    .await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__MAX_PER_ENDPOINT", 1)
+        .spawn();
+    emit(&db, "lead_scraped", 1..=1).await;
+    let refused = sink.wait_for(1, T).await[0].received_at;
+    emit(&db, "lead_scraped", 2..=20).await;
+    db.wait_for_queue_status("sent", 20, T).await;
+
+    let soon_after = sink
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.received_at > refused && r.received_at - refused < Duration::from_millis(1800)
+        })
+        .count();
+    assert_eq!(
+        soon_after, 0,
+        "the URL was asked to wait 2 s, yet got {soon_after} requests meanwhile"
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_that_keeps_failing_is_reported_once_and_its_rows_wait_never_dropped() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|r| {
+        if event_of(r) == "lead_scraped" {
+            Reply::status(502)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__UNHEALTHY_AFTER", 3)
+        .env("WEBHOOK_MAX_RETRIES", 50)
+        .env("WEBHOOK_RETRY_DELAYS", "1");
+    let relay = builder.spawn();
+    emit(&db, "lead_scraped", 1..=3).await;
+
+    // Reported: the event, routed like any other, to its own workflow.
+    let report = wait_until("an endpoint_unhealthy delivery", T, || async {
+        sink.requests()
+            .into_iter()
+            .find(|r| event_of(r) == "endpoint_unhealthy")
+    })
+    .await;
+    let body = report.json();
+    let scraped_url = format!("{}/webhook/lead-scraped", sink.url());
+    assert_eq!(report.path, "/webhook/endpoint-unhealthy");
+    assert_eq!(body["data"]["url"], scraped_url.as_str(), "{body}");
+    assert!(
+        body["data"]["consecutive_failures"].as_i64() >= Some(3),
+        "{body}"
+    );
+    assert_eq!(body["data"]["last_error"], "HTTP 502", "{body}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&cli(&builder, &["queue", "stats", "--json"]).await).expect("json");
+    assert_eq!(
+        stats["unhealthy_endpoints"][0]["url"],
+        scraped_url.as_str(),
+        "{stats}"
+    );
+
+    // Failing on, it is not reported again; its rows are retried, never dropped.
+    wait_until("more failed attempts", T, || async {
+        (count_of(&sink, "lead_scraped") >= 8).then_some(())
+    })
+    .await;
+    assert_eq!(count_of(&sink, "endpoint_unhealthy"), 1, "reported once");
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE event_type = 'lead_scraped' AND status = 'failed'")
+            .await,
+        0
+    );
+
+    // n8n recovers: every row is delivered and the endpoint is healthy again.
+    sink.set_behaviour(|_| Reply::ok());
+    wait_until("every lead_scraped sent", T, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE event_type = 'lead_scraped' AND status = 'sent'")
+            .await
+            == 3)
+            .then_some(())
+    })
+    .await;
+    wait_until("healthy again", T, || async {
+        (db.count("SELECT count(*) FROM webhook_endpoints WHERE healthy")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let log = relay.log();
+    assert_eq!(log.matches("endpoint unhealthy").count(), 1, "{log}");
+    assert!(log.contains("endpoint healthy again"), "{log}");
+}

@@ -91,16 +91,18 @@ enum Scenario {
     Footprint,
     Drain,
     DrainOrdered,
+    DrainLimited,
 }
 
 /// The order they run in: the drains stop and restart the relay, so they go last.
-const ALL: [Scenario; 6] = [
+const ALL: [Scenario; 7] = [
     Scenario::TriggerCost,
     Scenario::KeepingUp,
     Scenario::Latency,
     Scenario::Footprint,
     Scenario::Drain,
     Scenario::DrainOrdered,
+    Scenario::DrainLimited,
 ];
 
 fn main() -> ExitCode {
@@ -212,6 +214,7 @@ fn name(s: Scenario) -> &'static str {
         Scenario::Footprint => scenarios::footprint::NAME,
         Scenario::Drain => scenarios::drain::NAME,
         Scenario::DrainOrdered => scenarios::drain_ordered::NAME,
+        Scenario::DrainLimited => scenarios::drain_limited::NAME,
     }
 }
 
@@ -235,6 +238,7 @@ async fn step(
         Some(Scenario::Footprint) => scenarios::footprint::run(bench, report).await,
         Some(Scenario::Drain) => scenarios::drain::run(bench, report).await,
         Some(Scenario::DrainOrdered) => scenarios::drain_ordered::run(bench, report).await,
+        Some(Scenario::DrainLimited) => scenarios::drain_limited::run(bench, report).await,
     };
     match result {
         Ok(()) => eprintln!(

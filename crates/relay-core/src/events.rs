@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 
-/// The eleven events the relay delivers. The SQL function `webhook_event_types()`
-/// holds the same list; a test keeps the two equal.
+/// The events the relay delivers: the eleven of the business pipeline, and
+/// `endpoint_unhealthy`, which the relay itself emits when a URL keeps failing. The
+/// SQL function `webhook_event_types()` holds the same list; a test keeps the two
+/// equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
     LeadScraped,
@@ -17,10 +19,11 @@ pub enum EventType {
     LeadResponded,
     ApprovalRequested,
     WorkflowError,
+    EndpointUnhealthy,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::LeadScraped,
         EventType::LeadQualified,
         EventType::DemoCompleted,
@@ -32,6 +35,7 @@ impl EventType {
         EventType::LeadResponded,
         EventType::ApprovalRequested,
         EventType::WorkflowError,
+        EventType::EndpointUnhealthy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl EventType {
             EventType::LeadResponded => "lead_responded",
             EventType::ApprovalRequested => "approval_requested",
             EventType::WorkflowError => "workflow_error",
+            EventType::EndpointUnhealthy => "endpoint_unhealthy",
         }
     }
 

@@ -15,6 +15,7 @@
 //! | `n8n_relay_queue_depth` | gauge | `status` |
 //! | `n8n_relay_queue_oldest_pending_seconds` | gauge | |
 //! | `n8n_relay_queue_held` | gauge | (rows held by pauses) |
+//! | `n8n_relay_endpoint_unhealthy` | gauge | `url` |
 //! | `n8n_relay_listener_reconnects_total` | counter | |
 //! | `n8n_relay_listener_connected` | gauge | |
 //! | `n8n_relay_callbacks_total` | counter | `endpoint`, `status` |
@@ -90,6 +91,11 @@ struct StatusLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UrlLabel {
+    url: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallbackLabels {
     endpoint: String,
     status: String,
@@ -108,6 +114,7 @@ pub struct Metrics {
     queue_depth: Family<StatusLabel, GaugeF64>,
     queue_oldest_pending: GaugeF64,
     queue_held: Gauge,
+    endpoint_unhealthy: Family<UrlLabel, Gauge>,
     listener_reconnects: Counter,
     listener_connected: Gauge,
     callbacks: Family<CallbackLabels, Counter>,
@@ -138,6 +145,7 @@ impl Metrics {
             queue_depth: Family::default(),
             queue_oldest_pending: GaugeF64::default(),
             queue_held: Gauge::default(),
+            endpoint_unhealthy: Family::default(),
             listener_reconnects: Counter::default(),
             listener_connected: Gauge::default(),
             callbacks: Family::default(),
@@ -189,6 +197,11 @@ impl Metrics {
             "queue_held",
             "Pending webhook_queue rows held by a run-time pause (n8n-relay queue pause), sampled",
             self.queue_held.clone(),
+        );
+        r.register(
+            "endpoint_unhealthy",
+            "1 while a URL's last queue.unhealthy_after attempts all failed (this relay's view), 0 once one succeeds",
+            self.endpoint_unhealthy.clone(),
         );
         r.register(
             "listener_reconnects",
@@ -269,6 +282,15 @@ impl Metrics {
         }
         self.queue_oldest_pending
             .set(oldest_pending_seconds.unwrap_or(0.0));
+    }
+
+    /// A URL turned unhealthy (or healthy again).
+    pub fn set_endpoint_unhealthy(&self, url: &str, unhealthy: bool) {
+        self.endpoint_unhealthy
+            .get_or_create(&UrlLabel {
+                url: url.to_string(),
+            })
+            .set(i64::from(unhealthy));
     }
 
     /// Pending rows held by pauses.

@@ -165,10 +165,26 @@ pub struct Stats {
     pub due_now: i64,
     /// Pending rows held by a run-time pause (`queue pause`), not counted as due.
     pub held_by_pauses: i64,
+    /// URLs whose last `queue.unhealthy_after` attempts all failed.
+    pub unhealthy_endpoints: Vec<UnhealthyEndpoint>,
     /// Filled by [`stats`] with `by_event`, sorted by event type.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub by_event: Vec<EventStats>,
 }
+
+/// An endpoint reported unhealthy (`webhook_endpoints`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnhealthyEndpoint {
+    pub url: String,
+    pub consecutive_failures: i32,
+    pub last_error: Option<String>,
+    /// RFC 3339 UTC.
+    pub since: String,
+}
+
+const UNHEALTHY: &str = "SELECT url, consecutive_failures, last_error,
+        to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+    FROM webhook_endpoints WHERE NOT healthy ORDER BY changed_at";
 
 /// One `webhook_queue` row as operators see it (the payload only in [`Detail`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -359,6 +375,17 @@ pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
         oldest_pending_age_seconds: None,
         due_now: 0,
         held_by_pauses: crate::pause::held(client).await?,
+        unhealthy_endpoints: client
+            .query(UNHEALTHY, &[])
+            .await?
+            .iter()
+            .map(|r| UnhealthyEndpoint {
+                url: r.get(0),
+                consecutive_failures: r.get(1),
+                last_error: r.get(2),
+                since: r.get(3),
+            })
+            .collect(),
         by_event: Vec::new(),
     };
     let mut events: std::collections::BTreeMap<String, EventStats> = Default::default();

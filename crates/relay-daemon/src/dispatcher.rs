@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::delivery::Deliverer;
+use crate::health::{self, Tracker};
 use crate::outcome::{self, Finished, Policies, Recorder, Verdict};
 use crate::shared::{EndpointLoad, Job, Slot, Wake, AHEAD};
 
@@ -65,6 +66,11 @@ struct State {
     in_flight: HashMap<i64, i64>,
     /// Shutting down: start nothing new.
     closed: bool,
+    /// URLs that answered 429 or 503 with a `Retry-After`: nothing more is claimed
+    /// for them until then (the whole URL slows down, not only that row).
+    cooldown: HashMap<String, Instant>,
+    /// Consecutive failures per URL; an unhealthy one gets a delivery at a time.
+    health: Tracker,
 }
 
 impl State {
@@ -98,6 +104,10 @@ struct Shared {
     recorder: Recorder,
     /// Each route's retry schedule, final statuses and attempt timeout.
     policies: Policies,
+    /// Where endpoint health changes go (crate::health).
+    health: mpsc::UnboundedSender<health::Change>,
+    /// The longest cool-down a `Retry-After` may impose.
+    max_retry_after: Duration,
     /// Told when a worker runs out of rows it may start.
     wake: mpsc::Sender<Wake>,
 }
@@ -121,17 +131,23 @@ impl Dispatcher {
         config: &relay_core::Config,
         deliverer: Deliverer,
         recorder: Recorder,
+        health: mpsc::UnboundedSender<health::Change>,
         wake: mpsc::Sender<Wake>,
     ) -> Dispatcher {
         let workers = config.queue.workers;
         let capacity = workers.saturating_mul(AHEAD);
         Dispatcher {
             shared: Arc::new(Shared {
-                state: Mutex::default(),
+                state: Mutex::new(State {
+                    health: Tracker::new(config.queue.unhealthy_after),
+                    ..State::default()
+                }),
                 max_per_endpoint: config.queue.max_per_endpoint,
                 deliverer,
                 recorder,
                 policies: Policies::new(config),
+                health,
+                max_retry_after: Duration::from_secs(config.queue.max_retry_after_seconds),
                 wake,
             }),
             slots: Arc::new(Semaphore::new(capacity)),
@@ -163,14 +179,33 @@ impl Dispatcher {
         }
         let cap = self.shared.max_per_endpoint.saturating_mul(AHEAD);
         let mut load = EndpointLoad::default();
-        for (url, n) in held {
+        for (url, n) in &held {
             load.urls.push(url.to_string());
-            load.in_flight.push(i32::try_from(n).unwrap_or(i32::MAX));
-            if n >= cap {
+            load.in_flight.push(i32::try_from(*n).unwrap_or(i32::MAX));
+            if *n >= cap {
                 load.saturated.push(url.to_string());
             }
         }
+        let cap = i32::try_from(cap).unwrap_or(i32::MAX);
+        let now = Instant::now();
+        for (url, until) in &state.cooldown {
+            if *until > now {
+                load.limit(url, 0, cap);
+            }
+        }
+        for url in state.health.unhealthy() {
+            let room = usize::from(held.get(url.as_str()).copied().unwrap_or(0) == 0);
+            load.limit(url, room, cap);
+        }
         load
+    }
+
+    /// When the soonest 429/503 cool-down ends, if one is running.
+    pub(crate) fn cooldown_ends_in(&self) -> Option<Duration> {
+        let mut state = self.shared.state();
+        let now = Instant::now();
+        state.cooldown.retain(|_, until| *until > now);
+        state.cooldown.values().map(|until| *until - now).min()
     }
 
     /// Queues claimed rows and starts workers for them.
@@ -331,10 +366,20 @@ async fn deliver(shared: &Shared, ready: Ready) {
     }
     // No await between these: an abort finds the row either still in flight
     // (released) or handed to the recorder.
-    {
+    let change = {
         let mut state = shared.state();
         decrement(&mut state.sending, &job.url);
         state.in_flight.remove(&job.id);
+        if let (Some(429 | 503), Some(after)) = (attempt.status, attempt.retry_after) {
+            let until = Instant::now() + after.min(shared.max_retry_after);
+            info!(url = %health::shown(&job.url), retry_after = ?after,
+                "n8n asked to slow down: nothing more is sent to this URL until then");
+            state.cooldown.insert(job.url.clone(), until);
+        }
+        state.health.observe(&job.url, attempt.error.as_deref())
+    };
+    if let Some(change) = change {
+        let _ = shared.health.send(change);
     }
     shared.recorder.record(Finished {
         job,

@@ -39,6 +39,7 @@ mod db;
 mod delivery;
 mod dispatcher;
 mod error;
+mod health;
 pub mod listener;
 pub mod liveness;
 pub mod outcome;
@@ -107,7 +108,8 @@ pub async fn run(
     if !routes.held.is_empty() {
         info!(events = ?routes.held, "routes disabled: their events are queued, not sent");
     }
-    let dispatcher = dispatcher::Dispatcher::new(&config, deliverer, recorder, wake_tx);
+    let (health_tx, health_task) = health::spawn(db.clone());
+    let dispatcher = dispatcher::Dispatcher::new(&config, deliverer, recorder, health_tx, wake_tx);
     let pump = pump::Pump {
         db: db.clone(),
         routes,
@@ -147,6 +149,9 @@ pub async fn run(
     let _ = listener_task.await;
     let _ = sweeper_task.await;
     let _ = liveness_task.await;
+    // Its senders went with the dispatcher; a health change still being written may
+    // take a moment, no more.
+    let _ = tokio::time::timeout(Duration::from_secs(2), health_task).await;
     info!("relay stopped");
     Ok(())
 }

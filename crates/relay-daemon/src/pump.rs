@@ -256,7 +256,13 @@ impl Pump {
         let (load, total) = self.load();
         // A rate-starved URL's rows count as not claimable (and every row when the
         // n8n-wide limit is out of tokens); look again at the refill.
-        let refill = self.steering.next_refill();
+        let refill = match (
+            self.steering.next_refill(),
+            self.dispatcher.cooldown_ends_in(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let starved;
         let routes = if total == 0 && self.routes.delivering {
             let mut r = self.routes.clone();

@@ -116,7 +116,7 @@ mod tests {
 
         let (t, _) = base.paused(&[Scope::All]);
         assert!(!t.delivering && t.claimable.iter().all(|c| !c));
-        assert_eq!(t.events.len(), 11, "everything still routes");
+        assert_eq!(t.events.len(), 12, "everything still routes");
         let (t, _) = base.paused(&[]);
         assert_eq!(t.claimable, base.claimable);
     }
@@ -126,7 +126,7 @@ mod tests {
         let mut config = Config::default();
         config.n8n.enabled = false;
         let table = RouteTable::new(&config);
-        assert_eq!(table.events.len(), 11);
+        assert_eq!(table.events.len(), 12);
         assert!(table.claimable.iter().all(|c| !c));
         assert!(!table.delivering);
     }
@@ -143,7 +143,7 @@ mod tests {
         );
         let table = RouteTable::new(&config);
         assert_eq!(table.held, vec!["demo_failed".to_string()]);
-        assert_eq!(table.events.len(), 11, "the disabled route still routes");
+        assert_eq!(table.events.len(), 12, "the disabled route still routes");
         assert_eq!(table.claimable.iter().filter(|c| !**c).count(), 1);
     }
 }

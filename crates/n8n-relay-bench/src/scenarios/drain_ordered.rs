@@ -51,11 +51,11 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
         ("one event per lead", INSERT_LEADS_BULK),
         ("20 changes per entity", changes.as_str()),
     ] {
-        let (off, _) = drain(bench, report, n, fill, &[]).await?;
+        let (off, _) = drain(bench, report, NAME, n, fill, &[]).await?;
         let mut modes = serde_json::Map::new();
         for (mode, target) in MODES {
             let env = [("RELAY_QUEUE__ORDERING", mode)];
-            let (on, repeats) = drain(bench, report, n, fill, &env).await?;
+            let (on, repeats) = drain(bench, report, NAME, n, fill, &env).await?;
             report.figures.push(
                 Figure::new(
                     NAME,
@@ -99,9 +99,10 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
 /// size as $1), starts the relay with `env` added to its settings, and waits for all
 /// `n` at the sink: events/s from the relay's start to the last arrival, and how many
 /// deliveries were repeats. The relay is left running.
-async fn drain(
+pub(crate) async fn drain(
     bench: &mut Bench<'_>,
     report: &mut Report,
+    name: &str,
     n: u64,
     fill: &str,
     env: &[(&str, &str)],
@@ -131,7 +132,7 @@ async fn drain(
     let sampler = bench.profiler().await?;
     bench.wait_delivered(n).await?;
     bench.wait_recorded().await?;
-    report.profile(NAME, sampler).await?;
+    report.profile(name, sampler).await?;
     let repeats = bench.sink.requests().saturating_sub(n);
     let last = bench.sink.take().values().max().copied().unwrap_or(started);
     let took = last.duration_since(started).unwrap_or_default();

@@ -1,6 +1,7 @@
 //! One module per scenario, in the order they run.
 
 pub mod drain;
+pub mod drain_limited;
 pub mod drain_ordered;
 pub mod footprint;
 pub mod keeping_up;

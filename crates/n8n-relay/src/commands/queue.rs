@@ -269,6 +269,19 @@ fn render_stats(stats: &Stats, by_event: bool) -> String {
     out.push_str(&format!("oldest pending  {oldest}\n"));
     out.push_str(&format!("due now         {}\n", stats.due_now));
     out.push_str(&format!("held by pauses  {}\n", stats.held_by_pauses));
+    if !stats.unhealthy_endpoints.is_empty() {
+        out.push('\n');
+        let mut table = Table::new(&["unhealthy endpoint", "failures", "since", "last error"]);
+        for e in &stats.unhealthy_endpoints {
+            table.row(vec![
+                e.url.clone(),
+                e.consecutive_failures.to_string(),
+                e.since.clone(),
+                e.last_error.clone().unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
     out
 }
 

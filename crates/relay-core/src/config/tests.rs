@@ -14,7 +14,7 @@ fn defaults_are_valid_and_documented_routes_follow_the_event_name() {
     Jail::expect_with(|_jail| {
         let config = load_in_jail().expect("defaults load");
         let routes = config.routes();
-        assert_eq!(routes.len(), 11);
+        assert_eq!(routes.len(), 12);
         let scraped = routes
             .iter()
             .find(|r| r.event == EventType::LeadScraped)

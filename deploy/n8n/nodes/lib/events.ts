@@ -14,6 +14,7 @@ export const EVENTS = [
 	'video_failed',
 	'approval_requested',
 	'workflow_error',
+	'endpoint_unhealthy',
 ] as const;
 
 export type EventName = (typeof EVENTS)[number];

@@ -32,8 +32,8 @@ test('dedup: an in-flight id older than the window is forgotten, and the size is
 });
 
 test('events: the eleven events and their default paths', () => {
-	assert.equal(EVENTS.length, 11);
-	assert.equal(new Set(EVENTS).size, 11);
+	assert.equal(EVENTS.length, 12);
+	assert.equal(new Set(EVENTS).size, 12);
 	assert.equal(defaultPath('approval_requested'), 'approval-requested');
 });
 

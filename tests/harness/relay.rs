@@ -95,6 +95,10 @@ impl RelayBuilder {
             "RELAY_METRICS__LISTEN".into(),
             format!("127.0.0.1:{}", free_port()),
         );
+        // Endpoint health reports (an extra endpoint_unhealthy event, one delivery at
+        // a time to a failing URL) only where a test asks for them: the fault tests
+        // count every request a failing sink gets.
+        env.insert("RELAY_QUEUE__UNHEALTHY_AFTER".into(), "0".into());
         env.insert("RUST_LOG".into(), "info".into());
         RelayBuilder {
             env,

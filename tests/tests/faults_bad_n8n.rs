@@ -113,18 +113,19 @@ async fn every_kind_of_failure_follows_the_retry_schedule_and_ends_sent_or_faile
                 Some((i + 1).to_string().as_str())
             );
         }
-        // The wait between attempts is the schedule's delay, counted from the end of
-        // the failed attempt (a hang lasts the timeout).
+        // The wait between attempts is the schedule's delay, within its ±20 % jitter,
+        // counted from the end of the failed attempt (a hang lasts the timeout).
         let spent = if kind(id) == Kind::Hang { TIMEOUT_S } else { 0 };
         for (i, pair) in attempts.windows(2).enumerate() {
             let gap = pair[1].received_at - pair[0].received_at;
             let delay = Duration::from_secs(DELAYS[i] + spent);
+            let jitter = Duration::from_secs(DELAYS[i]).mul_f64(relay_core::retry::JITTER);
             // The relay's clock for an attempt starts before the sink stamps its
             // arrival (connect and accept: tens of ms with 40 attempts on a loaded machine),
             // hence the allowance below.
             assert!(
-                gap + Duration::from_millis(250) >= delay
-                    && gap <= delay + Duration::from_millis(2500),
+                gap + jitter + Duration::from_millis(250) >= delay
+                    && gap <= delay + jitter + Duration::from_millis(2500),
                 "entity {id} ({:?}): retry {} came {gap:?} after the attempt before, schedule says {delay:?}",
                 kind(id),
                 i + 1

@@ -60,7 +60,11 @@ async fn a_terminated_listener_backend_is_replaced_and_wake_ups_reach_the_new_on
         assert!(woke.elapsed() < Duration::from_secs(5));
     }
     assert_ne!(db.listener_pid().await, Some(first));
-    assert!(relay.log().contains("listener reconnected"));
+    // Logged just after the LISTEN that made the new backend visible.
+    wait_until("the reconnect logged", T, || async {
+        relay.log().contains("listener reconnected").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,11 +98,11 @@ async fn a_link_that_goes_silent_without_a_fin_is_noticed_and_replaced() {
     })
     .await;
     assert!(silent.elapsed() < Duration::from_secs(30));
-    assert!(
-        relay.log().contains("listener reconnected"),
-        "{}",
-        relay.log()
-    );
+    // Logged just after the LISTEN that made the new backend visible.
+    wait_until("the reconnect logged", T, || async {
+        relay.log().contains("listener reconnected").then_some(())
+    })
+    .await;
 
     // Fully back: an idle relay is woken by one write at once.
     wait_until("the relay is idle and armed", T, || async {

@@ -192,6 +192,9 @@ CREATE TABLE IF NOT EXISTS webhook_logs (
     created_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT webhook_logs_direction_check CHECK (direction IN ('outgoing', 'incoming'))
 );
+-- What an outgoing attempt meant for its row: sent, retry (pending again) or failed.
+-- The console's deliveries-per-minute chart counts these.
+ALTER TABLE webhook_logs ADD COLUMN IF NOT EXISTS outcome text;
 -- Retention: the log is append-only, so created_at follows the table's physical
 -- order and a BRIN index (a few bytes per block range) serves the cleanup.
 CREATE INDEX IF NOT EXISTS webhook_logs_created_brin ON webhook_logs USING brin (created_at);

@@ -95,6 +95,10 @@ impl RelayBuilder {
             "RELAY_METRICS__LISTEN".into(),
             format!("127.0.0.1:{}", free_port()),
         );
+        env.insert(
+            "RELAY_CONSOLE__LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        );
         // Endpoint health reports (an extra endpoint_unhealthy event, one delivery at
         // a time to a failing URL) only where a test asks for them: the fault tests
         // count every request a failing sink gets.
@@ -124,6 +128,13 @@ impl RelayBuilder {
     pub fn callbacks_addr(&self) -> String {
         self.env
             .get("RELAY_CALLBACKS__LISTEN")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn console_addr(&self) -> String {
+        self.env
+            .get("RELAY_CONSOLE__LISTEN")
             .cloned()
             .unwrap_or_default()
     }
@@ -205,7 +216,11 @@ impl RelayBuilder {
     }
 }
 
-const LISTEN_KEYS: [&str; 2] = ["RELAY_CALLBACKS__LISTEN", "RELAY_METRICS__LISTEN"];
+const LISTEN_KEYS: [&str; 3] = [
+    "RELAY_CALLBACKS__LISTEN",
+    "RELAY_METRICS__LISTEN",
+    "RELAY_CONSOLE__LISTEN",
+];
 
 /// Listen addresses of the relays this test process is running.
 static LIVE_PORTS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());

@@ -26,10 +26,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the relay, the callback listener and /metrics, /healthz, /readyz.
+    /// Run the relay, the callback listener, the console and /metrics, /healthz, /readyz.
     Run,
     /// Run the callback listener alone.
     Callbacks,
+    /// Run the operator console alone (console.listen, default 127.0.0.1:9188).
+    Console,
     /// Install or upgrade the schema (idempotent).
     Migrate(MigrateArgs),
     /// Print the effective configuration with secrets redacted; exit 2 if invalid.

@@ -52,6 +52,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             logging::init(&loaded.config.log);
             commands::callbacks::run(loaded.config).await
         }
+        Command::Console => {
+            logging::init(&loaded.config.log);
+            commands::console::run(loaded.config).await
+        }
         Command::Migrate(args) => commands::migrate::run(&loaded.config, &args).await,
         Command::Queue(cmd) => commands::queue::run(&loaded.config, cmd).await,
         Command::Emit(args) => commands::emit::run(&loaded.config, &args).await,

@@ -333,6 +333,10 @@ const RETRY_FAILED: &str = "
           AND ($1::bigint IS NULL OR id = $1)
           AND ($2::text IS NULL OR event_type = $2)
           AND ($3::timestamptz IS NULL OR created_at >= $3)
+          AND ($5::text IS NULL OR webhook_url = $5)
+          AND ($6::bigint IS NULL OR entity_id = $6)
+          AND ($7::timestamptz IS NULL OR created_at < $7)
+          AND ($8::text IS NULL OR strpos(lower(last_error), lower($8)) > 0)
         FOR UPDATE
     ), reset AS (
         UPDATE webhook_queue q
@@ -500,13 +504,29 @@ fn payload_for_display(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
+/// Which failed rows a bulk retry takes (every field optional; all must match).
+#[derive(Debug, Clone, Default)]
+pub struct FailedFilter {
+    pub event: Option<String>,
+    pub url: Option<String>,
+    pub entity_id: Option<i64>,
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+    /// Text in `last_error` (case-insensitive, taken literally).
+    pub error_text: Option<String>,
+}
+
 /// Puts one failed row back to pending, due now. Any other status is refused.
 pub async fn retry(client: &Client, id: i64) -> Result<()> {
+    retry_noted(client, id, RETRY_NOTE).await
+}
+
+/// [`retry`] with a history note of the caller's (the console names itself).
+pub async fn retry_noted(client: &Client, id: i64, note: &str) -> Result<()> {
+    let none = FailedFilter::default();
+    let which = Some(id);
     let reset = client
-        .query(
-            RETRY_FAILED,
-            &[&Some(id), &None::<&str>, &None::<SystemTime>, &RETRY_NOTE],
-        )
+        .query(RETRY_FAILED, &retry_params(&which, &none, &note))
         .await?;
     if reset.is_empty() {
         return Err(refusal(client, id, "retried", "failed").await);
@@ -526,24 +546,81 @@ pub async fn retry_all_failed(
         Some(text) => Some(resolve_since(client, text).await?),
         None => None,
     };
+    let filter = FailedFilter {
+        event: event.map(|e| e.as_str().to_string()),
+        since,
+        ..FailedFilter::default()
+    };
+    retry_failed_matching(client, &filter, RETRY_NOTE).await
+}
+
+/// Every failed row `filter` selects, back to pending; the ids reset, ascending.
+pub async fn retry_failed_matching(
+    client: &Client,
+    filter: &FailedFilter,
+    note: &str,
+) -> Result<Vec<i64>> {
+    if let Some(event) = &filter.event {
+        check_event(event)?;
+    }
     let rows = client
-        .query(
-            RETRY_FAILED,
+        .query(RETRY_FAILED, &retry_params(&None, filter, &note))
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// How many failed rows `filter` selects (for a confirmation before a bulk retry).
+pub async fn count_failed_matching(client: &Client, filter: &FailedFilter) -> Result<i64> {
+    const COUNT: &str = "SELECT count(*) FROM webhook_queue
+        WHERE status = 'failed'
+          AND ($1::text IS NULL OR event_type = $1)
+          AND ($2::timestamptz IS NULL OR created_at >= $2)
+          AND ($3::text IS NULL OR webhook_url = $3)
+          AND ($4::bigint IS NULL OR entity_id = $4)
+          AND ($5::timestamptz IS NULL OR created_at < $5)
+          AND ($6::text IS NULL OR strpos(lower(last_error), lower($6)) > 0)";
+    let row = client
+        .query_one(
+            COUNT,
             &[
-                &None::<i64>,
-                &event.map(EventType::as_str),
-                &since,
-                &RETRY_NOTE,
+                &filter.event,
+                &filter.since,
+                &filter.url,
+                &filter.entity_id,
+                &filter.until,
+                &filter.error_text,
             ],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(row.get(0))
+}
+
+fn retry_params<'a>(
+    id: &'a Option<i64>,
+    filter: &'a FailedFilter,
+    note: &'a &'a str,
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 8] {
+    [
+        id,
+        &filter.event,
+        &filter.since,
+        note,
+        &filter.url,
+        &filter.entity_id,
+        &filter.until,
+        &filter.error_text,
+    ]
 }
 
 /// Cancels a pending or failed row and returns the status it had; `sending`,
 /// `sent` and `cancelled` are refused.
 pub async fn cancel(client: &Client, id: i64) -> Result<String> {
-    match client.query_opt(CANCEL, &[&id, &CANCEL_NOTE]).await? {
+    cancel_noted(client, id, CANCEL_NOTE).await
+}
+
+/// [`cancel`] with a history note of the caller's.
+pub async fn cancel_noted(client: &Client, id: i64, note: &str) -> Result<String> {
+    match client.query_opt(CANCEL, &[&id, &note]).await? {
         Some(row) => Ok(row.get(0)),
         None => Err(refusal(client, id, "cancelled", "pending or failed").await),
     }

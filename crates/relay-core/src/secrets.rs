@@ -24,6 +24,8 @@ pub const FILE_KEYS: &[(&str, &str)] = &[
     ("n8n.api_key", "n8n.api_key_file"),
     ("n8n.auth_header_value", "n8n.auth_header_value_file"),
     ("database.password", "database.password_file"),
+    ("console.token", "console.token_file"),
+    ("console.read_only_token", "console.read_only_token_file"),
 ];
 
 /// The file key of `secret_key`, if that secret may come from a file.
@@ -39,7 +41,7 @@ pub fn file_key_of(secret_key: &str) -> Option<&'static str> {
 pub(crate) fn load(config: &mut Config) -> Result<(), ConfigError> {
     let c = config;
     // In the order of FILE_KEYS, which names each pair once (check-config reads it).
-    let slots: [(&String, &mut Secret); 5] = [
+    let slots: [(&String, &mut Secret); 7] = [
         (
             &c.security.webhook_secret_file,
             &mut c.security.webhook_secret,
@@ -51,6 +53,11 @@ pub(crate) fn load(config: &mut Config) -> Result<(), ConfigError> {
         (&c.n8n.api_key_file, &mut c.n8n.api_key),
         (&c.n8n.auth_header_value_file, &mut c.n8n.auth_header_value),
         (&c.database.password_file, &mut c.database.password),
+        (&c.console.token_file, &mut c.console.token),
+        (
+            &c.console.read_only_token_file,
+            &mut c.console.read_only_token,
+        ),
     ];
     for (&(key, file_key), (path, secret)) in FILE_KEYS.iter().zip(slots) {
         if path.is_empty() {

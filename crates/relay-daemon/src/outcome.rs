@@ -85,9 +85,11 @@ queue AS (
 ),
 logs AS (
     INSERT INTO webhook_logs (direction, event_type, webhook_queue_id, webhook_url, attempt,
-                              response_status, response_body, duration_ms, error_message)
+                              response_status, response_body, duration_ms, error_message,
+                              outcome)
     SELECT 'outgoing', o.event_type, o.id, o.webhook_url, o.attempt, o.response_status,
-           o.response_body, o.duration_ms, o.error
+           o.response_body, o.duration_ms, o.error,
+           CASE o.status WHEN 'pending' THEN 'retry' ELSE o.status END
     FROM o
 ),
 history AS (

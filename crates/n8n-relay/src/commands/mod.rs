@@ -3,6 +3,7 @@
 
 pub mod callbacks;
 pub mod check_config;
+pub mod console;
 pub mod emit;
 pub mod migrate;
 pub mod queue;
@@ -50,6 +51,23 @@ pub async fn check_database(config: &Config) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Binds `console.listen`, for `run` and `console`.
+pub async fn bind_console(config: &Config) -> Result<tokio::net::TcpListener, Failure> {
+    let addr = config.console.listen;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen on console.listen = {addr}"))
+        .map_err(Failure::from)
+}
+
+/// The console's own small pool (it reads pages and takes a sample every few
+/// seconds).
+pub fn console_pool(config: &Config) -> Result<deadpool_postgres::Pool, Failure> {
+    relay_core::db::pool_sized(&config.database, "n8n-relay-console", 2)
+        .context("database.url: could not set up the console's pool")
+        .map_err(Failure::from)
 }
 
 /// Binds `callbacks.listen`, for `run` and `callbacks`.

@@ -24,6 +24,11 @@ pub async fn run(config: Config) -> CmdResult {
     } else {
         None
     };
+    let console_listener = if config.console.enabled {
+        Some(super::bind_console(&config).await?)
+    } else {
+        None
+    };
     super::check_database(&config).await?;
     let config = Arc::new(config);
     let marker = relay_core::db::Marker::random();
@@ -48,6 +53,7 @@ pub async fn run(config: Config) -> CmdResult {
         workers = config.queue.workers,
         callbacks_listen = %config.callbacks.listen,
         metrics_listen = %config.metrics.listen,
+        console_listen = %config.console.listen,
         %marker,
         "relay started"
     );
@@ -58,6 +64,18 @@ pub async fn run(config: Config) -> CmdResult {
         marker,
         shutdown.clone(),
     ));
+    let console = match console_listener {
+        Some(listener) => {
+            let pool = super::console_pool(&config)?;
+            Some(tokio::spawn(relay_console::serve(
+                config.clone(),
+                pool,
+                listener,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let callbacks = callbacks_listener.map(|listener| {
         tokio::spawn(relay_callbacks::serve(
             config.clone(),
@@ -72,6 +90,9 @@ pub async fn run(config: Config) -> CmdResult {
     shutdown.cancel();
     if let Some(observe) = observe {
         let _ = observe.await;
+    }
+    if let Some(console) = console {
+        let _ = console.await;
     }
     if let Some(callbacks) = callbacks {
         match callbacks.await {

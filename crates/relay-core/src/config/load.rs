@@ -292,6 +292,14 @@ impl Default for Config {
                 enabled: true,
                 listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
             },
+            console: ConsoleConfig {
+                enabled: true,
+                listen: SocketAddr::from(([127, 0, 0, 1], 9188)),
+                token: Secret::default(),
+                read_only_token: Secret::default(),
+                token_file: String::new(),
+                read_only_token_file: String::new(),
+            },
             log: LogConfig {
                 format: LogFormat::Human,
                 level: "info".into(),

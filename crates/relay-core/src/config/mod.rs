@@ -83,6 +83,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub callbacks: CallbacksConfig,
     pub metrics: MetricsConfig,
+    pub console: ConsoleConfig,
     pub log: LogConfig,
     /// Per-event overrides; events without an entry use the default route.
     pub routes: BTreeMap<String, RouteConfig>,
@@ -265,6 +266,21 @@ pub struct CallbacksConfig {
     pub tls_key: String,
 }
 
+/// The operator console (`n8n-relay console`, and `run` when enabled).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Logs in as operator (views and actions). Required unless `listen` is loopback.
+    pub token: Secret,
+    /// Logs in read-only (views, no actions).
+    pub read_only_token: Secret,
+    /// The two tokens read from files instead.
+    pub token_file: String,
+    pub read_only_token_file: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -441,6 +457,8 @@ impl Config {
             &mut copy.n8n.auth_header_value,
             &mut copy.security.webhook_secret,
             &mut copy.security.n8n_webhook_secret,
+            &mut copy.console.token,
+            &mut copy.console.read_only_token,
         ]
         .into_iter()
         .chain(listed)

@@ -175,6 +175,52 @@ turn it off with security.scheme = standard-webhooks",
             "callbacks.max_connections",
             self.callbacks.max_connections as u64,
         )?;
+        if self.console.enabled {
+            let loopback = self.console.listen.ip().is_loopback();
+            if !loopback && self.console.token.is_empty() {
+                return Err(ConfigError::invalid(
+                    "console.token",
+                    format!(
+                        "the console listens on {} (not loopback): set console.token (or \
+                         console.token_file), or listen on 127.0.0.1, or console.enabled = false",
+                        self.console.listen
+                    ),
+                ));
+            }
+            if self.console.token.is_empty() && !self.console.read_only_token.is_empty() {
+                return Err(ConfigError::invalid(
+                    "console.read_only_token",
+                    "needs console.token beside it (an operator must be able to log in too)",
+                ));
+            }
+            if !self.console.token.is_empty()
+                && self.console.token.expose() == self.console.read_only_token.expose()
+            {
+                return Err(ConfigError::invalid(
+                    "console.read_only_token",
+                    "must differ from console.token",
+                ));
+            }
+            for (key, token) in [
+                ("console.token", &self.console.token),
+                ("console.read_only_token", &self.console.read_only_token),
+            ] {
+                if !token.is_empty() && token.expose().len() < 16 {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "too short: use at least 16 characters (e.g. openssl rand -hex 32)",
+                    ));
+                }
+            }
+            if self.console.listen == self.metrics.listen
+                || self.console.listen == self.callbacks.listen
+            {
+                return Err(ConfigError::invalid(
+                    "console.listen",
+                    format!("{} is taken by another listener", self.console.listen),
+                ));
+            }
+        }
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::invalid("log.level", "must not be empty"));
         }

@@ -1,0 +1,259 @@
+//! Who may use the console: an operator token (views and actions) and an optional
+//! read-only token (views). A login trades a token for a session cookie (`HttpOnly`,
+//! `SameSite=Strict`, `Secure` behind TLS); every action also carries the session's
+//! CSRF token. Tokens are compared in constant time (their SHA-256, so lengths do not
+//! leak either); a failed login is slowed down, more so for an address that keeps
+//! failing, and logged without the token.
+//!
+//! On a loopback address without `console.token`, there is nothing to log in with:
+//! everyone who can reach the port is an operator (the configuration refuses that on
+//! any other address).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "n8n_relay_console";
+/// How long a session lasts without being used.
+const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+/// Sessions kept at most; the least recently used goes first.
+const MAX_SESSIONS: usize = 1000;
+/// A failed login waits this long, doubled per recent failure from its address, up
+/// to [`MAX_PENALTY`].
+const PENALTY: Duration = Duration::from_millis(500);
+const MAX_PENALTY: Duration = Duration::from_secs(8);
+/// Failures are forgotten after this.
+const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// What a session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// A logged-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub role: Role,
+    /// Sent back with every action.
+    pub csrf: String,
+    last_used: Instant,
+}
+
+pub struct Auth {
+    operator: Option<[u8; 32]>,
+    read_only: Option<[u8; 32]>,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    random: SystemRandom,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Auth {
+    pub fn new(operator: &str, read_only: &str) -> Auth {
+        Auth {
+            operator: (!operator.is_empty()).then(|| digest(operator)),
+            read_only: (!read_only.is_empty()).then(|| digest(read_only)),
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            random: SystemRandom::new(),
+        }
+    }
+
+    /// No token configured (loopback only): no login, everyone is an operator.
+    pub fn open(&self) -> bool {
+        self.operator.is_none()
+    }
+
+    /// The role `token` logs in as, checked in constant time against both tokens.
+    pub fn check(&self, token: &str) -> Option<Role> {
+        let given = digest(token);
+        let mut role = None;
+        // Both comparisons always run.
+        if let Some(read_only) = &self.read_only {
+            if bool::from(given.ct_eq(read_only)) {
+                role = Some(Role::ReadOnly);
+            }
+        }
+        if let Some(operator) = &self.operator {
+            if bool::from(given.ct_eq(operator)) {
+                role = Some(Role::Operator);
+            }
+        }
+        role
+    }
+
+    /// A new session for `role`: its id (the cookie's value).
+    pub fn start(&self, role: Role) -> Option<String> {
+        let id = self.random_hex()?;
+        let csrf = self.random_hex()?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, s| s.last_used.elapsed() < SESSION_IDLE);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                role,
+                csrf,
+                last_used: Instant::now(),
+            },
+        );
+        Some(id)
+    }
+
+    /// The session a cookie value names, if it is live.
+    pub fn session(&self, id: &str) -> Option<Session> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let live = sessions
+            .get(id)
+            .is_some_and(|s| s.last_used.elapsed() < SESSION_IDLE);
+        if !live {
+            sessions.remove(id);
+            return None;
+        }
+        let session = sessions.get_mut(id)?;
+        session.last_used = Instant::now();
+        Some(session.clone())
+    }
+
+    pub fn end(&self, id: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.remove(id);
+    }
+
+    /// How long a failed login from `ip` waits before it is answered; counts it.
+    pub fn failed(&self, ip: IpAddr) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+        let entry = failures.entry(ip).or_insert((0, Instant::now()));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = Instant::now();
+        PENALTY
+            .saturating_mul(1u32 << entry.0.saturating_sub(1).min(5))
+            .min(MAX_PENALTY)
+    }
+
+    pub fn succeeded(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&ip);
+    }
+
+    fn random_hex(&self) -> Option<String> {
+        let mut bytes = [0u8; 32];
+        self.random.fill(&mut bytes).ok()?;
+        Some(hex::encode(bytes))
+    }
+}
+
+/// `a == b` in constant time, for CSRF tokens.
+pub fn same(a: &str, b: &str) -> bool {
+    bool::from(digest(a).ct_eq(&digest(b)))
+}
+
+/// The session cookie, `Secure` when the browser reached us over TLS (a reverse
+/// proxy's `X-Forwarded-Proto: https`).
+pub fn cookie(id: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}")
+}
+
+/// The cookie that ends a session in the browser.
+pub fn expired_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// The session id in a `Cookie` header.
+pub fn session_id(cookie_header: &str) -> Option<&str> {
+    cookie_header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_log_in_as_their_role_and_nothing_else_does() {
+        let auth = Auth::new("operator-token-0123456789", "reader-token-0123456789");
+        assert_eq!(
+            auth.check("operator-token-0123456789"),
+            Some(Role::Operator)
+        );
+        assert_eq!(auth.check("reader-token-0123456789"), Some(Role::ReadOnly));
+        assert_eq!(auth.check("operator-token-012345678"), None);
+        assert_eq!(auth.check(""), None);
+        assert!(!auth.open());
+        assert!(Auth::new("", "").open());
+        assert_eq!(
+            Auth::new("", "").check(""),
+            None,
+            "no token, nothing matches"
+        );
+    }
+
+    #[test]
+    fn sessions_carry_their_role_and_a_csrf_token_and_end() {
+        let auth = Auth::new("operator-token-0123456789", "");
+        let id = auth.start(Role::Operator).expect("session");
+        let s = auth.session(&id).expect("live");
+        assert_eq!(s.role, Role::Operator);
+        assert_eq!(s.csrf.len(), 64);
+        assert!(same(&s.csrf, &s.csrf) && !same(&s.csrf, "x"));
+        auth.end(&id);
+        assert!(auth.session(&id).is_none());
+        assert!(auth.session("forged").is_none());
+    }
+
+    #[test]
+    fn repeated_failures_wait_longer_up_to_a_cap() {
+        let auth = Auth::new("operator-token-0123456789", "");
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let waits: Vec<Duration> = (0..8).map(|_| auth.failed(ip)).collect();
+        assert_eq!(waits[0], PENALTY);
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(waits[7], MAX_PENALTY);
+        auth.succeeded(ip);
+        assert_eq!(auth.failed(ip), PENALTY);
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_and_strict_and_found_among_others() {
+        let c = cookie("abc", true);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Secure"));
+        assert!(!cookie("abc", false).contains("Secure"));
+        assert_eq!(session_id("a=1; n8n_relay_console=abc; b=2"), Some("abc"));
+        assert_eq!(session_id("n8n_relay_console="), None);
+        assert_eq!(session_id("other=abc"), None);
+    }
+}

@@ -1,0 +1,584 @@
+//! The operator console of `n8n-relay run` over real HTTP: login, sessions and roles,
+//! CSRF, escaping of hostile payloads, filters and pages, actions that go through the
+//! queue library and say so in the history. (The same, driven in a real browser:
+//! tests/browser/.)
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use relay_tests::{wait_until, Relay, RelayBuilder, Sink, TestDb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const T: Duration = Duration::from_secs(20);
+const OPERATOR: &str = "operator-token-for-the-tests-0123";
+const READER: &str = "read-only-token-for-the-tests-0123";
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, Vec<String>>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// One request on a fresh connection.
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> Reply {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the console");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: console\r\nConnection: close\r\n");
+    if let Some(c) = cookie {
+        request.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    if let Some(body) = form {
+        request.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    if let Some(body) = form {
+        request.push_str(body);
+    }
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut raw))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers
+                .entry(k.trim().to_ascii_lowercase())
+                .or_default()
+                .push(v.trim().to_string());
+        }
+    }
+    // Chunked bodies: good enough to search in.
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Logs in with `token`: the session cookie pair (`name=value`).
+async fn login(addr: &str, token: &str) -> String {
+    let r = http(
+        addr,
+        "POST",
+        "/login",
+        None,
+        Some(&format!("token={}", enc(token))),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().expect("pair").to_string()
+}
+
+/// The CSRF token in a page's forms.
+fn csrf(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    page[at..at + 64].to_string()
+}
+
+async fn console(db: &TestDb, sink: &Sink, extra: &[(&str, &str)]) -> (Relay, String) {
+    let mut builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_CONSOLE__TOKEN", OPERATOR)
+        .env("RELAY_CONSOLE__READ_ONLY_TOKEN", READER);
+    for (k, v) in extra {
+        builder = builder.env(k, v);
+    }
+    let relay = builder.spawn();
+    let addr = relay.builder.console_addr();
+    wait_until("the console listens", T, || async {
+        TcpStream::connect(&addr).await.ok().map(|_| ())
+    })
+    .await;
+    (relay, addr)
+}
+
+/// A failed row whose payload and error are hostile HTML: `(id)`.
+async fn hostile_failed_row(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "INSERT INTO webhook_queue (webhook_id, event_id, event_type, entity_type, entity_id,
+                 webhook_url, payload, status, retry_count, max_retries, last_error)
+             VALUES (gen_random_uuid(), (SELECT coalesce(max(event_id), 400000) + 1 FROM webhook_queue), 'lead_scraped', 'lead', 7,
+                 'http://127.0.0.1:9/webhook/lead-scraped',
+                 jsonb_build_object('business_name', '<script>alert(\"xss\")</script>'),
+                 'failed', 3, 3, '<img src=x onerror=alert(1)> HTTP 500')
+             RETURNING id",
+            &[],
+        )
+        .await
+        .expect("insert a failed row")
+        .get(0)
+}
+
+#[tokio::test]
+async fn without_a_login_every_page_sends_you_to_it_and_a_wrong_token_is_refused_slowly() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (relay, addr) = console(&db, &sink, &[]).await;
+
+    for path in ["/", "/queue", "/row/1", "/callbacks"] {
+        let r = http(&addr, "GET", path, None, None).await;
+        assert_eq!(
+            (r.status, r.header("location")),
+            (303, Some("/login")),
+            "{path}"
+        );
+    }
+    let r = http(&addr, "POST", "/row/1/retry", None, Some("csrf=x")).await;
+    assert_eq!(r.status, 401);
+    let r = http(&addr, "GET", "/login", None, None).await;
+    assert_eq!(r.status, 200);
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    let started = std::time::Instant::now();
+    let r = http(&addr, "POST", "/login", None, Some("token=not-the-token")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_none());
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "a failed login is slowed down"
+    );
+    wait_until("the failure logged without the token", T, || async {
+        relay.log().contains("console login failed").then_some(())
+    })
+    .await;
+    assert!(!relay.log().contains("not-the-token"));
+    // A forged session cookie is no session.
+    let r = http(&addr, "GET", "/", Some("n8n_relay_console=forged"), None).await;
+    assert_eq!(r.status, 303);
+}
+
+#[tokio::test]
+async fn an_operator_finds_a_failed_row_by_its_error_retries_it_and_the_history_names_the_console()
+{
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = console(&db, &sink, &[]).await;
+    let id = hostile_failed_row(&db).await;
+    let cookie = login(&addr, OPERATOR).await;
+
+    let page = http(
+        &addr,
+        "GET",
+        "/queue?status=failed&q=HTTP+500",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&format!("href=\"/row/{id}\"")),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("<img src=x"),
+        "the error text is escaped"
+    );
+    let none = http(
+        &addr,
+        "GET",
+        "/queue?status=failed&q=timed+out",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(!none.body.contains(&format!("href=\"/row/{id}\"")));
+
+    let row = http(&addr, "GET", &format!("/row/{id}"), Some(&cookie), None).await;
+    assert_eq!(row.status, 200);
+    assert!(
+        !row.body.contains("<script>alert"),
+        "the payload is escaped"
+    );
+    assert!(row.body.contains("&lt;script&gt;alert"), "{}", row.body);
+    let token = csrf(&row.body);
+
+    // Without the CSRF token: refused, nothing changes.
+    let r = http(
+        &addr,
+        "POST",
+        &format!("/row/{id}/retry"),
+        Some(&cookie),
+        Some("x=1"),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM webhook_queue WHERE id = {id} AND status = 'failed'"
+        ))
+        .await,
+        1
+    );
+
+    let r = http(
+        &addr,
+        "POST",
+        &format!("/row/{id}/retry"),
+        Some(&cookie),
+        Some(&format!("csrf={token}")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some(format!("/row/{id}?done=retried").as_str()))
+    );
+    wait_until("the retried row delivered", T, || async {
+        (db.count(&format!(
+            "SELECT count(*) FROM webhook_queue WHERE id = {id} AND status <> 'failed'"
+        ))
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let note: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT note FROM webhook_retry_history WHERE webhook_queue_id = $1 AND note LIKE 'manual retry%'",
+            &[&id],
+        )
+        .await
+        .expect("a history note")
+        .get(0);
+    assert!(note.contains("console, operator from 127.0.0.1"), "{note}");
+}
+
+#[tokio::test]
+async fn a_read_only_login_sees_every_page_but_no_action_and_a_forged_post_gets_403() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = console(&db, &sink, &[]).await;
+    let id = hostile_failed_row(&db).await;
+    let cookie = login(&addr, READER).await;
+
+    for path in [
+        "/".to_string(),
+        "/queue".into(),
+        format!("/row/{id}"),
+        "/callbacks".into(),
+    ] {
+        let page = http(&addr, "GET", &path, Some(&cookie), None).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(
+            !page.body.contains("/retry\"") && !page.body.contains("/cancel\""),
+            "{path}"
+        );
+        assert!(!page.body.contains("action=\"/pause\""), "{path}");
+    }
+    // It still has a CSRF token (for logging out): a POST with it is refused by role.
+    let page = http(&addr, "GET", "/", Some(&cookie), None).await;
+    let token = csrf(&page.body);
+    for action in [
+        format!("/row/{id}/retry"),
+        format!("/row/{id}/cancel"),
+        "/pause".into(),
+        "/cleanup".into(),
+    ] {
+        let r = http(
+            &addr,
+            "POST",
+            &action,
+            Some(&cookie),
+            Some(&format!("csrf={token}&days=1&scope=all")),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{action}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM webhook_pauses").await, 0);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM webhook_queue WHERE id = {id} AND status = 'failed'"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_overview_shows_what_the_database_holds_and_bad_filters_name_their_field() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = console(&db, &sink, &[]).await;
+    db.client()
+        .await
+        .execute(
+            "SELECT webhook_emit('lead_scraped', 'lead', e, '{}'::jsonb) FROM generate_series(1, 12) e",
+            &[],
+        )
+        .await
+        .expect("emit");
+    db.wait_for_queue_status("sent", 12, T).await;
+    let cookie = login(&addr, OPERATOR).await;
+    let page = wait_until("the overview counts 12 sent", T, || async {
+        let page = http(&addr, "GET", "/", Some(&cookie), None).await;
+        page.body.contains("id=\"count-sent\">12<").then_some(page)
+    })
+    .await;
+    assert!(page.body.contains("<svg"), "the chart");
+    assert!(page.body.contains("id=\"count-failed\">0<"));
+    assert!(page.body.contains("lead_scraped"));
+
+    for (query, field) in [
+        ("status=lost", "status"),
+        ("event=lead_scrapped", "event"),
+        ("entity_id=seven", "entity_id"),
+        ("since=yesterday", "since"),
+        ("sort=random", "sort"),
+        ("after=12", "after"),
+    ] {
+        let r = http(
+            &addr,
+            "GET",
+            &format!("/queue?{query}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{query}");
+        assert!(r.body.contains(&format!("{field}:")), "{query}: {}", r.body);
+    }
+    let r = http(&addr, "GET", "/row/987654", Some(&cookie), None).await;
+    assert_eq!(r.status, 404);
+
+    // Pages of 50 by key: 12 rows fit one page; a cursor past the last row is empty.
+    let r = http(&addr, "GET", "/queue?sort=priority", Some(&cookie), None).await;
+    assert_eq!(r.body.matches("href=\"/row/").count(), 12);
+    assert!(!r.body.contains("Next page"));
+    let r = http(&addr, "GET", "/queue?after=0:1", Some(&cookie), None).await;
+    assert!(r.body.contains("No row matches."));
+}
+
+#[tokio::test]
+async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = console(&db, &sink, &[("RELAY_QUEUE__ENABLED", "false")]).await;
+    for _ in 0..3 {
+        hostile_failed_row(&db).await;
+    }
+    let cookie = login(&addr, OPERATOR).await;
+    let page = http(&addr, "GET", "/queue?status=failed", Some(&cookie), None).await;
+    let token = csrf(&page.body);
+
+    let ask = http(
+        &addr,
+        "POST",
+        "/queue/retry-failed",
+        Some(&cookie),
+        Some(&format!("csrf={token}&status=failed")),
+    )
+    .await;
+    assert_eq!(ask.status, 200);
+    assert!(ask.body.contains("id=\"confirm-count\">3<"), "{}", ask.body);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed'")
+            .await,
+        3,
+        "asked, not done"
+    );
+
+    let done = http(
+        &addr,
+        "POST",
+        "/queue/retry-failed",
+        Some(&cookie),
+        Some(&format!("csrf={token}&status=failed&confirm=yes")),
+    )
+    .await;
+    assert_eq!(done.status, 303);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'pending'")
+            .await,
+        3
+    );
+
+    let dry = http(
+        &addr,
+        "POST",
+        "/cleanup",
+        Some(&cookie),
+        Some(&format!("csrf={token}&days=1&dry_run=1")),
+    )
+    .await;
+    assert_eq!(dry.status, 200);
+    assert!(dry.body.contains("would delete"), "{}", dry.body);
+    let bad = http(
+        &addr,
+        "POST",
+        "/cleanup",
+        Some(&cookie),
+        Some(&format!("csrf={token}&days=zero")),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("days:"));
+
+    // Pause and resume from the overview go through the same table as the CLI.
+    let r = http(
+        &addr,
+        "POST",
+        "/pause",
+        Some(&cookie),
+        Some(&format!(
+            "csrf={token}&scope=event:lead_scraped&reason=maintenance&do=pause"
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let by: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT paused_by || ' / ' || reason FROM webhook_pauses",
+            &[],
+        )
+        .await
+        .expect("paused")
+        .get(0);
+    assert!(
+        by.starts_with("console, operator from ") && by.ends_with("maintenance"),
+        "{by}"
+    );
+    let r = http(
+        &addr,
+        "POST",
+        "/pause",
+        Some(&cookie),
+        Some(&format!("csrf={token}&scope=event:lead_scraped&do=resume")),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(db.count("SELECT count(*) FROM webhook_pauses").await, 0);
+    let r = http(
+        &addr,
+        "POST",
+        "/logout",
+        Some(&cookie),
+        Some(&format!("csrf={token}")),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let r = http(&addr, "GET", "/", Some(&cookie), None).await;
+    assert_eq!(r.status, 303, "logged out");
+}
+
+#[tokio::test]
+async fn a_console_on_a_public_address_without_a_token_refuses_to_start() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    for (env, named) in [
+        (
+            vec![("RELAY_CONSOLE__LISTEN", "0.0.0.0:0")],
+            "console.token",
+        ),
+        (vec![("RELAY_CONSOLE__TOKEN", "short")], "console.token"),
+        (
+            vec![("RELAY_CONSOLE__READ_ONLY_TOKEN", READER)],
+            "console.read_only_token",
+        ),
+    ] {
+        let mut builder = RelayBuilder::new(&db.url, &sink.url());
+        for (k, v) in &env {
+            builder = builder.env(k, v);
+        }
+        let out = builder.output().await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(named), "{env:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn on_loopback_without_a_token_there_is_no_login_but_forms_still_need_their_csrf_token() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let addr = relay.builder.console_addr();
+    let page = wait_until("the console answers", T, || async {
+        let stream = TcpStream::connect(&addr).await.ok()?;
+        drop(stream);
+        Some(http(&addr, "GET", "/", None, None).await)
+    })
+    .await;
+    assert_eq!(page.status, 200);
+    let cookie = page
+        .header("set-cookie")
+        .expect("a session")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let id = hostile_failed_row(&db).await;
+    let r = http(
+        &addr,
+        "POST",
+        &format!("/row/{id}/cancel"),
+        Some(&cookie),
+        Some("csrf=guess"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "a cross-site form cannot act");
+    let token = csrf(&page.body);
+    let r = http(
+        &addr,
+        "POST",
+        &format!("/row/{id}/cancel"),
+        Some(&cookie),
+        Some(&format!("csrf={token}")),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert!(relay.log().contains("without console.token"));
+}

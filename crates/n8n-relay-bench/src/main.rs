@@ -92,10 +92,12 @@ enum Scenario {
     Drain,
     DrainOrdered,
     DrainLimited,
+    Console,
 }
 
-/// The order they run in: the drains stop and restart the relay, so they go last.
-const ALL: [Scenario; 7] = [
+/// The order they run in: the drains stop and restart the relay, so they go last;
+/// the console's fills the queue with a million rows, so it goes after them.
+const ALL: [Scenario; 8] = [
     Scenario::TriggerCost,
     Scenario::KeepingUp,
     Scenario::Latency,
@@ -103,6 +105,7 @@ const ALL: [Scenario; 7] = [
     Scenario::Drain,
     Scenario::DrainOrdered,
     Scenario::DrainLimited,
+    Scenario::Console,
 ];
 
 fn main() -> ExitCode {
@@ -215,6 +218,7 @@ fn name(s: Scenario) -> &'static str {
         Scenario::Drain => scenarios::drain::NAME,
         Scenario::DrainOrdered => scenarios::drain_ordered::NAME,
         Scenario::DrainLimited => scenarios::drain_limited::NAME,
+        Scenario::Console => scenarios::console::NAME,
     }
 }
 
@@ -239,6 +243,7 @@ async fn step(
         Some(Scenario::Drain) => scenarios::drain::run(bench, report).await,
         Some(Scenario::DrainOrdered) => scenarios::drain_ordered::run(bench, report).await,
         Some(Scenario::DrainLimited) => scenarios::drain_limited::run(bench, report).await,
+        Some(Scenario::Console) => scenarios::console::run(bench, report).await,
     };
     match result {
         Ok(()) => eprintln!(

@@ -79,6 +79,11 @@ impl RelaySpec {
             "RELAY_METRICS__LISTEN",
             format!("127.0.0.1:{}", free_port()?),
         );
+        // On loopback without a token: no login (scenario 8 times its pages).
+        set(
+            "RELAY_CONSOLE__LISTEN",
+            format!("127.0.0.1:{}", free_port()?),
+        );
         set("RUST_LOG", "warn".into());
         Ok(RelaySpec {
             keep_log: false,

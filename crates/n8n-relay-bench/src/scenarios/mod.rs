@@ -1,5 +1,6 @@
 //! One module per scenario, in the order they run.
 
+pub mod console;
 pub mod drain;
 pub mod drain_limited;
 pub mod drain_ordered;

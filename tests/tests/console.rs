@@ -582,3 +582,25 @@ async fn on_loopback_without_a_token_there_is_no_login_but_forms_still_need_thei
     assert_eq!(r.status, 303);
     assert!(relay.log().contains("without console.token"));
 }
+
+#[tokio::test]
+async fn n8n_relay_console_serves_the_console_alone() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_CONSOLE__TOKEN", OPERATOR)
+        .args(["console"])
+        .spawn();
+    let addr = relay.builder.console_addr();
+    let login_page = wait_until("the console alone answers", T, || async {
+        TcpStream::connect(&addr).await.ok()?;
+        Some(http(&addr, "GET", "/login", None, None).await)
+    })
+    .await;
+    assert_eq!(login_page.status, 200);
+    let cookie = login(&addr, OPERATOR).await;
+    let page = http(&addr, "GET", "/queue", Some(&cookie), None).await;
+    assert_eq!(page.status, 200);
+    // Alone: no delivery, no LISTEN connection of its own.
+    assert_eq!(db.listener_pid().await, None);
+}

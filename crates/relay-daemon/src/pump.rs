@@ -164,7 +164,8 @@ impl Pump {
     fn woken(&mut self, wake: Wake) {
         match wake {
             Wake::Released => self.due_first = true,
-            Wake::Control => self.steering.control(),
+            // A new LISTEN connection may have missed a control notification.
+            Wake::Control | Wake::Reconnected => self.steering.control(),
             _ => {}
         }
     }

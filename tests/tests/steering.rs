@@ -262,9 +262,11 @@ async fn a_paused_route_holds_its_events_across_relays_and_a_restart_and_resume_
     let mut first = builder.spawn();
     let _second = builder.spawn();
     wait_until("both relays listen", T, || async {
-        (db.count("SELECT count(*) FROM pg_stat_activity
-                   WHERE datname = current_database() AND application_name = 'n8n-relay-listener'")
-            .await
+        (db.count(
+            "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND application_name = 'n8n-relay-listener'",
+        )
+        .await
             == 2)
             .then_some(())
     })

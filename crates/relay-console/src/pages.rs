@@ -430,7 +430,7 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
             }
             h2 { "Requests (newest first)" }
             table {
-                thead { tr { th { "attempt" } th { "at" } th { "status" } th { "duration" } th { "error" } } }
+                thead { tr { th { "attempt" } th { "at" } th { "status" } th { "duration" } th { "error" } th { "response" } } }
                 tbody {
                     @for l in &detail.logs {
                         tr {
@@ -438,6 +438,7 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
                             td { (l.response_status.map(|s| s.to_string()).unwrap_or_default()) }
                             td { (l.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default()) }
                             td class="error-text" { (l.error_message.clone().unwrap_or_default()) }
+                            td class="excerpt" { (l.response_excerpt.clone().unwrap_or_default()) }
                         }
                     }
                 }

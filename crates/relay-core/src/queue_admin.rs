@@ -231,6 +231,8 @@ pub struct LogEntry {
     pub duration_ms: Option<i32>,
     pub error_message: Option<String>,
     pub created_at: String,
+    /// The start of n8n's answer (200 characters at most).
+    pub response_excerpt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -315,7 +317,8 @@ const SHOW_ATTEMPTS: &str = r#"
 
 const SHOW_LOGS: &str = r#"
     SELECT id, direction, attempt, response_status, duration_ms, error_message,
-           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+           left(response_body, 200)
     FROM webhook_logs
     WHERE webhook_queue_id = $1
     ORDER BY id DESC
@@ -487,6 +490,7 @@ pub async fn show(client: &Client, id: i64) -> Result<Detail> {
             duration_ms: r.get(4),
             error_message: r.get(5),
             created_at: r.get(6),
+            response_excerpt: r.get(7),
         })
         .collect();
     Ok(Detail {

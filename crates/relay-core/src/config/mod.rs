@@ -26,7 +26,7 @@ mod tests;
 mod validate;
 
 pub use load::{Loaded, Sources};
-pub use secret::Secret;
+pub use secret::{redact_url_password, Secret};
 
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/relay.toml";
@@ -484,80 +484,4 @@ impl Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.queue.timeout_seconds)
     }
-}
-
-/// A database URL with every password hidden, in either of libpq's forms:
-/// `postgres://user:pw@h1,h2/db?password=pw` -> `postgres://user:(redacted)@h1,h2/db?password=(redacted)`,
-/// `host=db password='a b'` -> `host=db password=(redacted)`. Written by hand rather
-/// than with a URL parser, because a multi-host URL is not a URL to one, and a URL
-/// that fails to parse must not be shown as it is.
-pub fn redact_url_password(url: &str) -> String {
-    const HIDDEN: &str = "(redacted)";
-    let trimmed = url.trim();
-    if let Some((scheme, rest)) = trimmed.split_once("://") {
-        let (authority_and_path, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q)),
-            None => (rest, None),
-        };
-        let authority_end = authority_and_path
-            .find('/')
-            .unwrap_or(authority_and_path.len());
-        let (authority, path) = authority_and_path.split_at(authority_end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:{HIDDEN}@{hosts}"),
-                None => format!("{userinfo}@{hosts}"),
-            },
-            None => authority.to_string(),
-        };
-        let query = query.map(|q| {
-            q.split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={HIDDEN}"),
-                    _ => pair.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("&")
-        });
-        return match query {
-            Some(q) => format!("{scheme}://{authority}{path}?{q}"),
-            None => format!("{scheme}://{authority}{path}"),
-        };
-    }
-    // key=value pairs; a value may be 'quoted', with backslash escapes.
-    let mut out = String::with_capacity(trimmed.len());
-    let mut chars = trimmed.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c != '=' {
-            continue;
-        }
-        let key = out[..out.len() - 1].trim_end();
-        let key_start = key.rfind(char::is_whitespace).map_or(0, |i| i + 1);
-        let hide = key[key_start..].eq_ignore_ascii_case("password");
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            value.push('\'');
-            chars.next();
-            while let Some(v) = chars.next() {
-                value.push(v);
-                if v == '\\' {
-                    if let Some(escaped) = chars.next() {
-                        value.push(escaped);
-                    }
-                } else if v == '\'' {
-                    break;
-                }
-            }
-        } else {
-            while let Some(v) = chars.next_if(|v| !v.is_whitespace()) {
-                value.push(v);
-            }
-        }
-        out.push_str(if hide { HIDDEN } else { &value });
-    }
-    out
 }

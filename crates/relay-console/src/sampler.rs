@@ -2,7 +2,8 @@
 //! a hundred of them) adds no query. The queue counts come from one GROUP BY, taken
 //! less often when it is slow (at most 1 % of the time); the deliveries per minute
 //! are read incrementally from `webhook_logs` (only rows newer than the last ones
-//! seen, by primary key), kept for an hour in memory.
+//! seen, by primary key), kept for an hour in memory. Nobody looking, nothing is
+//! sampled: the task sleeps from [`IDLE_AFTER`] without a view until the next one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -18,6 +19,8 @@ use tracing::debug;
 pub const EVERY: Duration = Duration::from_secs(5);
 /// Minutes of deliveries kept.
 pub const MINUTES: i64 = 60;
+/// Sampling stops this long after the last view of the overview.
+pub const IDLE_AFTER: Duration = Duration::from_secs(600);
 
 /// Outgoing attempts per minute and outcome since `$1` (exclusive id), over the last
 /// hour, with the newest id seen: `(minute, outcome, event, url, count, max id)`.
@@ -89,7 +92,39 @@ pub struct Snapshot {
     pub error: Option<String>,
 }
 
-pub type Shared = Arc<RwLock<Snapshot>>;
+/// The snapshot, and how a viewer wakes the sampler.
+#[derive(Clone, Default)]
+pub struct Shared {
+    snapshot: Arc<RwLock<Snapshot>>,
+    viewed: Arc<std::sync::Mutex<Option<Instant>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Shared {
+    /// The latest snapshot; counts as a view (the sampler wakes if it slept).
+    pub fn view(&self) -> Snapshot {
+        let was_idle = {
+            let mut viewed = self.viewed.lock().unwrap_or_else(|p| p.into_inner());
+            let idle = viewed.is_none_or(|t| t.elapsed() >= IDLE_AFTER);
+            *viewed = Some(Instant::now());
+            idle
+        };
+        if was_idle {
+            self.wake.notify_one();
+        }
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn watched(&self) -> bool {
+        self.viewed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < IDLE_AFTER)
+    }
+}
 
 /// Per minute, per event, per URL.
 #[derive(Default)]
@@ -125,17 +160,23 @@ impl Window {
 
 /// Starts the sampler; the snapshot fills within a moment.
 pub fn spawn(pool: Pool, shutdown: CancellationToken) -> Shared {
-    let shared: Shared = Arc::default();
+    let shared = Shared::default();
     let out = shared.clone();
     tokio::spawn(async move {
         let mut window = Window::default();
         loop {
+            if !shared.watched() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = shared.wake.notified() => {}
+                }
+            }
             let started = Instant::now();
             let result =
                 tokio::time::timeout(Duration::from_secs(60), sample(&pool, &mut window)).await;
             let took = started.elapsed();
             {
-                let mut snap = shared.write().unwrap_or_else(|p| p.into_inner());
+                let mut snap = shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
                 match result {
                     Ok(Ok(mut next)) => {
                         next.taken = Some(Instant::now());
@@ -157,6 +198,19 @@ pub fn spawn(pool: Pool, shutdown: CancellationToken) -> Shared {
         }
     });
     out
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn a_view_wakes_an_idle_sampler_and_keeps_it_going() {
+        let shared = Shared::default();
+        assert!(!shared.watched(), "nobody looked yet");
+        let _ = shared.view();
+        assert!(shared.watched());
+    }
 }
 
 async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {

@@ -329,19 +329,11 @@ impl Console {
         let q = pairs(query);
         match path {
             "/" => {
-                let snap = self
-                    .snapshot
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let snap = self.snapshot.view();
                 Answer::page(StatusCode::OK, pages::overview(ctx, &snap, &self.routes))
             }
             "/overview/live" => {
-                let snap = self
-                    .snapshot
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let snap = self.snapshot.view();
                 Answer::page(StatusCode::OK, pages::overview_live(&snap, &self.routes))
             }
             "/queue" => {

@@ -37,7 +37,7 @@ use crate::error::DaemonError;
 use crate::shared::Wake;
 
 /// How often each relay looks for markers that are gone.
-pub const TICK: Duration = Duration::from_millis(250);
+pub const TICK: Duration = Duration::from_millis(500);
 
 /// How long a marker must be missing, seen at every tick, before its rows are taken
 /// back: longer than a relay needs to reconnect one connection.

@@ -2,17 +2,22 @@
 //! events through the real triggers; then the relay starts and the clock runs until the
 //! sink has every one of them.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::bench::Bench;
 use crate::load::{INSERT_LEADS_BULK, WAL_POSITION};
+use crate::profile::RELAY_BACKENDS;
+use crate::relay::cpu_time_of_pid;
 use crate::report::{fmt_num, Figure, Report, Target};
 
 pub const NAME: &str = "3 backlog drain";
 const TARGET_PER_SECOND: f64 = 8_000.0;
+/// Postgres's share of a delivered event (the speed issue's targets).
+const TARGET_PG_CPU_PER_EVENT_US: f64 = 75.0;
+const TARGET_WAL_PER_EVENT: f64 = 1_200.0;
 /// Rows per bulk statement, so one transaction does not hold the whole backlog.
 const CHUNK: u64 = 10_000;
 const WAL_LSN: &str = "SELECT pg_current_wal_insert_lsn()::text";
@@ -47,6 +52,19 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     let wal_after: f64 = client.query_one(WAL_POSITION, &[]).await?.get(0);
     let lsn_after: String = client.query_one(WAL_LSN, &[]).await?.get(0);
     let wal_per_event = (wal_after - wal_before) / n as f64;
+    // What the drain made Postgres do: the CPU of every backend of the relay, which
+    // started with the drain (its pool and LISTEN connections), read before it stops.
+    let backends: Vec<u32> = client
+        .query(RELAY_BACKENDS, &[])
+        .await?
+        .iter()
+        .filter_map(|row| u32::try_from(row.get::<_, i32>(0)).ok())
+        .collect();
+    let backends_cpu: Duration = backends
+        .iter()
+        .filter_map(|pid| cpu_time_of_pid(*pid).ok())
+        .sum();
+    let relay_cpu = bench.relay.as_ref().map(|r| r.cpu_time()).transpose()?;
     report.profile(NAME, sampler).await?;
     let repeats = bench.sink.requests().saturating_sub(n);
     let arrivals = bench.sink.take();
@@ -66,12 +84,35 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
         figure = figure.baseline("sink ceiling", ceiling);
     }
     report.figures.push(figure);
-    report.figures.push(Figure::new(
-        NAME,
-        "WAL the relay writes per event (route, claim, outcome, log)",
-        wal_per_event,
-        "bytes",
-    ));
+    report.figures.push(
+        Figure::new(
+            NAME,
+            "WAL the relay writes per event (route, claim, outcome, log)",
+            wal_per_event,
+            "bytes",
+        )
+        .target(Target::value_at_most(TARGET_WAL_PER_EVENT)),
+    );
+    report.figures.push(
+        Figure::new(
+            NAME,
+            format!(
+                "Postgres CPU per delivered event (the relay's {} backends)",
+                backends.len()
+            ),
+            backends_cpu.as_secs_f64() * 1e6 / n as f64,
+            "µs",
+        )
+        .target(Target::value_at_most(TARGET_PG_CPU_PER_EVENT_US)),
+    );
+    if let Some(cpu) = relay_cpu {
+        report.figures.push(Figure::new(
+            NAME,
+            "relay process CPU per delivered event",
+            cpu.as_secs_f64() * 1e6 / n as f64,
+            "µs",
+        ));
+    }
     let memory = bench.relay.as_ref().map(|r| r.memory_kib()).transpose()?;
     if let Some((_, peak)) = memory {
         report.figures.push(Figure::new(

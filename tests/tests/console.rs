@@ -29,8 +29,20 @@ impl Reply {
     }
 }
 
-/// One request on a fresh connection.
+/// One request on a fresh connection, addressed as a browser on this machine would.
 async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> Reply {
+    http_as(addr, addr, method, path, cookie, form).await
+}
+
+/// One request with `host` as its Host header.
+async fn http_as(
+    host: &str,
     addr: &str,
     method: &str,
     path: &str,
@@ -40,7 +52,7 @@ async fn http(
     let mut stream = TcpStream::connect(addr)
         .await
         .expect("connect to the console");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: console\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if let Some(c) = cookie {
         request.push_str(&format!("Cookie: {c}\r\n"));
     }
@@ -538,6 +550,16 @@ async fn a_console_on_a_public_address_without_a_token_refuses_to_start() {
         assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
         assert!(stderr.contains(named), "{env:?}: {stderr}");
     }
+    // `n8n-relay console` serves whatever console.enabled says: checked all the same.
+    let out = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_CONSOLE__ENABLED", "false")
+        .env("RELAY_CONSOLE__LISTEN", "0.0.0.0:0")
+        .args(["console"])
+        .output()
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("console.token"), "{stderr}");
 }
 
 #[tokio::test]
@@ -581,6 +603,11 @@ async fn on_loopback_without_a_token_there_is_no_login_but_forms_still_need_thei
     .await;
     assert_eq!(r.status, 303);
     assert!(relay.log().contains("without console.token"));
+
+    // A page that reached it by another name (DNS rebinding) or a proxy gets nothing.
+    let rebound = http_as("evil.example:9188", &addr, "GET", "/", None, None).await;
+    assert_eq!(rebound.status, 403);
+    assert!(rebound.header("set-cookie").is_none() && !rebound.body.contains("name=\"csrf\""));
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ const PENALTY: Duration = Duration::from_millis(500);
 const MAX_PENALTY: Duration = Duration::from_secs(8);
 /// Failures are forgotten after this.
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// Addresses with failures remembered at most.
+const MAX_FAILING_ADDRESSES: usize = 10_000;
 
 /// What a session may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +153,13 @@ impl Auth {
     /// How long a failed login from `ip` waits before it is answered; counts it.
     pub fn failed(&self, ip: IpAddr) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+        if failures.len() >= MAX_FAILING_ADDRESSES {
+            failures.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+            if failures.len() >= MAX_FAILING_ADDRESSES {
+                // Full of fresh failures (a spread attack): everyone waits the longest.
+                return MAX_PENALTY;
+            }
+        }
         let entry = failures.entry(ip).or_insert((0, Instant::now()));
         entry.0 = entry.0.saturating_add(1);
         entry.1 = Instant::now();

@@ -65,6 +65,20 @@ fn layout(title: &str, ctx: Option<&Ctx>, body: Markup) -> Markup {
     }
 }
 
+/// A URL without any `user:password@`, for every page (read-only viewers included).
+fn shown(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            match rest[..end].rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{host}{}", &rest[end..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 fn hidden_csrf(ctx: &Ctx) -> Markup {
     html! { input type="hidden" name="csrf" value=(ctx.csrf); }
 }
@@ -121,6 +135,9 @@ fn age(seconds: f64) -> String {
 pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
     html! {
         @if let Some(e) = &snap.error { p class="error" { "Last sample failed: " (e) } }
+        @if let Some(taken) = snap.taken {
+            p class="hint" id="sampled" { "Sampled " (age(taken.elapsed().as_secs_f64())) " ago (every 5 s while someone looks)." }
+        }
         @match &snap.stats {
             None => p { "Sampling the queue…" },
             Some(stats) => {
@@ -175,7 +192,7 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                     h2 { "Unhealthy endpoints" }
                     table { thead { tr { th { "URL" } th { "failures" } th { "since" } th { "last error" } } }
                         tbody { @for (url, n, err, since) in &snap.unhealthy {
-                            tr { td { (url) } td { (n) } td { (since) } td { (err) } } } } }
+                            tr { td { (shown(url)) } td { (n) } td { (since) } td { (err) } } } } }
                 }
             }
             div {
@@ -184,7 +201,7 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                 @else {
                     table { thead { tr { th { "paused" } th { "since" } th { "by" } th { "held" } th { "reason" } } }
                         tbody { @for p in &snap.pauses { tr {
-                            td { (p.scope) " " (p.target) } td { (p.paused_at) } td { (p.paused_by) }
+                            td { (p.scope) " " (shown(&p.target)) } td { (p.paused_at) } td { (p.paused_by) }
                             td { (p.held) } td { (p.reason.clone().unwrap_or_default()) } } } } }
                 }
             }
@@ -197,7 +214,7 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                     @for r in routes {
                         tr {
                             td { (r.event.as_str()) }
-                            td class="url" { (r.url) }
+                            td class="url" { (shown(&r.url)) }
                             td { (r.priority) }
                             td { @if r.lifecycle { "lifecycle" } @else if r.ordered.is_some() { "entity" } @else { "none" } }
                             td { @if r.enabled { "yes" } @else { span class="bad" { "no" } } }
@@ -219,7 +236,7 @@ fn rate_table(what: &str, rows: &[(String, crate::sampler::Outcomes)]) -> Markup
                 tbody {
                     @for (name, o) in rows.iter().take(20) {
                         tr {
-                            td class="url" { (name) }
+                            td class="url" { (shown(name)) }
                             td { (o.sent) } td { (o.retry) } td { (o.failed) }
                             td class=(if o.failure_rate() > 0.0 { "bad" } else { "" }) { (format!("{:.1} %", o.failure_rate())) }
                         }
@@ -328,7 +345,7 @@ pub fn queue(
                             td { a href=(format!("/row/{}", r.id)) { (r.id) } }
                             td { (r.event_type) }
                             td { (r.entity) }
-                            td class="url" { (r.url) }
+                            td class="url" { (shown(&r.url)) }
                             td { (r.priority) }
                             td class=(status_class(&r.status)) { (r.status) }
                             td { (r.attempts) }
@@ -389,7 +406,7 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
             dl {
                 dt { "event" } dd { (r.event_type) }
                 dt { "entity" } dd { (r.entity_type.clone().unwrap_or_default()) " " (r.entity_id.map(|i| i.to_string()).unwrap_or_default()) }
-                dt { "URL" } dd class="url" { (r.webhook_url) }
+                dt { "URL" } dd class="url" { (shown(&r.webhook_url)) }
                 dt { "webhook id" } dd { (r.webhook_id) }
                 dt { "priority" } dd { (r.priority) }
                 dt { "retries" } dd { (r.retry_count) " of " (r.max_retries) }
@@ -404,7 +421,7 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
                         Some(o) => {
                             (ordering.scope.clone().unwrap_or_else(|| "entity".into())) " (on_failure = " (o) ")"
                             @if let Some((id, event, status, url)) = &ordering.waits_for {
-                                ": waits for " a href=(format!("/row/{id}")) { "row " (id) } " (" (event) ", " (status) ", " (url) ")"
+                                ": waits for " a href=(format!("/row/{id}")) { "row " (id) } " (" (event) ", " (status) ", " (shown(url)) ")"
                             }
                         }
                     }
@@ -520,6 +537,26 @@ mod tests {
             last_error: Some("<img src=x onerror=alert(2)>".into()),
             created_at: "2025-11-04T12:00:00Z".into(),
         }
+    }
+
+    #[test]
+    fn urls_never_show_their_credentials() {
+        assert_eq!(
+            shown("https://u:p@n8n:5678/webhook/x"),
+            "https://n8n:5678/webhook/x"
+        );
+        let mut r = hostile_row();
+        r.url = "https://user:s3cret@n8n/webhook/x".into();
+        let html = queue(
+            &ctx(Role::ReadOnly),
+            &QueueFilter::default(),
+            &[r],
+            None,
+            None,
+            &[],
+        )
+        .into_string();
+        assert!(!html.contains("s3cret"));
     }
 
     #[test]

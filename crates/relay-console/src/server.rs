@@ -37,6 +37,12 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
     base-uri 'none'";
 /// A form body larger than this is refused.
 const MAX_FORM: usize = 64 * 1024;
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Headers must arrive within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection (keep-alive included) lasts at most this.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 
@@ -72,7 +78,14 @@ pub async fn serve(
             info!(%addr, "console ready");
         }
     }
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // A client that never finishes its headers is cut off, and only so many
+    // connections are served at once: the console shares the relay's process.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -86,6 +99,11 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: this one is closed at once rather than queued.
+            drop(stream);
+            continue;
+        };
         let console = console.clone();
         let service = service_fn(move |request| {
             let console = console.clone();
@@ -96,7 +114,9 @@ pub async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let _ = connection.await;
+            // Whole requests are bounded too, not only their headers.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
@@ -223,6 +243,17 @@ impl Console {
             _ => {}
         }
 
+        // Without a token, the console trusts the machine it runs on, and only that:
+        // a browser that reached it by another name (DNS rebinding) or through a
+        // proxy is refused.
+        if self.auth.open() && !local_request(request.headers()) {
+            warn!(client = %ip, "console without console.token refused a request by another host name or through a proxy");
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Without console.token this console only answers http://127.0.0.1 or http://localhost on this machine; set console.token to reach it otherwise.",
+                None,
+            );
+        }
         // Who is asking: the session of the cookie; with no token configured
         // (loopback only), a new operator session for anyone without one.
         let cookie = request
@@ -582,6 +613,27 @@ impl Console {
     }
 }
 
+/// A request addressed to this machine by a loopback name, not forwarded.
+fn local_request(headers: &http::HeaderMap) -> bool {
+    if headers.keys().any(|k| {
+        let k = k.as_str();
+        k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip"
+    }) {
+        return false;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "127.0.0.1" | "localhost" | "::1"
+    )
+}
+
 /// Fixed texts for the `done=` of a redirect: never the query's own text.
 fn flash_text(done: &str) -> Option<String> {
     match done {
@@ -659,6 +711,40 @@ mod tests {
         assert!(CSP.contains("script-src 'self'") && !CSP.contains("unsafe-inline"));
         assert!(CSP.contains("frame-ancestors 'none'"));
         assert!(!JS.contains("innerHTML = '") && !JS.contains("eval("));
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_names_unforwarded_are_local() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            h
+        };
+        for host in [
+            "127.0.0.1:9188",
+            "localhost:9188",
+            "[::1]:9188",
+            "LOCALHOST",
+        ] {
+            assert!(local_request(&headers(&[("host", host)])), "{host}");
+        }
+        for host in [
+            "evil.example:9188",
+            "127.0.0.1.evil.example",
+            "10.0.0.5:9188",
+        ] {
+            assert!(!local_request(&headers(&[("host", host)])), "{host}");
+        }
+        assert!(!local_request(&headers(&[])), "no Host");
+        assert!(!local_request(&headers(&[
+            ("host", "127.0.0.1"),
+            ("x-forwarded-for", "1.2.3.4")
+        ])));
     }
 
     #[test]

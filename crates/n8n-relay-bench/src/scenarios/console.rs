@@ -116,7 +116,7 @@ async fn get(addr: &str, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)
         .await
         .context("connecting to the console")?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: console\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))

@@ -176,50 +176,7 @@ turn it off with security.scheme = standard-webhooks",
             self.callbacks.max_connections as u64,
         )?;
         if self.console.enabled {
-            let loopback = self.console.listen.ip().is_loopback();
-            if !loopback && self.console.token.is_empty() {
-                return Err(ConfigError::invalid(
-                    "console.token",
-                    format!(
-                        "the console listens on {} (not loopback): set console.token (or \
-                         console.token_file), or listen on 127.0.0.1, or console.enabled = false",
-                        self.console.listen
-                    ),
-                ));
-            }
-            if self.console.token.is_empty() && !self.console.read_only_token.is_empty() {
-                return Err(ConfigError::invalid(
-                    "console.read_only_token",
-                    "needs console.token beside it (an operator must be able to log in too)",
-                ));
-            }
-            if !self.console.token.is_empty()
-                && self.console.token.expose() == self.console.read_only_token.expose()
-            {
-                return Err(ConfigError::invalid(
-                    "console.read_only_token",
-                    "must differ from console.token",
-                ));
-            }
-            for (key, token) in [
-                ("console.token", &self.console.token),
-                ("console.read_only_token", &self.console.read_only_token),
-            ] {
-                if !token.is_empty() && token.expose().len() < 16 {
-                    return Err(ConfigError::invalid(
-                        key,
-                        "too short: use at least 16 characters (e.g. openssl rand -hex 32)",
-                    ));
-                }
-            }
-            if self.console.listen == self.metrics.listen
-                || self.console.listen == self.callbacks.listen
-            {
-                return Err(ConfigError::invalid(
-                    "console.listen",
-                    format!("{} is taken by another listener", self.console.listen),
-                ));
-            }
+            self.validate_console()?;
         }
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::invalid("log.level", "must not be empty"));
@@ -269,6 +226,56 @@ turn it off with security.scheme = standard-webhooks",
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The console's settings, checked whenever the console is served: by `run` when
+    /// `console.enabled`, and always by `n8n-relay console`.
+    pub fn validate_console(&self) -> Result<(), ConfigError> {
+        let loopback = self.console.listen.ip().is_loopback();
+        if !loopback && self.console.token.is_empty() {
+            return Err(ConfigError::invalid(
+                "console.token",
+                format!(
+                    "the console listens on {} (not loopback): set console.token (or \
+                     console.token_file), or listen on 127.0.0.1, or console.enabled = false",
+                    self.console.listen
+                ),
+            ));
+        }
+        if self.console.token.is_empty() && !self.console.read_only_token.is_empty() {
+            return Err(ConfigError::invalid(
+                "console.read_only_token",
+                "needs console.token beside it (an operator must be able to log in too)",
+            ));
+        }
+        if !self.console.token.is_empty()
+            && self.console.token.expose() == self.console.read_only_token.expose()
+        {
+            return Err(ConfigError::invalid(
+                "console.read_only_token",
+                "must differ from console.token",
+            ));
+        }
+        for (key, token) in [
+            ("console.token", &self.console.token),
+            ("console.read_only_token", &self.console.read_only_token),
+        ] {
+            if !token.is_empty() && token.expose().len() < 16 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "too short: use at least 16 characters (e.g. openssl rand -hex 32)",
+                ));
+            }
+        }
+        if self.console.listen == self.metrics.listen
+            || self.console.listen == self.callbacks.listen
+        {
+            return Err(ConfigError::invalid(
+                "console.listen",
+                format!("{} is taken by another listener", self.console.listen),
+            ));
         }
         Ok(())
     }

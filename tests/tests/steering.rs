@@ -629,3 +629,40 @@ async fn an_endpoint_that_keeps_failing_is_reported_once_and_its_rows_wait_never
     assert_eq!(log.matches("endpoint unhealthy").count(), 1, "{log}");
     assert!(log.contains("endpoint healthy again"), "{log}");
 }
+
+#[tokio::test]
+async fn a_pause_takes_back_rows_already_claimed_only_what_is_in_flight_finishes() {
+    let db = TestDb::migrated().await;
+    // Slow, two at a time: the relay holds several rows claimed ahead of its workers.
+    let sink = Sink::with(|_| Reply::ok().after(Duration::from_millis(300))).await;
+    let builder = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", 2)
+        .env("RELAY_QUEUE__MAX_PER_ENDPOINT", 2);
+    let _relay = builder.spawn();
+    emit(&db, "lead_scraped", 1..=40).await;
+    sink.wait_for(2, T).await;
+    cli(&builder, &["queue", "pause", "--event", "lead_scraped"]).await;
+    let at_pause = sink.count();
+    wait_until("nothing left sending", T, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'sending'")
+            .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        sink.count() <= at_pause + 2,
+        "{} requests after the pause, only the 2 in flight may finish",
+        sink.count() - at_pause
+    );
+    let pending = db
+        .count("SELECT count(*) FROM webhook_queue WHERE status = 'pending'")
+        .await;
+    assert_eq!(
+        pending as usize + sink.count(),
+        40,
+        "the rest wait, pending"
+    );
+    cli(&builder, &["queue", "resume", "--event", "lead_scraped"]).await;
+    db.wait_for_queue_status("sent", 40, T).await;
+}

@@ -114,11 +114,14 @@ pub const ROUTE_AND_CLAIM: &str = include_str!("../sql/route_and_claim.sql");
 /// wait for a disk sync.
 pub const CLAIM_DUE: &str = include_str!("../sql/claim_due.sql");
 
-/// Give rows back untouched (shutdown after the grace period): pending again, due
-/// now, retry_count unchanged. $1 ids, $2 their claim tokens. By primary key, never
-/// through the lease index, as `crate::outcome::RECORD` explains.
+/// Give rows back untouched (shutdown after the grace period; rows withdrawn by a
+/// pause or a 429/503 cool-down before they went out): pending again, due in `$3`
+/// seconds, retry_count unchanged. $1 ids, $2 their claim tokens. By primary key,
+/// never through the lease index, as `crate::outcome::RECORD` explains.
 pub const RELEASE: &str = "UPDATE webhook_queue q
-    SET status = 'pending', lease_expires_at = NULL, updated_at = now()
+    SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL,
+        next_attempt_at = greatest(q.next_attempt_at, now() + make_interval(secs => $3)),
+        updated_at = now()
     FROM unnest($1::int8[], $2::int8[]) AS r(id, token)
     WHERE q.id = ANY ($1::int8[]) AND q.id = r.id
       AND CASE WHEN q.status = 'sending' THEN true END
@@ -128,10 +131,11 @@ pub const RELEASE: &str = "UPDATE webhook_queue q
 /// mid-delivery: their lease ran out, so they go back to the queue, each with a
 /// history note. The guide's "stuck in sending" heals itself.
 pub(crate) const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
-        UPDATE webhook_queue
-        SET status = 'pending', lease_expires_at = NULL, updated_at = now()
-        WHERE status = 'sending' AND lease_expires_at < now()
-        RETURNING id, retry_count, claimed_by
+        UPDATE webhook_queue q
+        SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL, updated_at = now()
+        FROM webhook_queue old
+        WHERE q.status = 'sending' AND q.lease_expires_at < now() AND old.id = q.id
+        RETURNING q.id, q.retry_count, old.claimed_by
     ),
     noted AS (
         INSERT INTO webhook_retry_history (webhook_queue_id, attempt, note)
@@ -279,15 +283,25 @@ pub(crate) async fn claim_due(
 
 /// Returns rows (id, claim token) to `pending`; how many were still ours.
 pub(crate) async fn release(db: &Db, rows: &[(i64, i64)]) -> Result<u64, DaemonError> {
+    release_for(db, rows, Duration::ZERO).await
+}
+
+/// [`release`], the rows due no sooner than `wait` from now.
+pub(crate) async fn release_for(
+    db: &Db,
+    rows: &[(i64, i64)],
+    wait: Duration,
+) -> Result<u64, DaemonError> {
     if rows.is_empty() {
         return Ok(0);
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
     let tokens: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let wait = wait.as_secs_f64();
     db.bounded("releasing rows", async {
         let client = db.client().await?;
         let statement = client.prepare_cached(RELEASE).await?;
-        Ok(client.execute(&statement, &[&ids, &tokens]).await?)
+        Ok(client.execute(&statement, &[&ids, &tokens, &wait]).await?)
     })
     .await
 }

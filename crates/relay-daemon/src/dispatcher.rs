@@ -108,6 +108,8 @@ struct Shared {
     health: mpsc::UnboundedSender<health::Change>,
     /// The longest cool-down a `Retry-After` may impose.
     max_retry_after: Duration,
+    /// Whether this relay's sessions (and so its marker) were seen lately.
+    confirmed: crate::shared::Confirmed,
     /// Told when a worker runs out of rows it may start.
     wake: mpsc::Sender<Wake>,
 }
@@ -132,6 +134,7 @@ impl Dispatcher {
         deliverer: Deliverer,
         recorder: Recorder,
         health: mpsc::UnboundedSender<health::Change>,
+        confirmed: crate::shared::Confirmed,
         wake: mpsc::Sender<Wake>,
     ) -> Dispatcher {
         let workers = config.queue.workers;
@@ -148,6 +151,7 @@ impl Dispatcher {
                 policies: Policies::new(config),
                 health,
                 max_retry_after: Duration::from_secs(config.queue.max_retry_after_seconds),
+                confirmed,
                 wake,
             }),
             slots: Arc::new(Semaphore::new(capacity)),
@@ -198,6 +202,56 @@ impl Dispatcher {
             load.limit(url, room, cap);
         }
         load
+    }
+
+    /// Starts workers for ready rows nobody is working on (after this relay's hold
+    /// on its rows was unconfirmed for a while, the workers stopped).
+    pub(crate) fn kick(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+        let spawn = {
+            let mut state = self.shared.state();
+            if state.closed || !self.shared.confirmed.get() {
+                return;
+            }
+            let spawn = self
+                .workers
+                .saturating_sub(state.workers)
+                .min(state.ready.len());
+            state.workers += spawn;
+            spawn
+        };
+        for _ in 0..spawn {
+            self.tasks.spawn(work(self.shared.clone()));
+        }
+    }
+
+    /// Takes back the claimed rows not yet started that `keep` refuses (their route
+    /// was paused, their URL asked to slow down): `(id, claim token)`, to release.
+    /// Their slots are freed.
+    pub(crate) fn withdraw(&self, keep: impl Fn(&Job) -> bool) -> Vec<(i64, i64)> {
+        let mut state = self.shared.state();
+        let (kept, taken): (VecDeque<Ready>, VecDeque<Ready>) =
+            state.ready.drain(..).partition(|r| keep(&r.job));
+        state.ready = kept;
+        for r in &taken {
+            decrement(&mut state.waiting, &r.job.url);
+        }
+        taken
+            .into_iter()
+            .map(|r| (r.job.id, r.job.lease_token))
+            .collect()
+    }
+
+    /// The URLs cooling down after a 429/503 and how long each still waits.
+    pub(crate) fn cooling(&self) -> Vec<(String, Duration)> {
+        let state = self.shared.state();
+        let now = Instant::now();
+        state
+            .cooldown
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(url, until)| (url.clone(), *until - now))
+            .collect()
     }
 
     /// When the soonest 429/503 cool-down ends, if one is running.
@@ -287,7 +341,10 @@ async fn work(shared: Arc<Shared>) {
     loop {
         let next = {
             let mut state = shared.state();
-            let next = if state.closed {
+            // Not while this relay's hold on its rows is unconfirmed (no database
+            // session seen for a while, crate::liveness): another relay may be
+            // taking them back. The pump starts workers again once it is confirmed.
+            let next = if state.closed || !shared.confirmed.get() {
                 None
             } else {
                 state.take(shared.max_per_endpoint)

@@ -46,6 +46,9 @@ pub(crate) enum Change {
     },
     Healthy {
         url: String,
+        /// This relay had seen it unhealthy (else: its first success since start,
+        /// which clears a mark another relay, or this one before a restart, left).
+        was_unhealthy: bool,
     },
 }
 
@@ -56,6 +59,8 @@ pub(crate) struct Tracker {
     after: u32,
     failures: HashMap<String, u32>,
     unhealthy: HashSet<String>,
+    /// URLs that succeeded since start.
+    seen_ok: HashSet<String>,
 }
 
 impl Tracker {
@@ -83,8 +88,11 @@ impl Tracker {
         match error {
             None => {
                 self.failures.remove(url);
-                self.unhealthy.remove(url).then(|| Change::Healthy {
+                let was_unhealthy = self.unhealthy.remove(url);
+                let first = self.seen_ok.insert(url.to_string());
+                (was_unhealthy || first).then(|| Change::Healthy {
                     url: url.to_string(),
+                    was_unhealthy,
                 })
             }
             Some(error) => {
@@ -131,8 +139,10 @@ pub(crate) fn spawn(db: Db) -> (mpsc::UnboundedSender<Change>, JoinHandle<()>) {
                         "endpoint unhealthy: its last attempts all failed; one delivery at a time until one succeeds");
                     (MARK_UNHEALTHY, url)
                 }
-                Change::Healthy { url } => {
-                    info!(url = %shown(url), "endpoint healthy again");
+                Change::Healthy { url, was_unhealthy } => {
+                    if *was_unhealthy {
+                        info!(url = %shown(url), "endpoint healthy again");
+                    }
                     (MARK_HEALTHY, url)
                 }
             };
@@ -176,7 +186,15 @@ mod tests {
     fn n_failures_in_a_row_make_a_url_unhealthy_once_and_a_success_heals_it() {
         let mut t = Tracker::new(3);
         assert_eq!(t.observe("u", Some("HTTP 500")), None);
-        assert_eq!(t.observe("u", None), None, "a success resets the count");
+        assert_eq!(
+            t.observe("u", None),
+            Some(Change::Healthy {
+                url: "u".into(),
+                was_unhealthy: false
+            }),
+            "the first success since start clears any mark left in the database"
+        );
+        assert_eq!(t.observe("u", None), None, "once");
         assert_eq!(t.observe("u", Some("HTTP 500")), None);
         assert_eq!(t.observe("u", Some("HTTP 500")), None);
         assert_eq!(
@@ -191,7 +209,10 @@ mod tests {
         assert_eq!(t.observe("u", Some("HTTP 502")), None, "reported once");
         assert_eq!(
             t.observe("u", None),
-            Some(Change::Healthy { url: "u".into() })
+            Some(Change::Healthy {
+                url: "u".into(),
+                was_unhealthy: true
+            })
         );
         assert!(!t.is_unhealthy("u"));
         let mut off = Tracker::new(0);

@@ -88,9 +88,11 @@ pub async fn run(
         wake_tx.clone(),
         shutdown.clone(),
     ));
+    let confirmed = shared::Confirmed::new(liveness::UNCONFIRMED_AFTER);
     let liveness_task = tokio::spawn(liveness::run(
         db.clone(),
         marker,
+        confirmed.clone(),
         wake_tx.clone(),
         shutdown.clone(),
     ));
@@ -109,7 +111,8 @@ pub async fn run(
         info!(events = ?routes.held, "routes disabled: their events are queued, not sent");
     }
     let (health_tx, health_task) = health::spawn(db.clone());
-    let dispatcher = dispatcher::Dispatcher::new(&config, deliverer, recorder, health_tx, wake_tx);
+    let dispatcher =
+        dispatcher::Dispatcher::new(&config, deliverer, recorder, health_tx, confirmed, wake_tx);
     let pump = pump::Pump {
         db: db.clone(),
         routes,

@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 
 use crate::db::Db;
 use crate::error::DaemonError;
-use crate::shared::Wake;
+use crate::shared::{Confirmed, Wake};
 
 /// How often each relay looks for markers that are gone.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -58,12 +58,13 @@ pub const ABSENT_MARKERS: &str = "SELECT DISTINCT q.claimed_by
 /// in case one came back since it was seen missing.
 pub const RELEASE_ABSENT: &str = "WITH released AS (
         UPDATE webhook_queue q
-        SET status = 'pending', lease_expires_at = NULL, updated_at = now()
-        WHERE q.status = 'sending' AND q.claimed_by = ANY ($1::int4[])
+        SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL, updated_at = now()
+        FROM webhook_queue old
+        WHERE q.status = 'sending' AND q.claimed_by = ANY ($1::int4[]) AND old.id = q.id
           AND NOT EXISTS (SELECT 1 FROM pg_locks l
               WHERE l.locktype = 'advisory' AND l.classid = 1849193081::oid
                 AND l.objid = q.claimed_by::oid AND l.objsubid = 2 AND l.granted)
-        RETURNING q.id, q.retry_count, q.claimed_by
+        RETURNING q.id, q.retry_count, old.claimed_by
     ),
     noted AS (
         INSERT INTO webhook_retry_history (webhook_queue_id, attempt, note)
@@ -74,9 +75,14 @@ pub const RELEASE_ABSENT: &str = "WITH released AS (
     )
     SELECT r.id FROM released r ORDER BY r.id";
 
+/// Without a successful look for this long, this relay starts no delivery: another
+/// relay may take its rows back at [`GRACE`].
+pub const UNCONFIRMED_AFTER: Duration = Duration::from_millis(1250);
+
 pub(crate) async fn run(
     db: Db,
     marker: Marker,
+    confirmed: Confirmed,
     wake: mpsc::Sender<Wake>,
     shutdown: CancellationToken,
 ) {
@@ -89,7 +95,15 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
         }
         let missing = match absent(&db, marker).await {
-            Ok(missing) => missing,
+            Ok(missing) => {
+                // A session answered, so the marker is held (every session takes it).
+                let was = confirmed.get();
+                confirmed.set();
+                if !was {
+                    let _ = wake.try_send(Wake::Freed);
+                }
+                missing
+            }
             Err(e) => {
                 // The pump and the listener report database trouble; a missed look
                 // only means the markers are looked at again at the next tick.
@@ -167,5 +181,7 @@ mod tests {
     #[test]
     fn a_relay_is_only_taken_for_gone_after_more_than_a_reconnect() {
         assert!(GRACE >= TICK * 4);
+        // A relay stops starting deliveries well before others may take its rows.
+        assert!(UNCONFIRMED_AFTER > TICK * 2 && UNCONFIRMED_AFTER < GRACE);
     }
 }

@@ -76,6 +76,7 @@ queue AS (
         last_response_status = o.response_status,
         sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE q.sent_at END,
         lease_expires_at = NULL,
+        claimed_by = NULL,
         updated_at = now()
     FROM o
     WHERE q.id = ANY (ARRAY(SELECT o.id FROM o)) AND q.id = o.id

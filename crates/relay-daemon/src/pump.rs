@@ -308,7 +308,24 @@ impl Pump {
     async fn pass(&mut self) -> Result<Pass, DaemonError> {
         if let Some(routes) = self.steering.refresh(&self.db).await? {
             self.routes = routes;
+            // Claimed rows a new pause holds go back now, not out.
+            let held = self.steering.holds(&self.routes);
+            let rows = self.dispatcher.withdraw(|job| !held(job));
+            if !rows.is_empty() {
+                info!(
+                    rows = rows.len(),
+                    "paused: claimed rows not yet sent go back to the queue"
+                );
+                claim::release(&self.db, &rows).await?;
+            }
         }
+        // Claimed rows for a URL that asked to slow down wait for it in the queue,
+        // due when it asked (other relays respect that too).
+        for (url, wait) in self.dispatcher.cooling() {
+            let rows = self.dispatcher.withdraw(|job| job.url != url);
+            claim::release_for(&self.db, &rows, wait).await?;
+        }
+        self.dispatcher.kick();
         self.steering.top_up(&self.db).await?;
         let mut due = 0;
         if self.due_first && self.routes.delivering && self.dispatcher.free_slots() > 0 {

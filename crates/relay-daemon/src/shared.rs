@@ -71,6 +71,35 @@ impl Job {
     }
 }
 
+/// When this relay last saw one of its database sessions answer (the liveness check,
+/// every half second): a relay that has not for a while may have lost its marker,
+/// and another relay may be taking its rows back, so it starts no delivery.
+#[derive(Debug, Clone)]
+pub(crate) struct Confirmed {
+    at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    within: std::time::Duration,
+}
+
+impl Confirmed {
+    pub(crate) fn new(within: std::time::Duration) -> Confirmed {
+        Confirmed {
+            at: std::sync::Arc::new(std::sync::Mutex::new(Some(std::time::Instant::now()))),
+            within,
+        }
+    }
+
+    pub(crate) fn set(&self) {
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    pub(crate) fn get(&self) -> bool {
+        self.at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < self.within)
+    }
+}
+
 /// What this relay already has in flight per endpoint, for the per-endpoint cap.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EndpointLoad {

@@ -34,12 +34,13 @@ pub const GRANT: &str = "INSERT INTO webhook_rate_budget AS b (key, tokens, last
     SELECT $1, $3 - least($4, floor($3)), least($4, floor($3)), now()
     FROM (SELECT set_config('synchronous_commit', 'off', true)) s
     ON CONFLICT (key) DO UPDATE SET
-        last_grant = least($4, floor(least($3, b.tokens
-            + $2 * extract(epoch FROM now() - b.updated_at)::float8))),
-        tokens = least($3, b.tokens + $2 * extract(epoch FROM now() - b.updated_at)::float8)
-            - least($4, floor(least($3, b.tokens
-                + $2 * extract(epoch FROM now() - b.updated_at)::float8))),
-        updated_at = now()
+        last_grant = greatest(0, least($4, floor(least($3, b.tokens
+            + $2 * greatest(0, extract(epoch FROM now() - b.updated_at)::float8))))),
+        tokens = least($3, b.tokens
+                + $2 * greatest(0, extract(epoch FROM now() - b.updated_at)::float8))
+            - greatest(0, least($4, floor(least($3, b.tokens
+                + $2 * greatest(0, extract(epoch FROM now() - b.updated_at)::float8))))),
+        updated_at = greatest(b.updated_at, now())
     RETURNING last_grant";
 
 /// The bucket key of the n8n-wide limit.
@@ -167,6 +168,16 @@ impl Steering {
         Ok(Some(table))
     }
 
+    /// Whether a claimed row is held by the pauses `routes` reflects (its event type
+    /// is held, its URL paused, or delivery paused altogether).
+    pub(crate) fn holds<'a>(&'a self, routes: &'a RouteTable) -> impl Fn(&Job) -> bool + 'a {
+        move |job| {
+            !routes.delivering
+                || routes.held.contains(&job.event_type)
+                || self.paused_urls.contains(&job.url)
+        }
+    }
+
     /// Takes tokens for every limited URL running low (and the n8n-wide bucket).
     pub(crate) async fn top_up(&mut self, db: &Db) -> Result<(), DaemonError> {
         let now = Instant::now();
@@ -192,9 +203,15 @@ impl Steering {
                     .await?;
                 let granted: f64 = row.try_get(0)?;
                 bucket.tokens += granted;
-                // Short of what was asked: the shared bucket is empty until it refills.
+                // Short of what was asked: the shared bucket is empty until it refills,
+                // and rows may be waiting for it (another relay holds the tokens).
                 bucket.next_ask = if granted < want {
-                    Instant::now() + Duration::from_secs_f64((want - granted) / bucket.rate)
+                    if bucket.tokens < 1.0 {
+                        bucket.starved = true;
+                    }
+                    let wait = ((want - granted) / bucket.rate).min(1.0);
+                    Instant::now()
+                        + Duration::try_from_secs_f64(wait).unwrap_or(Duration::from_secs(1))
                 } else {
                     Instant::now()
                 };

@@ -301,7 +301,9 @@ fn final_statuses(key: &str, statuses: &[u16]) -> Result<(), ConfigError> {
 }
 
 fn rate_limit(key: &str, rate: f64, zero_allowed: bool) -> Result<(), ConfigError> {
-    if !rate.is_finite() || rate < 0.0 || (rate == 0.0 && !zero_allowed) {
+    // Below one delivery in 1000 s is not a rate limit but a pause: `queue pause`.
+    let too_small = rate > 0.0 && rate < 0.001;
+    if !rate.is_finite() || rate < 0.0 || (rate == 0.0 && !zero_allowed) || too_small {
         let allowed = if zero_allowed { " (0 for none)" } else { "" };
         return Err(ConfigError::invalid(
             key,

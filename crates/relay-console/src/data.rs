@@ -165,41 +165,19 @@ fn parse_time(field: &'static str, text: &str) -> Result<i64, BadFilter> {
             format!("{text:?} is not a time: use 2025-11-04T12:00:00Z or 2025-11-04"),
         )
     };
-    let text = text.strip_suffix('Z').unwrap_or(text);
-    let (date, time) = text.split_once('T').unwrap_or((text, "00:00:00"));
-    let mut d = date.splitn(3, '-');
-    let year: i64 = d.next().and_then(|v| v.parse().ok()).ok_or_else(problem)?;
-    let month: i64 = d.next().and_then(|v| v.parse().ok()).ok_or_else(problem)?;
-    let day: i64 = d.next().and_then(|v| v.parse().ok()).ok_or_else(problem)?;
-    let mut t = time.splitn(3, ':');
-    let hour: i64 = t.next().and_then(|v| v.parse().ok()).ok_or_else(problem)?;
-    let minute: i64 = t.next().and_then(|v| v.parse().ok()).ok_or_else(problem)?;
-    let second: i64 = match t.next() {
-        Some(s) => s
-            .split('.')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(problem)?,
-        None => 0,
+    // Complete the short forms to RFC 3339 in UTC, then let `time` judge it.
+    let bare = text.strip_suffix('Z').unwrap_or(text);
+    let full = match bare.split_once('T') {
+        None => format!("{bare}T00:00:00Z"),
+        Some((_, clock)) if clock.len() == 5 => format!("{bare}:00Z"),
+        Some(_) => format!("{bare}Z"),
     };
-    if !(1970..=9999).contains(&year)
-        || !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    let at = time::OffsetDateTime::parse(&full, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| problem())?;
+    if !(1970..=9999).contains(&at.year()) {
         return Err(problem());
     }
-    // Days from 1970-01-01 to the civil date (Howard Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days * 86_400 + hour * 3600 + minute * 60 + second)
+    Ok(at.unix_timestamp())
 }
 
 fn to_system_time(unix: i64) -> SystemTime {
@@ -208,24 +186,13 @@ fn to_system_time(unix: i64) -> SystemTime {
 
 /// Unix seconds as `2025-11-04T12:00:00Z`.
 pub fn format_unix(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // civil_from_days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{unix}"))
 }
 
 /// One row of the queue page.
@@ -539,6 +506,10 @@ mod tests {
             parse_time("since", "2025-11-04T12:00").ok(),
             Some(1_762_257_600)
         );
+        assert_eq!(parse_time("since", "2025-11-04").ok(), Some(1_762_214_400));
+        // A day the calendar does not have is refused, not rolled into March.
+        assert!(parse_time("since", "2025-02-30").is_err());
+        assert!(parse_time("since", "1969-12-31").is_err());
         let f = parse("since=2025-11-04T12:00:00Z&status=sent").expect("valid");
         assert!(f
             .pairs()

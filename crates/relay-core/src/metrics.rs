@@ -332,29 +332,11 @@ pub fn elapsed_since(timestamp: &str) -> Option<Duration> {
     (elapsed >= 0.0).then(|| Duration::from_secs_f64(elapsed))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` → seconds since the Unix epoch.
+/// RFC 3339 (`2025-11-04T12:00:00.250000Z`) → seconds since the Unix epoch.
 fn unix_seconds(timestamp: &str) -> Option<f64> {
-    let (date, time) = timestamp.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let mut t = time.splitn(3, ':');
-    let hour: i64 = t.next()?.parse().ok()?;
-    let minute: i64 = t.next()?.parse().ok()?;
-    let second: f64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    // Days from 1970-01-01 to the civil date (Howard Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hour * 3600 + minute * 60) as f64 + second)
+    let at = time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some(at.unix_timestamp() as f64 + f64::from(at.nanosecond()) / 1e9)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! nothing else may run.
 
 use maud::{html, Markup, DOCTYPE};
-use relay_core::config::Route;
+use relay_core::config::{url_without_userinfo, Route};
 use relay_core::queue_admin::{Detail, QueueStatus};
 
 use crate::auth::Role;
@@ -62,20 +62,6 @@ fn layout(title: &str, ctx: Option<&Ctx>, body: Markup) -> Markup {
                 main { (body) }
             }
         }
-    }
-}
-
-/// A URL without any `user:password@`, for every page (read-only viewers included).
-fn shown(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find('/').unwrap_or(rest.len());
-            match rest[..end].rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://{host}{}", &rest[end..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
     }
 }
 
@@ -192,7 +178,7 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                     h2 { "Unhealthy endpoints" }
                     table { thead { tr { th { "URL" } th { "failures" } th { "since" } th { "last error" } } }
                         tbody { @for (url, n, err, since) in &snap.unhealthy {
-                            tr { td { (shown(url)) } td { (n) } td { (since) } td { (err) } } } } }
+                            tr { td { (url_without_userinfo(url)) } td { (n) } td { (since) } td { (err) } } } } }
                 }
             }
             div {
@@ -201,7 +187,7 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                 @else {
                     table { thead { tr { th { "paused" } th { "since" } th { "by" } th { "held" } th { "reason" } } }
                         tbody { @for p in &snap.pauses { tr {
-                            td { (p.scope) " " (shown(&p.target)) } td { (p.paused_at) } td { (p.paused_by) }
+                            td { (p.scope) " " (url_without_userinfo(&p.target)) } td { (p.paused_at) } td { (p.paused_by) }
                             td { (p.held) } td { (p.reason.clone().unwrap_or_default()) } } } } }
                 }
             }
@@ -214,7 +200,7 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                     @for r in routes {
                         tr {
                             td { (r.event.as_str()) }
-                            td class="url" { (shown(&r.url)) }
+                            td class="url" { (url_without_userinfo(&r.url)) }
                             td { (r.priority) }
                             td { @if r.lifecycle { "lifecycle" } @else if r.ordered.is_some() { "entity" } @else { "none" } }
                             td { @if r.enabled { "yes" } @else { span class="bad" { "no" } } }
@@ -236,7 +222,7 @@ fn rate_table(what: &str, rows: &[(String, crate::sampler::Outcomes)]) -> Markup
                 tbody {
                     @for (name, o) in rows.iter().take(20) {
                         tr {
-                            td class="url" { (shown(name)) }
+                            td class="url" { (url_without_userinfo(name)) }
                             td { (o.sent) } td { (o.retry) } td { (o.failed) }
                             td class=(if o.failure_rate() > 0.0 { "bad" } else { "" }) { (format!("{:.1} %", o.failure_rate())) }
                         }
@@ -345,7 +331,7 @@ pub fn queue(
                             td { a href=(format!("/row/{}", r.id)) { (r.id) } }
                             td { (r.event_type) }
                             td { (r.entity) }
-                            td class="url" { (shown(&r.url)) }
+                            td class="url" { (url_without_userinfo(&r.url)) }
                             td { (r.priority) }
                             td class=(status_class(&r.status)) { (r.status) }
                             td { (r.attempts) }
@@ -406,7 +392,7 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
             dl {
                 dt { "event" } dd { (r.event_type) }
                 dt { "entity" } dd { (r.entity_type.clone().unwrap_or_default()) " " (r.entity_id.map(|i| i.to_string()).unwrap_or_default()) }
-                dt { "URL" } dd class="url" { (shown(&r.webhook_url)) }
+                dt { "URL" } dd class="url" { (url_without_userinfo(&r.webhook_url)) }
                 dt { "webhook id" } dd { (r.webhook_id) }
                 dt { "priority" } dd { (r.priority) }
                 dt { "retries" } dd { (r.retry_count) " of " (r.max_retries) }
@@ -421,7 +407,7 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
                         Some(o) => {
                             (ordering.scope.clone().unwrap_or_else(|| "entity".into())) " (on_failure = " (o) ")"
                             @if let Some((id, event, status, url)) = &ordering.waits_for {
-                                ": waits for " a href=(format!("/row/{id}")) { "row " (id) } " (" (event) ", " (status) ", " (shown(url)) ")"
+                                ": waits for " a href=(format!("/row/{id}")) { "row " (id) } " (" (event) ", " (status) ", " (url_without_userinfo(url)) ")"
                             }
                         }
                     }
@@ -542,7 +528,7 @@ mod tests {
     #[test]
     fn urls_never_show_their_credentials() {
         assert_eq!(
-            shown("https://u:p@n8n:5678/webhook/x"),
+            url_without_userinfo("https://u:p@n8n:5678/webhook/x"),
             "https://n8n:5678/webhook/x"
         );
         let mut r = hostile_row();

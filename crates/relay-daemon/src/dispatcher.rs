@@ -429,7 +429,7 @@ async fn deliver(shared: &Shared, ready: Ready) {
         state.in_flight.remove(&job.id);
         if let (Some(429 | 503), Some(after)) = (attempt.status, attempt.retry_after) {
             let until = Instant::now() + after.min(shared.max_retry_after);
-            info!(url = %health::shown(&job.url), retry_after = ?after,
+            info!(url = %relay_core::config::url_without_userinfo(&job.url), retry_after = ?after,
                 "n8n asked to slow down: nothing more is sent to this URL until then");
             state.cooldown.insert(job.url.clone(), until);
         }

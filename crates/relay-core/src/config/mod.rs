@@ -26,7 +26,7 @@ mod tests;
 mod validate;
 
 pub use load::{Loaded, Sources};
-pub use secret::{redact_url_password, Secret};
+pub use secret::{redact_url_password, url_without_userinfo, Secret};
 
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/relay.toml";

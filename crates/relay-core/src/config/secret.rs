@@ -151,6 +151,21 @@ pub(super) fn de_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>,
     }
 }
 
+/// A webhook URL without its `user:password@`, as logs, metrics, events and the
+/// console show it: n8n basic-auth credentials may ride in a route's URL.
+pub fn url_without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            match rest[..end].rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{host}{}", &rest[end..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 /// A database URL with every password hidden, in either of libpq's forms:
 /// `postgres://user:pw@h1,h2/db?password=pw` -> `postgres://user:(redacted)@h1,h2/db?password=(redacted)`,
 /// `host=db password='a b'` -> `host=db password=(redacted)`. Written by hand rather

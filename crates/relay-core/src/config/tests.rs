@@ -651,3 +651,18 @@ fn database_passwords_are_hidden_in_every_form_of_url() {
         );
     }
 }
+
+#[test]
+fn webhook_urls_are_shown_without_their_credentials() {
+    use super::url_without_userinfo;
+    assert_eq!(
+        url_without_userinfo("https://u:p@n8n:5678/webhook/x"),
+        "https://n8n:5678/webhook/x"
+    );
+    // An @ in the path is not userinfo.
+    assert_eq!(
+        url_without_userinfo("http://n8n/webhook/a@b"),
+        "http://n8n/webhook/a@b"
+    );
+    assert_eq!(url_without_userinfo("not a url"), "not a url");
+}

@@ -123,17 +123,9 @@ pub enum QueueCommand {
     /// Hold deliveries of one event type, one URL, or all, until resumed. Persisted in
     /// the database: every relay on it obeys within a second, a restart keeps it.
     /// Held events wait in the queue, in order; nothing is dropped.
-    #[command(group(ArgGroup::new("what").required(true).args(["event", "url", "all"])))]
     Pause {
-        /// The event type whose route to pause, e.g. lead_scraped.
-        #[arg(long)]
-        event: Option<String>,
-        /// Every route to this URL.
-        #[arg(long)]
-        url: Option<String>,
-        /// Every delivery.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        what: PauseScope,
         /// Why, for `queue paused` and the console.
         #[arg(long)]
         reason: Option<String>,
@@ -141,18 +133,10 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Lift a pause made with `queue pause` (the same flag and value).
-    #[command(group(ArgGroup::new("what").required(true).args(["event", "url", "all"])))]
+    /// Lift a pause made with `queue pause` (the same flag and value); other pauses stay.
     Resume {
-        /// The event type whose pause to lift.
-        #[arg(long)]
-        event: Option<String>,
-        /// The URL whose pause to lift.
-        #[arg(long)]
-        url: Option<String>,
-        /// The pause of all delivery (other pauses stay).
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        what: PauseScope,
         /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,
@@ -208,4 +192,19 @@ pub struct SignArgs {
     /// The webhook-id to sign under standard-webhooks (default: a fresh msg_ id).
     #[arg(long)]
     pub id: Option<String>,
+}
+
+/// What `queue pause` holds and `queue resume` lifts: exactly one of the three.
+#[derive(Debug, Args)]
+#[group(id = "what", required = true, multiple = false)]
+pub struct PauseScope {
+    /// One event type's route, e.g. lead_scraped.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Every route to this URL.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Every delivery (`queue resume --all` lifts only this pause).
+    #[arg(long)]
+    pub all: bool,
 }

@@ -213,12 +213,7 @@ impl Dispatcher {
             if state.closed || !self.shared.confirmed.get() {
                 return;
             }
-            let spawn = self
-                .workers
-                .saturating_sub(state.workers)
-                .min(state.ready.len());
-            state.workers += spawn;
-            spawn
+            more_workers(self.workers, &mut state)
         };
         for _ in 0..spawn {
             self.tasks.spawn(work(self.shared.clone()));
@@ -286,12 +281,7 @@ impl Dispatcher {
                     lease_until,
                 });
             }
-            let spawn = self
-                .workers
-                .saturating_sub(state.workers)
-                .min(state.ready.len());
-            state.workers += spawn;
-            spawn
+            more_workers(self.workers, &mut state)
         };
         for _ in 0..spawn {
             self.tasks.spawn(work(self.shared.clone()));
@@ -334,6 +324,14 @@ impl Dispatcher {
         rows.extend(self.shared.state().in_flight.drain());
         rows
     }
+}
+
+/// How many workers to add so every ready row has one, up to `limit` in all; counted
+/// as running from here on.
+fn more_workers(limit: usize, state: &mut State) -> usize {
+    let spawn = limit.saturating_sub(state.workers).min(state.ready.len());
+    state.workers += spawn;
+    spawn
 }
 
 /// One worker: deliver ready rows until there is none it may start.

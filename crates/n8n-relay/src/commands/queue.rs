@@ -10,7 +10,7 @@ use relay_core::queue_admin::{
 use relay_core::Config;
 use serde_json::json;
 
-use crate::cli::QueueCommand;
+use crate::cli::{PauseScope, QueueCommand};
 use crate::error::{CmdResult, Failure};
 
 pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
@@ -93,14 +93,8 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
                 format!("queue row {id}: {previous} -> cancelled\n")
             }
         }
-        QueueCommand::Pause {
-            event,
-            url,
-            all,
-            reason,
-            json,
-        } => {
-            let scope = Scope::parse(all, event.as_deref(), url.as_deref()).map_err(failure)?;
+        QueueCommand::Pause { what, reason, json } => {
+            let scope = scope_of(&what).map_err(failure)?;
             pause::pause(&client, &scope, reason.as_deref(), &who())
                 .await
                 .map_err(failure)?;
@@ -110,13 +104,8 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
                 format!("paused {scope}: its events wait in the queue until `queue resume`\n")
             }
         }
-        QueueCommand::Resume {
-            event,
-            url,
-            all,
-            json,
-        } => {
-            let scope = Scope::parse(all, event.as_deref(), url.as_deref()).map_err(failure)?;
+        QueueCommand::Resume { what, json } => {
+            let scope = scope_of(&what).map_err(failure)?;
             pause::resume(&client, &scope).await.map_err(failure)?;
             if json {
                 to_json(&json!({ "resumed": scope.to_string() }))
@@ -173,6 +162,10 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
 }
 
 /// Who paused, for `queue paused`: the CLI, the OS user and the host.
+fn scope_of(what: &PauseScope) -> Result<Scope, QueueAdminError> {
+    Scope::parse(what.all, what.event.as_deref(), what.url.as_deref())
+}
+
 fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))

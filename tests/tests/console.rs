@@ -404,10 +404,61 @@ async fn the_overview_shows_what_the_database_holds_and_bad_filters_name_their_f
     let r = http(&addr, "GET", "/row/987654", Some(&cookie), None).await;
     assert_eq!(r.status, 404);
 
-    // Pages of 50 by key: 12 rows fit one page; a cursor past the last row is empty.
-    let r = http(&addr, "GET", "/queue?sort=priority", Some(&cookie), None).await;
-    assert_eq!(r.body.matches("href=\"/row/").count(), 12);
-    assert!(!r.body.contains("Next page"));
+    // A relay (every session holding its marker) is listed.
+    assert!(
+        !page.body.contains("id=\"no-relay\"") && page.body.contains("<th>sessions</th>"),
+        "{}",
+        page.body
+    );
+
+    // Pages of 50 by key: 120 rows of mixed priority, followed page by page, come
+    // each once and in the order asked for.
+    let client = db.client().await;
+    client
+        .execute(
+            "SELECT webhook_emit('lead_scraped', 'lead', e, '{}'::jsonb) FROM generate_series(13, 120) e",
+            &[],
+        )
+        .await
+        .expect("emit");
+    db.wait_for_queue_status("sent", 120, T).await;
+    client
+        .execute("UPDATE webhook_queue SET priority = id % 3", &[])
+        .await
+        .expect("mixed priorities");
+    for (sort, order) in [("time", "id DESC"), ("priority", "priority DESC, id DESC")] {
+        let expected: Vec<i64> = client
+            .query(
+                &format!("SELECT id FROM webhook_queue ORDER BY {order}"),
+                &[],
+            )
+            .await
+            .expect("ids")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut seen = Vec::new();
+        let mut next = Some(format!("/queue?sort={sort}"));
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            let r = http(&addr, "GET", &path, Some(&cookie), None).await;
+            assert_eq!(r.status, 200, "{path}");
+            pages += 1;
+            seen.extend(r.body.split("href=\"/row/").skip(1).map(|rest| {
+                rest[..rest.find('"').expect("end of link")]
+                    .parse::<i64>()
+                    .expect("a row id")
+            }));
+            next = r
+                .body
+                .split_once("class=\"next\" href=\"")
+                .map(|(_, rest)| {
+                    rest[..rest.find('"').expect("end of link")].replace("&amp;", "&")
+                });
+        }
+        assert_eq!(seen, expected, "sort={sort}");
+        assert_eq!(pages, 3, "sort={sort}: 50 + 50 + 20");
+    }
     let r = http(&addr, "GET", "/queue?after=0:1", Some(&cookie), None).await;
     assert!(r.body.contains("No row matches."));
 }
@@ -512,6 +563,48 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
     )
     .await;
     assert_eq!(r.status, 303);
+    assert_eq!(db.count("SELECT count(*) FROM webhook_pauses").await, 0);
+    // A URL is offered by its position among the routes' URLs, never by its text.
+    let overview = http(&addr, "GET", "/", Some(&cookie), None).await;
+    assert!(
+        overview.body.contains("value=\"url:0\""),
+        "{}",
+        overview.body
+    );
+    let r = http(
+        &addr,
+        "POST",
+        "/pause",
+        Some(&cookie),
+        Some(&format!("csrf={token}&scope=url:0&do=pause")),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_pauses WHERE scope = 'url' AND target LIKE 'http%'")
+            .await,
+        1
+    );
+    let r = http(
+        &addr,
+        "POST",
+        "/pause",
+        Some(&cookie),
+        Some(&format!("csrf={token}&scope=url:0&do=resume")),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    for scope in ["url:99", "url:x", "url:http://elsewhere/", "nonsense"] {
+        let r = http(
+            &addr,
+            "POST",
+            "/pause",
+            Some(&cookie),
+            Some(&format!("csrf={token}&scope={}&do=pause", enc(scope))),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{scope}");
+    }
     assert_eq!(db.count("SELECT count(*) FROM webhook_pauses").await, 0);
     let r = http(
         &addr,
@@ -628,6 +721,11 @@ async fn n8n_relay_console_serves_the_console_alone() {
     let cookie = login(&addr, OPERATOR).await;
     let page = http(&addr, "GET", "/queue", Some(&cookie), None).await;
     assert_eq!(page.status, 200);
-    // Alone: no delivery, no LISTEN connection of its own.
+    // Alone: no delivery, no LISTEN connection of its own, no relay to list.
     assert_eq!(db.listener_pid().await, None);
+    wait_until("the overview says no relay listens", T, || async {
+        let overview = http(&addr, "GET", "/", Some(&cookie), None).await;
+        overview.body.contains("id=\"no-relay\"").then_some(())
+    })
+    .await;
 }

@@ -171,14 +171,14 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                 @if snap.relays.is_empty() {
                     p class="error" id="no-relay" { "No relay is listening: nothing is being delivered." }
                 } @else {
-                    table { thead { tr { th { "LISTEN connection from" } th { "since" } } }
-                        tbody { @for (addr, since) in &snap.relays { tr { td { (addr) } td { (since) } } } } }
+                    table { thead { tr { th { "connected from" } th { "since" } th { "sessions" } } }
+                        tbody { @for (addr, since, sessions) in &snap.relays { tr { td { (addr) } td { (since) } td { (sessions) } } } } }
                 }
-                @if !snap.unhealthy.is_empty() {
+                @if let Some(unhealthy) = snap.stats.as_ref().map(|s| &s.unhealthy_endpoints).filter(|u| !u.is_empty()) {
                     h2 { "Unhealthy endpoints" }
                     table { thead { tr { th { "URL" } th { "failures" } th { "since" } th { "last error" } } }
-                        tbody { @for (url, n, err, since) in &snap.unhealthy {
-                            tr { td { (url_without_userinfo(url)) } td { (n) } td { (since) } td { (err) } } } } }
+                        tbody { @for u in unhealthy {
+                            tr { td { (url_without_userinfo(&u.url)) } td { (u.consecutive_failures) } td { (u.since) } td { (u.last_error.clone().unwrap_or_default()) } } } } }
                 }
             }
             div {
@@ -233,6 +233,17 @@ fn rate_table(what: &str, rows: &[(String, crate::sampler::Outcomes)]) -> Markup
     }
 }
 
+/// The routes' distinct URLs, in route order: what the pause form offers, by index.
+pub(crate) fn route_urls(routes: &[Route]) -> Vec<&str> {
+    let mut urls: Vec<&str> = Vec::new();
+    for r in routes {
+        if !urls.contains(&r.url.as_str()) {
+            urls.push(&r.url);
+        }
+    }
+    urls
+}
+
 pub fn overview(ctx: &Ctx, snap: &Snapshot, routes: &[Route]) -> Markup {
     layout(
         "Overview",
@@ -248,6 +259,8 @@ pub fn overview(ctx: &Ctx, snap: &Snapshot, routes: &[Route]) -> Markup {
                         select name="scope" {
                             option value="all" { "all delivery" }
                             @for r in routes { option value=(format!("event:{}", r.event.as_str())) { "event " (r.event.as_str()) } }
+                            // By position: a URL may carry credentials the page must not hold.
+                            @for (n, url) in route_urls(routes).into_iter().enumerate() { option value=(format!("url:{n}")) { "URL " (url_without_userinfo(url)) } }
                         }
                         input type="text" name="reason" placeholder="reason" maxlength="200";
                         button type="submit" name="do" value="pause" { "Pause" }

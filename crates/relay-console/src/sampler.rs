@@ -31,16 +31,18 @@ const DELIVERIES: &str = "SELECT (extract(epoch FROM date_trunc('minute', create
     WHERE direction = 'outgoing' AND id > $1 AND created_at > now() - interval '1 hour'
     GROUP BY 1, 2, 3, 4";
 
-/// The relays on this database: their LISTEN connections.
-const RELAYS: &str = "SELECT coalesce(host(client_addr), 'local socket'),
-        to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-    FROM pg_stat_activity
-    WHERE datname = current_database() AND application_name = 'n8n-relay-listener'
-    ORDER BY backend_start";
-
-const UNHEALTHY: &str = "SELECT url, consecutive_failures, coalesce(last_error, ''),
-        to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-    FROM webhook_endpoints WHERE NOT healthy ORDER BY changed_at";
+/// The relays on this database: one row per liveness marker (every session of a
+/// relay holds it, whatever `application_name` its database URL sets), with the
+/// addresses its sessions come from and how many they are.
+const RELAYS: &str =
+    "SELECT string_agg(DISTINCT coalesce(host(a.client_addr), 'local socket'), ', '),
+        to_char(min(a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        count(*)
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int4::oid
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    GROUP BY l.objid
+    ORDER BY min(a.backend_start)";
 
 /// Attempts by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,10 +86,8 @@ pub struct Snapshot {
     pub per_minute: Vec<(i64, Outcomes)>,
     pub per_event: Vec<(String, Outcomes)>,
     pub per_url: Vec<(String, Outcomes)>,
-    /// `(address, connected since)` of each relay's LISTEN connection.
-    pub relays: Vec<(String, String)>,
-    /// `(url, failures, last error, since)`.
-    pub unhealthy: Vec<(String, i32, String, String)>,
+    /// `(addresses, connected since, sessions)` of each relay.
+    pub relays: Vec<(String, String, i64)>,
     /// Why the last sample failed, if it did.
     pub error: Option<String>,
 }
@@ -248,10 +248,7 @@ async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {
             .or_default()
             .add(&outcome, n);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = i64::try_from(relay_core::signature::unix_now()).unwrap_or(0);
     let now_minute = now - now % 60;
     window.trim(now_minute);
     let per_minute = (0..MINUTES)
@@ -261,18 +258,11 @@ async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {
         })
         .collect();
     let relays = client
-        .query(RELAYS, &[])
+        .query(RELAYS, &[&relay_core::db::marker::MARKER_CLASS])
         .await
         .map_err(|e| e.to_string())?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let unhealthy = client
-        .query(UNHEALTHY, &[])
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     Ok(Snapshot {
         taken: None,
@@ -282,7 +272,6 @@ async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {
         per_event: Window::totals(&window.by_event),
         per_url: Window::totals(&window.by_url),
         relays,
-        unhealthy,
         error: None,
     })
 }

@@ -566,15 +566,15 @@ impl Console {
                 }
             }
             "/pause" => {
-                let scope = match field(form, "scope").unwrap_or_default() {
-                    "all" => Scope::parse(true, None, None),
-                    other => match other.strip_prefix("event:") {
-                        Some(e) => Scope::parse(false, Some(e), None),
-                        None => match other.strip_prefix("url:") {
-                            Some(u) => Scope::parse(false, None, Some(u)),
-                            None => Err(QueueAdminError::BadScope),
-                        },
+                let urls = pages::route_urls(&self.routes);
+                let scope = match field(form, "scope").unwrap_or_default().split_once(':') {
+                    None if field(form, "scope") == Some("all") => Scope::parse(true, None, None),
+                    Some(("event", e)) => Scope::parse(false, Some(e), None),
+                    Some(("url", n)) => match n.parse::<usize>().ok().and_then(|n| urls.get(n)) {
+                        Some(u) => Scope::parse(false, None, Some(u)),
+                        None => Err(QueueAdminError::BadScope),
                     },
+                    _ => Err(QueueAdminError::BadScope),
                 };
                 let scope = match scope {
                     Ok(s) => s,

@@ -431,6 +431,8 @@ async fn pausing_everything_holds_every_route_and_a_url_pause_holds_that_url() {
     let sink = Sink::start().await;
     let builder = RelayBuilder::new(&db.url, &sink.url());
     let _relay = builder.spawn();
+    // Listening, so the pause's notification reaches it before the events do.
+    wait_until("the relay listens", T, || db.listener_pid()).await;
     cli(&builder, &["queue", "pause", "--all"]).await;
     let scraped_url = format!("{}/webhook/lead-scraped", sink.url());
     cli(&builder, &["queue", "pause", "--url", &scraped_url]).await;
@@ -525,10 +527,14 @@ async fn a_rate_limited_route_stays_under_its_limit_with_two_relays_and_the_othe
 #[tokio::test]
 async fn a_429_with_retry_after_slows_the_whole_url_down_not_only_its_row() {
     let db = TestDb::migrated().await;
-    // The first request gets 429 Retry-After: 2, every other one 200.
+    // Entity 1's first request gets a slow 429 Retry-After: 2, every other one 200.
+    // The 20 rows are queued before it answers, so rows claimed ahead of the refusal
+    // are waiting in the relay when it comes: they must wait too.
     let sink = Sink::with(|r| {
         if r.json()["entity_id"] == 1 && r.nth_for_id == 1 {
-            Reply::status(429).with_header("Retry-After", "2")
+            Reply::status(429)
+                .with_header("Retry-After", "2")
+                .after(Duration::from_millis(300))
         } else {
             Reply::ok().after(Duration::from_millis(20))
         }
@@ -537,13 +543,17 @@ async fn a_429_with_retry_after_slows_the_whole_url_down_not_only_its_row() {
     let _relay = RelayBuilder::new(&db.url, &sink.url())
         .env("RELAY_QUEUE__MAX_PER_ENDPOINT", 1)
         .spawn();
-    emit(&db, "lead_scraped", 1..=1).await;
-    let refused = sink.wait_for(1, T).await[0].received_at;
-    emit(&db, "lead_scraped", 2..=20).await;
+    emit(&db, "lead_scraped", 1..=20).await;
     db.wait_for_queue_status("sent", 20, T).await;
 
-    let soon_after = sink
-        .requests()
+    let requests = sink.requests();
+    let refused = requests
+        .iter()
+        .find(|r| r.json()["entity_id"] == 1)
+        .expect("entity 1 was refused first")
+        .received_at
+        + Duration::from_millis(300);
+    let soon_after = requests
         .iter()
         .filter(|r| {
             r.received_at > refused && r.received_at - refused < Duration::from_millis(1800)

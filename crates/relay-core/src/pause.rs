@@ -109,7 +109,8 @@ impl std::fmt::Display for Scope {
         match self {
             Scope::All => write!(f, "all delivery"),
             Scope::Event(e) => write!(f, "event {e}"),
-            Scope::Url(u) => write!(f, "url {u}"),
+            // Logged and printed: never a URL's credentials.
+            Scope::Url(u) => write!(f, "url {}", crate::config::url_without_userinfo(u)),
         }
     }
 }
@@ -210,5 +211,11 @@ mod tests {
             Some(Scope::Url("http://n8n/x".into()))
         );
         assert_eq!(Scope::from_row("tenant", "x"), None);
+    }
+
+    #[test]
+    fn a_url_scope_is_shown_without_its_credentials() {
+        let scope = Scope::Url("https://relay:s3cret@n8n/webhook/x".into());
+        assert_eq!(scope.to_string(), "url https://n8n/webhook/x");
     }
 }

@@ -74,12 +74,22 @@ struct State {
 }
 
 impl State {
-    /// The first ready row whose endpoint has room, counted as sending.
+    /// The first ready row whose endpoint may take it now, counted as sending: the
+    /// endpoint has room (one at a time while unhealthy) and is not cooling down after
+    /// a 429/503. Rows claimed ahead for a URL that just began to cool wait here until
+    /// the pump gives them back to the queue.
     fn take(&mut self, max_per_endpoint: usize) -> Option<Ready> {
-        let at = self
-            .ready
-            .iter()
-            .position(|r| self.sending.get(&r.job.url).copied().unwrap_or(0) < max_per_endpoint)?;
+        let now = Instant::now();
+        let at = self.ready.iter().position(|r| {
+            let url = r.job.url.as_str();
+            let limit = if self.health.is_unhealthy(url) {
+                1
+            } else {
+                max_per_endpoint
+            };
+            self.sending.get(url).copied().unwrap_or(0) < limit
+                && self.cooldown.get(url).is_none_or(|until| *until <= now)
+        })?;
         let ready = self.ready.remove(at)?;
         decrement(&mut self.waiting, &ready.job.url);
         *self.sending.entry(ready.job.url.clone()).or_insert(0) += 1;

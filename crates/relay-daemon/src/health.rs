@@ -73,8 +73,7 @@ impl Tracker {
         }
     }
 
-    #[cfg(test)]
-    fn is_unhealthy(&self, url: &str) -> bool {
+    pub(crate) fn is_unhealthy(&self, url: &str) -> bool {
         self.unhealthy.contains(url)
     }
 
@@ -91,7 +90,8 @@ impl Tracker {
             None => {
                 self.failures.remove(url);
                 let was_unhealthy = self.unhealthy.remove(url);
-                let first = self.seen_ok.insert(url.to_string());
+                // On the delivery path: allocate only for a URL's first success.
+                let first = !self.seen_ok.contains(url) && self.seen_ok.insert(url.to_string());
                 (was_unhealthy || first).then(|| Change::Healthy {
                     url: url.to_string(),
                     was_unhealthy,

@@ -122,6 +122,7 @@ pub async fn run(
         left: None,
         due_first: false,
         steering,
+        unreleased: Vec::new(),
     };
     let dispatcher = pump.run(wake_rx, &shutdown).await;
 

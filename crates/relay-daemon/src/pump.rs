@@ -67,6 +67,10 @@ pub(crate) struct Pump {
     pub(crate) due_first: bool,
     /// Pauses and rate limits: what the claims may take.
     pub(crate) steering: Steering,
+    /// Rows taken back from the dispatcher whose release failed: `(rows, due at)`,
+    /// released again on the next pass (the release checks each claim token), so a
+    /// failed write does not leave them `sending` for the rest of their lease.
+    pub(crate) unreleased: Vec<(Vec<(i64, i64)>, tokio::time::Instant)>,
 }
 
 /// What the pump does after a pass.
@@ -303,6 +307,17 @@ impl Pump {
         Some(load.room(urls, self.limits.per_endpoint))
     }
 
+    /// Releases the rows taken back from the dispatcher; those a failed write left
+    /// stay for the next pass.
+    async fn release_withdrawn(&mut self) -> Result<(), DaemonError> {
+        while let Some((rows, due)) = self.unreleased.last() {
+            let wait = due.saturating_duration_since(tokio::time::Instant::now());
+            claim::release_for(&self.db, rows, wait).await?;
+            self.unreleased.pop();
+        }
+        Ok(())
+    }
+
     /// Route fresh events (claiming the first of them), then claim due rows; due rows
     /// first after rows were put back.
     async fn pass(&mut self) -> Result<Pass, DaemonError> {
@@ -316,15 +331,19 @@ impl Pump {
                     rows = rows.len(),
                     "paused: claimed rows not yet sent go back to the queue"
                 );
-                claim::release(&self.db, &rows).await?;
+                self.unreleased.push((rows, tokio::time::Instant::now()));
             }
         }
         // Claimed rows for a URL that asked to slow down wait for it in the queue,
         // due when it asked (other relays respect that too).
         for (url, wait) in self.dispatcher.cooling() {
             let rows = self.dispatcher.withdraw(|job| job.url != url);
-            claim::release_for(&self.db, &rows, wait).await?;
+            if !rows.is_empty() {
+                self.unreleased
+                    .push((rows, tokio::time::Instant::now() + wait));
+            }
         }
+        self.release_withdrawn().await?;
         self.dispatcher.kick();
         self.steering.top_up(&self.db).await?;
         let mut due = 0;

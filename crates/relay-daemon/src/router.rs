@@ -61,10 +61,12 @@ impl RouteTable {
 }
 
 impl RouteTable {
-    /// This table with `pauses` applied: a paused route (its event type, or its URL)
-    /// is held like a disabled one; everything paused stops claiming altogether.
-    /// Events are still routed, as `pending`. Also returns the paused URLs, for which
-    /// nothing is claimed whatever event a queued row carries.
+    /// This table with `pauses` applied: a paused event type is held like a disabled
+    /// route; everything paused stops claiming altogether. Events are still routed,
+    /// as `pending`, and a route to a paused URL claims none of its fresh events.
+    /// Also returns the paused URLs: their queued rows, whatever event they carry,
+    /// wait because a paused URL has no room (`Steering::limit`), so a URL pause does
+    /// not hold the event type's rows queued for other URLs.
     pub(crate) fn paused(&self, pauses: &[Scope]) -> (RouteTable, Vec<String>) {
         let mut table = self.clone();
         let urls: Vec<String> = pauses
@@ -79,12 +81,12 @@ impl RouteTable {
         }
         for i in 0..table.events.len() {
             let event_paused = pauses.contains(&Scope::Event(table.events[i].clone()));
-            let held = event_paused || urls.contains(&table.urls[i]) || !table.delivering;
-            if held {
+            let held = event_paused || !table.delivering;
+            if held || urls.contains(&table.urls[i]) {
                 table.claimable[i] = false;
-                if !table.held.contains(&table.events[i]) {
-                    table.held.push(table.events[i].clone());
-                }
+            }
+            if held && !table.held.contains(&table.events[i]) {
+                table.held.push(table.events[i].clone());
             }
         }
         (table, urls)
@@ -111,7 +113,11 @@ mod tests {
             .map(|r| r.url)
             .unwrap_or_default();
         let (t, urls) = base.paused(&[Scope::Url(qualified.clone())]);
-        assert_eq!(t.held, vec!["lead_qualified".to_string()]);
+        assert!(
+            t.held.is_empty(),
+            "a URL pause holds by room, not by event type"
+        );
+        assert_eq!(t.claimable.iter().filter(|c| !**c).count(), 1);
         assert_eq!(urls, vec![qualified]);
 
         let (t, _) = base.paused(&[Scope::All]);

@@ -124,7 +124,7 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
                 for p in &pauses {
                     table.row(vec![
                         p.scope.clone(),
-                        p.target.clone(),
+                        relay_core::config::url_without_userinfo(&p.target),
                         p.paused_at.clone(),
                         p.paused_by.clone(),
                         p.held.to_string(),

@@ -728,4 +728,53 @@ async fn n8n_relay_console_serves_the_console_alone() {
         overview.body.contains("id=\"no-relay\"").then_some(())
     })
     .await;
+
+    // An ordered row's page says what holds it, as the relay's own gate sees it:
+    // lead 5's second event waits for its first (failed under block); lead 6's
+    // queued event waits for an earlier one still in the outbox.
+    let client = db.client().await;
+    let ids: Vec<i64> = client
+        .query(
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                 webhook_url, payload, status, ordering)
+             VALUES (101, 'lead_scraped', 'lead', 5, 'http://127.0.0.1:9/a', '{}', 'failed', 'block'),
+                    (102, 'lead_qualified', 'lead', 5, 'http://127.0.0.1:9/a', '{}', 'pending', 'block'),
+                    (900000, 'lead_qualified', 'lead', 6, 'http://127.0.0.1:9/b', '{}', 'pending', 'skip'),
+                    (103, 'lead_scraped', 'lead', 7, 'http://127.0.0.1:9/a', '{}', 'pending', 'skip')
+             RETURNING id",
+            &[],
+        )
+        .await
+        .expect("ordered rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    client
+        .execute(
+            "INSERT INTO webhook_events (event_type, entity_type, entity_id) VALUES ('lead_scraped', 'lead', 6)",
+            &[],
+        )
+        .await
+        .expect("an unrouted event");
+    let page = |id: i64| {
+        let cookie = cookie.clone();
+        let addr = addr.clone();
+        async move {
+            http(&addr, "GET", &format!("/row/{id}"), Some(&cookie), None)
+                .await
+                .body
+        }
+    };
+    let second = page(ids[1]).await;
+    assert!(
+        second.contains(&format!("waits for <a href=\"/row/{}\">", ids[0])),
+        "{second}"
+    );
+    let behind = page(ids[2]).await;
+    assert!(behind.contains("still in the outbox"), "{behind}");
+    let free = page(ids[3]).await;
+    assert!(
+        free.contains("entity (on_failure = skip)") && !free.contains("waits for"),
+        "{free}"
+    );
 }

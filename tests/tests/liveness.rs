@@ -139,7 +139,7 @@ async fn rows_of_a_relay_killed_mid_drain_are_delivered_by_the_other_within_5_s(
     .await;
     doomed.kill9().await;
     let killed = Instant::now();
-    // Nothing releases a row for GRACE (2.5 s), so this is what it held when it died.
+    // Nothing releases a row for GRACE (2 s), so this is what it held when it died.
     let orphans = held_by(&db, doomed_marker).await;
     assert!(!orphans.is_empty(), "the killed relay held rows");
 

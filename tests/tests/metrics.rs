@@ -536,6 +536,8 @@ fn the_parser_rejects_what_prometheus_would() {
         "# TYPE x counter\nx{a=1} 1\n",
         "# TYPE x counter\nx one\n",
         "# TYPE 1x counter\n",
+        "# TYPE x counter\n# TYPE x gauge\nx 1\n",
+        "# TYPE h histogram\nh_bucket 1\nh_sum 1\nh_count 1\n",
     ] {
         assert!(parse_exposition(bad).is_err(), "{bad:?}");
     }

@@ -152,17 +152,24 @@ impl Auth {
 
     /// How long a failed login from `ip` waits before it is answered; counts it.
     pub fn failed(&self, ip: IpAddr) -> Duration {
+        self.failed_at(ip, Instant::now())
+    }
+
+    fn failed_at(&self, ip: IpAddr, now: Instant) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= MAX_FAILING_ADDRESSES {
-            failures.retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+            failures.retain(|_, (_, at)| now.saturating_duration_since(*at) < FAILURE_MEMORY);
             if failures.len() >= MAX_FAILING_ADDRESSES {
                 // Full of fresh failures (a spread attack): everyone waits the longest.
                 return MAX_PENALTY;
             }
         }
-        let entry = failures.entry(ip).or_insert((0, Instant::now()));
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) >= FAILURE_MEMORY {
+            entry.0 = 0;
+        }
         entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
+        entry.1 = now;
         PENALTY
             .saturating_mul(1u32 << entry.0.saturating_sub(1).min(5))
             .min(MAX_PENALTY)
@@ -253,6 +260,22 @@ mod tests {
         assert_eq!(waits[7], MAX_PENALTY);
         auth.succeeded(ip);
         assert_eq!(auth.failed(ip), PENALTY);
+    }
+
+    #[test]
+    fn failures_older_than_the_memory_are_forgotten() {
+        let auth = Auth::new("operator-token-0123456789", "");
+        let ip: IpAddr = "203.0.113.9".parse().expect("ip");
+        for _ in 0..5 {
+            auth.failed(ip);
+        }
+        assert_eq!(auth.failed(ip), MAX_PENALTY);
+        let later = Instant::now() + FAILURE_MEMORY + Duration::from_secs(1);
+        assert_eq!(
+            auth.failed_at(ip, later),
+            PENALTY,
+            "the old failures no longer count"
+        );
     }
 
     #[test]

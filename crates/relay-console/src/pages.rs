@@ -422,6 +422,9 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
                             @if let Some((id, event, status, url)) = &ordering.waits_for {
                                 ": waits for " a href=(format!("/row/{id}")) { "row " (id) } " (" (event) ", " (status) ", " (url_without_userinfo(url)) ")"
                             }
+                            @if ordering.behind_outbox {
+                                ": waits for an earlier event of this entity, still in the outbox"
+                            }
                         }
                     }
                 }
@@ -628,11 +631,7 @@ mod tests {
             attempts: Vec::new(),
             logs: Vec::new(),
         };
-        let no_order = OrderingState {
-            ordering: None,
-            scope: None,
-            waits_for: None,
-        };
+        let no_order = OrderingState::default();
         let ro = row(&ctx(Role::ReadOnly), &detail, &no_order, None).into_string();
         assert!(!ro.contains("/row/7/retry") && !ro.contains("/row/7/cancel"));
         assert!(!ro.contains("<script>alert(3)"), "{ro}");

@@ -51,6 +51,8 @@ struct Console {
     auth: Auth,
     snapshot: sampler::Shared,
     routes: Vec<Route>,
+    /// The routes' event types, as the relay's ordering gate takes them.
+    routed: Vec<String>,
     events: Vec<&'static str>,
 }
 
@@ -69,6 +71,11 @@ pub async fn serve(
         ),
         snapshot: sampler::spawn(pool, shutdown.clone()),
         routes: config.routes(),
+        routed: config
+            .routes()
+            .iter()
+            .map(|r| r.event.as_str().to_string())
+            .collect(),
         events: EventType::names(),
     });
     if let Ok(addr) = listener.local_addr() {
@@ -414,7 +421,7 @@ impl Console {
             Err(e) => return db_error(&e, ctx),
         };
         match queue_admin::show(&client, id).await {
-            Ok(detail) => match data::ordering(&client, id).await {
+            Ok(detail) => match data::ordering(&client, id, &self.routed).await {
                 Ok(ordering) => {
                     let flash = done.and_then(flash_text);
                     Answer::page(

@@ -346,8 +346,9 @@ mod tests {
     #[test]
     fn every_family_has_help_and_type_and_starts_at_zero() {
         let m = Metrics::new();
-        // The one family whose series only exist once observed.
+        // The families whose series only exist once observed.
         m.callback("demo-approval", 200);
+        m.set_endpoint_unhealthy("http://n8n/webhook/x", true);
         let text = m.render();
         for name in [
             "n8n_relay_events_captured_total",
@@ -360,6 +361,8 @@ mod tests {
             "n8n_relay_listener_reconnects_total",
             "n8n_relay_listener_connected",
             "n8n_relay_callbacks_total",
+            "n8n_relay_queue_held",
+            "n8n_relay_endpoint_unhealthy",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");

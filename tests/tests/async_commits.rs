@@ -38,6 +38,18 @@ async fn syncs_repeating(client: &Client, sql: &str, params: &[&(dyn ToSql + Syn
     wal_syncs(client).await - before
 }
 
+/// `STATEMENTS` events in the outbox, one per entity.
+async fn fill_outbox(client: &Client) {
+    client
+        .execute(
+            "INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
+             SELECT 'lead_created', 'lead', g, '{}' FROM generate_series(1, $1::int8) g",
+            &[&STATEMENTS],
+        )
+        .await
+        .expect("fill the outbox");
+}
+
 #[tokio::test]
 async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     let db = TestDb::migrated().await;
@@ -64,14 +76,7 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         .expect("analyze");
 
     // Route one event per statement, each claimed at once.
-    client
-        .execute(
-            "INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
-             SELECT 'lead_created', 'lead', g, '{}' FROM generate_series(1, $1::int8) g",
-            &[&STATEMENTS],
-        )
-        .await
-        .expect("fill the outbox");
+    fill_outbox(&client).await;
     let routing = syncs_repeating(
         &client,
         relay_daemon::claim::ROUTE_AND_CLAIM,
@@ -167,8 +172,31 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         "every due row claimed"
     );
 
+    // The lean route (every row claimed at once), one event per statement.
+    fill_outbox(&client).await;
+    let lean_routing = syncs_repeating(
+        &client,
+        relay_daemon::claim::ROUTE_ALL_CLAIMED,
+        &[
+            &events,
+            &urls,
+            &vec![0i32],
+            &vec![3i32],
+            &1i64,
+            &30f64,
+            &7i32,
+        ],
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events").await,
+        0,
+        "every event routed by the lean statement"
+    );
+
     for (what, syncs) in [
         ("routing", routing),
+        ("routing, every row claimed", lean_routing),
         ("recording outcomes", recording),
         ("claiming due rows", claiming),
     ] {

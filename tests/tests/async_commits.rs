@@ -194,8 +194,33 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         "every event routed by the lean statement"
     );
 
+    // Ordered routes with room, one event per statement.
+    fill_outbox(&client).await;
+    let ordered_routing = syncs_repeating(
+        &client,
+        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+        &[
+            &events,
+            &urls,
+            &vec![0i32],
+            &vec![3i32],
+            &vec![Some("skip")],
+            &vec![None::<String>],
+            &1i64,
+            &30f64,
+            &7i32,
+        ],
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events").await,
+        0,
+        "every event routed by the ordered statement"
+    );
+
     for (what, syncs) in [
         ("routing", routing),
+        ("routing ordered events with room", ordered_routing),
         ("routing, every row claimed", lean_routing),
         ("recording outcomes", recording),
         ("claiming due rows", claiming),

@@ -212,6 +212,24 @@ async fn lean_route_takes_the_oldest_events_from_the_outbox_key_even_when_planne
 }
 
 #[tokio::test]
+async fn ordered_route_with_room_takes_the_oldest_events_and_inlines_the_ordering_check() {
+    let plan = generic_plan(
+        OUTBOX_BACKLOG,
+        "webhook_events",
+        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+        "text[], text[], int4[], int4[], text[], text[], int8, float8, int4",
+        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', '{skip}', '{NULL}', 128, 30, 7",
+    )
+    .await;
+
+    assert!(
+        plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
+        "routing does not take events from the outbox key in order:\n{plan}"
+    );
+    assert_ordering_gate_inlined(&plan);
+}
+
+#[tokio::test]
 async fn idle_check_finds_the_next_due_row_by_index_even_when_planned_generically() {
     let plan = generic_plan(
         DELIVERED_DAY,

@@ -50,6 +50,24 @@ async fn fill_outbox(client: &Client) {
         .expect("fill the outbox");
 }
 
+/// WAL syncs while route statement `sql` routes a fresh outbox of `STATEMENTS` events,
+/// one per statement; every event must leave the outbox.
+async fn syncs_routing_the_outbox(
+    db: &TestDb,
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> i64 {
+    fill_outbox(client).await;
+    let syncs = syncs_repeating(client, sql, params).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events").await,
+        0,
+        "every event routed"
+    );
+    syncs
+}
+
 #[tokio::test]
 async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     let db = TestDb::migrated().await;
@@ -173,8 +191,8 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     );
 
     // The lean route (every row claimed at once), one event per statement.
-    fill_outbox(&client).await;
-    let lean_routing = syncs_repeating(
+    let lean_routing = syncs_routing_the_outbox(
+        &db,
         &client,
         relay_daemon::claim::ROUTE_ALL_CLAIMED,
         &[
@@ -188,15 +206,10 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         ],
     )
     .await;
-    assert_eq!(
-        db.count("SELECT count(*) FROM webhook_events").await,
-        0,
-        "every event routed by the lean statement"
-    );
 
     // Ordered routes with room, one event per statement.
-    fill_outbox(&client).await;
-    let ordered_routing = syncs_repeating(
+    let ordered_routing = syncs_routing_the_outbox(
+        &db,
         &client,
         relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
         &[
@@ -212,11 +225,6 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
         ],
     )
     .await;
-    assert_eq!(
-        db.count("SELECT count(*) FROM webhook_events").await,
-        0,
-        "every event routed by the ordered statement"
-    );
 
     for (what, syncs) in [
         ("routing", routing),

@@ -168,64 +168,50 @@ async fn due_claim_walks_the_url_index_when_statistics_predate_the_backlog() {
     assert_due_claim_walks_the_url_index(Statistics::FromBeforeTheBacklog).await;
 }
 
+/// The generic plan of route statement `statement` over a one-type outbox backlog,
+/// held to taking the oldest events from the outbox's key (never reading it whole).
+async fn assert_route_takes_the_oldest_events(statement: &str, types: &str, args: &str) -> String {
+    let plan = generic_plan(OUTBOX_BACKLOG, "webhook_events", statement, types, args).await;
+    assert!(
+        !plan.contains("Seq Scan on webhook_events"),
+        "routing reads the whole outbox:\n{plan}"
+    );
+    assert!(
+        plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
+        "routing does not take events from the outbox key in order:\n{plan}"
+    );
+    plan
+}
+
 #[tokio::test]
 async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_generically() {
-    let plan = generic_plan(
-        OUTBOX_BACKLOG,
-        "webhook_events",
+    let plan = assert_route_takes_the_oldest_events(
         relay_daemon::claim::ROUTE_AND_CLAIM,
         "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4[], float8, text[], text[], int4",
         "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, 128, '{3}', 30, '{NULL}', '{NULL}', 7",
     )
     .await;
-
-    assert!(
-        !plan.contains("Seq Scan on webhook_events"),
-        "routing reads the whole outbox:\n{plan}"
-    );
-    assert!(
-        plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
-        "routing does not take events from the outbox key in order:\n{plan}"
-    );
     assert_ordering_gate_inlined(&plan);
 }
 
 #[tokio::test]
 async fn lean_route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_generically() {
-    let plan = generic_plan(
-        OUTBOX_BACKLOG,
-        "webhook_events",
+    assert_route_takes_the_oldest_events(
         relay_daemon::claim::ROUTE_ALL_CLAIMED,
         "text[], text[], int4[], int4[], int8, float8, int4",
         "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', 128, 30, 7",
     )
     .await;
-
-    assert!(
-        !plan.contains("Seq Scan on webhook_events"),
-        "routing reads the whole outbox:\n{plan}"
-    );
-    assert!(
-        plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
-        "routing does not take events from the outbox key in order:\n{plan}"
-    );
 }
 
 #[tokio::test]
 async fn ordered_route_with_room_takes_the_oldest_events_and_inlines_the_ordering_check() {
-    let plan = generic_plan(
-        OUTBOX_BACKLOG,
-        "webhook_events",
+    let plan = assert_route_takes_the_oldest_events(
         relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
         "text[], text[], int4[], int4[], text[], text[], int8, float8, int4",
         "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', '{skip}', '{NULL}', 128, 30, 7",
     )
     .await;
-
-    assert!(
-        plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
-        "routing does not take events from the outbox key in order:\n{plan}"
-    );
     assert_ordering_gate_inlined(&plan);
 }
 

@@ -38,6 +38,8 @@
 
 use std::time::Duration;
 
+use tokio_postgres::types::ToSql;
+
 use crate::db::Db;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
@@ -225,70 +227,63 @@ pub(crate) async fn route_and_claim(
     route: i64,
     free: usize,
 ) -> Result<Routed, DaemonError> {
+    let lease = limits.lease.as_secs_f64();
+    let free = i64::try_from(free).unwrap_or(i64::MAX);
     let room = room_for_all(routes, load, limits.per_endpoint, route, free);
     let ordered = routes.ordering.iter().any(Option::is_some);
+    let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = if room && ordered {
+        (
+            ROUTE_ORDERED_WITH_ROOM,
+            vec![
+                &routes.events,
+                &routes.urls,
+                &routes.priorities,
+                &routes.max_retries,
+                &routes.ordering,
+                &routes.scopes,
+                &route,
+                &lease,
+                &limits.marker,
+            ],
+        )
+    } else if room {
+        (
+            ROUTE_ALL_CLAIMED,
+            vec![
+                &routes.events,
+                &routes.urls,
+                &routes.priorities,
+                &routes.max_retries,
+                &route,
+                &lease,
+                &limits.marker,
+            ],
+        )
+    } else {
+        (
+            ROUTE_AND_CLAIM,
+            vec![
+                &routes.events,
+                &routes.urls,
+                &routes.priorities,
+                &routes.claimable,
+                &load.urls,
+                &load.in_flight,
+                &route,
+                &limits.per_endpoint,
+                &free,
+                &routes.max_retries,
+                &lease,
+                &routes.ordering,
+                &routes.scopes,
+                &limits.marker,
+            ],
+        )
+    };
     db.bounded("routing events", async {
         let client = db.client().await?;
-        let lease = limits.lease.as_secs_f64();
-        let rows = if room && ordered {
-            let statement = client.prepare_cached(ROUTE_ORDERED_WITH_ROOM).await?;
-            client
-                .query(
-                    &statement,
-                    &[
-                        &routes.events,
-                        &routes.urls,
-                        &routes.priorities,
-                        &routes.max_retries,
-                        &routes.ordering,
-                        &routes.scopes,
-                        &route,
-                        &lease,
-                        &limits.marker,
-                    ],
-                )
-                .await?
-        } else if room {
-            let statement = client.prepare_cached(ROUTE_ALL_CLAIMED).await?;
-            client
-                .query(
-                    &statement,
-                    &[
-                        &routes.events,
-                        &routes.urls,
-                        &routes.priorities,
-                        &routes.max_retries,
-                        &route,
-                        &lease,
-                        &limits.marker,
-                    ],
-                )
-                .await?
-        } else {
-            let statement = client.prepare_cached(ROUTE_AND_CLAIM).await?;
-            let free = i64::try_from(free).unwrap_or(i64::MAX);
-            client
-                .query(
-                    &statement,
-                    &[
-                        &routes.events,
-                        &routes.urls,
-                        &routes.priorities,
-                        &routes.claimable,
-                        &load.urls,
-                        &load.in_flight,
-                        &route,
-                        &limits.per_endpoint,
-                        &free,
-                        &routes.max_retries,
-                        &lease,
-                        &routes.ordering,
-                        &routes.scopes,
-                        &limits.marker,
-                    ],
-                )
-                .await?
-        };
+        let statement = client.prepare_cached(sql).await?;
+        let rows = client.query(&statement, &params).await?;
         let mut routed = Routed {
             picked: 0,
             events: 0,
@@ -318,14 +313,8 @@ pub(crate) async fn route_and_claim(
 /// Whether every route may claim now and every endpoint has room for all the rows
 /// `route` events can make, so that [`ROUTE_ALL_CLAIMED`] (no route ordered) or
 /// [`ROUTE_ORDERED_WITH_ROOM`] does what [`ROUTE_AND_CLAIM`] would.
-fn room_for_all(
-    routes: &RouteTable,
-    load: &EndpointLoad,
-    cap: i32,
-    route: i64,
-    free: usize,
-) -> bool {
-    let Ok(route) = usize::try_from(route) else {
+fn room_for_all(routes: &RouteTable, load: &EndpointLoad, cap: i32, route: i64, free: i64) -> bool {
+    let (Ok(route), Ok(free)) = (usize::try_from(route), usize::try_from(free)) else {
         return false;
     };
     let most_routes = routes

@@ -60,12 +60,31 @@ enum Statistics {
     /// Before it, when the queue held only delivered rows: the backlog arrived since
     /// (an outage, faster than autovacuum's next ANALYZE).
     FromBeforeTheBacklog,
+    /// Of an empty database, and the plan made then and kept while the backlog
+    /// arrived: the relay's route statements keep their first generic plan for as long
+    /// as the connection lives (nothing invalidates it until an ANALYZE).
+    PlannedWhenEmpty,
 }
 
 /// How Postgres plans `statement` (parameter `types`) generically, executed with
 /// `args`, in a fresh database whose `table` holds `BACKLOG` rows made by `fill`.
 async fn generic_plan(fill: &str, table: &str, statement: &str, types: &str, args: &str) -> String {
     plan(fill, table, Statistics::Fresh, statement, types, args).await
+}
+
+/// The settings `statement` is planned under: a route statement's as the relay runs
+/// it (`claim::query_with_plan_kept`), any other's generic and otherwise as set.
+fn generic_planning(statement: &str) -> &'static str {
+    let routes = [
+        relay_daemon::claim::ROUTE_AND_CLAIM,
+        relay_daemon::claim::ROUTE_ALL_CLAIMED,
+        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+    ];
+    if routes.contains(&statement) {
+        relay_daemon::claim::PLAN_GENERICALLY
+    } else {
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
+    }
 }
 
 async fn plan(
@@ -79,6 +98,29 @@ async fn plan(
     let db = TestDb::migrated().await;
     let client = db.client().await;
     let analyze = format!("VACUUM ANALYZE {table}");
+    let explain = format!("EXPLAIN EXECUTE statement({args})");
+    let explain = || async {
+        client
+            .batch_execute(generic_planning(statement))
+            .await
+            .expect("planning settings");
+        let rows = client.query(&explain, &[]).await.expect("explain");
+        client.batch_execute("COMMIT").await.expect("commit");
+        rows
+    };
+    client
+        .batch_execute(&format!(
+            "SET jit = off; PREPARE statement({types}) AS {statement}"
+        ))
+        .await
+        .expect("prepare");
+    if statistics == Statistics::PlannedWhenEmpty {
+        client
+            .batch_execute("VACUUM ANALYZE webhook_events, webhook_queue")
+            .await
+            .expect("analyze the empty tables");
+        explain().await;
+    }
     if statistics == Statistics::FromBeforeTheBacklog {
         client
             .batch_execute(DELIVERED_BEFORE)
@@ -99,17 +141,7 @@ async fn plan(
             .await
             .unwrap_or_else(|e| panic!("analyzing {table}: {e}"));
     }
-    client
-        .batch_execute(&format!(
-            "SET plan_cache_mode = force_generic_plan; SET jit = off;
-             PREPARE statement({types}) AS {statement}"
-        ))
-        .await
-        .expect("prepare");
-    let rows = client
-        .query(&format!("EXPLAIN EXECUTE statement({args})"), &[])
-        .await
-        .expect("explain");
+    let rows = explain().await;
     rows.iter()
         .map(|r| r.get::<_, String>(0))
         .collect::<Vec<_>>()
@@ -168,13 +200,27 @@ async fn due_claim_walks_the_url_index_when_statistics_predate_the_backlog() {
     assert_due_claim_walks_the_url_index(Statistics::FromBeforeTheBacklog).await;
 }
 
-/// The generic plan of route statement `statement` over a one-type outbox backlog,
-/// held to taking the oldest events from the outbox's key (never reading it whole).
-async fn assert_route_takes_the_oldest_events(statement: &str, types: &str, args: &str) -> String {
-    let plan = generic_plan(OUTBOX_BACKLOG, "webhook_events", statement, types, args).await;
+/// The generic plan of route statement `statement` over a one-type outbox backlog
+/// (statistics taken at `statistics`), held to taking the oldest events from the
+/// outbox's key (never reading it whole).
+async fn assert_route_takes_the_oldest_events(
+    statistics: Statistics,
+    statement: &str,
+    types: &str,
+    args: &str,
+) -> String {
+    let plan = plan(
+        OUTBOX_BACKLOG,
+        "webhook_events",
+        statistics,
+        statement,
+        types,
+        args,
+    )
+    .await;
     assert!(
-        !plan.contains("Seq Scan on webhook_events"),
-        "routing reads the whole outbox:\n{plan}"
+        !plan.contains("Seq Scan on webhook_events") && !plan.contains("Seq Scan on webhook_queue"),
+        "routing reads the whole outbox or queue:\n{plan}"
     );
     assert!(
         plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
@@ -183,12 +229,26 @@ async fn assert_route_takes_the_oldest_events(statement: &str, types: &str, args
     plan
 }
 
+const ROUTE_TYPES: &str = "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, \
+                           int4[], float8, text[], text[], int4";
+const ROUTE_ARGS: &str =
+    "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', \
+                          128, 64, 128, '{3}', 30, '{NULL}', '{NULL}', 7";
+const LEAN_ROUTE_TYPES: &str = "text[], text[], int4[], int4[], int8, float8, int4";
+const LEAN_ROUTE_ARGS: &str =
+    "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', 128, 30, 7";
+const ORDERED_ROUTE_TYPES: &str =
+    "text[], text[], int4[], int4[], text[], text[], int8, float8, int4";
+const ORDERED_ROUTE_ARGS: &str =
+    "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', '{skip}', '{NULL}', 128, 30, 7";
+
 #[tokio::test]
 async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_generically() {
     let plan = assert_route_takes_the_oldest_events(
+        Statistics::Fresh,
         relay_daemon::claim::ROUTE_AND_CLAIM,
-        "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4[], float8, text[], text[], int4",
-        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, 128, '{3}', 30, '{NULL}', '{NULL}', 7",
+        ROUTE_TYPES,
+        ROUTE_ARGS,
     )
     .await;
     assert_ordering_gate_inlined(&plan);
@@ -197,9 +257,10 @@ async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_gen
 #[tokio::test]
 async fn lean_route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_generically() {
     assert_route_takes_the_oldest_events(
+        Statistics::Fresh,
         relay_daemon::claim::ROUTE_ALL_CLAIMED,
-        "text[], text[], int4[], int4[], int8, float8, int4",
-        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', 128, 30, 7",
+        LEAN_ROUTE_TYPES,
+        LEAN_ROUTE_ARGS,
     )
     .await;
 }
@@ -207,12 +268,51 @@ async fn lean_route_takes_the_oldest_events_from_the_outbox_key_even_when_planne
 #[tokio::test]
 async fn ordered_route_with_room_takes_the_oldest_events_and_inlines_the_ordering_check() {
     let plan = assert_route_takes_the_oldest_events(
+        Statistics::Fresh,
         relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
-        "text[], text[], int4[], int4[], text[], text[], int8, float8, int4",
-        "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', '{skip}', '{NULL}', 128, 30, 7",
+        ORDERED_ROUTE_TYPES,
+        ORDERED_ROUTE_ARGS,
     )
     .await;
     assert_ordering_gate_inlined(&plan);
+}
+
+/// The relay runs its route statements with the plan made at their first run
+/// (`claim::route_and_claim`), which for a relay started on a quiet database is a plan
+/// of empty tables. It must still be the plan for a backlog.
+#[tokio::test]
+async fn route_plans_made_on_an_empty_database_still_take_a_backlog_by_the_outbox_key() {
+    for (statement, types, args, ordered) in [
+        (
+            relay_daemon::claim::ROUTE_AND_CLAIM,
+            ROUTE_TYPES,
+            ROUTE_ARGS,
+            true,
+        ),
+        (
+            relay_daemon::claim::ROUTE_ALL_CLAIMED,
+            LEAN_ROUTE_TYPES,
+            LEAN_ROUTE_ARGS,
+            false,
+        ),
+        (
+            relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+            ORDERED_ROUTE_TYPES,
+            ORDERED_ROUTE_ARGS,
+            true,
+        ),
+    ] {
+        let plan = assert_route_takes_the_oldest_events(
+            Statistics::PlannedWhenEmpty,
+            statement,
+            types,
+            args,
+        )
+        .await;
+        if ordered {
+            assert_ordering_gate_inlined(&plan);
+        }
+    }
 }
 
 #[tokio::test]
@@ -301,4 +401,75 @@ async fn rows_given_back_at_shutdown_are_found_by_key_when_statistics_predate_th
         "'{1}', '{1}', 0",
     )
     .await;
+}
+
+/// Postgres would plan every route statement anew at every run (planning took as long
+/// as running it); the relay runs them with the plan made at their first run, which
+/// the tests above hold to the outbox's key.
+#[tokio::test]
+async fn route_statements_are_planned_once_not_at_every_run() {
+    const RUNS: i64 = 8;
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .execute(OUTBOX_BACKLOG, &[&(RUNS * 4)])
+        .await
+        .expect("fill the outbox");
+    let statement = client
+        .prepare(relay_daemon::claim::ROUTE_ALL_CLAIMED)
+        .await
+        .expect("prepare");
+    let events: Vec<String> = vec!["lead_created".into()];
+    let urls: Vec<String> = vec!["http://127.0.0.1:9/hook".into()];
+    let (priorities, max_retries): (Vec<i32>, Vec<i32>) = (vec![0], vec![3]);
+    let (batch, lease, marker) = (4_i64, 30.0_f64, 7_i32);
+    for _ in 0..RUNS {
+        relay_daemon::claim::query_with_plan_kept(
+            &client,
+            &statement,
+            &[
+                &events,
+                &urls,
+                &priorities,
+                &max_retries,
+                &batch,
+                &lease,
+                &marker,
+            ],
+        )
+        .await
+        .expect("route");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events").await,
+        0,
+        "every event routed"
+    );
+    let plans = client
+        .query_one(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements
+             WHERE statement = $1",
+            &[&relay_daemon::claim::ROUTE_ALL_CLAIMED],
+        )
+        .await
+        .expect("the statement's plans");
+    let (generic, custom): (i64, i64) = (plans.get(0), plans.get(1));
+    assert_eq!(
+        (generic, custom),
+        (RUNS, 0),
+        "the route statement was planned at every run"
+    );
+    client
+        .batch_execute("SELECT 1")
+        .await
+        .expect("the connection is out of the route's transaction");
+    let in_transaction: String = client
+        .query_one("SELECT current_setting('plan_cache_mode')", &[])
+        .await
+        .expect("setting")
+        .get(0);
+    assert_eq!(
+        in_transaction, "auto",
+        "the generic plans are the route's alone"
+    );
 }

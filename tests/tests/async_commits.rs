@@ -63,7 +63,7 @@ async fn syncs_routing_the_outbox(
     let statement = client.prepare(sql).await.expect("prepare");
     let before = wal_syncs(client).await;
     for _ in 0..STATEMENTS {
-        relay_daemon::claim::query_with_plan_kept(client, &statement, params)
+        relay_daemon::claim::query_planned_once(client, &statement, params)
             .await
             .expect("route");
     }

@@ -72,16 +72,18 @@ async fn generic_plan(fill: &str, table: &str, statement: &str, types: &str, arg
     plan(fill, table, Statistics::Fresh, statement, types, args).await
 }
 
-/// The settings `statement` is planned under: a route statement's as the relay runs
-/// it (`claim::query_with_plan_kept`), any other's generic and otherwise as set.
+/// The settings `statement` is planned under: as the relay runs it where it runs it
+/// with `claim::query_planned_once`, any other generic and otherwise as set.
 fn generic_planning(statement: &str) -> &'static str {
-    let routes = [
+    let planned_once = [
         relay_daemon::claim::ROUTE_AND_CLAIM,
         relay_daemon::claim::ROUTE_ALL_CLAIMED,
         relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+        relay_daemon::claim::RELEASE_EXPIRED_LEASES,
+        relay_daemon::liveness::ABSENT_MARKERS,
     ];
-    if routes.contains(&statement) {
-        relay_daemon::claim::PLAN_GENERICALLY
+    if planned_once.contains(&statement) {
+        relay_daemon::claim::PLAN_ONCE_BY_INDEX
     } else {
         "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
     }
@@ -98,7 +100,14 @@ async fn plan(
     let db = TestDb::migrated().await;
     let client = db.client().await;
     let analyze = format!("VACUUM ANALYZE {table}");
-    let explain = format!("EXPLAIN EXECUTE statement({args})");
+    let in_parens = |list: &str| {
+        if list.is_empty() {
+            String::new()
+        } else {
+            format!("({list})")
+        }
+    };
+    let explain = format!("EXPLAIN EXECUTE statement{}", in_parens(args));
     let explain = || async {
         client
             .batch_execute(generic_planning(statement))
@@ -110,7 +119,8 @@ async fn plan(
     };
     client
         .batch_execute(&format!(
-            "SET jit = off; PREPARE statement({types}) AS {statement}"
+            "SET jit = off; PREPARE statement{} AS {statement}",
+            in_parens(types)
         ))
         .await
         .expect("prepare");
@@ -424,7 +434,7 @@ async fn route_statements_are_planned_once_not_at_every_run() {
     let (priorities, max_retries): (Vec<i32>, Vec<i32>) = (vec![0], vec![3]);
     let (batch, lease, marker) = (4_i64, 30.0_f64, 7_i32);
     for _ in 0..RUNS {
-        relay_daemon::claim::query_with_plan_kept(
+        relay_daemon::claim::query_planned_once(
             &client,
             &statement,
             &[
@@ -472,4 +482,25 @@ async fn route_statements_are_planned_once_not_at_every_run() {
         in_transaction, "auto",
         "the generic plans are the route's alone"
     );
+}
+
+/// The liveness check (every 500 ms) and the expired-lease sweep read the `sending`
+/// rows by the lease index even when the statistics were taken while every row was
+/// `sending` (a drain just begun): never the whole queue, delivered history included.
+#[tokio::test]
+async fn liveness_and_lease_sweep_read_the_sending_rows_by_index_whatever_the_statistics() {
+    for (statement, types, args) in [
+        (relay_daemon::liveness::ABSENT_MARKERS, "int4", "7"),
+        (relay_daemon::claim::RELEASE_EXPIRED_LEASES, "", ""),
+    ] {
+        let plan = generic_plan(SENDING_BACKLOG, "webhook_queue", statement, types, args).await;
+        assert!(
+            !plan.contains("Seq Scan on webhook_queue"),
+            "reads the whole queue for its sending rows:\n{plan}"
+        );
+        assert!(
+            plan.contains("webhook_queue_lease_idx"),
+            "does not read the sending rows by the lease index:\n{plan}"
+        );
+    }
 }

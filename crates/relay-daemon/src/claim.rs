@@ -90,7 +90,7 @@ pub const ROUTE_AND_CLAIM: &str = include_str!("../sql/route_and_claim.sql");
 /// quarter of the planning (0.2 against 0.75-0.9 ms, `pg_stat_statements`) and about
 /// half the execution (0.46 against 0.86 ms for 18 events, `EXPLAIN ANALYZE`): Postgres
 /// CPU per event of a release drain of 100,000 fell from 97-99 to 75 µs. Now each is
-/// planned once ([`PLAN_GENERICALLY`]), and the execution is what this one saves. Its result has the columns of
+/// planned once ([`PLAN_ONCE_BY_INDEX`]), and the execution is what this one saves. Its result has the columns of
 /// [`ROUTE_AND_CLAIM`] in the same order, and the same `webhook_id` for an event and
 /// URL.
 ///
@@ -110,44 +110,9 @@ pub const ROUTE_ALL_CLAIMED: &str = include_str!("../sql/route_all_claimed.sql")
 /// many events, $8 lease seconds, $9 this relay's marker.
 pub const ROUTE_ORDERED_WITH_ROOM: &str = include_str!("../sql/route_ordered_with_room.sql");
 
-/// Opens a route statement's own transaction, in which its plan is made once and kept
-/// (`plan_cache_mode`), and made of index scans only (`enable_seqscan`), whatever the
-/// statistics say when it is made.
-///
-/// Left to choose, Postgres plans every route statement anew at every run: it costs a
-/// generic plan of arrays and a LIMIT of unknown size above the custom plans, and the
-/// planning (0.2 ms for [`ROUTE_ALL_CLAIMED`], 0.6 for [`ROUTE_ORDERED_WITH_ROOM`], 0.75
-/// for [`ROUTE_AND_CLAIM`], for 30 events) took as long as running them. A plan kept is
-/// a plan made once, though, often on an empty outbox: made from the statistics of
-/// empty tables it reads the outbox whole and sorts it, and would go on doing so
-/// through a backlog of 100,000 (the outcome write's kept plan did just that with the
-/// queue; bench README, "The database's share of an event"). Every table a route
-/// statement reads it reads by index (the outbox's key, the ordering indexes), so
-/// index scans are all it is allowed: then the plan made on empty tables is the plan
-/// for a backlog (tests/tests/claim_plans.rs holds it so). Both settings last for this
-/// transaction only.
-pub const PLAN_GENERICALLY: &str =
-    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
-
-/// Runs a route statement in a transaction of its own that keeps its plan
-/// ([`PLAN_GENERICALLY`]). One round trip: the three messages are sent together at the
-/// first poll, so a timeout after it cannot leave the connection inside the
-/// transaction. A failed statement turns the COMMIT into a rollback.
-pub async fn query_with_plan_kept(
-    client: &tokio_postgres::Client,
-    statement: &tokio_postgres::Statement,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-    let (begun, rows, committed) = tokio::join!(
-        client.batch_execute(PLAN_GENERICALLY),
-        client.query(statement, params),
-        client.batch_execute("COMMIT"),
-    );
-    begun?;
-    let rows = rows?;
-    committed?;
-    Ok(rows)
-}
+/// How the route statements run: planned once, by index (see
+/// [`crate::db::query_planned_once`], whose settings they were measured with).
+pub use crate::db::{query_planned_once, PLAN_ONCE_BY_INDEX};
 
 /// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4 rows
 /// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types, $8 this
@@ -201,7 +166,7 @@ pub const RELEASE: &str = "UPDATE webhook_queue q
 /// Rows whose relay stalled (or died before markers, `crate::liveness`, existed)
 /// mid-delivery: their lease ran out, so they go back to the queue, each with a
 /// history note. The guide's "stuck in sending" heals itself.
-pub(crate) const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
+pub const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
         UPDATE webhook_queue q
         SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL, updated_at = now()
         FROM webhook_queue old
@@ -322,7 +287,7 @@ pub(crate) async fn route_and_claim(
     db.bounded("routing events", async {
         let client = db.client().await?;
         let statement = client.prepare_cached(sql).await?;
-        let rows = query_with_plan_kept(&client, &statement, &params).await?;
+        let rows = query_planned_once(&client, &statement, &params).await?;
         let mut routed = Routed {
             picked: 0,
             events: 0,
@@ -435,7 +400,7 @@ pub(crate) async fn release_expired_leases(db: &Db) -> Result<Vec<i64>, DaemonEr
     db.bounded("releasing expired leases", async {
         let client = db.client().await?;
         let statement = client.prepare_cached(RELEASE_EXPIRED_LEASES).await?;
-        let rows = client.query(&statement, &[]).await?;
+        let rows = query_planned_once(&client, &statement, &[]).await?;
         let ids: Result<Vec<i64>, _> = rows.iter().map(|r| r.try_get::<_, i64>(0)).collect();
         Ok(ids?)
     })

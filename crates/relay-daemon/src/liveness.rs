@@ -149,7 +149,7 @@ async fn absent(db: &Db, marker: Marker) -> Result<Vec<i32>, DaemonError> {
     db.bounded("looking for relays that are gone", async {
         let client = db.client().await?;
         let statement = client.prepare_cached(ABSENT_MARKERS).await?;
-        let rows = client.query(&statement, &[&marker.get()]).await?;
+        let rows = crate::db::query_planned_once(&client, &statement, &[&marker.get()]).await?;
         let markers: Result<Vec<i32>, _> = rows.iter().map(|r| r.try_get(0)).collect();
         Ok(markers?)
     })

@@ -166,7 +166,7 @@ pub const RELEASE: &str = "UPDATE webhook_queue q
 /// Rows whose relay stalled (or died before markers, `crate::liveness`, existed)
 /// mid-delivery: their lease ran out, so they go back to the queue, each with a
 /// history note. The guide's "stuck in sending" heals itself.
-pub const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
+pub(crate) const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
         UPDATE webhook_queue q
         SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL, updated_at = now()
         FROM webhook_queue old
@@ -400,7 +400,7 @@ pub(crate) async fn release_expired_leases(db: &Db) -> Result<Vec<i64>, DaemonEr
     db.bounded("releasing expired leases", async {
         let client = db.client().await?;
         let statement = client.prepare_cached(RELEASE_EXPIRED_LEASES).await?;
-        let rows = query_planned_once(&client, &statement, &[]).await?;
+        let rows = client.query(&statement, &[]).await?;
         let ids: Result<Vec<i64>, _> = rows.iter().map(|r| r.try_get::<_, i64>(0)).collect();
         Ok(ids?)
     })

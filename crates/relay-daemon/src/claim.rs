@@ -90,9 +90,9 @@ pub const ROUTE_AND_CLAIM: &str = include_str!("../sql/route_and_claim.sql");
 /// quarter of the planning (0.2 against 0.75-0.9 ms, `pg_stat_statements`) and about
 /// half the execution (0.46 against 0.86 ms for 18 events, `EXPLAIN ANALYZE`): Postgres
 /// CPU per event of a release drain of 100,000 fell from 97-99 to 75 µs. Now each is
-/// planned once ([`PLAN_ONCE_BY_INDEX`]), and the execution is what this one saves. Its result has the columns of
-/// [`ROUTE_AND_CLAIM`] in the same order, and the same `webhook_id` for an event and
-/// URL.
+/// planned once ([`PLAN_ONCE_BY_INDEX`]), and the execution is what this one saves.
+/// Its result has the columns of [`ROUTE_AND_CLAIM`] in the same order, and the same
+/// `webhook_id` for an event and URL.
 ///
 /// $1..$4 the route table (event, url, priority, max_retries), $5 how many events, $6
 /// lease seconds, $7 this relay's marker.

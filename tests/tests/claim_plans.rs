@@ -79,6 +79,7 @@ fn generic_planning(statement: &str) -> &'static str {
         relay_daemon::claim::ROUTE_AND_CLAIM,
         relay_daemon::claim::ROUTE_ALL_CLAIMED,
         relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+        relay_daemon::claim::CLAIM_DUE,
         relay_daemon::liveness::ABSENT_MARKERS,
     ];
     if planned_once.contains(&statement) {
@@ -207,6 +208,11 @@ async fn due_claim_walks_the_url_index_even_when_planned_generically() {
 #[tokio::test]
 async fn due_claim_walks_the_url_index_when_statistics_predate_the_backlog() {
     assert_due_claim_walks_the_url_index(Statistics::FromBeforeTheBacklog).await;
+}
+
+#[tokio::test]
+async fn due_claim_planned_on_an_empty_database_still_walks_the_url_index() {
+    assert_due_claim_walks_the_url_index(Statistics::PlannedWhenEmpty).await;
 }
 
 /// The generic plan of route statement `statement` over a one-type outbox backlog

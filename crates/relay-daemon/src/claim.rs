@@ -346,21 +346,21 @@ pub(crate) async fn claim_due(
         let client = db.client().await?;
         let statement = client.prepare_cached(CLAIM_DUE).await?;
         let want = i64::try_from(want).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &want,
-                    &routes.held,
-                    &load.urls,
-                    &load.in_flight,
-                    &limits.per_endpoint,
-                    &limits.lease.as_secs_f64(),
-                    &routes.events,
-                    &limits.marker,
-                ],
-            )
-            .await?;
+        let rows = query_planned_once(
+            &client,
+            &statement,
+            &[
+                &want,
+                &routes.held,
+                &load.urls,
+                &load.in_flight,
+                &limits.per_endpoint,
+                &limits.lease.as_secs_f64(),
+                &routes.events,
+                &limits.marker,
+            ],
+        )
+        .await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in &rows {
             jobs.extend(job_from_row(row, 0)?);

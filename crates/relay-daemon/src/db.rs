@@ -48,8 +48,8 @@ impl Db {
 /// Opens a transaction in which a statement's plan is made once and kept
 /// (`plan_cache_mode`), and made of index scans only (`enable_seqscan`), whatever the
 /// statistics say when it is made. For the statements that run all the time and read
-/// every table they touch by index: the route statements (`crate::claim`) and the
-/// liveness check (`crate::liveness`).
+/// every table they touch by index: the route statements and the due claim
+/// (`crate::claim`), and the liveness check (`crate::liveness`).
 ///
 /// Left to choose, Postgres planned every route statement anew at every run: it costs
 /// a generic plan of arrays and a LIMIT of unknown size above the custom plans, and the

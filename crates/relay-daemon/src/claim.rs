@@ -34,7 +34,10 @@
 //! business row's lock, so a later change of the entity gets a later id.
 //!
 //! Each statement is written out whole in its own file under `crates/relay-daemon/sql/`,
-//! as it runs: copy it into psql to `EXPLAIN` it.
+//! as it runs: copy it into psql to `EXPLAIN` it. The route statements and the due claim
+//! run planned once, with index scans only ([`PLAN_ONCE_BY_INDEX`]): `PREPARE` one and
+//! `EXPLAIN EXECUTE` it after `BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;
+//! SET LOCAL enable_seqscan = off` to see the plan the relay runs.
 
 use std::time::Duration;
 

@@ -27,13 +27,16 @@ async fn wal_syncs(client: &Client) -> i64 {
         .get(0)
 }
 
-/// WAL syncs while `sql`, prepared as the relay prepares it, runs `STATEMENTS` times
+/// WAL syncs while route or due-claim statement `sql`, prepared and run as the relay
+/// runs it (in a transaction of its own that keeps its plan), runs `STATEMENTS` times
 /// with `params`.
 async fn syncs_repeating(client: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> i64 {
     let statement = client.prepare(sql).await.expect("prepare");
     let before = wal_syncs(client).await;
     for _ in 0..STATEMENTS {
-        client.query(&statement, params).await.expect("statement");
+        relay_daemon::claim::query_planned_once(client, &statement, params)
+            .await
+            .expect("statement");
     }
     wal_syncs(client).await - before
 }
@@ -59,15 +62,7 @@ async fn syncs_routing_the_outbox(
     params: &[&(dyn ToSql + Sync)],
 ) -> i64 {
     fill_outbox(client).await;
-    // As the relay runs it: in a transaction of its own that keeps its plan.
-    let statement = client.prepare(sql).await.expect("prepare");
-    let before = wal_syncs(client).await;
-    for _ in 0..STATEMENTS {
-        relay_daemon::claim::query_planned_once(client, &statement, params)
-            .await
-            .expect("route");
-    }
-    let syncs = wal_syncs(client).await - before;
+    let syncs = syncs_repeating(client, sql, params).await;
     assert_eq!(
         db.count("SELECT count(*) FROM webhook_events").await,
         0,

@@ -64,8 +64,8 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
 -- payload included, and locks the old one first (about 750 bytes). Filled to the
 -- brim, 45 % of a drain's rewrites moved; with half the page free almost none do,
 -- and the WAL per delivered event fell from 2,380 to 1,800 bytes (n8n-relay-bench,
--- scenario 3, release drains of 100,000 events). The price is space: delivered rows kept for queue.retention_days take
--- up to twice the pages. Only new pages are affected; VACUUM FULL webhook_queue
+-- scenario 3, release drains of 100,000 events). The price is space: delivered rows
+-- kept for queue.retention_days take up to twice the pages. Only new pages are affected; VACUUM FULL webhook_queue
 -- rewrites older ones.
 ALTER TABLE webhook_queue SET (fillfactor = 50);
 

@@ -215,22 +215,48 @@ async fn due_claim_planned_on_an_empty_database_still_walks_the_url_index() {
     assert_due_claim_walks_the_url_index(Statistics::PlannedWhenEmpty).await;
 }
 
-/// The generic plan of route statement `statement` over a one-type outbox backlog
-/// (statistics taken at `statistics`), held to taking the oldest events from the
-/// outbox's key (never reading it whole).
-async fn assert_route_takes_the_oldest_events(
-    statistics: Statistics,
-    statement: &str,
-    types: &str,
-    args: &str,
-) -> String {
+/// A route statement as these tests run it: its parameter types, arguments, and
+/// whether it runs the ordering check.
+struct Route {
+    statement: &'static str,
+    types: &'static str,
+    args: &'static str,
+    ordered: bool,
+}
+
+const FULL_ROUTE: Route = Route {
+    statement: relay_daemon::claim::ROUTE_AND_CLAIM,
+    types: "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4[], float8, \
+            text[], text[], int4",
+    args: "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, \
+           128, '{3}', 30, '{NULL}', '{NULL}', 7",
+    ordered: true,
+};
+const LEAN_ROUTE: Route = Route {
+    statement: relay_daemon::claim::ROUTE_ALL_CLAIMED,
+    types: "text[], text[], int4[], int4[], int8, float8, int4",
+    args: "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', 128, 30, 7",
+    ordered: false,
+};
+const ORDERED_ROUTE: Route = Route {
+    statement: relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+    types: "text[], text[], int4[], int4[], text[], text[], int8, float8, int4",
+    args: "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', '{skip}', '{NULL}', 128, \
+           30, 7",
+    ordered: true,
+};
+
+/// The generic plan of `route` over a one-type outbox backlog (statistics taken at
+/// `statistics`), held to taking the oldest events from the outbox's key (never
+/// reading it whole), with the ordering check inlined where it has one.
+async fn assert_route_takes_the_oldest_events(statistics: Statistics, route: &Route) {
     let plan = plan(
         OUTBOX_BACKLOG,
         "webhook_events",
         statistics,
-        statement,
-        types,
-        args,
+        route.statement,
+        route.types,
+        route.args,
     )
     .await;
     assert!(
@@ -241,55 +267,24 @@ async fn assert_route_takes_the_oldest_events(
         plan.contains("Index Scan using webhook_events_pkey on webhook_events e"),
         "routing does not take events from the outbox key in order:\n{plan}"
     );
-    plan
+    if route.ordered {
+        assert_ordering_gate_inlined(&plan);
+    }
 }
-
-const ROUTE_TYPES: &str = "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, \
-                           int4[], float8, text[], text[], int4";
-const ROUTE_ARGS: &str =
-    "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', \
-                          128, 64, 128, '{3}', 30, '{NULL}', '{NULL}', 7";
-const LEAN_ROUTE_TYPES: &str = "text[], text[], int4[], int4[], int8, float8, int4";
-const LEAN_ROUTE_ARGS: &str =
-    "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', 128, 30, 7";
-const ORDERED_ROUTE_TYPES: &str =
-    "text[], text[], int4[], int4[], text[], text[], int8, float8, int4";
-const ORDERED_ROUTE_ARGS: &str =
-    "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', '{skip}', '{NULL}', 128, 30, 7";
 
 #[tokio::test]
 async fn route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_generically() {
-    let plan = assert_route_takes_the_oldest_events(
-        Statistics::Fresh,
-        relay_daemon::claim::ROUTE_AND_CLAIM,
-        ROUTE_TYPES,
-        ROUTE_ARGS,
-    )
-    .await;
-    assert_ordering_gate_inlined(&plan);
+    assert_route_takes_the_oldest_events(Statistics::Fresh, &FULL_ROUTE).await;
 }
 
 #[tokio::test]
 async fn lean_route_takes_the_oldest_events_from_the_outbox_key_even_when_planned_generically() {
-    assert_route_takes_the_oldest_events(
-        Statistics::Fresh,
-        relay_daemon::claim::ROUTE_ALL_CLAIMED,
-        LEAN_ROUTE_TYPES,
-        LEAN_ROUTE_ARGS,
-    )
-    .await;
+    assert_route_takes_the_oldest_events(Statistics::Fresh, &LEAN_ROUTE).await;
 }
 
 #[tokio::test]
 async fn ordered_route_with_room_takes_the_oldest_events_and_inlines_the_ordering_check() {
-    let plan = assert_route_takes_the_oldest_events(
-        Statistics::Fresh,
-        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
-        ORDERED_ROUTE_TYPES,
-        ORDERED_ROUTE_ARGS,
-    )
-    .await;
-    assert_ordering_gate_inlined(&plan);
+    assert_route_takes_the_oldest_events(Statistics::Fresh, &ORDERED_ROUTE).await;
 }
 
 /// The relay runs its route statements with the plan made at their first run
@@ -297,36 +292,8 @@ async fn ordered_route_with_room_takes_the_oldest_events_and_inlines_the_orderin
 /// of empty tables. It must still be the plan for a backlog.
 #[tokio::test]
 async fn route_plans_made_on_an_empty_database_still_take_a_backlog_by_the_outbox_key() {
-    for (statement, types, args, ordered) in [
-        (
-            relay_daemon::claim::ROUTE_AND_CLAIM,
-            ROUTE_TYPES,
-            ROUTE_ARGS,
-            true,
-        ),
-        (
-            relay_daemon::claim::ROUTE_ALL_CLAIMED,
-            LEAN_ROUTE_TYPES,
-            LEAN_ROUTE_ARGS,
-            false,
-        ),
-        (
-            relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
-            ORDERED_ROUTE_TYPES,
-            ORDERED_ROUTE_ARGS,
-            true,
-        ),
-    ] {
-        let plan = assert_route_takes_the_oldest_events(
-            Statistics::PlannedWhenEmpty,
-            statement,
-            types,
-            args,
-        )
-        .await;
-        if ordered {
-            assert_ordering_gate_inlined(&plan);
-        }
+    for route in [FULL_ROUTE, LEAN_ROUTE, ORDERED_ROUTE] {
+        assert_route_takes_the_oldest_events(Statistics::PlannedWhenEmpty, &route).await;
     }
 }
 

@@ -9,6 +9,11 @@
 --
 -- The flag is a sequence because sequences are not transactional: a writer sees the
 -- relay's arming at once, whatever its isolation level or snapshot. 1 = armed.
+-- Writers read it with pg_sequence_last_value() (the function behind the pg_sequences
+-- view), a function call inside the IF, where `SELECT last_value FROM` the sequence is
+-- a query of its own: counted under valgrind, a business INSERT with the leads trigger
+-- ran 13,000 fewer instructions of 392,000. It returns NULL until the relay first arms
+-- the flag, which reads as not armed.
 -- How the relay closes the hand-over gap (a writer that read 0 just before the relay
 -- armed) is described in crates/relay-daemon/src/wakeup.rs.
 
@@ -60,7 +65,7 @@ BEGIN
 
     -- Read the flag only after the INSERT: the relay relies on a writer holding its
     -- lock on webhook_events before it looks (see wakeup.rs).
-    IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
+    IF pg_sequence_last_value('webhook_relay_wakeup') = 1 THEN
         PERFORM setval('webhook_relay_wakeup', 0);
         -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
         PERFORM pg_notify('n8n_relay', v_id::text);

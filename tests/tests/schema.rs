@@ -60,3 +60,48 @@ async fn triggers_never_block_writes_to_tables_missing_the_columns_they_read() {
     assert_eq!(row.get::<_, String>(0), "lead_scraped");
     assert_eq!(row.get::<_, Option<i64>>(1), Some(1));
 }
+
+#[tokio::test]
+async fn a_table_without_an_id_column_still_records_its_events_with_a_null_id() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE prospects (email text PRIMARY KEY, status text);
+             CREATE TRIGGER prospects_emit AFTER INSERT ON prospects
+                 FOR EACH ROW EXECUTE FUNCTION webhook_leads_emit();
+             CREATE TABLE mockups (slug text PRIMARY KEY, status text);
+             CREATE TRIGGER mockups_emit AFTER INSERT ON mockups
+                 FOR EACH ROW EXECUTE FUNCTION webhook_asset_emit();
+             INSERT INTO prospects VALUES ('a@example.com', 'new');
+             INSERT INTO mockups VALUES ('landing', 'completed');",
+        )
+        .await
+        .expect("business writes to tables keyed otherwise succeed");
+    let rows = client
+        .query(
+            "SELECT event_type, entity_id, payload FROM webhook_events ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("events");
+    let events: Vec<(String, Option<i64>, serde_json::Value)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].0, "lead_scraped");
+    assert_eq!(events[0].1, None);
+    assert_eq!(events[0].2["email"], "a@example.com");
+    assert!(events[0].2["lead_id"].is_null(), "{:?}", events[0].2);
+    assert_eq!(events[1].0, "demo_completed");
+    assert_eq!(events[1].2["slug"], "landing");
+    assert!(
+        events[1]
+            .2
+            .as_object()
+            .is_some_and(|o| o.contains_key("demo_site_id")),
+        "{:?}",
+        events[1].2
+    );
+}

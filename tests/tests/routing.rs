@@ -4,13 +4,17 @@
 //! always move on, so events of a full endpoint, of an entity waiting behind its previous
 //! event, or of a disabled route are still queued `pending`.
 
-use relay_tests::TestDb;
+use std::time::Duration;
+
+use relay_tests::{RelayBuilder, Sink, TestDb};
 use tokio_postgres::Client;
 
 const A: &str = "http://127.0.0.1:9/a";
 const B: &str = "http://127.0.0.1:9/b";
 /// Rows one URL may hold (the relay's `queue.max_per_endpoint` × its claim-ahead).
 const CAP: i32 = 4;
+/// How long the relay may take to deliver.
+const T: Duration = Duration::from_secs(15);
 
 /// One route: event type, URL, whether its rows may be claimed now, ordering, scope.
 struct Route(
@@ -238,4 +242,52 @@ async fn of_one_entity_in_one_batch_only_the_first_lifecycle_event_is_claimed_wh
         .expect("pending row")
         .get(0);
     assert_eq!(waiting, 7);
+}
+
+/// The relay queues rows with a plain INSERT first (`relay_daemon::claim::first_try`)
+/// and falls back to the statement's `ON CONFLICT DO NOTHING` only when an event was
+/// queued before. Such an event (put back into the outbox after it was routed, by a
+/// restore say) is neither queued nor sent again, and the events routed with it still go
+/// out.
+#[tokio::test]
+async fn an_event_queued_before_is_not_queued_twice_and_its_batch_still_goes_out() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let client = db.client().await;
+    let url = format!("{}/webhook/lead-scraped", sink.url());
+    client
+        .execute(
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                                        webhook_url, status, sent_at)
+             VALUES (1, 'lead_scraped', 'lead', 1, $1, 'sent', now())",
+            &[&url],
+        )
+        .await
+        .expect("the row queued and sent before");
+    client
+        .batch_execute(
+            "INSERT INTO webhook_events (id, event_type, entity_type, entity_id, payload)
+             OVERRIDING SYSTEM VALUE
+             VALUES (1, 'lead_scraped', 'lead', 1, '{}'), (2, 'lead_scraped', 'lead', 2, '{}')",
+        )
+        .await
+        .expect("the outbox: event 1 again, and a new one");
+
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    db.wait_for_queue_status("sent", 2, T).await;
+    let got = sink.wait_for(1, T).await;
+    assert_eq!(got.len(), 1, "only the new event is sent");
+    assert_eq!(got[0].json()["entity_id"], 2);
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE event_id = 1")
+            .await,
+        1,
+        "event 1 keeps its one row"
+    );
+    assert!(
+        relay.log().contains("queued before"),
+        "the fallback says why: {}",
+        relay.log()
+    );
 }

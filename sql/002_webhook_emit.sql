@@ -9,11 +9,12 @@
 --
 -- The flag is a sequence because sequences are not transactional: a writer sees the
 -- relay's arming at once, whatever its isolation level or snapshot. 1 = armed.
--- Writers read it with pg_sequence_last_value() (the function behind the pg_sequences
--- view), a function call inside the IF, where `SELECT last_value FROM` the sequence is
--- a query of its own: counted under valgrind, a business INSERT with the leads trigger
--- ran 13,000 fewer instructions of 392,000. It returns NULL until the relay first arms
--- the flag, which reads as not armed.
+-- Writers read it with `SELECT last_value FROM webhook_relay_wakeup`, which reads the
+-- sequence's one page under a shared lock. pg_sequence_last_value() was tried: 13,000
+-- fewer instructions of the 392,000 a business INSERT with the leads trigger runs
+-- (valgrind), but it locks that page exclusively, and every writer reads it; with 16
+-- writers and the relay frozen the rate kept 0.65, 0.66, 0.73 of the bare INSERT,
+-- against 0.68, 0.65, 0.71 with the SELECT (n8n-relay-bench, interleaved).
 -- How the relay closes the hand-over gap (a writer that read 0 just before the relay
 -- armed) is described in crates/relay-daemon/src/wakeup.rs.
 
@@ -65,7 +66,7 @@ BEGIN
 
     -- Read the flag only after the INSERT: the relay relies on a writer holding its
     -- lock on webhook_events before it looks (see wakeup.rs).
-    IF pg_sequence_last_value('webhook_relay_wakeup') = 1 THEN
+    IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
         PERFORM setval('webhook_relay_wakeup', 0);
         -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
         PERFORM pg_notify('n8n_relay', v_id::text);

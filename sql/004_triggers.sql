@@ -31,8 +31,9 @@
 -- read the wake-up flag only after the INSERT, and notify only when the relay armed it.
 -- The id goes in with jsonb_set(), not `row || jsonb_build_object(...)`: the same
 -- object, without building a second one to merge (6,000 fewer instructions of the
--- 392,000 a business INSERT with the leads trigger ran). jsonb_set() returns NULL for
--- a NULL value, hence the COALESCE for a table without an id column.
+-- 392,000 a business INSERT with the leads trigger runs, counted by
+-- crates/n8n-relay-bench/insert-instructions.sh). jsonb_set() returns NULL for a NULL
+-- value, hence the COALESCE for a table without an id column.
 
 CREATE OR REPLACE FUNCTION webhook_leads_emit()
 RETURNS trigger
@@ -85,7 +86,7 @@ BEGIN
         END IF;
     END IF;
     -- The wake-up, as in webhook_emit() (002_webhook_emit.sql).
-    IF v_event IS NOT NULL AND pg_sequence_last_value('webhook_relay_wakeup') = 1 THEN
+    IF v_event IS NOT NULL AND (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
         PERFORM setval('webhook_relay_wakeup', 0);
         PERFORM pg_notify('n8n_relay', v_event::text);
     END IF;
@@ -127,7 +128,7 @@ BEGIN
     INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
     VALUES (v_type, v_entity, v_id, v_data) RETURNING id INTO v_event;
     -- The wake-up, as in webhook_emit() (002_webhook_emit.sql).
-    IF pg_sequence_last_value('webhook_relay_wakeup') = 1 THEN
+    IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
         PERFORM setval('webhook_relay_wakeup', 0);
         PERFORM pg_notify('n8n_relay', v_event::text);
     END IF;

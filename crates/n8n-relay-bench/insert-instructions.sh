@@ -52,6 +52,10 @@ count() { # table rows [sql]
 per_insert() { # table [sql]
     local a b
     a=$(count "$1" "$N1" "${2:-}"); b=$(count "$1" "$N2" "${2:-}")
+    if [ -z "$a" ] || [ -z "$b" ]; then
+        echo "valgrind printed no instruction count for $1 (is the backend starting?)" >&2
+        exit 1
+    fi
     echo $(( (b - a) / (N2 - N1) ))
 }
 

@@ -30,8 +30,8 @@
 -- does, so a business role needs no privilege on the relay's tables; and like it they
 -- read the wake-up flag only after the INSERT, and notify only when the relay armed it.
 -- The id goes in with jsonb_set(), not `row || jsonb_build_object(...)`: the same
--- object, without building a second one to merge (6,000 fewer instructions of the
--- 392,000 a business INSERT with the leads trigger runs, counted by
+-- object, without building a second one to merge (about 5,000 fewer instructions of
+-- the 392,000 a business INSERT with the leads trigger runs, counted by
 -- crates/n8n-relay-bench/insert-instructions.sh). jsonb_set() returns NULL for a NULL
 -- value, hence the COALESCE for a table without an id column.
 

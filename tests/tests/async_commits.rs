@@ -100,7 +100,7 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     fill_outbox(&client).await;
     let routing = syncs_repeating(
         &client,
-        relay_daemon::claim::ROUTE_AND_CLAIM,
+        relay_daemon::claim::ROUTE_AND_CLAIM_FIRST.as_str(),
         &[
             &events,
             &urls,
@@ -197,7 +197,7 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     let lean_routing = syncs_routing_the_outbox(
         &db,
         &client,
-        relay_daemon::claim::ROUTE_ALL_CLAIMED,
+        relay_daemon::claim::ROUTE_ALL_CLAIMED_FIRST.as_str(),
         &[
             &events,
             &urls,
@@ -214,7 +214,7 @@ async fn routing_claiming_and_recording_outcomes_never_wait_for_a_disk_sync() {
     let ordered_routing = syncs_routing_the_outbox(
         &db,
         &client,
-        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM_FIRST.as_str(),
         &[
             &events,
             &urls,

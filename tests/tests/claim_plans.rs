@@ -76,6 +76,9 @@ async fn generic_plan(fill: &str, table: &str, statement: &str, types: &str, arg
 /// with `claim::query_planned_once`, any other generic and otherwise as set.
 fn generic_planning(statement: &str) -> &'static str {
     let planned_once = [
+        relay_daemon::claim::ROUTE_AND_CLAIM_FIRST.as_str(),
+        relay_daemon::claim::ROUTE_ALL_CLAIMED_FIRST.as_str(),
+        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM_FIRST.as_str(),
         relay_daemon::claim::ROUTE_AND_CLAIM,
         relay_daemon::claim::ROUTE_ALL_CLAIMED,
         relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
@@ -215,31 +218,32 @@ async fn due_claim_planned_on_an_empty_database_still_walks_the_url_index() {
     assert_due_claim_walks_the_url_index(Statistics::PlannedWhenEmpty).await;
 }
 
-/// A route statement as these tests run it: its parameter types, arguments, and
-/// whether it runs the ordering check.
+/// A route statement as these tests run it (as the relay runs it first, without its
+/// `ON CONFLICT`): its parameter types, arguments, and whether it runs the ordering
+/// check.
 struct Route {
-    statement: &'static str,
+    statement: &'static std::sync::LazyLock<String>,
     types: &'static str,
     args: &'static str,
     ordered: bool,
 }
 
-const FULL_ROUTE: Route = Route {
-    statement: relay_daemon::claim::ROUTE_AND_CLAIM,
+static FULL_ROUTE: Route = Route {
+    statement: &relay_daemon::claim::ROUTE_AND_CLAIM_FIRST,
     types: "text[], text[], int4[], bool[], text[], int4[], int8, int4, int8, int4[], float8, \
             text[], text[], int4",
     args: "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{t}', '{}', '{}', 128, 64, \
            128, '{3}', 30, '{NULL}', '{NULL}', 7",
     ordered: true,
 };
-const LEAN_ROUTE: Route = Route {
-    statement: relay_daemon::claim::ROUTE_ALL_CLAIMED,
+static LEAN_ROUTE: Route = Route {
+    statement: &relay_daemon::claim::ROUTE_ALL_CLAIMED_FIRST,
     types: "text[], text[], int4[], int4[], int8, float8, int4",
     args: "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', 128, 30, 7",
     ordered: false,
 };
-const ORDERED_ROUTE: Route = Route {
-    statement: relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
+static ORDERED_ROUTE: Route = Route {
+    statement: &relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM_FIRST,
     types: "text[], text[], int4[], int4[], text[], text[], int8, float8, int4",
     args: "'{lead_created}', '{http://127.0.0.1:9/hook}', '{0}', '{3}', '{skip}', '{NULL}', 128, \
            30, 7",
@@ -254,7 +258,7 @@ async fn assert_route_takes_the_oldest_events(statistics: Statistics, route: &Ro
         OUTBOX_BACKLOG,
         "webhook_events",
         statistics,
-        route.statement,
+        route.statement.as_str(),
         route.types,
         route.args,
     )
@@ -292,8 +296,8 @@ async fn ordered_route_with_room_takes_the_oldest_events_and_inlines_the_orderin
 /// of empty tables. It must still be the plan for a backlog.
 #[tokio::test]
 async fn route_plans_made_on_an_empty_database_still_take_a_backlog_by_the_outbox_key() {
-    for route in [FULL_ROUTE, LEAN_ROUTE, ORDERED_ROUTE] {
-        assert_route_takes_the_oldest_events(Statistics::PlannedWhenEmpty, &route).await;
+    for route in [&FULL_ROUTE, &LEAN_ROUTE, &ORDERED_ROUTE] {
+        assert_route_takes_the_oldest_events(Statistics::PlannedWhenEmpty, route).await;
     }
 }
 
@@ -398,7 +402,7 @@ async fn route_statements_are_planned_once_not_at_every_run() {
         .await
         .expect("fill the outbox");
     let statement = client
-        .prepare(relay_daemon::claim::ROUTE_ALL_CLAIMED)
+        .prepare(relay_daemon::claim::ROUTE_ALL_CLAIMED_FIRST.as_str())
         .await
         .expect("prepare");
     let events: Vec<String> = vec!["lead_created".into()];
@@ -431,7 +435,7 @@ async fn route_statements_are_planned_once_not_at_every_run() {
         .query_one(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements
              WHERE statement = $1",
-            &[&relay_daemon::claim::ROUTE_ALL_CLAIMED],
+            &[&relay_daemon::claim::ROUTE_ALL_CLAIMED_FIRST.as_str()],
         )
         .await
         .expect("the statement's plans");

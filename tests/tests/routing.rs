@@ -54,7 +54,7 @@ async fn route(
     let held_rows: Vec<i32> = held.iter().map(|h| h.1).collect();
     let rows = client
         .query(
-            relay_daemon::claim::ROUTE_AND_CLAIM,
+            relay_daemon::claim::ROUTE_AND_CLAIM_FIRST.as_str(),
             &[
                 &types,
                 &urls,
@@ -286,7 +286,7 @@ async fn an_event_queued_before_is_not_queued_twice_and_its_batch_still_goes_out
         "event 1 keeps its one row"
     );
     assert!(
-        relay.log().contains("queued before"),
+        relay.log().contains("already have queue rows"),
         "the fallback says why: {}",
         relay.log()
     );

@@ -40,7 +40,7 @@ async fn a_delivered_rows_outcome_is_written_on_its_own_page() {
     let no_load: Vec<i32> = Vec::new();
     client
         .query(
-            relay_daemon::claim::ROUTE_AND_CLAIM,
+            relay_daemon::claim::ROUTE_AND_CLAIM_FIRST.as_str(),
             &[
                 &vec!["lead_scraped"],
                 &vec![URL],

@@ -28,6 +28,7 @@ inserted AS (
     FROM picked p
     JOIN routes r USING (event_type)
     ORDER BY p.id
+    -- The relay runs this statement first without the next line (claim::first_try).
     ON CONFLICT (event_id, webhook_url) DO NOTHING
     RETURNING *
 )

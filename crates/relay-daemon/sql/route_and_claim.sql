@@ -87,6 +87,7 @@ inserted AS (
     FROM chosen c
     WHERE c.id IN (SELECT m.id FROM moved m)
     ORDER BY c.id
+    -- The relay runs this statement first without the next line (claim::first_try).
     ON CONFLICT (event_id, webhook_url) DO NOTHING
     RETURNING *
 )

@@ -63,6 +63,7 @@ inserted AS (
            c.ordering, c.scope, CASE WHEN c.claim THEN $9::int4 END
     FROM gated c
     ORDER BY c.id
+    -- The relay runs this statement first without the next line (claim::first_try).
     ON CONFLICT (event_id, webhook_url) DO NOTHING
     RETURNING *
 )

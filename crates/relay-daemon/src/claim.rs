@@ -34,7 +34,8 @@
 //! business row's lock, so a later change of the entity gets a later id.
 //!
 //! Each statement is written out whole in its own file under `crates/relay-daemon/sql/`,
-//! as it runs: copy it into psql to `EXPLAIN` it. The route statements and the due claim
+//! as it runs (the route statements first without their `ON CONFLICT` line, see
+//! [`first_try`]): copy it into psql to `EXPLAIN` it. The route statements and the due claim
 //! run planned once, with index scans only: to see the plan the relay runs, `PREPARE`
 //! one and `EXPLAIN EXECUTE` it after the statements of [`PLAN_ONCE_BY_INDEX`].
 
@@ -117,9 +118,6 @@ pub const ROUTE_ORDERED_WITH_ROOM: &str = include_str!("../sql/route_ordered_wit
 /// The clause of the route statements that makes enqueue idempotent, as they spell it.
 pub const ON_CONFLICT: &str = "\n    ON CONFLICT (event_id, webhook_url) DO NOTHING";
 
-/// The unique key `ON CONFLICT` names: `(event_id, webhook_url)`.
-const EVENT_TARGET_KEY: &str = "webhook_queue_event_target_key";
-
 /// A route statement as the relay runs it first: without [`ON_CONFLICT`].
 ///
 /// `ON CONFLICT` makes each queue row a speculative insertion: the unique key is
@@ -133,38 +131,54 @@ const EVENT_TARGET_KEY: &str = "webhook_queue_event_target_key";
 /// conflicts. Then the plain insert fails on the key, its transaction is rolled back
 /// with everything the statement did, and [`route_and_claim`] runs the statement again
 /// as written, with `ON CONFLICT DO NOTHING`: the rows already queued are left as
-/// they are and the event leaves the outbox.
+/// they are and the event leaves the outbox. It logs a warning naming the key, because
+/// the same happens to new events if the outbox's ids restart (`TRUNCATE ... RESTART
+/// IDENTITY`, a logical-replication cutover, which does not carry sequences) while the
+/// queue still holds rows with those ids: such an event is skipped, as it always was.
 pub fn first_try(statement: &str) -> String {
     statement.replacen(ON_CONFLICT, "", 1)
 }
+
+/// [`ROUTE_AND_CLAIM`] as the relay runs it first.
+pub static ROUTE_AND_CLAIM_FIRST: LazyLock<String> = LazyLock::new(|| first_try(ROUTE_AND_CLAIM));
+/// [`ROUTE_ALL_CLAIMED`] as the relay runs it first.
+pub static ROUTE_ALL_CLAIMED_FIRST: LazyLock<String> =
+    LazyLock::new(|| first_try(ROUTE_ALL_CLAIMED));
+/// [`ROUTE_ORDERED_WITH_ROOM`] as the relay runs it first.
+pub static ROUTE_ORDERED_WITH_ROOM_FIRST: LazyLock<String> =
+    LazyLock::new(|| first_try(ROUTE_ORDERED_WITH_ROOM));
 
 /// One route statement in its two forms.
 struct RouteSql {
     /// As written in its file: idempotent.
     written: &'static str,
     /// [`first_try`] of it.
-    first: LazyLock<String>,
+    first: &'static LazyLock<String>,
 }
 
 static FULL_ROUTE: RouteSql = RouteSql {
     written: ROUTE_AND_CLAIM,
-    first: LazyLock::new(|| first_try(ROUTE_AND_CLAIM)),
+    first: &ROUTE_AND_CLAIM_FIRST,
 };
 static LEAN_ROUTE: RouteSql = RouteSql {
     written: ROUTE_ALL_CLAIMED,
-    first: LazyLock::new(|| first_try(ROUTE_ALL_CLAIMED)),
+    first: &ROUTE_ALL_CLAIMED_FIRST,
 };
 static ORDERED_ROUTE: RouteSql = RouteSql {
     written: ROUTE_ORDERED_WITH_ROOM,
-    first: LazyLock::new(|| first_try(ROUTE_ORDERED_WITH_ROOM)),
+    first: &ROUTE_ORDERED_WITH_ROOM_FIRST,
 };
 
-/// Whether `err` is the plain insert of [`first_try`] meeting a queue row already there.
-fn already_queued(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|e| {
-        *e.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-            && e.constraint() == Some(EVENT_TARGET_KEY)
-    })
+/// The plain insert of [`first_try`] meeting a unique key of the queue: what it names,
+/// for the log. Any unique key, not only `webhook_queue_event_target_key` by name: an
+/// index rebuilt under another name still serves `ON CONFLICT (event_id,
+/// webhook_url)`, and a fallback missed would stop the outbox at that event for good.
+/// A conflict on another key fails the written statement too, as it always did.
+fn already_queued(err: &tokio_postgres::Error) -> Option<String> {
+    let e = err.as_db_error()?;
+    (*e.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+        && e.table() == Some("webhook_queue"))
+    .then(|| e.detail().unwrap_or(e.message()).to_string())
 }
 
 /// How the route statements and the due claim run (planned once, by index); public so
@@ -343,17 +357,24 @@ pub(crate) async fn route_and_claim(
     };
     db.bounded("routing events", async {
         let client = db.client().await?;
-        let statement = client.prepare_cached(&sql.first).await?;
+        let statement = client.prepare_cached(sql.first).await?;
+        // Both tries share the one time limit: a fallback cut off by it is retried at
+        // the next pass, like any failed route.
         let rows = match query_planned_once(&client, &statement, &params).await {
-            Err(e) if already_queued(&e) => {
-                tracing::info!(
-                    "some events in the outbox were queued before (their queue rows are \
-                     kept as they are); routing them again, skipping those rows"
+            Ok(rows) => rows,
+            Err(e) => {
+                let Some(key) = already_queued(&e) else {
+                    return Err(e.into());
+                };
+                tracing::warn!(
+                    %key,
+                    "events in the outbox have ids that already have queue rows (put \
+                     back after they were routed, or the outbox's ids restarted); they \
+                     are routed skipping those rows, and leave the outbox without a new one"
                 );
                 let statement = client.prepare_cached(sql.written).await?;
                 query_planned_once(&client, &statement, &params).await?
             }
-            other => other?,
         };
         let mut routed = Routed {
             picked: 0,
@@ -533,7 +554,11 @@ mod tests {
     fn every_route_is_first_tried_without_its_on_conflict_alone() {
         for route in [&FULL_ROUTE, &LEAN_ROUTE, &ORDERED_ROUTE] {
             assert_eq!(route.written.matches(ON_CONFLICT).count(), 1);
-            assert!(!route.first.contains("ON CONFLICT"), "{}", *route.first);
+            assert!(
+                !route.first.contains("ON CONFLICT"),
+                "{}",
+                route.first.as_str()
+            );
             assert_eq!(route.first.len() + ON_CONFLICT.len(), route.written.len());
         }
     }

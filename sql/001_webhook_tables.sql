@@ -65,8 +65,8 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
 -- brim, 45 % of a drain's rewrites moved; with half the page free almost none do,
 -- and the WAL per delivered event fell from 2,380 to 1,800 bytes (n8n-relay-bench,
 -- scenario 3, release drains of 100,000 events). The price is space: delivered rows
--- kept for queue.retention_days take up to twice the pages. Only new pages are affected; VACUUM FULL webhook_queue
--- rewrites older ones.
+-- kept for queue.retention_days take up to twice the pages. Only new pages are
+-- affected; VACUUM FULL webhook_queue rewrites older ones.
 ALTER TABLE webhook_queue SET (fillfactor = 50);
 
 -- Per-entity ordering (opt-in per route), set when the row is routed: NULL for an

@@ -79,9 +79,6 @@ fn generic_planning(statement: &str) -> &'static str {
         relay_daemon::claim::ROUTE_AND_CLAIM_FIRST.as_str(),
         relay_daemon::claim::ROUTE_ALL_CLAIMED_FIRST.as_str(),
         relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM_FIRST.as_str(),
-        relay_daemon::claim::ROUTE_AND_CLAIM,
-        relay_daemon::claim::ROUTE_ALL_CLAIMED,
-        relay_daemon::claim::ROUTE_ORDERED_WITH_ROOM,
         relay_daemon::claim::CLAIM_DUE,
         relay_daemon::liveness::ABSENT_MARKERS,
     ];

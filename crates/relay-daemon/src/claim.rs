@@ -34,8 +34,8 @@
 //! business row's lock, so a later change of the entity gets a later id.
 //!
 //! Each statement is written out whole in its own file under `crates/relay-daemon/sql/`,
-//! as it runs (the route statements first without their `ON CONFLICT` line, see
-//! [`first_try`]): copy it into psql to `EXPLAIN` it. The route statements and the due claim
+//! as it runs (the route statements first without their `ON CONFLICT` line:
+//! [`ROUTE_AND_CLAIM_FIRST`] and its siblings, `first_try` says why): copy it into psql to `EXPLAIN` it. The route statements and the due claim
 //! run planned once, with index scans only: to see the plan the relay runs, `PREPARE`
 //! one and `EXPLAIN EXECUTE` it after the statements of [`PLAN_ONCE_BY_INDEX`].
 
@@ -116,7 +116,7 @@ pub const ROUTE_ALL_CLAIMED: &str = include_str!("../sql/route_all_claimed.sql")
 pub const ROUTE_ORDERED_WITH_ROOM: &str = include_str!("../sql/route_ordered_with_room.sql");
 
 /// The clause of the route statements that makes enqueue idempotent, as they spell it.
-pub const ON_CONFLICT: &str = "\n    ON CONFLICT (event_id, webhook_url) DO NOTHING";
+const ON_CONFLICT: &str = "\n    ON CONFLICT (event_id, webhook_url) DO NOTHING";
 
 /// A route statement as the relay runs it first: without [`ON_CONFLICT`].
 ///
@@ -135,11 +135,12 @@ pub const ON_CONFLICT: &str = "\n    ON CONFLICT (event_id, webhook_url) DO NOTH
 /// the same happens to new events if the outbox's ids restart (`TRUNCATE ... RESTART
 /// IDENTITY`, a logical-replication cutover, which does not carry sequences) while the
 /// queue still holds rows with those ids: such an event is skipped, as it always was.
-pub fn first_try(statement: &str) -> String {
+fn first_try(statement: &str) -> String {
     statement.replacen(ON_CONFLICT, "", 1)
 }
 
-/// [`ROUTE_AND_CLAIM`] as the relay runs it first.
+/// [`ROUTE_AND_CLAIM`] as the relay runs it first: without its `ON CONFLICT`, which
+/// it falls back to only when a queue row is already there (`first_try` says why).
 pub static ROUTE_AND_CLAIM_FIRST: LazyLock<String> = LazyLock::new(|| first_try(ROUTE_AND_CLAIM));
 /// [`ROUTE_ALL_CLAIMED`] as the relay runs it first.
 pub static ROUTE_ALL_CLAIMED_FIRST: LazyLock<String> =
@@ -148,33 +149,12 @@ pub static ROUTE_ALL_CLAIMED_FIRST: LazyLock<String> =
 pub static ROUTE_ORDERED_WITH_ROOM_FIRST: LazyLock<String> =
     LazyLock::new(|| first_try(ROUTE_ORDERED_WITH_ROOM));
 
-/// One route statement in its two forms.
-struct RouteSql {
-    /// As written in its file: idempotent.
-    written: &'static str,
-    /// [`first_try`] of it.
-    first: &'static LazyLock<String>,
-}
-
-static FULL_ROUTE: RouteSql = RouteSql {
-    written: ROUTE_AND_CLAIM,
-    first: &ROUTE_AND_CLAIM_FIRST,
-};
-static LEAN_ROUTE: RouteSql = RouteSql {
-    written: ROUTE_ALL_CLAIMED,
-    first: &ROUTE_ALL_CLAIMED_FIRST,
-};
-static ORDERED_ROUTE: RouteSql = RouteSql {
-    written: ROUTE_ORDERED_WITH_ROOM,
-    first: &ROUTE_ORDERED_WITH_ROOM_FIRST,
-};
-
 /// The plain insert of [`first_try`] meeting a unique key of the queue: what it names,
 /// for the log. Any unique key, not only `webhook_queue_event_target_key` by name: an
 /// index rebuilt under another name still serves `ON CONFLICT (event_id,
 /// webhook_url)`, and a fallback missed would stop the outbox at that event for good.
 /// A conflict on another key fails the written statement too, as it always did.
-fn already_queued(err: &tokio_postgres::Error) -> Option<String> {
+fn unique_key_met(err: &tokio_postgres::Error) -> Option<String> {
     let e = err.as_db_error()?;
     (*e.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
         && e.table() == Some("webhook_queue"))
@@ -306,9 +286,11 @@ pub(crate) async fn route_and_claim(
     let free = i64::try_from(free).unwrap_or(i64::MAX);
     let room = room_for_all(routes, load, limits.per_endpoint, route, free);
     let ordered = routes.ordering.iter().any(Option::is_some);
-    let (sql, params): (&RouteSql, Vec<&(dyn ToSql + Sync)>) = if room && ordered {
+    // Each statement as written (idempotent) and as first tried (`first_try`).
+    let (written, first, params): (&str, &str, Vec<&(dyn ToSql + Sync)>) = if room && ordered {
         (
-            &ORDERED_ROUTE,
+            ROUTE_ORDERED_WITH_ROOM,
+            &ROUTE_ORDERED_WITH_ROOM_FIRST,
             vec![
                 &routes.events,
                 &routes.urls,
@@ -323,7 +305,8 @@ pub(crate) async fn route_and_claim(
         )
     } else if room {
         (
-            &LEAN_ROUTE,
+            ROUTE_ALL_CLAIMED,
+            &ROUTE_ALL_CLAIMED_FIRST,
             vec![
                 &routes.events,
                 &routes.urls,
@@ -336,7 +319,8 @@ pub(crate) async fn route_and_claim(
         )
     } else {
         (
-            &FULL_ROUTE,
+            ROUTE_AND_CLAIM,
+            &ROUTE_AND_CLAIM_FIRST,
             vec![
                 &routes.events,
                 &routes.urls,
@@ -357,13 +341,13 @@ pub(crate) async fn route_and_claim(
     };
     db.bounded("routing events", async {
         let client = db.client().await?;
-        let statement = client.prepare_cached(sql.first).await?;
+        let statement = client.prepare_cached(first).await?;
         // Both tries share the one time limit: a fallback cut off by it is retried at
         // the next pass, like any failed route.
         let rows = match query_planned_once(&client, &statement, &params).await {
             Ok(rows) => rows,
             Err(e) => {
-                let Some(key) = already_queued(&e) else {
+                let Some(key) = unique_key_met(&e) else {
                     return Err(e.into());
                 };
                 tracing::warn!(
@@ -372,7 +356,7 @@ pub(crate) async fn route_and_claim(
                      back after they were routed, or the outbox's ids restarted); they \
                      are routed skipping those rows, and leave the outbox without a new one"
                 );
-                let statement = client.prepare_cached(sql.written).await?;
+                let statement = client.prepare_cached(written).await?;
                 query_planned_once(&client, &statement, &params).await?
             }
         };
@@ -552,14 +536,14 @@ mod tests {
     /// would leave it in, and the relay would pay for the speculative insertion again.
     #[test]
     fn every_route_is_first_tried_without_its_on_conflict_alone() {
-        for route in [&FULL_ROUTE, &LEAN_ROUTE, &ORDERED_ROUTE] {
-            assert_eq!(route.written.matches(ON_CONFLICT).count(), 1);
-            assert!(
-                !route.first.contains("ON CONFLICT"),
-                "{}",
-                route.first.as_str()
-            );
-            assert_eq!(route.first.len() + ON_CONFLICT.len(), route.written.len());
+        for (written, first) in [
+            (ROUTE_AND_CLAIM, &ROUTE_AND_CLAIM_FIRST),
+            (ROUTE_ALL_CLAIMED, &ROUTE_ALL_CLAIMED_FIRST),
+            (ROUTE_ORDERED_WITH_ROOM, &ROUTE_ORDERED_WITH_ROOM_FIRST),
+        ] {
+            assert_eq!(written.matches(ON_CONFLICT).count(), 1);
+            assert!(!first.contains("ON CONFLICT"), "{}", first.as_str());
+            assert_eq!(first.len() + ON_CONFLICT.len(), written.len());
         }
     }
 

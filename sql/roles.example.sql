@@ -61,6 +61,16 @@ GRANT SELECT, INSERT, UPDATE ON webhook_endpoints TO n8n_relay;
 -- The wake-up flag: the relay arms it (setval, needs UPDATE) and reads it.
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE webhook_relay_wakeup TO n8n_relay;
 
+-- The outbox's identity: when its ids started again below the queue's (TRUNCATE ...
+-- RESTART IDENTITY, a logical-replication cutover), the relay reads it and moves it
+-- past them (setval), so that new events are not taken for ones already queued.
+DO $$
+BEGIN
+    EXECUTE format('GRANT SELECT, UPDATE ON SEQUENCE %s TO n8n_relay',
+                   pg_get_serial_sequence('webhook_events', 'id'));
+END;
+$$;
+
 -- Approvals from n8n: a demo or video becomes approved or rejected. Only the review
 -- columns; reading the row gives the response its lead_id. The UPDATE fires the
 -- business triggers (demo_completed, ...), which run as their owner.

@@ -617,3 +617,74 @@ async fn the_callbacks_work_running_as_the_least_privilege_role() {
     let log = relay.log();
     assert!(!log.contains("permission denied"), "{log}");
 }
+
+/// The outbox's ids started again while the queue holds a row for event 1. The relay
+/// role may move the outbox identity and renumber the new event only with the
+/// sequence grant of the roles script; without it the event waits in the outbox, the
+/// log says which grant is missing, and once it is granted the event goes out.
+#[tokio::test]
+async fn the_relay_role_renumbers_events_on_ids_the_queue_holds_once_it_may_move_the_identity() {
+    let db = TestDb::migrated().await;
+    let mut roles = Roles::install(&db).await;
+    let url = roles.relay_url(&db).await;
+    let admin = db.client().await;
+    let writer = roles.business_writer(&admin, "leads", true).await;
+    let sink = Sink::start().await;
+    let sequence: String = admin
+        .query_one("SELECT pg_get_serial_sequence('webhook_events', 'id')", &[])
+        .await
+        .expect("the outbox identity's sequence")
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                                        webhook_url, status, sent_at, occurred_at)
+             VALUES (1, 'lead_scraped', 'lead', 1, '{}/webhook/lead-scraped', 'sent', now(),
+                     '2026-01-01');
+             TRUNCATE webhook_events RESTART IDENTITY;
+             REVOKE SELECT, UPDATE ON SEQUENCE {sequence} FROM {}",
+            sink.url(),
+            roles.relay
+        ))
+        .await
+        .expect("a delivered row of event 1, the outbox restarted, the grant taken back");
+    let app = as_role(&db, &writer).await;
+    app.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect("insert as the business writer");
+    assert_eq!(db.count("SELECT max(id) FROM webhook_events").await, 1);
+
+    let relay = RelayBuilder::new(&url, &sink.url()).spawn();
+    wait_until(
+        "the relay to say which grant it lacks",
+        Duration::from_secs(20),
+        || async {
+            relay
+                .log()
+                .contains("may not move the outbox's identity")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(sink.requests().is_empty(), "nothing sent yet");
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events").await,
+        1,
+        "the new event waits in the outbox"
+    );
+
+    admin
+        .batch_execute(&format!(
+            "GRANT SELECT, UPDATE ON SEQUENCE {sequence} TO {}",
+            roles.relay
+        ))
+        .await
+        .expect("grant back");
+    let got = sink.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].json()["data"]["business_name"], "Acme Inc");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert!(
+        db.count("SELECT max(event_id) FROM webhook_queue").await > 1,
+        "the event was renumbered past the queue's ids"
+    );
+}

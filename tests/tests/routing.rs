@@ -254,24 +254,17 @@ async fn an_event_queued_before_is_not_queued_twice_and_its_batch_still_goes_out
     let db = TestDb::migrated().await;
     let sink = Sink::start().await;
     let client = db.client().await;
-    let url = format!("{}/webhook/lead-scraped", sink.url());
-    client
-        .execute(
-            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
-                                        webhook_url, status, sent_at)
-             VALUES (1, 'lead_scraped', 'lead', 1, $1, 'sent', now())",
-            &[&url],
-        )
-        .await
-        .expect("the row queued and sent before");
+    delivered_before(&client, &sink, 1).await;
     client
         .batch_execute(
-            "INSERT INTO webhook_events (id, event_type, entity_type, entity_id, payload)
+            "INSERT INTO webhook_events (id, event_type, entity_type, entity_id, payload,
+                                         occurred_at)
              OVERRIDING SYSTEM VALUE
-             VALUES (1, 'lead_scraped', 'lead', 1, '{}'), (2, 'lead_scraped', 'lead', 2, '{}')",
+             VALUES (1, 'lead_scraped', 'lead', 1, '{}', '2026-01-01'),
+                    (2, 'lead_scraped', 'lead', 2, '{}', now())",
         )
         .await
-        .expect("the outbox: event 1 again, and a new one");
+        .expect("the outbox: event 1 again (its id and time), and a new one");
 
     let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
     db.wait_for_queue_status("sent", 2, T).await;
@@ -290,4 +283,112 @@ async fn an_event_queued_before_is_not_queued_twice_and_its_batch_still_goes_out
         log.contains("already have queue rows") && log.contains("(event_id, webhook_url)"),
         "the fallback says why, naming the key: {log}"
     );
+}
+
+/// The outbox's ids started again (`TRUNCATE ... RESTART IDENTITY`, a logical-replication
+/// cutover) while the queue still holds delivered rows with ids 1 to 4. New events on
+/// those ids are not someone else's queue rows: they get new ids past the queue's, in
+/// their order, and are delivered. The outbox rows are written in descending id order,
+/// so that a renumbering in the table's physical order would show.
+#[tokio::test]
+async fn events_on_ids_the_queue_holds_for_older_events_are_renumbered_in_order_and_delivered() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let client = db.client().await;
+    delivered_before(&client, &sink, 4).await;
+    client
+        .batch_execute(
+            "TRUNCATE webhook_events RESTART IDENTITY;
+             INSERT INTO webhook_events (id, event_type, entity_type, entity_id, payload)
+             OVERRIDING SYSTEM VALUE
+             SELECT i, 'lead_scraped', 'lead', 7, jsonb_build_object('step', i)
+             FROM generate_series(6, 1, -1) i",
+        )
+        .await
+        .expect("six events of one entity on the restarted ids 1 to 6");
+
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    db.wait_for_queue_status("sent", 10, T).await;
+    let got = sink.wait_for(6, T).await;
+    let mut steps: Vec<i64> = got
+        .iter()
+        .filter_map(|r| r.json()["data"]["step"].as_i64())
+        .collect();
+    steps.sort_unstable();
+    assert_eq!(
+        steps,
+        vec![1, 2, 3, 4, 5, 6],
+        "every new event delivered once"
+    );
+    let renumbered: Vec<(i64, i64)> = client
+        .query(
+            "SELECT event_id, (payload ->> 'step')::int8 FROM webhook_queue
+             WHERE entity_id = 7 ORDER BY event_id",
+            &[],
+        )
+        .await
+        .expect("the new events' queue rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        renumbered.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6],
+        "the new ids keep the events' order: {renumbered:?}"
+    );
+    assert!(
+        renumbered.iter().all(|r| r.0 > 4),
+        "the new ids are past the queue's: {renumbered:?}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
+    let next: i64 = client
+        .query_one(
+            "INSERT INTO webhook_events (event_type, entity_type, entity_id)
+             VALUES ('nothing_routes_this', 'lead', 8) RETURNING id",
+            &[],
+        )
+        .await
+        .expect("a new event")
+        .get(0);
+    assert!(
+        next > renumbered[5].0,
+        "the outbox identity moved past the queue's ids: {next}"
+    );
+    let log = without_colours(&relay.log());
+    assert!(
+        log.contains("started again")
+            && log.contains("renumbered=6")
+            && log.contains("(event_id, webhook_url)"),
+        "the relay says what it did, naming the key: {log}"
+    );
+}
+
+/// The log as text: its field names and values are set apart by terminal colours.
+fn without_colours(log: &str) -> String {
+    let mut text = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&d| d == 'm');
+        } else {
+            text.push(c);
+        }
+    }
+    text
+}
+
+/// Queue rows of `lead_scraped` events 1 to `events`, delivered to `sink` before (with
+/// an `occurred_at` of their own, 2026-01-01).
+async fn delivered_before(client: &Client, sink: &Sink, events: i64) {
+    let url = format!("{}/webhook/lead-scraped", sink.url());
+    client
+        .execute(
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                                        webhook_url, status, sent_at, occurred_at)
+             SELECT i, 'lead_scraped', 'lead', 100 + i, $1, 'sent', now(), '2026-01-01'
+             FROM generate_series(1, $2::int8) i",
+            &[&url, &events],
+        )
+        .await
+        .expect("rows of events delivered before");
 }

@@ -131,10 +131,11 @@ const ON_CONFLICT: &str = "\n    ON CONFLICT (event_id, webhook_url) DO NOTHING"
 /// conflicts. Then the plain insert fails on the key, its transaction is rolled back
 /// with everything the statement did, and [`route_and_claim`] runs the statement again
 /// as written, with `ON CONFLICT DO NOTHING`: the rows already queued are left as
-/// they are and the event leaves the outbox. It logs a warning naming the key, because
-/// the same happens to new events if the outbox's ids restart (`TRUNCATE ... RESTART
-/// IDENTITY`, a logical-replication cutover, which does not carry sequences) while the
-/// queue still holds rows with those ids: such an event is skipped, as it always was.
+/// they are and the event leaves the outbox. New events meet the key too when the
+/// outbox's ids started again (`TRUNCATE ... RESTART IDENTITY`, a logical-replication
+/// cutover, which does not carry sequences) while the queue still holds rows with those
+/// ids; skipped, they would be lost, so before the second run `crate::outbox_ids` gives
+/// them new ids. Either way the relay logs a warning naming the key.
 fn first_try(statement: &str) -> String {
     statement.replacen(ON_CONFLICT, "", 1)
 }
@@ -340,7 +341,7 @@ pub(crate) async fn route_and_claim(
         )
     };
     db.bounded("routing events", async {
-        let client = db.client().await?;
+        let mut client = db.client().await?;
         let statement = client.prepare_cached(first).await?;
         // Both tries share the one time limit: a fallback cut off by it is retried at
         // the next pass, like any failed route.
@@ -350,11 +351,15 @@ pub(crate) async fn route_and_claim(
                 let Some(key) = unique_key_met(&e) else {
                     return Err(e.into());
                 };
+                let moved = crate::outbox_ids::move_off_taken_ids(&mut client).await?;
                 tracing::warn!(
                     %key,
-                    "events in the outbox have ids that already have queue rows (put \
-                     back after they were routed, or the outbox's ids restarted); they \
-                     are routed skipping those rows, and leave the outbox without a new one"
+                    renumbered = moved.events,
+                    identity_moved_to = ?moved.identity,
+                    "events in the outbox have ids that already have queue rows: those \
+                     put back after they were routed leave it without a new row; those on \
+                     ids the queue holds for older events (the outbox's ids started again) \
+                     were renumbered past the queue's"
                 );
                 let statement = client.prepare_cached(written).await?;
                 query_planned_once(&client, &statement, &params).await?

@@ -4,6 +4,8 @@
 //! - [`wakeup`]: how the relay sleeps without missing an event (and why writers only
 //!   notify when it is idle);
 //! - [`claim`] with [`router`]: the route and claim statements, one place;
+//! - `outbox_ids`: outbox events whose ids the queue holds for others (the outbox's
+//!   ids started again), given new ones before the route skips them;
 //! - [`dispatcher`] and [`delivery`]: the bounded worker pool and the signed request;
 //! - [`outcome`]: what an attempt means, written down in batches;
 //! - [`sweeper`]: expired leases, the safety sweep, retention;
@@ -17,7 +19,7 @@
 //!
 //! ```text
 //! pump ──▶ wakeup ──▶ router                  listener ··Wake··▶ pump
-//!  ├─────▶ claim ───▶ router                  outcome  ··Wake··▶ pump
+//!  ├─────▶ claim ───▶ router, outbox_ids      outcome  ··Wake··▶ pump
 //!  └─────▶ dispatcher ──▶ delivery            liveness ··Wake··▶ pump
 //!              └────────▶ outcome ──▶ delivery (Attempt)
 //! sweeper ──▶ claim                    every module ──▶ shared, db, error
@@ -42,6 +44,7 @@ mod error;
 mod health;
 pub mod listener;
 pub mod liveness;
+mod outbox_ids;
 pub mod outcome;
 mod pump;
 mod router;

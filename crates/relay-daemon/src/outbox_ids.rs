@@ -9,11 +9,11 @@
 //! be taken for ones already queued, skipped, and deleted from the outbox: lost.
 //!
 //! [`move_off_taken_ids`] is what the route does when its insert meets the unique key
-//! (`crate::claim`). It moves the outbox identity past the largest event id in the
-//! queue, then gives new ids to the outbox events from the first whose id a queue row
-//! holds for another event up, in id order, so that those events keep their order
-//! among themselves and after the ones below. An event is the one a queue row was
-//! made for when it has that row's `occurred_at` too (copied into the row, and into
+//! (`crate::claim`). When an outbox event has an id the queue holds for another event,
+//! it moves the outbox identity past the largest event id in the queue, then gives new
+//! ids to the outbox's events from that one up, in id order, so that they keep their
+//! order among themselves and after the ones below. An event is the one a queue row
+//! was made for when it has that row's `occurred_at` too (copied into the row, and into
 //! its `X-Webhook-Id`): such an event, put back into the outbox after it was routed,
 //! keeps its id, and the route skips it as before.
 //!
@@ -36,24 +36,25 @@ const ADVANCE_IDENTITY: &str = "SELECT setval(s.seq, q.top + $1)
          (SELECT max(event_id) AS top FROM webhook_queue) q
     WHERE q.top >= coalesce(pg_sequence_last_value(s.seq), 0)";
 
-/// New ids for the outbox events from the first whose id the queue holds for another
-/// event (a row of that id with another `occurred_at`) up, except those already
-/// queued. `SET id = DEFAULT` takes each from the identity as the scan hands the row
-/// over; [`move_off_taken_ids`] has the planner walk the primary key (`= ANY` of an
-/// array there visits the ids in ascending order), so the new ids follow the old
+/// The first outbox event whose id the queue holds for another event (a row of that
+/// id with another `occurred_at`), if any: one probe of
+/// `webhook_queue_event_target_key` per outbox row.
+const FIRST_TAKEN: &str = "SELECT min(e.id) FROM webhook_events e
+    WHERE EXISTS (SELECT 1 FROM webhook_queue q
+                  WHERE q.event_id = e.id AND q.occurred_at <> e.occurred_at)";
+
+/// New ids for the outbox events from `$1` (the [`FIRST_TAKEN`]) up, except those
+/// already queued. `SET id = DEFAULT` takes each from the identity as the scan hands
+/// the row over; [`move_off_taken_ids`] has the planner walk the primary key (`= ANY`
+/// of an array there visits the ids in ascending order), so the new ids follow the old
 /// ones' order. Every new id is past every existing one, so no row is moved twice.
-const RENUMBER: &str = "WITH first_taken AS (
-        SELECT min(e.id) AS id FROM webhook_events e
-        WHERE EXISTS (SELECT 1 FROM webhook_queue q
-                      WHERE q.event_id = e.id AND q.occurred_at <> e.occurred_at)
-    ),
-    moving AS (
-        SELECT e.id FROM webhook_events e, first_taken f
-        WHERE e.id >= f.id
+const RENUMBER: &str = "WITH moving AS (
+        SELECT e.id FROM webhook_events e
+        WHERE e.id >= $1
           AND NOT EXISTS (SELECT 1 FROM webhook_queue q
                           WHERE q.event_id = e.id AND q.occurred_at = e.occurred_at)
         ORDER BY e.id
-        FOR UPDATE OF e
+        FOR UPDATE
     )
     UPDATE webhook_events SET id = DEFAULT
     WHERE id = ANY (ARRAY(SELECT m.id FROM moving m))";
@@ -73,10 +74,19 @@ pub(crate) struct Moved {
     pub(crate) events: u64,
 }
 
-/// See the module documentation. One transaction: rolled back whole if the route's
-/// time limit cuts it off, and done again at the next route.
+/// See the module documentation. Nothing to do (and no privilege on the identity
+/// needed) when the outbox's only events with ids in the queue are the queue's own.
+/// The renumbering is one transaction: rolled back whole if the route's time limit cuts
+/// it off, and done again at the next route.
 pub(crate) async fn move_off_taken_ids(client: &mut Object) -> Result<Moved, DaemonError> {
     let mut moved = Moved::default();
+    let Some(first) = client
+        .query_one(FIRST_TAKEN, &[])
+        .await?
+        .try_get::<_, Option<i64>>(0)?
+    else {
+        return Ok(moved);
+    };
     let advanced = client
         .query_opt(ADVANCE_IDENTITY, &[&MARGIN])
         .await
@@ -96,7 +106,7 @@ pub(crate) async fn move_off_taken_ids(client: &mut Object) -> Result<Moved, Dae
     }
     let tx = client.transaction().await?;
     tx.batch_execute(BY_PRIMARY_KEY).await?;
-    moved.events = tx.execute(RENUMBER, &[]).await?;
+    moved.events = tx.execute(RENUMBER, &[&first]).await?;
     tx.commit().await?;
     Ok(moved)
 }

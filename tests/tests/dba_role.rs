@@ -618,12 +618,14 @@ async fn the_callbacks_work_running_as_the_least_privilege_role() {
     assert!(!log.contains("permission denied"), "{log}");
 }
 
-/// The outbox's ids started again while the queue holds a row for event 1. The relay
-/// role may move the outbox identity and renumber the new event only with the
-/// sequence grant of the roles script; without it the event waits in the outbox, the
-/// log says which grant is missing, and once it is granted the event goes out.
+/// The outbox's ids started again while the queue holds rows of events 1 and 5. The
+/// roles script lets the relay role move the outbox identity past them. Without that
+/// grant, an event on a taken id waits in the outbox (the log says which grant is
+/// missing) while the others go on; once the tables' owner moves the identity (the
+/// README's command), the relay renumbers the event and delivers it.
 #[tokio::test]
-async fn the_relay_role_renumbers_events_on_ids_the_queue_holds_once_it_may_move_the_identity() {
+async fn without_the_sequence_grant_an_event_on_a_taken_id_waits_until_the_owner_moves_the_identity(
+) {
     let db = TestDb::migrated().await;
     let mut roles = Roles::install(&db).await;
     let url = roles.relay_url(&db).await;
@@ -635,26 +637,43 @@ async fn the_relay_role_renumbers_events_on_ids_the_queue_holds_once_it_may_move
         .await
         .expect("the outbox identity's sequence")
         .get(0);
+    let granted: bool = admin
+        .query_one(
+            "SELECT has_sequence_privilege($1, $2, 'SELECT, UPDATE')",
+            &[&roles.relay, &sequence],
+        )
+        .await
+        .expect("the role's privileges")
+        .get(0);
+    assert!(
+        granted,
+        "the roles script grants the relay the outbox identity"
+    );
     admin
         .batch_execute(&format!(
             "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
                                         webhook_url, status, sent_at, occurred_at)
-             VALUES (1, 'lead_scraped', 'lead', 1, '{}/webhook/lead-scraped', 'sent', now(),
-                     '2026-01-01');
+             SELECT i, 'lead_scraped', 'lead', i, '{}/webhook/lead-scraped', 'sent', now(),
+                    '2026-01-01'
+             FROM unnest(ARRAY[1, 5]) i;
              TRUNCATE webhook_events RESTART IDENTITY;
              REVOKE SELECT, UPDATE ON SEQUENCE {sequence} FROM {}",
             sink.url(),
             roles.relay
         ))
         .await
-        .expect("a delivered row of event 1, the outbox restarted, the grant taken back");
+        .expect("delivered rows of events 1 and 5, the outbox restarted, the grant taken back");
     let app = as_role(&db, &writer).await;
-    app.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
-        .await
-        .expect("insert as the business writer");
-    assert_eq!(db.count("SELECT max(id) FROM webhook_events").await, 1);
+    app.batch_execute(
+        "INSERT INTO leads (business_name) VALUES ('Acme Inc');
+         INSERT INTO leads (business_name) VALUES ('Beta LLC');",
+    )
+    .await
+    .expect("insert as the business writer: events 1 (taken) and 2 (free)");
 
     let relay = RelayBuilder::new(&url, &sink.url()).spawn();
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["data"]["business_name"], "Beta LLC");
     wait_until(
         "the relay to say which grant it lacks",
         Duration::from_secs(20),
@@ -666,25 +685,31 @@ async fn the_relay_role_renumbers_events_on_ids_the_queue_holds_once_it_may_move
         },
     )
     .await;
-    assert!(sink.requests().is_empty(), "nothing sent yet");
     assert_eq!(
-        db.count("SELECT count(*) FROM webhook_events").await,
+        sink.requests().len(),
         1,
-        "the new event waits in the outbox"
+        "the event on a taken id is not sent"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events WHERE id = 1")
+            .await,
+        1,
+        "it waits in the outbox"
     );
 
     admin
         .batch_execute(&format!(
-            "GRANT SELECT, UPDATE ON SEQUENCE {sequence} TO {}",
-            roles.relay
+            "SELECT setval(pg_get_serial_sequence('webhook_events', 'id'),
+                           (SELECT max(event_id) FROM webhook_queue) + 1000)
+             WHERE (SELECT max(event_id) FROM webhook_queue) >= (SELECT last_value FROM {sequence})"
         ))
         .await
-        .expect("grant back");
-    let got = sink.wait_for(1, Duration::from_secs(30)).await;
-    assert_eq!(got[0].json()["data"]["business_name"], "Acme Inc");
+        .expect("the owner moves the identity, as the README says");
+    let got = sink.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(got[1].json()["data"]["business_name"], "Acme Inc");
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
     assert!(
-        db.count("SELECT max(event_id) FROM webhook_queue").await > 1,
-        "the event was renumbered past the queue's ids"
+        db.count("SELECT max(event_id) FROM webhook_queue").await > 1005,
+        "the event was renumbered past the identity the owner set"
     );
 }

@@ -12,6 +12,10 @@ picked AS (
     SELECT e.id, e.event_type, e.entity_type, e.entity_id, e.payload, e.occurred_at
     FROM webhook_events e
     WHERE e.event_type = ANY ($1::text[])
+      -- The relay's first try leaves out the next two lines and the conflict clause
+      -- (claim::first_try): an event on an id the queue holds for another event waits.
+      AND NOT EXISTS (SELECT 1 FROM webhook_queue q
+                      WHERE q.event_id = e.id AND q.occurred_at <> e.occurred_at)
     ORDER BY e.id
     LIMIT $7
     FOR UPDATE SKIP LOCKED

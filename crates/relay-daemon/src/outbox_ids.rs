@@ -18,23 +18,37 @@
 //! keeps its id, and the route skips it as before.
 //!
 //! The business write is not waited on: new events take ids past the queue's from the
-//! moment the identity moves, and only events already in the outbox are locked. An
-//! event written while the move runs may be routed before an older event of its
-//! entity that the move renumbers; after the move the order holds again.
+//! moment the identity moves, and only events already in the outbox are locked. Order
+//! holds among the renumbered events and after the ones below them; an event written
+//! while the renumbering runs, or routed meanwhile by another relay (one the first try
+//! here had not locked), may go out before an older event of its entity that is
+//! renumbered.
+//!
+//! The route's second run leaves in the outbox any event still on a taken id (one this
+//! relay could not renumber, or committed since): it never skips one.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
 
 use crate::error::DaemonError;
 
-/// Moves the outbox identity to `$1` past the largest event id of the queue, unless it
-/// is past it already; returns the new position (no row when it did not move). The
-/// margin makes sure no insert that took an id between the read and the `setval` is
-/// handed the same id again. Reading and setting the sequence takes `SELECT` and
-/// `UPDATE` on it (sql/roles.example.sql grants them).
-const ADVANCE_IDENTITY: &str = "SELECT setval(s.seq, q.top + $1)
-    FROM (SELECT pg_get_serial_sequence('webhook_events', 'id')::regclass AS seq) s,
-         (SELECT max(event_id) AS top FROM webhook_queue) q
-    WHERE q.top >= coalesce(pg_sequence_last_value(s.seq), 0)";
+/// The largest event id in the queue (a backward step in
+/// `webhook_queue_event_target_key`).
+const QUEUE_TOP: &str = "SELECT max(event_id) FROM webhook_queue";
+
+/// Moves the outbox identity to `$2` past `$1` (the [`QUEUE_TOP`]) unless it is past
+/// it already; returns the new position (no row when it did not move, or when this
+/// role may not read the sequence). The margin makes sure no insert that took an id
+/// between the read and the `setval` is handed the same id again. Reading the
+/// sequence takes `SELECT` on it, setting it `UPDATE` (sql/roles.example.sql grants
+/// both); the `CASE` checks the first, because from Postgres 18 on
+/// `pg_sequence_last_value` answers NULL rather than fail without it.
+const ADVANCE_IDENTITY: &str = "SELECT setval(s.seq, $1::int8 + $2::int8)
+    FROM (SELECT pg_get_serial_sequence('webhook_events', 'id')::regclass AS seq) s
+    WHERE CASE WHEN has_sequence_privilege(s.seq, 'SELECT')
+               THEN $1::int8 >= coalesce(pg_sequence_last_value(s.seq), 0) END";
 
 /// The first outbox event whose id the queue holds for another event (a row of that
 /// id with another `occurred_at`), if any: one probe of
@@ -57,7 +71,8 @@ const RENUMBER: &str = "WITH moving AS (
         FOR UPDATE
     )
     UPDATE webhook_events SET id = DEFAULT
-    WHERE id = ANY (ARRAY(SELECT m.id FROM moving m))";
+    WHERE id = ANY (ARRAY(SELECT m.id FROM moving m))
+    RETURNING id";
 
 /// Index scans only for [`RENUMBER`], this transaction alone.
 const BY_PRIMARY_KEY: &str = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off";
@@ -72,41 +87,89 @@ pub(crate) struct Moved {
     pub(crate) identity: Option<i64>,
     /// Events given a new id.
     pub(crate) events: u64,
+    /// Events on ids the queue holds that wait in the outbox, because the identity is
+    /// behind the queue's ids and this role may not move it.
+    pub(crate) held: bool,
 }
 
-/// See the module documentation. Nothing to do (and no privilege on the identity
-/// needed) when the outbox's only events with ids in the queue are the queue's own.
-/// The renumbering is one transaction: rolled back whole if the route's time limit cuts
-/// it off, and done again at the next route.
+/// How often the error about held events is logged: the route meets them at every
+/// pass until the grant.
+const SAY_HELD_EVERY: Duration = Duration::from_secs(60);
+
+/// When the error about held events was last logged.
+static HELD_SAID: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// One relay at a time moves the outbox identity and renumbers (a transaction-scoped
+/// advisory lock; the relays' markers use the key space before it, see
+/// `relay_core::db::marker::HOLD_MARKER`): two `setval`s each reading the sequence before the
+/// other wrote it could move it back over ids already handed out.
+const ONE_AT_A_TIME: &str = "SELECT pg_advisory_xact_lock(1849193082, 1)";
+
+/// See the module documentation. One transaction, which another relay's waits for:
+/// rolled back whole if the route's time limit cuts it off, and done again at the next
+/// route. Nothing to do (and no privilege on the identity needed) when the outbox's
+/// only events with ids in the queue are the queue's own. When this role may not move
+/// the identity, the renumbering goes ahead only if the identity is past the queue's
+/// ids already (its owner moved it); otherwise the events wait in the outbox.
 pub(crate) async fn move_off_taken_ids(client: &mut Object) -> Result<Moved, DaemonError> {
     let mut moved = Moved::default();
-    let Some(first) = client
+    let mut tx = client.transaction().await?;
+    tx.batch_execute(ONE_AT_A_TIME).await?;
+    let Some(first) = tx
         .query_one(FIRST_TAKEN, &[])
         .await?
         .try_get::<_, Option<i64>>(0)?
     else {
         return Ok(moved);
     };
-    let advanced = client
-        .query_opt(ADVANCE_IDENTITY, &[&MARGIN])
-        .await
-        .inspect_err(|e| {
-            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-                tracing::error!(
-                    "outbox events have ids the queue holds for other events (the outbox's \
-                     ids started again), and this role may not move the outbox's identity \
-                     past them: grant it SELECT and UPDATE on the sequence \
-                     pg_get_serial_sequence('webhook_events', 'id') names \
-                     (sql/roles.example.sql does); the events wait in the outbox until then"
-                );
-            }
-        })?;
-    if let Some(row) = advanced {
-        moved.identity = Some(row.try_get(0)?);
+    let top: i64 = tx
+        .query_one(QUEUE_TOP, &[])
+        .await?
+        .try_get::<_, Option<i64>>(0)?
+        .unwrap_or(0);
+    let advance = tx.savepoint("advance_identity").await?;
+    match advance.query_opt(ADVANCE_IDENTITY, &[&top, &MARGIN]).await {
+        Ok(row) => {
+            moved.identity = row.map(|r| r.try_get(0)).transpose()?;
+            advance.commit().await?;
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            advance.rollback().await?;
+        }
+        Err(e) => return Err(e.into()),
     }
-    let tx = client.transaction().await?;
     tx.batch_execute(BY_PRIMARY_KEY).await?;
-    moved.events = tx.execute(RENUMBER, &[&first]).await?;
+    let renumbered = tx.query(RENUMBER, &[&first]).await?;
+    let mut lowest = i64::MAX;
+    for row in &renumbered {
+        lowest = lowest.min(row.try_get(0)?);
+    }
+    if lowest <= top {
+        tx.rollback().await?;
+        moved.held = true;
+        say_held();
+        return Ok(moved);
+    }
     tx.commit().await?;
+    moved.events = u64::try_from(renumbered.len()).unwrap_or(u64::MAX);
     Ok(moved)
+}
+
+/// The error about held events, at most every [`SAY_HELD_EVERY`].
+fn say_held() {
+    let now = Instant::now();
+    let Ok(mut said) = HELD_SAID.lock() else {
+        return;
+    };
+    if said.is_some_and(|at| now.duration_since(at) < SAY_HELD_EVERY) {
+        return;
+    }
+    *said = Some(now);
+    tracing::error!(
+        "outbox events have ids the queue holds for other events (the outbox's ids started \
+         again), and this role may not move the outbox's identity past the queue's ids: \
+         grant it SELECT and UPDATE on the sequence pg_get_serial_sequence('webhook_events', \
+         'id') names (sql/roles.example.sql does), or have the tables' owner move it; \
+         those events wait in the outbox until then, the others go on"
+    );
 }

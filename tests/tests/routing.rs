@@ -397,3 +397,90 @@ async fn delivered_before(client: &Client, sink: &Sink, events: i64) {
         .await
         .expect("rows of events delivered before");
 }
+
+/// The route statements as written (the relay's second run, after the first try met
+/// the unique key), each on one outbox: event 1 put back after it was queued (its
+/// queue row has its `occurred_at`), event 2 on an id the queue holds for an older
+/// event, event 3 new. Event 1 leaves the outbox without a second row, event 2 stays
+/// in the outbox untouched (skipped, it would be lost), event 3 is queued.
+#[tokio::test]
+async fn written_routes_skip_events_already_queued_and_leave_events_on_taken_ids_in_the_outbox() {
+    use relay_daemon::claim::{ROUTE_ALL_CLAIMED, ROUTE_AND_CLAIM, ROUTE_ORDERED_WITH_ROOM};
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let (types, urls, zero, three) = (vec!["lead_created"], vec![A], vec![0i32], vec![3i32]);
+    let (claimable, ordering, scope) = (vec![true], vec![Some("skip")], vec![None::<&str>]);
+    let none: Vec<&str> = Vec::new();
+    let (held, events, free, lease, marker) = (Vec::<i32>::new(), 10i64, 10i64, 30f64, 7i32);
+    let statements: [(&str, &str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>); 3] = [
+        (
+            "route_and_claim.sql",
+            ROUTE_AND_CLAIM,
+            vec![
+                &types, &urls, &zero, &claimable, &none, &held, &events, &CAP, &free, &three,
+                &lease, &ordering, &scope, &marker,
+            ],
+        ),
+        (
+            "route_all_claimed.sql",
+            ROUTE_ALL_CLAIMED,
+            vec![&types, &urls, &zero, &three, &events, &lease, &marker],
+        ),
+        (
+            "route_ordered_with_room.sql",
+            ROUTE_ORDERED_WITH_ROOM,
+            vec![
+                &types, &urls, &zero, &three, &ordering, &scope, &events, &lease, &marker,
+            ],
+        ),
+    ];
+    for (name, statement, params) in statements {
+        client
+            .batch_execute(&format!(
+                "TRUNCATE webhook_retry_history, webhook_logs, webhook_queue, webhook_events;
+                 INSERT INTO webhook_events (id, event_type, entity_type, entity_id, payload,
+                                             occurred_at)
+                 OVERRIDING SYSTEM VALUE
+                 VALUES (1, 'lead_created', 'lead', 1, '{{}}', '2026-01-01'),
+                        (2, 'lead_created', 'lead', 2, '{{}}', '2026-01-02'),
+                        (3, 'lead_created', 'lead', 3, '{{}}', '2026-01-03');
+                 INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                                            webhook_url, status, sent_at, occurred_at)
+                 VALUES (1, 'lead_created', 'lead', 1, '{A}', 'sent', now(), '2026-01-01'),
+                        (2, 'lead_created', 'lead', 20, '{A}', 'sent', now(), '2025-06-01');"
+            ))
+            .await
+            .expect("the outbox and the queue");
+        client
+            .query(statement, &params)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let outbox: Vec<i64> = client
+            .query("SELECT id FROM webhook_events ORDER BY id", &[])
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            outbox,
+            vec![2],
+            "{name}: only the event on a taken id stays"
+        );
+        let queue: Vec<(i64, i64)> = client
+            .query(
+                "SELECT event_id, entity_id FROM webhook_queue ORDER BY event_id",
+                &[],
+            )
+            .await
+            .expect("queue")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            queue,
+            vec![(1, 1), (2, 20), (3, 3)],
+            "{name}: one row each, event 3's new"
+        );
+    }
+}

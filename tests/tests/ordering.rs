@@ -370,3 +370,41 @@ async fn fifty_entities_times_twenty_changes_over_four_workflows_stay_in_order_w
     assert_eq!(paths.len(), 4, "{paths:?}");
     drop(relays);
 }
+
+/// The outbox's ids started again (`TRUNCATE ... RESTART IDENTITY`) while the queue
+/// holds delivered rows of events 1 to 600, and 50 entities × 20 changes land on ids 1
+/// to 1000. Three relays start together: one renumbers the changes past the queue's ids
+/// while no route runs, and every change arrives once, one at a time and in order.
+#[tokio::test]
+async fn changes_on_ids_the_queue_holds_arrive_in_order_with_three_relays_after_the_ids_started_again(
+) {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| Reply::ok().after(SLOW)).await;
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                                        webhook_url, status, sent_at, occurred_at)
+             SELECT i, 'lead_qualified', 'lead', 1000 + i, $1, 'sent', now(), '2026-01-01'
+             FROM generate_series(1, 600) i",
+            &[&format!("{}/webhook/lead-qualified", sink.url())],
+        )
+        .await
+        .expect("rows of events delivered before the ids started again");
+    client
+        .batch_execute("TRUNCATE webhook_events RESTART IDENTITY")
+        .await
+        .expect("the outbox's ids start again");
+    for seq in 1..=20 {
+        emit(&db, 1..=50, seq).await;
+    }
+    let relays: Vec<_> = (0..3).map(|_| ordered_relay(&db, &sink).spawn()).collect();
+    assert_fifty_times_twenty_in_order(&db, &sink, |_| false).await;
+    assert!(
+        db.count("SELECT min(event_id) FROM webhook_queue WHERE entity_id <= 50")
+            .await
+            > 600,
+        "the changes were renumbered past the queue's ids"
+    );
+    drop(relays);
+}

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use relay_tests::{RelayBuilder, Sink, TestDb};
+use relay_tests::{wait_until, RelayBuilder, Sink, TestDb};
 use tokio_postgres::Client;
 
 const A: &str = "http://127.0.0.1:9/a";
@@ -483,4 +483,40 @@ async fn written_routes_skip_events_already_queued_and_leave_events_on_taken_ids
             "{name}: one row each, event 3's new"
         );
     }
+}
+
+/// While events are renumbered (the lock `relay_daemon`'s renumbering holds, taken
+/// here by hand), a route waits: routing beside it could send an entity's later event,
+/// left under its old id, before the earlier ones get their new ids. Once the lock
+/// goes, the event is routed and delivered.
+#[tokio::test]
+async fn a_route_waits_while_events_are_renumbered() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let renumbering = db.client().await;
+    renumbering
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(1849193082, 1)")
+        .await
+        .expect("the renumbering's lock");
+    let client = db.client().await;
+    emit(&client, "lead_scraped", 1, None).await;
+
+    let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    wait_until("the relay's route to wait for the lock", T, || async {
+        let waiting = db
+            .count(
+                "SELECT count(*) FROM pg_locks
+                 WHERE locktype = 'advisory' AND classid = 1849193082::oid
+                   AND objid = 1::oid AND NOT granted",
+            )
+            .await;
+        (waiting > 0).then_some(())
+    })
+    .await;
+    assert!(sink.requests().is_empty(), "nothing routed meanwhile");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
+
+    renumbering.batch_execute("COMMIT").await.expect("done");
+    let got = sink.wait_for(1, T).await;
+    assert_eq!(got[0].json()["event"], "lead_scraped");
 }

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
 
-use crate::db::Db;
+use crate::db::{query_in_transaction, Db};
 use crate::error::DaemonError;
 use crate::router::RouteTable;
 use crate::shared::{EndpointLoad, Job, AHEAD};
@@ -178,6 +178,11 @@ fn unique_key_met(err: &tokio_postgres::Error) -> Option<String> {
 /// How the route statements and the due claim run (planned once, by index); public so
 /// that the plan tests plan them as the relay does.
 pub use crate::db::{query_planned_once, PLAN_ONCE_BY_INDEX};
+
+/// How a route statement's transaction opens: planned once, by index, and waiting
+/// while `crate::outbox_ids` renumbers events.
+static ROUTE_BEGIN: LazyLock<String> =
+    LazyLock::new(|| format!("{PLAN_ONCE_BY_INDEX}; {}", crate::outbox_ids::ROUTES_GO_ON));
 
 /// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4 rows
 /// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types, $8 this
@@ -358,7 +363,7 @@ pub(crate) async fn route_and_claim(
         let statement = client.prepare_cached(first).await?;
         // Both tries share the one time limit: a fallback cut off by it is retried at
         // the next pass, like any failed route.
-        let rows = match query_planned_once(&client, &statement, &params).await {
+        let rows = match query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await {
             Ok(rows) => rows,
             Err(e) => {
                 let Some(key) = unique_key_met(&e) else {
@@ -379,7 +384,7 @@ pub(crate) async fn route_and_claim(
                     );
                 }
                 let statement = client.prepare_cached(written).await?;
-                query_planned_once(&client, &statement, &params).await?
+                query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await?
             }
         };
         let mut routed = Routed {

@@ -86,10 +86,21 @@ pub async fn query_planned_once(
     statement: &tokio_postgres::Statement,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    query_in_transaction(client, PLAN_ONCE_BY_INDEX, statement, params).await
+}
+
+/// [`query_planned_once`] with the transaction opened by `begin` (which starts with
+/// [`PLAN_ONCE_BY_INDEX`] and may take locks after it).
+pub(crate) async fn query_in_transaction(
+    client: &tokio_postgres::Client,
+    begin: &str,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     // `biased`: polled top to bottom, so the three are queued in this order.
     let (begun, rows, committed) = tokio::join!(
         biased;
-        client.batch_execute(PLAN_ONCE_BY_INDEX),
+        client.batch_execute(begin),
         client.query(statement, params),
         client.batch_execute("COMMIT"),
     );

@@ -180,9 +180,13 @@ fn unique_key_met(err: &tokio_postgres::Error) -> Option<String> {
 pub use crate::db::{query_planned_once, PLAN_ONCE_BY_INDEX};
 
 /// How a route statement's transaction opens: planned once, by index, and waiting
-/// while `crate::outbox_ids` renumbers events.
-static ROUTE_BEGIN: LazyLock<String> =
-    LazyLock::new(|| format!("{PLAN_ONCE_BY_INDEX}; {}", crate::outbox_ids::ROUTES_GO_ON));
+/// while `crate::outbox_ids` renumbers events, for two seconds at most.
+static ROUTE_BEGIN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{PLAN_ONCE_BY_INDEX}; SET LOCAL lock_timeout = '2s'; {}",
+        crate::outbox_ids::ROUTES_GO_ON
+    )
+});
 
 /// Claim due rows by priority, then age. $1 how many, $2 held event types, $3/$4 rows
 /// held per url, $5 per-URL cap, $6 lease seconds, $7 the known event types, $8 this
@@ -360,6 +364,13 @@ pub(crate) async fn route_and_claim(
     };
     db.bounded("routing events", async {
         let mut client = db.client().await?;
+        if crate::outbox_ids::holding() {
+            // Events on taken ids wait for the identity to move; the statement as
+            // written leaves them in the outbox, and routes the others at once.
+            let statement = client.prepare_cached(written).await?;
+            let rows = query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await?;
+            return routed_from(&rows);
+        }
         let statement = client.prepare_cached(first).await?;
         // Both tries share the one time limit: a fallback cut off by it is retried at
         // the next pass, like any failed route.
@@ -370,8 +381,7 @@ pub(crate) async fn route_and_claim(
                     return Err(e.into());
                 };
                 let moved = crate::outbox_ids::move_off_taken_ids(&mut client).await?;
-                // Held events meet the key at every pass; `outbox_ids` says so itself,
-                // at most once a minute.
+                // Of held events `outbox_ids` says so itself, at most once a minute.
                 if !moved.held {
                     tracing::warn!(
                         %key,
@@ -387,30 +397,35 @@ pub(crate) async fn route_and_claim(
                 query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await?
             }
         };
-        let mut routed = Routed {
-            picked: 0,
-            events: 0,
-            left_for: Vec::new(),
-            enqueued: 0,
-            jobs: Vec::new(),
-        };
-        for row in &rows {
-            routed.events = row.try_get(0)?;
-            routed.enqueued = row.try_get(1)?;
-            routed.jobs.extend(job_from_row(row, 2)?);
-            routed.picked = row.try_get("picked")?;
-            routed.left_for = row.try_get("left_for")?;
-        }
-        relay_core::metrics::global().routed(
-            u64::try_from(routed.events).unwrap_or(0),
-            u64::try_from(routed.enqueued).unwrap_or(0),
-        );
-        routed
-            .jobs
-            .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
-        Ok(routed)
+        routed_from(&rows)
     })
     .await
+}
+
+/// What a route statement's rows say.
+fn routed_from(rows: &[tokio_postgres::Row]) -> Result<Routed, DaemonError> {
+    let mut routed = Routed {
+        picked: 0,
+        events: 0,
+        left_for: Vec::new(),
+        enqueued: 0,
+        jobs: Vec::new(),
+    };
+    for row in rows {
+        routed.events = row.try_get(0)?;
+        routed.enqueued = row.try_get(1)?;
+        routed.jobs.extend(job_from_row(row, 2)?);
+        routed.picked = row.try_get("picked")?;
+        routed.left_for = row.try_get("left_for")?;
+    }
+    relay_core::metrics::global().routed(
+        u64::try_from(routed.events).unwrap_or(0),
+        u64::try_from(routed.enqueued).unwrap_or(0),
+    );
+    routed
+        .jobs
+        .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+    Ok(routed)
 }
 
 /// Whether every route may claim now and every endpoint has room for all the rows

@@ -20,9 +20,13 @@
 //! The business write is not waited on: new events take ids past the queue's from the
 //! moment the identity moves, and only events already in the outbox are locked; routes
 //! wait while the renumbering runs ([`ONE_AT_A_TIME`]). Order holds among the
-//! renumbered events and after the ones below them; an event written while the
-//! renumbering runs may go out before an older event of its entity that is
-//! renumbered.
+//! renumbered events and after the ones below them. It does not hold for an event
+//! written while the renumbering runs, nor for one another relay routed, under its old
+//! id, between this relay's failed first try and the renumbering: either may go out
+//! before an older event of its entity that is renumbered. Nor can it hold between new
+//! events on ids below the queue's that no queue row holds (they are not renumbered) and
+//! unfinished queue rows of their entity from before the restart, whose ids are larger:
+//! the ordering check compares ids. Moving the identity at the cutover avoids all three.
 //!
 //! The route's second run leaves in the outbox any event still on a taken id (one this
 //! relay could not renumber, or committed since): it never skips one.
@@ -92,12 +96,27 @@ pub(crate) struct Moved {
     pub(crate) held: bool,
 }
 
-/// How often the error about held events is logged: the route meets them at every
-/// pass until the grant.
+/// How often the error about held events is logged.
 const SAY_HELD_EVERY: Duration = Duration::from_secs(60);
 
 /// When the error about held events was last logged.
 static HELD_SAID: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// How long after events were held the routes run as written, without a first try or
+/// a renumbering: tried at every pass, the renumbering would hold every relay's routes
+/// (its lock) while it read the outbox, only to be rolled back, and use up ids.
+const HOLD_FOR: Duration = Duration::from_secs(5);
+
+/// When this relay last held events.
+static HELD_AT: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Whether events were held less than [`HOLD_FOR`] ago: the route then runs its
+/// statement as written (which leaves them in the outbox) straight away.
+pub(crate) fn holding() -> bool {
+    HELD_AT
+        .lock()
+        .is_ok_and(|at| at.is_some_and(|at| at.elapsed() < HOLD_FOR))
+}
 
 /// One relay at a time moves the outbox identity and renumbers, and no route runs
 /// meanwhile (a transaction-scoped advisory lock, which every route statement's
@@ -111,7 +130,11 @@ const ONE_AT_A_TIME: &str = "SELECT pg_advisory_xact_lock(1849193082, 1)";
 
 /// Taken by each route statement's transaction: waits while a renumbering runs (and a
 /// renumbering waits for the routes running), see [`ONE_AT_A_TIME`]. Shared, so routes
-/// never wait for each other; no WAL, about a microsecond a route.
+/// never wait for each other; no WAL, one trip to the lock manager per route (20-30
+/// events): drains with and without it are the same within noise (bench README). A
+/// route waits at most `lock_timeout` (`crate::claim`'s `ROUTE_BEGIN`), then fails and
+/// is tried again after the backoff, so that a long renumbering never keeps a route
+/// running on the server after the relay gave up on it.
 pub(crate) const ROUTES_GO_ON: &str = "SELECT pg_advisory_xact_lock_shared(1849193082, 1)";
 
 /// See the module documentation. One transaction, which another relay's waits for:
@@ -156,6 +179,9 @@ pub(crate) async fn move_off_taken_ids(client: &mut Object) -> Result<Moved, Dae
     if lowest <= top {
         tx.rollback().await?;
         moved.held = true;
+        if let Ok(mut at) = HELD_AT.lock() {
+            *at = Some(Instant::now());
+        }
         say_held();
         return Ok(moved);
     }

@@ -520,3 +520,59 @@ async fn a_route_waits_while_events_are_renumbered() {
     let got = sink.wait_for(1, T).await;
     assert_eq!(got[0].json()["event"], "lead_scraped");
 }
+
+/// The outbox's ids started again while the relay was stopped, and the queue holds
+/// delivered rows of events 1 to 4. The relay moves the outbox identity past them as it
+/// starts, so the events written next take ids past the queue's and need no
+/// renumbering; a relay started again later finds nothing to move.
+#[tokio::test]
+async fn an_outbox_identity_behind_the_queue_is_moved_past_it_as_the_relay_starts() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let client = db.client().await;
+    delivered_before(&client, &sink, 4).await;
+    client
+        .batch_execute("TRUNCATE webhook_events RESTART IDENTITY")
+        .await
+        .expect("the outbox's ids start again");
+
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    wait_until("the relay to move the identity", T, || async {
+        without_colours(&relay.log())
+            .contains("identity_moved_to=1004")
+            .then_some(())
+    })
+    .await;
+    emit(&client, "lead_scraped", 3, None).await;
+    sink.wait_for(3, T).await;
+    db.wait_for_queue_status("sent", 7, T).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE event_id > 1004")
+            .await,
+        3,
+        "the new events' ids are past the queue's"
+    );
+    let log = relay.log();
+    assert!(
+        !log.contains("already have queue rows"),
+        "no event met the queue's key: {log}"
+    );
+    drop(relay);
+
+    let again = RelayBuilder::new(&db.url, &sink.url())
+        .env("RUST_LOG", "info,relay_daemon::outbox_ids=debug")
+        .spawn();
+    wait_until("the second relay to compare", T, || async {
+        let log = again.log();
+        (log.contains("is past the queue's event ids") || log.contains("was behind")).then_some(())
+    })
+    .await;
+    let log = again.log();
+    assert!(!log.contains("was behind"), "nothing to move: {log}");
+    assert_eq!(
+        db.count("SELECT last_value FROM webhook_events_id_seq")
+            .await,
+        1007,
+        "the identity stays where it was"
+    );
+}

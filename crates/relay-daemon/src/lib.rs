@@ -127,6 +127,7 @@ pub async fn run(
         steering,
         unreleased: Vec::new(),
     };
+    outbox_ids::catch_up_at_start(&db).await;
     let dispatcher = pump.run(wake_rx, &shutdown).await;
 
     info!("shutting down: no new claims");

@@ -36,15 +36,17 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
 
+use crate::db::Db;
 use crate::error::DaemonError;
 
 /// The largest event id in the queue (a backward step in
 /// `webhook_queue_event_target_key`).
 const QUEUE_TOP: &str = "SELECT max(event_id) FROM webhook_queue";
 
-/// Moves the outbox identity to `$2` past `$1` (the [`QUEUE_TOP`]) unless it is past
-/// it already; returns the new position (no row when it did not move, or when this
-/// role may not read the sequence). The margin makes sure no insert that took an id
+/// Moves the outbox identity to `$2` past `$1` (the [`QUEUE_TOP`]) unless the next id
+/// it hands out is past it already (`pg_sequence_last_value` is NULL until the first,
+/// which is then the sequence's start); returns the new position (no row when it did
+/// not move, or when this role may not read the sequence). The margin makes sure no insert that took an id
 /// between the read and the `setval` is handed the same id again. Reading the
 /// sequence takes `SELECT` on it, setting it `UPDATE` (sql/roles.example.sql grants
 /// both); the `CASE` checks the first, because from Postgres 18 on
@@ -52,7 +54,7 @@ const QUEUE_TOP: &str = "SELECT max(event_id) FROM webhook_queue";
 const ADVANCE_IDENTITY: &str = "SELECT setval(s.seq, $1::int8 + $2::int8)
     FROM (SELECT pg_get_serial_sequence('webhook_events', 'id')::regclass AS seq) s
     WHERE CASE WHEN has_sequence_privilege(s.seq, 'SELECT')
-               THEN $1::int8 >= coalesce(pg_sequence_last_value(s.seq), 0) END";
+               THEN $1::int8 > coalesce(pg_sequence_last_value(s.seq), 0) END";
 
 /// The first outbox event whose id the queue holds for another event (a row of that
 /// id with another `occurred_at`), if any: one probe of
@@ -188,6 +190,44 @@ pub(crate) async fn move_off_taken_ids(client: &mut Object) -> Result<Moved, Dae
     tx.commit().await?;
     moved.events = u64::try_from(renumbered.len()).unwrap_or(u64::MAX);
     Ok(moved)
+}
+
+/// At start: an outbox identity that would hand out an id the queue holds means the
+/// outbox's ids started again while the relay was stopped (a cutover, a restore).
+/// Moved now, before the business writes events on ids the queue holds, those events
+/// need no renumbering and keep their order against the queue's rows from before.
+/// Quiet when the relay cannot look (no privilege on the sequence, no database yet: the
+/// route finds taken ids anyway).
+pub(crate) async fn catch_up_at_start(db: &Db) {
+    let moved = db
+        .bounded("comparing the outbox identity with the queue", async {
+            let mut client = db.client().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute(ONE_AT_A_TIME).await?;
+            let Some(top) = tx
+                .query_one(QUEUE_TOP, &[])
+                .await?
+                .try_get::<_, Option<i64>>(0)?
+            else {
+                return Ok(None);
+            };
+            let moved = tx.query_opt(ADVANCE_IDENTITY, &[&top, &MARGIN]).await?;
+            tx.commit().await?;
+            Ok(moved.map(|row| row.try_get::<_, i64>(0)).transpose()?)
+        })
+        .await;
+    match moved {
+        Ok(Some(to)) => tracing::warn!(
+            identity_moved_to = to,
+            "the outbox's identity was behind the queue's event ids (its ids started again \
+             while the relay was stopped): moved past them, so that new events are not \
+             taken for ones already queued"
+        ),
+        Ok(None) => tracing::debug!("the outbox identity is past the queue's event ids"),
+        Err(e) => {
+            tracing::debug!(error = %e, "the outbox identity was not compared with the queue at start")
+        }
+    }
 }
 
 /// The error about held events, at most every [`SAY_HELD_EVERY`].

@@ -223,7 +223,9 @@ pub(crate) async fn catch_up_at_start(db: &Db) {
              while the relay was stopped): moved past them, so that new events are not \
              taken for ones already queued"
         ),
-        Ok(None) => tracing::debug!("the outbox identity is past the queue's event ids"),
+        Ok(None) => tracing::debug!(
+            "the outbox identity is past the queue's event ids, or this role may not read it"
+        ),
         Err(e) => {
             tracing::debug!(error = %e, "the outbox identity was not compared with the queue at start")
         }

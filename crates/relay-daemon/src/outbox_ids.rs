@@ -29,7 +29,9 @@
 //! the ordering check compares ids. Moving the identity at the cutover avoids all three.
 //!
 //! The route's second run leaves in the outbox any event still on a taken id (one this
-//! relay could not renumber, or committed since): it never skips one.
+//! relay could not renumber, or committed since): it never skips one. And a relay that
+//! starts with the identity behind the queue (the ids started again while it was
+//! stopped) moves it at once ([`catch_up_at_start`]), before events land on taken ids.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

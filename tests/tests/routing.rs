@@ -327,17 +327,12 @@ async fn events_on_ids_the_queue_holds_for_older_events_are_renumbered_in_order_
         vec![1, 2, 3, 4, 5, 6],
         "every new event delivered once"
     );
-    let renumbered: Vec<(i64, i64)> = client
-        .query(
-            "SELECT event_id, (payload ->> 'step')::int8 FROM webhook_queue
-             WHERE entity_id = 7 ORDER BY event_id",
-            &[],
-        )
-        .await
-        .expect("the new events' queue rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let renumbered = pairs(
+        &client,
+        "SELECT event_id, (payload ->> 'step')::int8 FROM webhook_queue
+         WHERE entity_id = 7 ORDER BY event_id",
+    )
+    .await;
     assert_eq!(
         renumbered.iter().map(|r| r.1).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5, 6],
@@ -380,6 +375,17 @@ fn without_colours(log: &str) -> String {
         }
     }
     text
+}
+
+/// The two int8 columns of each row `sql` answers.
+async fn pairs(client: &Client, sql: &str) -> Vec<(i64, i64)> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 /// Queue rows of `lead_scraped` events 1 to `events`, delivered to `sink` before (with
@@ -467,16 +473,11 @@ async fn written_routes_skip_events_already_queued_and_leave_events_on_taken_ids
             vec![2],
             "{name}: only the event on a taken id stays"
         );
-        let queue: Vec<(i64, i64)> = client
-            .query(
-                "SELECT event_id, entity_id FROM webhook_queue ORDER BY event_id",
-                &[],
-            )
-            .await
-            .expect("queue")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let queue = pairs(
+            &client,
+            "SELECT event_id, entity_id FROM webhook_queue ORDER BY event_id",
+        )
+        .await;
         assert_eq!(
             queue,
             vec![(1, 1), (2, 20), (3, 3)],

@@ -34,9 +34,10 @@
 //! business row's lock, so a later change of the entity gets a later id.
 //!
 //! Each statement is written out whole in its own file under `crates/relay-daemon/sql/`,
-//! as it runs (the route statements first without their `ON CONFLICT` line:
-//! [`ROUTE_AND_CLAIM_FIRST`] and its siblings, `first_try` says why): copy it into psql to `EXPLAIN` it. The route statements and the due claim
-//! run planned once, with index scans only: to see the plan the relay runs, `PREPARE`
+//! as it runs (the route statements first without their `ON CONFLICT` line and their
+//! `NOT EXISTS` condition on taken ids: [`ROUTE_AND_CLAIM_FIRST`] and its siblings,
+//! `first_try` says why): copy it into psql to `EXPLAIN` it. The route statements and
+//! the due claim run planned once, with index scans only: to see the plan the relay runs, `PREPARE`
 //! one and `EXPLAIN EXECUTE` it after the statements of [`PLAN_ONCE_BY_INDEX`].
 
 use std::sync::LazyLock;
@@ -153,8 +154,9 @@ fn first_try(statement: &str) -> String {
         .replacen(NOT_TAKEN, "", 1)
 }
 
-/// [`ROUTE_AND_CLAIM`] as the relay runs it first: without its `ON CONFLICT`, which
-/// it falls back to only when a queue row is already there (`first_try` says why).
+/// [`ROUTE_AND_CLAIM`] as the relay runs it first: without its `ON CONFLICT` and
+/// [`NOT_TAKEN`], which it falls back to only when a queue row is already there
+/// (`first_try` says why).
 pub static ROUTE_AND_CLAIM_FIRST: LazyLock<String> = LazyLock::new(|| first_try(ROUTE_AND_CLAIM));
 /// [`ROUTE_ALL_CLAIMED`] as the relay runs it first.
 pub static ROUTE_ALL_CLAIMED_FIRST: LazyLock<String> =
@@ -364,39 +366,36 @@ pub(crate) async fn route_and_claim(
     };
     db.bounded("routing events", async {
         let mut client = db.client().await?;
-        if crate::outbox_ids::holding() {
-            // Events on taken ids wait for the identity to move; the statement as
-            // written leaves them in the outbox, and routes the others at once.
-            let statement = client.prepare_cached(written).await?;
-            let rows = query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await?;
-            return routed_from(&rows);
-        }
-        let statement = client.prepare_cached(first).await?;
-        // Both tries share the one time limit: a fallback cut off by it is retried at
-        // the next pass, like any failed route.
-        let rows = match query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                let Some(key) = unique_key_met(&e) else {
-                    return Err(e.into());
-                };
-                let moved = crate::outbox_ids::move_off_taken_ids(&mut client).await?;
-                // Of held events `outbox_ids` says so itself, at most once a minute.
-                if !moved.held {
-                    tracing::warn!(
-                        %key,
-                        renumbered = moved.events,
-                        identity_moved_to = ?moved.identity,
-                        "events in the outbox have ids that already have queue rows: \
-                         those put back after they were routed leave it without a new \
-                         row; those on ids the queue holds for older events (the outbox's \
-                         ids started again) were renumbered past the queue's"
-                    );
-                }
-                let statement = client.prepare_cached(written).await?;
-                query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await?
+        // While events on taken ids wait for the identity to move, no first try: it
+        // would meet them again. The statement as written leaves them in the outbox and
+        // routes the others.
+        if !crate::outbox_ids::holding() {
+            let statement = client.prepare_cached(first).await?;
+            // Both tries share the one time limit: a fallback cut off by it is retried
+            // at the next pass, like any failed route.
+            let err = match query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await {
+                Ok(rows) => return routed_from(&rows),
+                Err(e) => e,
+            };
+            let Some(key) = unique_key_met(&err) else {
+                return Err(err.into());
+            };
+            let moved = crate::outbox_ids::move_off_taken_ids(&mut client).await?;
+            // Of held events `outbox_ids` says so itself, at most once a minute.
+            if !moved.held {
+                tracing::warn!(
+                    %key,
+                    renumbered = moved.events,
+                    identity_moved_to = ?moved.identity,
+                    "events in the outbox have ids that already have queue rows: those put \
+                     back after they were routed leave it without a new row; those on ids \
+                     the queue holds for older events (the outbox's ids started again) were \
+                     renumbered past the queue's"
+                );
             }
-        };
+        }
+        let statement = client.prepare_cached(written).await?;
+        let rows = query_in_transaction(&client, &ROUTE_BEGIN, &statement, &params).await?;
         routed_from(&rows)
     })
     .await

@@ -48,11 +48,11 @@ const QUEUE_TOP: &str = "SELECT max(event_id) FROM webhook_queue";
 /// Moves the outbox identity to `$2` past `$1` (the [`QUEUE_TOP`]) unless the next id
 /// it hands out is past it already (`pg_sequence_last_value` is NULL until the first,
 /// which is then the sequence's start); returns the new position (no row when it did
-/// not move, or when this role may not read the sequence). The margin makes sure no insert that took an id
-/// between the read and the `setval` is handed the same id again. Reading the
-/// sequence takes `SELECT` on it, setting it `UPDATE` (sql/roles.example.sql grants
-/// both); the `CASE` checks the first, because from Postgres 18 on
-/// `pg_sequence_last_value` answers NULL rather than fail without it.
+/// not move, or when this role may not read the sequence). The margin makes sure no
+/// insert that took an id between the read and the `setval` is handed the same id
+/// again. Reading the sequence takes `SELECT` on it, setting it `UPDATE`
+/// (sql/roles.example.sql grants both); the `CASE` checks the first, because from
+/// Postgres 18 on `pg_sequence_last_value` answers NULL rather than fail without it.
 const ADVANCE_IDENTITY: &str = "SELECT setval(s.seq, $1::int8 + $2::int8)
     FROM (SELECT pg_get_serial_sequence('webhook_events', 'id')::regclass AS seq) s
     WHERE CASE WHEN has_sequence_privilege(s.seq, 'SELECT')
@@ -151,18 +151,10 @@ pub(crate) async fn move_off_taken_ids(client: &mut Object) -> Result<Moved, Dae
     let mut moved = Moved::default();
     let mut tx = client.transaction().await?;
     tx.batch_execute(ONE_AT_A_TIME).await?;
-    let Some(first) = tx
-        .query_one(FIRST_TAKEN, &[])
-        .await?
-        .try_get::<_, Option<i64>>(0)?
-    else {
+    let Some(first) = id_or_none(&tx, FIRST_TAKEN).await? else {
         return Ok(moved);
     };
-    let top: i64 = tx
-        .query_one(QUEUE_TOP, &[])
-        .await?
-        .try_get::<_, Option<i64>>(0)?
-        .unwrap_or(0);
+    let top = id_or_none(&tx, QUEUE_TOP).await?.unwrap_or(0);
     let advance = tx.savepoint("advance_identity").await?;
     match advance.query_opt(ADVANCE_IDENTITY, &[&top, &MARGIN]).await {
         Ok(row) => {
@@ -183,10 +175,7 @@ pub(crate) async fn move_off_taken_ids(client: &mut Object) -> Result<Moved, Dae
     if lowest <= top {
         tx.rollback().await?;
         moved.held = true;
-        if let Ok(mut at) = HELD_AT.lock() {
-            *at = Some(Instant::now());
-        }
-        say_held();
+        held();
         return Ok(moved);
     }
     tx.commit().await?;
@@ -206,11 +195,7 @@ pub(crate) async fn catch_up_at_start(db: &Db) {
             let mut client = db.client().await?;
             let tx = client.transaction().await?;
             tx.batch_execute(ONE_AT_A_TIME).await?;
-            let Some(top) = tx
-                .query_one(QUEUE_TOP, &[])
-                .await?
-                .try_get::<_, Option<i64>>(0)?
-            else {
+            let Some(top) = id_or_none(&tx, QUEUE_TOP).await? else {
                 return Ok(None);
             };
             let moved = tx.query_opt(ADVANCE_IDENTITY, &[&top, &MARGIN]).await?;
@@ -234,9 +219,21 @@ pub(crate) async fn catch_up_at_start(db: &Db) {
     }
 }
 
-/// The error about held events, at most every [`SAY_HELD_EVERY`].
-fn say_held() {
+/// The one id (or none) a statement without parameters answers.
+async fn id_or_none(
+    tx: &deadpool_postgres::Transaction<'_>,
+    statement: &str,
+) -> Result<Option<i64>, DaemonError> {
+    Ok(tx.query_one(statement, &[]).await?.try_get(0)?)
+}
+
+/// Events were held: [`holding`] for the next [`HOLD_FOR`], and the error about it,
+/// at most every [`SAY_HELD_EVERY`].
+fn held() {
     let now = Instant::now();
+    if let Ok(mut at) = HELD_AT.lock() {
+        *at = Some(now);
+    }
     let Ok(mut said) = HELD_SAID.lock() else {
         return;
     };

@@ -1,7 +1,10 @@
 //! The benchmark's own database: created fresh on the given server, migrated with the
 //! relay's schema, dropped at the end whatever happened in between.
 
-use anyhow::{Context, Result};
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
 use tokio_postgres::Client;
 
 /// A bare copy of `leads`: same columns, defaults and indexes, no triggers. The
@@ -66,9 +69,35 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// `BINARY migrate --example-tables` on `url`, with nothing of this process's
+/// environment or working directory (a `config/relay.toml` or `.env` there) but PATH.
+async fn migrate_with(binary: &Path, url: &str) -> Result<()> {
+    let out = tokio::process::Command::new(binary)
+        .args(["migrate", "--example-tables"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {} migrate", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} migrate --example-tables failed ({}): {}",
+            binary.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 impl BenchDb {
-    /// Creates `bench_<pid>` and applies the relay's schema with the example tables.
-    pub async fn create(server_url: &str) -> Result<BenchDb> {
+    /// Creates `bench_<pid>` and applies the relay's schema with the example tables:
+    /// this bench's own, or with `migrated_by`, that relay binary's (`n8n-relay migrate
+    /// --example-tables`), so that a build measured beside this one runs on its schema.
+    pub async fn create(server_url: &str, migrated_by: Option<&Path>) -> Result<BenchDb> {
         let name = format!("bench_{}", std::process::id());
         let admin = connect(server_url).await?;
         admin
@@ -84,18 +113,23 @@ impl BenchDb {
             name,
             server_url: server_url.to_string(),
         };
-        if let Err(e) = db.prepare().await {
+        if let Err(e) = db.prepare(migrated_by).await {
             db.drop_database().await;
             return Err(e);
         }
         Ok(db)
     }
 
-    async fn prepare(&self) -> Result<()> {
+    async fn prepare(&self, migrated_by: Option<&Path>) -> Result<()> {
         let mut client = connect(&self.url).await?;
-        relay_core::schema::migrate(&mut client, true)
-            .await
-            .context("applying the relay's schema")?;
+        match migrated_by {
+            None => {
+                relay_core::schema::migrate(&mut client, true)
+                    .await
+                    .context("applying the relay's schema")?;
+            }
+            Some(binary) => migrate_with(binary, &self.url).await?,
+        }
         client
             .batch_execute(&format!("{CREATE_LEADS_BARE}; {CREATE_COMMIT_PROBE}"))
             .await

@@ -12,20 +12,23 @@ mod profile;
 mod relay;
 mod report;
 mod scenarios;
+mod side_by_side;
 mod sink;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::bench::{Bench, Limits, Sizes};
 use crate::db::BenchDb;
 use crate::relay::RelaySpec;
 use crate::report::{Failure, Report};
+use crate::side_by_side::Build;
 use crate::sink::Sink;
 
 #[derive(Debug, Parser)]
@@ -68,6 +71,16 @@ struct Args {
     /// Run only these scenarios (comma-separated); the limits always run first.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// Another `n8n-relay` binary (an earlier build, say) to measure beside this one in
+    /// the same run: the scenarios run `--rounds` times with each binary, interleaved,
+    /// each round in a fresh database migrated by its own binary, and every figure is
+    /// printed as both builds' medians and their ratio.
+    #[arg(long)]
+    against: Option<PathBuf>,
+    /// With --against: rounds per build.
+    #[arg(long, default_value_t = 2, requires = "against",
+          value_parser = clap::value_parser!(u16).range(1..=50))]
+    rounds: u16,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -138,16 +151,72 @@ async fn run(args: Args) -> Result<bool> {
             .with_context(|| format!("--relay-bin {}: no such file", p.display()))?,
         None => relay::default_binary()?,
     };
-    let db = BenchDb::create(&args.database_url).await?;
+    let Some(against) = &args.against else {
+        let report = one_run(&args, &relay_bin, None).await?;
+        emit(&report, &args, || {
+            print_header(&report);
+            print!("{}", report.to_table());
+        })?;
+        return Ok(report.failures.is_empty());
+    };
+    let against = std::fs::canonicalize(against)
+        .with_context(|| format!("--against {}: no such file", against.display()))?;
+    let order = side_by_side::order(usize::from(args.rounds));
+    let (mut this, mut other) = (Vec::new(), Vec::new());
+    for (i, build) in order.iter().enumerate() {
+        let bin = match build {
+            Build::This => &relay_bin,
+            Build::Against => &against,
+        };
+        eprintln!(
+            "bench: round {} of {}: {}",
+            i + 1,
+            order.len(),
+            bin.display()
+        );
+        let report = one_run(&args, bin, Some(bin)).await?;
+        match build {
+            Build::This => this.push(report),
+            Build::Against => other.push(report),
+        }
+    }
+    let both = SideBySide {
+        this_binary: relay_bin.display().to_string(),
+        against_binary: against.display().to_string(),
+        order,
+        figures: side_by_side::compare(&this, &other),
+        this_rounds: this,
+        against_rounds: other,
+    };
+    emit(&both, &args, || print_side_by_side(&both, args.rounds))?;
+    Ok(both
+        .this_rounds
+        .iter()
+        .chain(&both.against_rounds)
+        .all(|r| r.failures.is_empty()))
+}
+
+/// The scenarios once, with `relay_bin`, in a database of their own.
+async fn one_run(args: &Args, relay_bin: &Path, migrated_by: Option<&Path>) -> Result<Report> {
+    let db = BenchDb::create(&args.database_url, migrated_by).await?;
     eprintln!("bench: database {} created", db.name);
     let result = tokio::select! {
-        r = measure(&db, &args, relay_bin) => r,
+        r = measure(&db, args, relay_bin.to_path_buf()) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     db.drop_database().await;
-    let report = result?;
-    emit(&report, &args)?;
-    Ok(report.failures.is_empty())
+    result
+}
+
+/// `--against`: both builds' rounds and the figures compared.
+#[derive(Serialize)]
+struct SideBySide {
+    this_binary: String,
+    against_binary: String,
+    order: Vec<Build>,
+    figures: Vec<side_by_side::Row>,
+    this_rounds: Vec<Report>,
+    against_rounds: Vec<Report>,
 }
 
 async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report> {
@@ -287,30 +356,51 @@ async fn machine(bench: &Bench<'_>, relay_bin: &std::path::Path) -> serde_json::
     })
 }
 
-fn emit(report: &Report, args: &Args) -> Result<()> {
-    let json = serde_json::to_string_pretty(report)?;
+/// `--against`'s table: both builds' medians, then any scenario that failed.
+fn print_side_by_side(both: &SideBySide, rounds: u16) {
+    if let Some(first) = both.this_rounds.first() {
+        print_header(first);
+    }
+    println!(
+        "side by side, {rounds} rounds each, interleaved: this build {}, against {}",
+        both.this_binary, both.against_binary
+    );
+    print!("{}", side_by_side::to_table(&both.figures));
+    let rounds = both.this_rounds.iter().map(|r| ("this build", r));
+    let others = both.against_rounds.iter().map(|r| ("against", r));
+    for (build, report) in rounds.chain(others) {
+        for f in &report.failures {
+            println!("FAILED ({build}) {}: {}", f.scenario, f.error);
+        }
+    }
+}
+
+fn print_header(report: &Report) {
+    let m = &report.machine;
+    println!(
+        "n8n-relay-bench, {} run: {} cores ({}), PostgreSQL {} (autovacuum {}), {} build, load average at start {}",
+        report.mode,
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["postgres"].as_str().unwrap_or("?"),
+        m["autovacuum"].as_str().unwrap_or("?"),
+        m["bench_build"].as_str().unwrap_or("?"),
+        m["load_average_at_start"].as_str().unwrap_or("?"),
+    );
+    if !report.relay_env.is_empty() {
+        println!("relay settings: {}", report.relay_env.join(" "));
+    }
+}
+
+/// Writes `--json` if asked, then prints the JSON or the table.
+fn emit<T: Serialize>(results: &T, args: &Args, print_table: impl FnOnce()) -> Result<()> {
+    let json = serde_json::to_string_pretty(results)?;
     if let Some(path) = &args.json {
         std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
     }
     match args.format {
         Format::Json => println!("{json}"),
-        Format::Table => {
-            let m = &report.machine;
-            println!(
-                "n8n-relay-bench, {} run: {} cores ({}), PostgreSQL {} (autovacuum {}), {} build, load average at start {}",
-                report.mode,
-                m["nproc"],
-                m["cpu_model"].as_str().unwrap_or("?"),
-                m["postgres"].as_str().unwrap_or("?"),
-                m["autovacuum"].as_str().unwrap_or("?"),
-                m["bench_build"].as_str().unwrap_or("?"),
-                m["load_average_at_start"].as_str().unwrap_or("?"),
-            );
-            if !report.relay_env.is_empty() {
-                println!("relay settings: {}", report.relay_env.join(" "));
-            }
-            print!("{}", report.to_table());
-        }
+        Format::Table => print_table(),
     }
     Ok(())
 }

@@ -184,6 +184,34 @@ pub fn fmt_num(x: f64) -> String {
     }
 }
 
+/// A plain-text table with a header row, columns as wide as their widest cell.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths.iter())
+            .map(|(c, w)| format!("{c:<w$}", w = *w))
+            .collect();
+        format!("| {} |", parts.join(" | "))
+    };
+    let mut out = String::new();
+    out.push_str(&line(&header.map(String::from)));
+    out.push('\n');
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&format!("|-{}-|\n", rule.join("-|-")));
+    for r in rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out
+}
+
 impl Report {
     /// Adds a `--profile` sample set under "profile: SCENARIO".
     pub async fn profile(
@@ -226,29 +254,7 @@ impl Report {
                 },
             ]);
         }
-        let mut widths = header.map(|h| h.chars().count());
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r.iter()) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |cells: &[String]| -> String {
-            let parts: Vec<String> = cells
-                .iter()
-                .zip(widths.iter())
-                .map(|(c, w)| format!("{c:<w$}", w = *w))
-                .collect();
-            format!("| {} |", parts.join(" | "))
-        };
-        let mut out = String::new();
-        out.push_str(&line(&header.map(String::from)));
-        out.push('\n');
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        out.push_str(&format!("|-{}-|\n", rule.join("-|-")));
-        for r in &rows {
-            out.push_str(&line(r));
-            out.push('\n');
-        }
+        let mut out = table(&header, &rows);
         for f in &self.failures {
             out.push_str(&format!("FAILED {}: {}\n", f.scenario, f.error));
         }

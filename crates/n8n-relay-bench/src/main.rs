@@ -77,6 +77,12 @@ struct Args {
     /// printed as both builds' medians and their ratio.
     #[arg(long)]
     against: Option<PathBuf>,
+    /// With --against: extra environment for the other build's relay only, KEY=VALUE,
+    /// repeatable, on top of --relay-env. With this build's own binary given to
+    /// --against, it compares a setting side by side (e.g.
+    /// RELAY_DATABASE__SSLMODE=disable).
+    #[arg(long = "against-env", value_parser = parse_key_value, requires = "against")]
+    against_env: Vec<(String, String)>,
     /// With --against: rounds per build.
     #[arg(long, default_value_t = 2, requires = "against",
           value_parser = clap::value_parser!(u16).range(1..=50))]
@@ -152,7 +158,7 @@ async fn run(args: Args) -> Result<bool> {
         None => relay::default_binary()?,
     };
     let Some(against) = &args.against else {
-        let report = one_run(&args, &relay_bin, None).await?;
+        let report = one_run(&args, &relay_bin, None, &[]).await?;
         emit(&report, &args, || {
             print_header(&report);
             print!("{}", report.to_table());
@@ -174,7 +180,11 @@ async fn run(args: Args) -> Result<bool> {
             order.len(),
             bin.display()
         );
-        let report = one_run(&args, bin, Some(bin)).await?;
+        let env = match build {
+            Build::This => &[][..],
+            Build::Against => &args.against_env[..],
+        };
+        let report = one_run(&args, bin, Some(bin), env).await?;
         match build {
             Build::This => this.push(report),
             Build::Against => other.push(report),
@@ -183,6 +193,11 @@ async fn run(args: Args) -> Result<bool> {
     let both = SideBySide {
         this_binary: relay_bin.display().to_string(),
         against_binary: against.display().to_string(),
+        against_env: args
+            .against_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         order,
         figures: side_by_side::compare(&this, &other),
         this_rounds: this,
@@ -196,12 +211,18 @@ async fn run(args: Args) -> Result<bool> {
         .all(|r| r.failures.is_empty()))
 }
 
-/// The scenarios once, with `relay_bin`, in a database of their own.
-async fn one_run(args: &Args, relay_bin: &Path, migrated_by: Option<&Path>) -> Result<Report> {
+/// The scenarios once, with `relay_bin` (and `env` on top of `--relay-env`), in a
+/// database of their own.
+async fn one_run(
+    args: &Args,
+    relay_bin: &Path,
+    migrated_by: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<Report> {
     let db = BenchDb::create(&args.database_url, migrated_by).await?;
     eprintln!("bench: database {} created", db.name);
     let result = tokio::select! {
-        r = measure(&db, args, relay_bin.to_path_buf()) => r,
+        r = measure(&db, args, relay_bin.to_path_buf(), env) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     db.drop_database().await;
@@ -213,17 +234,25 @@ async fn one_run(args: &Args, relay_bin: &Path, migrated_by: Option<&Path>) -> R
 struct SideBySide {
     this_binary: String,
     against_binary: String,
+    /// `--against-env`, for the other build only.
+    against_env: Vec<String>,
     order: Vec<Build>,
     figures: Vec<side_by_side::Row>,
     this_rounds: Vec<Report>,
     against_rounds: Vec<Report>,
 }
 
-async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report> {
+async fn measure(
+    db: &BenchDb,
+    args: &Args,
+    relay_bin: PathBuf,
+    extra_env: &[(String, String)],
+) -> Result<Report> {
     let sink = Sink::start().await?;
     let mut spec = RelaySpec::new(relay_bin.clone(), &db.url, &sink.url())?;
     spec.keep_log = args.profile;
-    for (k, v) in &args.relay_env {
+    let env: Vec<&(String, String)> = args.relay_env.iter().chain(extra_env).collect();
+    for (k, v) in &env {
         spec.env
             .insert(k.clone(), v.replace("{database_url}", &db.url));
     }
@@ -239,11 +268,7 @@ async fn measure(db: &BenchDb, args: &Args, relay_bin: PathBuf) -> Result<Report
     let mut report = Report {
         mode: if args.quick { "quick" } else { "full" },
         machine: machine(&bench, &relay_bin).await,
-        relay_env: args
-            .relay_env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
+        relay_env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         ..Report::default()
     };
     // Stand in for autovacuum where the server has it off (a CI or test server).
@@ -362,8 +387,14 @@ fn print_side_by_side(both: &SideBySide, rounds: u16) {
         print_header(first);
     }
     println!(
-        "side by side, {rounds} rounds each, interleaved: this build {}, against {}",
-        both.this_binary, both.against_binary
+        "side by side, {rounds} rounds each, interleaved: this build {}, against {}{}",
+        both.this_binary,
+        both.against_binary,
+        if both.against_env.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", both.against_env.join(" "))
+        }
     );
     print!("{}", side_by_side::to_table(&both.figures));
     let rounds = both.this_rounds.iter().map(|r| ("this build", r));

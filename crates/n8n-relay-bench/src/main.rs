@@ -60,7 +60,8 @@ struct Args {
     format: Format,
     /// Extra environment for the relay, KEY=VALUE, repeatable (e.g.
     /// RELAY_QUEUE__MAX_PER_ENDPOINT=32), to compare settings. `{database_url}` in a
-    /// value is replaced by the benchmark database's URL. Recorded in the output.
+    /// value is replaced by the benchmark database's URL, `{database}` by its name (for
+    /// a URL of your own, a Unix socket's, say). Recorded in the output.
     #[arg(long = "relay-env", value_parser = parse_key_value)]
     relay_env: Vec<(String, String)>,
     /// Sample what the relay's Postgres backends are doing during each scenario and
@@ -253,8 +254,7 @@ async fn measure(
     spec.keep_log = args.profile;
     let env: Vec<&(String, String)> = args.relay_env.iter().chain(extra_env).collect();
     for (k, v) in &env {
-        spec.env
-            .insert(k.clone(), v.replace("{database_url}", &db.url));
+        spec.env.insert(k.clone(), expand(v, &db.url, &db.name));
     }
     let mut bench = Bench {
         db,
@@ -423,6 +423,13 @@ fn print_header(report: &Report) {
     }
 }
 
+/// `--relay-env`'s placeholders: the benchmark database's URL and name.
+fn expand(value: &str, url: &str, name: &str) -> String {
+    value
+        .replace("{database_url}", url)
+        .replace("{database}", name)
+}
+
 /// Writes `--json` if asked, then prints the JSON or the table.
 fn emit<T: Serialize>(results: &T, args: &Args, print_table: impl FnOnce()) -> Result<()> {
     let json = serde_json::to_string_pretty(results)?;
@@ -434,4 +441,21 @@ fn emit<T: Serialize>(results: &T, args: &Args, print_table: impl FnOnce()) -> R
         Format::Table => print_table(),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_env_placeholders_expand_to_the_benchmark_database() {
+        assert_eq!(
+            expand(
+                "postgres://u@%2Frun/{database} {database_url}",
+                "postgres://u@h/p?dbname=bench_1",
+                "bench_1"
+            ),
+            "postgres://u@%2Frun/bench_1 postgres://u@h/p?dbname=bench_1"
+        );
+    }
 }

@@ -80,6 +80,21 @@ async fn the_whole_delivery_path_runs_over_verify_full_to_a_tls_only_server() {
         relay.log()
     );
     assert!(!relay.log().contains("without TLS"), "{}", relay.log());
+    // verify-full asked for TLS: no word about what it costs.
+    assert!(
+        !relay.log().contains("on this host over TLS"),
+        "{}",
+        relay.log()
+    );
+}
+
+#[tokio::test]
+async fn prefer_meeting_tls_on_this_host_says_once_what_plaintext_would_save() {
+    let (pki, cluster) = tls_cluster(Validity::Current);
+    let db = TestDb::migrated_on(&cluster.server_with(&verify_full(&pki))).await;
+    let prefer = url(&cluster, "postgres", &db.name, "sslmode=prefer");
+    let line = said_once_at_info(&db, &prefer, "connected to Postgres on this host over TLS").await;
+    assert!(line.contains("sslmode=disable or a Unix socket"), "{line}");
 }
 
 #[tokio::test]
@@ -263,27 +278,25 @@ async fn prefer_reaches_a_server_without_tls_in_plaintext_and_says_so_require_re
     let e = refused_at_start(&url(&cluster, "postgres", &db.name, "sslmode=require")).await;
     assert!(e.contains("does not accept TLS"), "{e}");
 
+    let prefer = url(&cluster, "postgres", &db.name, "sslmode=prefer");
+    said_once_at_info(&db, &prefer, "connected to Postgres without TLS").await;
+}
+
+/// Runs the relay on `database_url` until it has delivered a lead, and holds that its
+/// log says `notice` exactly once, at info level, however many connections it opened
+/// meanwhile; the line.
+async fn said_once_at_info(db: &TestDb, database_url: &str, notice: &str) -> String {
     let sink = Sink::start().await;
-    let relay = RelayBuilder::new(
-        &url(&cluster, "postgres", &db.name, "sslmode=prefer"),
-        &sink.url(),
-    )
-    .spawn();
-    wait_until("the plaintext notice", T, || async {
-        relay
-            .log()
-            .contains("connected to Postgres without TLS")
-            .then_some(())
+    let relay = RelayBuilder::new(database_url, &sink.url()).spawn();
+    wait_until(notice, T, || async {
+        relay.log().contains(notice).then_some(())
     })
     .await;
-    // Once, at info level, however many connections the relay opens meanwhile.
     db.insert_lead().await;
     sink.wait_for(1, T).await;
     let log = relay.log();
-    let notices: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("connected to Postgres without TLS"))
-        .collect();
+    let notices: Vec<&str> = log.lines().filter(|l| l.contains(notice)).collect();
     assert_eq!(notices.len(), 1, "{log}");
     assert!(notices[0].contains("INFO"), "{log}");
+    notices[0].to_string()
 }

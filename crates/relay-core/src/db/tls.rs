@@ -597,6 +597,32 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     None
 }
 
+/// Whether every host a connection may go to is this machine (a loopback name or
+/// address): there TLS hides nothing from anyone who could not read the relay's memory
+/// anyway, and its records cost Postgres about a tenth of its CPU per delivered event
+/// (crates/n8n-relay-bench/README.md, "TLS to a Postgres on the same host").
+pub(crate) fn on_this_host(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let hosts = config.get_hosts();
+    let addrs = config.get_hostaddrs();
+    let loopback = |i: usize, h: &Host| match addrs.get(i) {
+        // hostaddr, where given, is where the connection goes.
+        Some(addr) => addr.is_loopback(),
+        None => match h {
+            Host::Tcp(name) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            #[cfg(unix)]
+            Host::Unix(_) => true,
+        },
+    };
+    !hosts.is_empty() && hosts.iter().enumerate().all(|(i, h)| loopback(i, h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,6 +659,19 @@ mod tests {
         let plain = split_url("postgres://u@h/app");
         assert_eq!(plain.rest, "postgres://u@h/app");
         assert!(plain.params.is_empty());
+    }
+
+    #[test]
+    fn only_loopback_hosts_are_this_host() {
+        let here = |url: &str| on_this_host(&url.parse().expect("a valid URL"));
+        assert!(here("postgres://u@127.0.0.1:5432/db"));
+        assert!(here("postgres://u@localhost/db"));
+        assert!(here("postgres://u@[::1]:5432/db"));
+        assert!(here("host=127.0.0.2,localhost dbname=db"));
+        assert!(here("host=db.internal hostaddr=127.0.0.1 dbname=db"));
+        assert!(!here("postgres://u@db.internal/db"));
+        assert!(!here("postgres://u@127.0.0.1,10.0.0.5/db"));
+        assert!(!here("host=localhost hostaddr=10.0.0.5 dbname=db"));
     }
 
     #[test]

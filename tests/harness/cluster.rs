@@ -404,6 +404,11 @@ wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n",
         self.port
     }
 
+    /// The directory of its Unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// `host:port`, e.g. for a proxy in front of it.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)

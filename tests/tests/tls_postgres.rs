@@ -282,6 +282,34 @@ async fn prefer_reaches_a_server_without_tls_in_plaintext_and_says_so_require_re
     said_once_at_info(&db, &prefer, "connected to Postgres without TLS").await;
 }
 
+#[tokio::test]
+async fn over_a_unix_socket_prefer_gives_no_advice_about_tls() {
+    // Postgres never offers TLS on its socket: the plaintext notice's "set
+    // sslmode=require" would stop the relay there.
+    let cluster = PrivateCluster::start().expect("plain cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let socket = format!(
+        "host={} port={} user=postgres dbname={} sslmode=prefer",
+        cluster.socket_dir().display(),
+        cluster.port(),
+        db.name
+    );
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&socket, &sink.url())
+        .env("RUST_LOG", "info,relay_core=debug")
+        .spawn();
+    // The start-up check runs before the relay routes anything.
+    db.insert_lead().await;
+    sink.wait_for(1, T).await;
+    let log = relay.log();
+    assert!(!log.contains("without TLS"), "{log}");
+    assert!(!log.contains("over TLS"), "{log}");
+    assert!(
+        log.contains("connected to Postgres over its Unix socket"),
+        "{log}"
+    );
+}
+
 /// Runs the relay on `database_url` until it has delivered a lead, and holds that its
 /// log says `notice` exactly once, at info level, however many connections it opened
 /// meanwhile; the line.

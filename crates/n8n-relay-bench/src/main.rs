@@ -213,7 +213,7 @@ async fn run(args: Args) -> Result<bool> {
 }
 
 /// The scenarios once, with `relay_bin` (and `env` on top of `--relay-env`), in a
-/// database of their own.
+/// database of their own: a round never sees another's rows, dead tuples or schema.
 async fn one_run(
     args: &Args,
     relay_bin: &Path,
@@ -230,7 +230,8 @@ async fn one_run(
     result
 }
 
-/// `--against`: both builds' rounds and the figures compared.
+/// `--against`: the figures compared, and every round whole (for reading a median's
+/// spread, or a profile, afterwards).
 #[derive(Serialize)]
 struct SideBySide {
     this_binary: String,
@@ -397,6 +398,10 @@ fn print_side_by_side(both: &SideBySide, rounds: u16) {
         }
     );
     print!("{}", side_by_side::to_table(&both.figures));
+    println!(
+        "(the {} rows involve no relay: their ratio is how much the host itself moved between rounds)",
+        scenarios::limits::NAME
+    );
     let rounds = both.this_rounds.iter().map(|r| ("this build", r));
     let others = both.against_rounds.iter().map(|r| ("against", r));
     for (build, report) in rounds.chain(others) {
@@ -423,7 +428,8 @@ fn print_header(report: &Report) {
     }
 }
 
-/// `--relay-env`'s placeholders: the benchmark database's URL and name.
+/// `--relay-env`'s placeholders: the benchmark database is named per run, so a
+/// setting that carries it (a URL of one's own) can only name it this way.
 fn expand(value: &str, url: &str, name: &str) -> String {
     value
         .replace("{database_url}", url)

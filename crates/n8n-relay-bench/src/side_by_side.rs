@@ -39,7 +39,8 @@ pub struct Row {
     pub unit: &'static str,
     pub this: Vec<f64>,
     pub against: Vec<f64>,
-    /// Median of this build ÷ median of the other; None when either has no value.
+    /// Median of this build ÷ median of the other; None when either has no value or
+    /// a median is not positive.
     pub ratio: Option<f64>,
     /// The figure's own ratio to its baseline from the same round (the trigger's
     /// share of the bare INSERT rate, say), median per build.
@@ -90,7 +91,9 @@ pub fn compare(this: &[Report], against: &[Report]) -> Vec<Row> {
     }
     for ((row, tr), ar) in rows.iter_mut().zip(&this_ratios).zip(&against_ratios) {
         let (t, a) = (median(&row.this), median(&row.against));
-        row.ratio = (!row.this.is_empty() && !row.against.is_empty() && a != 0.0).then(|| t / a);
+        // A ratio of signed figures (a backlog's growth, say) reads as nonsense.
+        let positive = !row.this.is_empty() && !row.against.is_empty() && t > 0.0 && a > 0.0;
+        row.ratio = positive.then(|| t / a);
         row.this_of_baseline = (!tr.is_empty()).then(|| median(tr));
         row.against_of_baseline = (!ar.is_empty()).then(|| median(ar));
     }
@@ -186,6 +189,10 @@ mod tests {
         assert!(rows[1].this.is_empty());
         assert_eq!(rows[1].ratio, None);
         assert!(to_table(&rows).contains("70.0 µs (60.0 / 90.0 / 70.0)"));
+
+        let growth = |v: f64| report(vec![Figure::new("keep", "backlog growth", v, "/s")]);
+        let signed = compare(&[growth(-10.0)], &[growth(-3.0)]);
+        assert_eq!(signed[0].ratio, None, "no ratio of signed figures");
     }
 
     #[test]

@@ -125,14 +125,17 @@ impl Connector {
         let _ = driver.await;
         let encrypted = row?.map(|r| r.get::<_, bool>(0)).unwrap_or(false);
         match (encrypted, self.settings.mode) {
+            (false, SslMode::Prefer) if tls::sockets_only(&self.config) => {
+                tracing::debug!("connected to Postgres over its Unix socket (no TLS there)")
+            }
             (false, SslMode::Prefer) => tracing::info!(
                 "connected to Postgres without TLS: the server does not offer it (sslmode=prefer); \
                  set sslmode=require or stricter to insist on encryption"
             ),
             (true, SslMode::Prefer) if tls::on_this_host(&self.config) => tracing::info!(
                 "connected to Postgres on this host over TLS (sslmode=prefer); on loopback, \
-                 sslmode=disable or a Unix socket saves Postgres about a tenth of its CPU per \
-                 event (README: a Postgres on the same host)"
+                 sslmode=disable or a Unix socket spares Postgres that work (README: a \
+                 Postgres on the same host; sslmode=require keeps TLS without this note)"
             ),
             (true, _) => {
                 tracing::debug!(tls = %self.settings.describe(), "connected to Postgres over TLS")

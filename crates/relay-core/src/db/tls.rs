@@ -597,30 +597,47 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     None
 }
 
-/// Whether every host a connection may go to is this machine (a loopback name or
-/// address): there TLS hides nothing from anyone who could not read the relay's memory
-/// anyway, and its records cost Postgres about a tenth of its CPU per delivered event
-/// (crates/n8n-relay-bench/README.md, "TLS to a Postgres on the same host").
+/// Whether every host a connection may go to is this machine over TCP (a loopback
+/// name or address): there TLS hides nothing from anyone who could not read the
+/// relay's memory anyway, and its records cost Postgres 5-13 % of its CPU per
+/// delivered event in drains measured side by side (crates/n8n-relay-bench/README.md,
+/// "Fourth round").
 pub(crate) fn on_this_host(config: &tokio_postgres::Config) -> bool {
     use tokio_postgres::config::Host;
     let hosts = config.get_hosts();
     let addrs = config.get_hostaddrs();
-    let loopback = |i: usize, h: &Host| match addrs.get(i) {
+    let loopback = |i: usize| match (addrs.get(i), hosts.get(i)) {
         // hostaddr, where given, is where the connection goes.
-        Some(addr) => addr.is_loopback(),
-        None => match h {
-            Host::Tcp(name) => {
-                name.eq_ignore_ascii_case("localhost")
-                    || name
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-            #[cfg(unix)]
-            Host::Unix(_) => true,
-        },
+        (Some(addr), _) => addr.is_loopback(),
+        (None, Some(Host::Tcp(name))) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
     };
-    !hosts.is_empty() && hosts.iter().enumerate().all(|(i, h)| loopback(i, h))
+    let n = hosts.len().max(addrs.len());
+    n > 0 && (0..n).all(loopback)
+}
+
+/// Whether every host is a Unix socket, where Postgres never offers TLS: there
+/// plaintext is no finding to report under `prefer`.
+pub(crate) fn sockets_only(config: &tokio_postgres::Config) -> bool {
+    #[cfg(unix)]
+    {
+        use tokio_postgres::config::Host;
+        let hosts = config.get_hosts();
+        !hosts.is_empty()
+            && config.get_hostaddrs().is_empty()
+            && hosts.iter().all(|h| matches!(h, Host::Unix(_)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = config;
+        false
+    }
 }
 
 #[cfg(test)]
@@ -672,6 +689,20 @@ mod tests {
         assert!(!here("postgres://u@db.internal/db"));
         assert!(!here("postgres://u@127.0.0.1,10.0.0.5/db"));
         assert!(!here("host=localhost hostaddr=10.0.0.5 dbname=db"));
+        assert!(here("hostaddr=127.0.0.1 dbname=db"));
+        assert!(
+            !here("host=/var/run/postgresql dbname=db"),
+            "a socket never speaks TLS"
+        );
+    }
+
+    #[test]
+    fn a_socket_url_is_sockets_only() {
+        let sockets = |url: &str| sockets_only(&url.parse().expect("a valid URL"));
+        assert!(sockets("postgres://u@%2Fvar%2Frun%2Fpostgresql/db"));
+        assert!(sockets("host=/var/run/postgresql dbname=db"));
+        assert!(!sockets("host=/var/run/postgresql,127.0.0.1 dbname=db"));
+        assert!(!sockets("postgres://u@127.0.0.1/db"));
     }
 
     #[test]

@@ -168,8 +168,11 @@ async fn run(args: Args) -> Result<bool> {
     };
     let against = std::fs::canonicalize(against)
         .with_context(|| format!("--against {}: no such file", against.display()))?;
-    let order = side_by_side::order(usize::from(args.rounds));
+    let mut order = side_by_side::order(usize::from(args.rounds));
     let (mut this, mut other) = (Vec::new(), Vec::new());
+    // A round that cannot run (its binary's migrate fails, say) ends the run, but
+    // the rounds before it are still printed: they may have taken many minutes.
+    let mut stopped = None;
     for (i, build) in order.iter().enumerate() {
         let bin = match build {
             Build::This => &relay_bin,
@@ -185,12 +188,22 @@ async fn run(args: Args) -> Result<bool> {
             Build::This => &[][..],
             Build::Against => &args.against_env[..],
         };
-        let report = one_run(&args, bin, Some(bin), env).await?;
-        match build {
-            Build::This => this.push(report),
-            Build::Against => other.push(report),
+        match one_run(&args, bin, Some(bin), env).await {
+            Ok(report) if *build == Build::This => this.push(report),
+            Ok(report) => other.push(report),
+            Err(e) => {
+                eprintln!("bench: round {} could not run: {e:#}", i + 1);
+                stopped = Some(e.context(format!("round {} of {}", i + 1, order.len())));
+                break;
+            }
         }
     }
+    order.truncate(this.len() + other.len());
+    let stopped = match stopped {
+        // Nothing ran: nothing to print but why.
+        Some(e) if order.is_empty() => return Err(e),
+        other => other,
+    };
     let both = SideBySide {
         this_binary: relay_bin.display().to_string(),
         against_binary: against.display().to_string(),
@@ -204,7 +217,10 @@ async fn run(args: Args) -> Result<bool> {
         this_rounds: this,
         against_rounds: other,
     };
-    emit(&both, &args, || print_side_by_side(&both, args.rounds))?;
+    emit(&both, &args, || print_side_by_side(&both))?;
+    if let Some(e) = stopped {
+        return Err(e);
+    }
     Ok(both
         .this_rounds
         .iter()
@@ -383,13 +399,15 @@ async fn machine(bench: &Bench<'_>, relay_bin: &std::path::Path) -> serde_json::
 }
 
 /// `--against`'s table: both builds' medians, then any scenario that failed.
-fn print_side_by_side(both: &SideBySide, rounds: u16) {
+fn print_side_by_side(both: &SideBySide) {
     if let Some(first) = both.this_rounds.first() {
         print_header(first);
     }
     println!(
-        "side by side, {rounds} rounds each, interleaved: this build {}, against {}{}",
+        "side by side, interleaved, {} rounds of this build {} and {} of the other, {}{}",
+        both.this_rounds.len(),
         both.this_binary,
+        both.against_rounds.len(),
         both.against_binary,
         if both.against_env.is_empty() {
             String::new()

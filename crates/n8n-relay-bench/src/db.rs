@@ -2,7 +2,6 @@
 //! relay's schema, dropped at the end whatever happened in between.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 use tokio_postgres::Client;
@@ -69,16 +68,11 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// `BINARY migrate --example-tables` on `url`, with nothing of this process's
-/// environment or working directory (a `config/relay.toml` or `.env` there) but PATH.
+/// `BINARY migrate --example-tables` on `url`, set up as the relay under test is.
 async fn migrate_with(binary: &Path, url: &str) -> Result<()> {
-    let out = tokio::process::Command::new(binary)
+    let out = crate::relay::command(binary, &std::env::temp_dir())
         .args(["migrate", "--example-tables"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", url)
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
         .output()
         .await
         .with_context(|| format!("running {} migrate", binary.display()))?;

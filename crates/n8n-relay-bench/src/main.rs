@@ -90,6 +90,11 @@ struct Args {
     rounds: u16,
 }
 
+/// Settings as given on the command line, `KEY=VALUE`, for the output.
+fn key_values<'a>(env: impl IntoIterator<Item = &'a (String, String)>) -> Vec<String> {
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -174,9 +179,9 @@ async fn run(args: Args) -> Result<bool> {
     // the rounds before it are still printed: they may have taken many minutes.
     let mut stopped = None;
     for (i, build) in order.iter().enumerate() {
-        let bin = match build {
-            Build::This => &relay_bin,
-            Build::Against => &against,
+        let (bin, env) = match build {
+            Build::This => (&relay_bin, &[][..]),
+            Build::Against => (&against, &args.against_env[..]),
         };
         eprintln!(
             "bench: round {} of {}: {}",
@@ -184,10 +189,6 @@ async fn run(args: Args) -> Result<bool> {
             order.len(),
             bin.display()
         );
-        let env = match build {
-            Build::This => &[][..],
-            Build::Against => &args.against_env[..],
-        };
         match one_run(&args, bin, Some(bin), env).await {
             Ok(report) if *build == Build::This => this.push(report),
             Ok(report) => other.push(report),
@@ -207,11 +208,7 @@ async fn run(args: Args) -> Result<bool> {
     let both = SideBySide {
         this_binary: relay_bin.display().to_string(),
         against_binary: against.display().to_string(),
-        against_env: args
-            .against_env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
+        against_env: key_values(&args.against_env),
         order,
         figures: side_by_side::compare(&this, &other),
         this_rounds: this,
@@ -285,7 +282,7 @@ async fn measure(
     let mut report = Report {
         mode: if args.quick { "quick" } else { "full" },
         machine: machine(&bench, &relay_bin).await,
-        relay_env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        relay_env: key_values(env.iter().copied()),
         ..Report::default()
     };
     // Stand in for autovacuum where the server has it off (a CI or test server).

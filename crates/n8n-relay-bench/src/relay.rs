@@ -36,6 +36,19 @@ pub fn default_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// `binary` with nothing of this process's environment but PATH, in `dir`, with no
+/// stdin: a `config/relay.toml` or `.env` where the bench was started must not reach
+/// the relay, as the test harness gives it none either.
+pub fn command(binary: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    command
+}
+
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -100,13 +113,9 @@ impl RelaySpec {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let child = Command::new(&self.binary)
+        let child = command(&self.binary, &self.workdir)
             .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(&self.env)
-            .current_dir(&self.workdir)
-            .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

@@ -51,53 +51,52 @@ pub struct Row {
 /// Every figure either build measured, in the order this build's rounds print them
 /// (then any only the other has).
 pub fn compare(this: &[Report], against: &[Report]) -> Vec<Row> {
-    let mut rows: Vec<Row> = Vec::new();
-    let mut keys: Vec<(&str, &str)> = Vec::new();
-    let mut this_ratios: Vec<Vec<f64>> = Vec::new();
-    let mut against_ratios: Vec<Vec<f64>> = Vec::new();
-    for (build, reports) in [(Build::This, this), (Build::Against, against)] {
-        for report in reports {
-            for f in &report.figures {
-                // Figure names are fixed per scenario (a measured count goes into
-                // the details), so the same bench names a figure alike in every round.
-                let k = (f.scenario, f.name.as_str());
-                let i = match keys.iter().position(|x| *x == k) {
-                    Some(i) => i,
-                    None => {
-                        keys.push(k);
-                        rows.push(Row {
-                            scenario: f.scenario,
-                            figure: f.name.clone(),
-                            unit: f.unit,
-                            this: Vec::new(),
-                            against: Vec::new(),
-                            ratio: None,
-                            this_of_baseline: None,
-                            against_of_baseline: None,
-                        });
-                        this_ratios.push(Vec::new());
-                        against_ratios.push(Vec::new());
-                        rows.len() - 1
-                    }
-                };
-                let (values, ratios) = match build {
-                    Build::This => (&mut rows[i].this, &mut this_ratios[i]),
-                    Build::Against => (&mut rows[i].against, &mut against_ratios[i]),
-                };
-                values.push(f.value);
-                ratios.extend(f.ratio);
-            }
+    // Each row with its builds' baseline ratios, one sample per round.
+    let mut rows: Vec<(Row, [Vec<f64>; 2])> = Vec::new();
+    for (side, reports) in [this, against].into_iter().enumerate() {
+        for f in reports.iter().flat_map(|r| &r.figures) {
+            // Figure names are fixed per scenario (a measured count goes into the
+            // details), so the same bench names a figure alike in every round.
+            let at = rows
+                .iter()
+                .position(|(r, _)| r.scenario == f.scenario && r.figure == f.name);
+            let (row, ratios) = match at {
+                Some(i) => &mut rows[i],
+                None => {
+                    rows.push((Row::new(f.scenario, &f.name, f.unit), Default::default()));
+                    rows.last_mut().expect("just pushed")
+                }
+            };
+            [&mut row.this, &mut row.against][side].push(f.value);
+            ratios[side].extend(f.ratio);
         }
     }
-    for ((row, tr), ar) in rows.iter_mut().zip(&this_ratios).zip(&against_ratios) {
-        let (t, a) = (median(&row.this), median(&row.against));
-        // A ratio of signed figures (a backlog's growth, say) reads as nonsense.
-        let positive = !row.this.is_empty() && !row.against.is_empty() && t > 0.0 && a > 0.0;
-        row.ratio = positive.then(|| t / a);
-        row.this_of_baseline = (!tr.is_empty()).then(|| median(tr));
-        row.against_of_baseline = (!ar.is_empty()).then(|| median(ar));
+    rows.into_iter()
+        .map(|(mut row, [tr, ar])| {
+            let (t, a) = (median(&row.this), median(&row.against));
+            // No ratio where a build has no value (median 0) or of signed figures (a
+            // backlog's growth, say), where it reads as nonsense.
+            row.ratio = (t > 0.0 && a > 0.0).then(|| t / a);
+            row.this_of_baseline = (!tr.is_empty()).then(|| median(&tr));
+            row.against_of_baseline = (!ar.is_empty()).then(|| median(&ar));
+            row
+        })
+        .collect()
+}
+
+impl Row {
+    fn new(scenario: &'static str, figure: &str, unit: &'static str) -> Row {
+        Row {
+            scenario,
+            figure: figure.to_string(),
+            unit,
+            this: Vec::new(),
+            against: Vec::new(),
+            ratio: None,
+            this_of_baseline: None,
+            against_of_baseline: None,
+        }
     }
-    rows
 }
 
 /// "median unit (round / round / ...)", or "-" for no rounds.

@@ -11,6 +11,7 @@ mod machine;
 mod profile;
 mod relay;
 mod report;
+mod rows;
 mod scenarios;
 mod side_by_side;
 mod sink;

@@ -12,6 +12,7 @@ use crate::load::{INSERT_LEADS_BULK, WAL_POSITION};
 use crate::profile::RELAY_BACKENDS;
 use crate::relay::cpu_time_of_pid;
 use crate::report::{fmt_num, Figure, Report, Target};
+use crate::rows;
 
 pub const NAME: &str = "3 backlog drain";
 const TARGET_PER_SECOND: f64 = 8_000.0;
@@ -42,6 +43,7 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     // operator's relay would meet a backlog after an outage.
     bench.vacuum().await?;
 
+    let rows_before = rows::snapshot(&client).await;
     let wal_before: f64 = client.query_one(WAL_POSITION, &[]).await?.get(0);
     let lsn_before: String = client.query_one(WAL_LSN, &[]).await?.get(0);
     let started = SystemTime::now();
@@ -54,15 +56,16 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     let wal_per_event = (wal_after - wal_before) / n as f64;
     // What the drain made Postgres do: the CPU of every backend of the relay, which
     // started with the drain (its pool and LISTEN connections), read before it stops.
-    let backends: Vec<u32> = client
+    let backends: Vec<i32> = client
         .query(RELAY_BACKENDS, &[])
         .await?
         .iter()
-        .filter_map(|row| u32::try_from(row.get::<_, i32>(0)).ok())
+        .map(|row| row.get::<_, i32>(0))
         .collect();
     let backends_cpu: Duration = backends
         .iter()
-        .filter_map(|pid| cpu_time_of_pid(*pid).ok())
+        .filter_map(|pid| u32::try_from(*pid).ok())
+        .filter_map(|pid| cpu_time_of_pid(pid).ok())
         .sum();
     let relay_cpu = bench.relay.as_ref().map(|r| r.cpu_time()).transpose()?;
     report.profile(NAME, sampler).await?;
@@ -120,6 +123,36 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
             "MiB",
         ));
     }
+    // The relay's sessions publish their last counters as they end.
+    bench.stop_relay().await;
+    let rows = match rows_before {
+        Ok(before) => {
+            rows::wait_ended(&client, &backends).await?;
+            let after = rows::snapshot(&client).await?;
+            Some(rows::per_event(&before, &after, n))
+        }
+        Err(e) => {
+            eprintln!("bench: {NAME}: no row counts ({e:#}; they need PostgreSQL 15 or later)");
+            None
+        }
+    };
+    if let Some(rows) = &rows {
+        eprintln!("bench: {NAME}: rows written per event: {}", rows.summary);
+        report.figures.push(Figure::new(
+            NAME,
+            "rows written per event (inserted + updated + deleted)",
+            rows.total,
+            "rows",
+        ));
+        if let Some(share) = rows.hot_share {
+            report.figures.push(Figure::new(
+                NAME,
+                "updates that entered no index (HOT)",
+                share * 100.0,
+                "%",
+            ));
+        }
+    }
     report.details.insert(
         NAME.into(),
         json!({
@@ -134,6 +167,7 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
             "relay_start_to_first_ms": first.duration_since(started).unwrap_or_default().as_secs_f64() * 1000.0,
             "relay_peak_rss_kib": memory.map(|m| m.1),
             "relay_backends": backends.len(),
+            "rows_written_per_event": rows.as_ref().map(|r| r.tables.clone()),
         }),
     );
     Ok(())

@@ -16,6 +16,7 @@ mod scenarios;
 mod side_by_side;
 mod sink;
 mod stats;
+mod wal;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -13,6 +13,7 @@ use crate::profile::RELAY_BACKENDS;
 use crate::relay::cpu_time_of_pid;
 use crate::report::{fmt_num, Figure, Report, Target};
 use crate::rows;
+use crate::wal;
 
 pub const NAME: &str = "3 backlog drain";
 const TARGET_PER_SECOND: f64 = 8_000.0;
@@ -114,6 +115,20 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
             "µs",
         ));
     }
+    // Read at once, before a checkpoint recycles the segments.
+    let wal_kinds = match wal::per_event(&client, &lsn_before, &lsn_after, n).await {
+        Ok(kinds) => {
+            eprintln!(
+                "bench: {NAME}: WAL records per event: {}",
+                wal::summary(&kinds)
+            );
+            Some(kinds)
+        }
+        Err(e) => {
+            eprintln!("bench: {NAME}: no WAL records by kind ({e:#})");
+            None
+        }
+    };
     let memory = bench.relay.as_ref().map(|r| r.memory_kib()).transpose()?;
     if let Some((_, peak)) = memory {
         report.figures.push(Figure::new(
@@ -168,6 +183,7 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
             "relay_peak_rss_kib": memory.map(|m| m.1),
             "relay_backends": backends.len(),
             "rows_written_per_event": rows.as_ref().map(|r| r.tables.clone()),
+            "wal_records_per_event": wal_kinds.as_deref().map(wal::to_json),
         }),
     );
     Ok(())

@@ -35,6 +35,13 @@ fn with_dbname(url: &str, name: &str) -> String {
     }
 }
 
+/// What the benchmark's own sessions are called in `pg_stat_activity`. Not starting
+/// with `n8n-relay`: that prefix is how `crate::profile` finds the relay's sessions,
+/// and until 2026-12-06 this name had it, so the drain counted as the relay's work the
+/// session that had queued the backlog through the triggers (bench README, "Fifth
+/// round").
+const APPLICATION_NAME: &str = "bench";
+
 /// A connection with the relay's own connector, so a URL asking for TLS
 /// (`sslmode`, `sslrootcert`, ...) means what it means to the relay.
 pub async fn connect(url: &str) -> Result<Client> {
@@ -42,7 +49,7 @@ pub async fn connect(url: &str) -> Result<Client> {
     database.url = relay_core::Secret::new(url);
     // Seeding a backlog or vacuuming it is one long statement.
     database.statement_timeout_seconds = 3600;
-    let connector = relay_core::db::Connector::new(&database, "n8n-relay-bench")
+    let connector = relay_core::db::Connector::new(&database, APPLICATION_NAME)
         .with_context(|| format!("connecting to Postgres ({})", redact(url)))?;
     let (client, conn) = connector
         .connect()

@@ -25,15 +25,12 @@ const RELAY_ACTIVITY: &str = "SELECT pid,
         left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
     FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid()
-      AND application_name LIKE 'n8n-relay%' AND application_name <> 'n8n-relay-bench'";
+      AND application_name LIKE 'n8n-relay%'";
 
-/// The relay's backends in the benchmark database, by process id. Not the benchmark's
-/// own sessions (`n8n-relay-bench`, `crate::db`): until 2026-12-06 the drain counted the
-/// one that had queued its backlog, and with it the triggers' work for every event
-/// (bench README, "Fifth round").
+/// The relay's backends in the benchmark database, by process id (the benchmark's own
+/// sessions are named apart: `crate::db`).
 pub const RELAY_BACKENDS: &str = "SELECT pid FROM pg_stat_activity
-    WHERE datname = current_database()
-      AND application_name LIKE 'n8n-relay%' AND application_name <> 'n8n-relay-bench'";
+    WHERE datname = current_database() AND application_name LIKE 'n8n-relay%'";
 
 /// Samples per (state, wait, statement); the backends seen; sampling rounds.
 struct Samples {

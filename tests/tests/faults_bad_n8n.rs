@@ -272,6 +272,47 @@ async fn a_hanging_endpoint_does_not_stall_deliveries_to_healthy_ones() {
     );
 }
 
+/// The other side of the bound above: an endpoint that answers fast may hold up to
+/// sixteen rows per request slot, since those all start within seconds
+/// (`crates/relay-daemon/src/pace.rs`); deeper claims make each row cheaper to move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_endpoint_is_held_deeper_than_a_stalled_one() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| Reply::Status {
+        status: 200,
+        headers: Vec::new(),
+        delay: Duration::from_millis(10),
+    })
+    .await;
+    let workers = 8;
+    let per_endpoint = 2;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", workers)
+        .env("RELAY_QUEUE__MAX_PER_ENDPOINT", per_endpoint)
+        .spawn();
+    emit_many(&db, "lead_scraped", 1..=600).await;
+    let held = wait_until(
+        "more rows held in sending than eight per request slot",
+        T,
+        || async {
+            let held = count(
+                &db,
+                "SELECT count(*) FROM webhook_queue WHERE status = 'sending'",
+            )
+            .await;
+            // Four per slot was the most before depths followed the pace, and rows
+            // waiting for their outcome write add a few more.
+            (held > 8 * per_endpoint as i64).then_some(held)
+        },
+    )
+    .await;
+    assert!(
+        held <= 16 * workers as i64,
+        "{held} rows held with {workers} workers"
+    );
+    sink.wait_for_distinct(600, T).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_n8n_hangs_the_worker_pool_threads_and_memory_stay_bounded() {
     let db = TestDb::migrated().await;

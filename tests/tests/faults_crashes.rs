@@ -86,13 +86,14 @@ async fn repeated_kill_9_while_5000_events_stream_in_loses_nothing_and_resends_o
     );
 
     // Duplicates: same id, same body (checked by `duplicates`), and no more than the
-    // rows a relay can hold at each kill (four per worker: in flight, claimed ahead,
-    // or sent and waiting for their outcome write).
+    // rows a relay can hold at each kill (in flight, claimed ahead, or sent and
+    // waiting for their outcome write): four per worker, up to sixteen while an
+    // endpoint answers fast, as this sink does (crates/relay-daemon/src/pace.rs).
     let dups = sink.duplicates();
     let extra: usize = dups.values().map(|n| n - 1).sum();
     assert_eq!(sink.count(), EVENTS + extra);
     assert!(
-        dups.len() <= kills * 4 * WORKERS,
+        dups.len() <= kills * 16 * WORKERS,
         "{} webhooks re-sent after {kills} kills of a relay with {WORKERS} workers",
         dups.len()
     );

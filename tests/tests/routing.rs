@@ -154,6 +154,25 @@ async fn events_an_endpoint_with_room_cannot_take_yet_stay_in_the_outbox() {
     assert_eq!(state(&client, A).await, (7, 0, 3));
 }
 
+/// A fast endpoint may hold more than the one cap the statement is given: the relay
+/// counts it as holding that much less, below zero while it holds little
+/// (`crates/relay-daemon/src/pace.rs`). The statement must take that room.
+#[tokio::test]
+async fn an_endpoint_counted_below_zero_takes_more_than_the_cap() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    emit(&client, "lead_created", 10, None).await;
+    let routes = [Route("lead_created", A, true, None, None)];
+
+    let routed = route(&client, &routes, &[(A, -CAP)], 10, 10).await;
+    assert_eq!(
+        (routed.routed, routed.claimed),
+        (2 * CAP as i64, 2 * CAP as usize),
+        "{routed:?}"
+    );
+    assert_eq!(state(&client, A).await, (2 * CAP as i64, 0, 2));
+}
+
 #[tokio::test]
 async fn a_full_endpoints_events_are_queued_pending_so_the_outbox_moves_on() {
     let db = TestDb::migrated().await;

@@ -263,7 +263,8 @@ pub(crate) const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
 pub(crate) struct ClaimLimits {
     pub(crate) batch_size: i64,
     /// Rows one URL may hold claimed (ready or in flight): `queue.max_per_endpoint`
-    /// in flight and more ready behind them (see [`AHEAD`]).
+    /// in flight and more ready behind them (see [`AHEAD`]). One cap for every URL:
+    /// a URL held deeper for its pace is counted as holding less (`crate::pace`).
     pub(crate) per_endpoint: i32,
     pub(crate) lease: Duration,
     /// Recorded on every row claimed (`claimed_by`), see [`crate::liveness`].

@@ -7,6 +7,7 @@
 //! - `outbox_ids`: outbox events whose ids the queue holds for others (the outbox's
 //!   ids started again), given new ones before the route skips them;
 //! - [`dispatcher`] and [`delivery`]: the bounded worker pool and the signed request;
+//!   `pace`: how far ahead the dispatcher may hold rows for each URL;
 //! - [`outcome`]: what an attempt means, written down in batches;
 //! - [`sweeper`]: expired leases, the safety sweep, retention;
 //! - [`liveness`]: the rows of relays that are gone, back within seconds;
@@ -20,7 +21,7 @@
 //! ```text
 //! pump ──▶ wakeup ──▶ router                  listener ··Wake··▶ pump
 //!  ├─────▶ claim ───▶ router, outbox_ids      outcome  ··Wake··▶ pump
-//!  └─────▶ dispatcher ──▶ delivery            liveness ··Wake··▶ pump
+//!  └─────▶ dispatcher ──▶ delivery, pace      liveness ··Wake··▶ pump
 //!              └────────▶ outcome ──▶ delivery (Attempt)
 //! sweeper ──▶ claim                    every module ──▶ shared, db, error
 //! ```
@@ -46,6 +47,7 @@ pub mod listener;
 pub mod liveness;
 mod outbox_ids;
 pub mod outcome;
+mod pace;
 mod pump;
 mod router;
 mod shared;

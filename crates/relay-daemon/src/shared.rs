@@ -5,7 +5,8 @@
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Rows a relay may hold per worker, and per URL per `max_per_endpoint`: in flight,
-/// claimed ahead, or (for slots) waiting for the outcome write.
+/// claimed ahead, or (for slots) waiting for the outcome write. The base: a URL that
+/// answers fast may hold more (`crate::pace`).
 pub(crate) const AHEAD: usize = 4;
 
 /// A claimed row's place among the rows this relay holds in `sending`, kept until its

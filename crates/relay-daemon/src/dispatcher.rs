@@ -57,7 +57,6 @@ struct Ready {
 }
 
 /// What the workers share.
-#[derive(Default)]
 struct State {
     ready: VecDeque<Ready>,
     /// Requests in flight per URL.
@@ -117,8 +116,6 @@ fn decrement(counts: &mut HashMap<String, usize>, url: &str) {
 struct Shared {
     state: Mutex<State>,
     max_per_endpoint: usize,
-    /// `queue.lease_seconds`: how long a claimed row may wait (crate::pace).
-    lease: Duration,
     deliverer: Deliverer,
     recorder: Recorder,
     /// Each route's retry schedule, final statuses and attempt timeout.
@@ -140,9 +137,8 @@ impl Shared {
 
     /// The rows `url` may hold beyond [`AHEAD`] × `max_per_endpoint`, for its pace.
     fn beyond_base(&self, state: &State, url: &str) -> usize {
-        let depth = state.pace.depth(url, self.lease);
         self.max_per_endpoint
-            .saturating_mul(depth.saturating_sub(AHEAD))
+            .saturating_mul(state.pace.depth(url).saturating_sub(AHEAD))
     }
 }
 
@@ -168,11 +164,17 @@ impl Dispatcher {
         Dispatcher {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
+                    ready: VecDeque::new(),
+                    sending: HashMap::new(),
+                    waiting: HashMap::new(),
+                    workers: 0,
+                    in_flight: HashMap::new(),
+                    closed: false,
+                    cooldown: HashMap::new(),
                     health: Tracker::new(config.queue.unhealthy_after),
-                    ..State::default()
+                    pace: Pace::new(Duration::from_secs(config.queue.lease_seconds)),
                 }),
                 max_per_endpoint: config.queue.max_per_endpoint,
-                lease: Duration::from_secs(config.queue.lease_seconds),
                 deliverer,
                 recorder,
                 policies: Policies::new(config),
@@ -200,10 +202,8 @@ impl Dispatcher {
             let state = self.shared.state();
             let deeper: usize = state
                 .pace
-                .urls()
-                .filter(|url| self.shared.beyond_base(&state, url) > 0)
-                .map(|url| {
-                    let depth = state.pace.depth(url, self.shared.lease);
+                .deeper()
+                .map(|(_, depth)| {
                     self.shared
                         .max_per_endpoint
                         .saturating_mul(depth)
@@ -237,31 +237,30 @@ impl Dispatcher {
         for (url, n) in state.sending.iter().chain(state.waiting.iter()) {
             *held.entry(url.as_str()).or_insert(0) += n;
         }
-        for url in state.pace.urls() {
+        for (url, _) in state.pace.deeper() {
             held.entry(url).or_insert(0);
         }
         let base = self.shared.max_per_endpoint.saturating_mul(AHEAD);
+        let cap = i32::try_from(base).unwrap_or(i32::MAX);
         let mut load = EndpointLoad::default();
         for (url, n) in &held {
             let beyond = self.shared.beyond_base(&state, url);
             if *n == 0 && beyond == 0 {
                 continue;
             }
+            // The statements compute the room as cap - counted in int4: never past it.
+            let floor = i64::from(cap) - i64::from(i32::MAX);
             let counted = i64::try_from(*n)
                 .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(beyond).unwrap_or(i64::MAX));
+                .saturating_sub(i64::try_from(beyond).unwrap_or(i64::MAX))
+                .clamp(floor, i64::from(i32::MAX));
             load.urls.push(url.to_string());
             load.in_flight
-                .push(i32::try_from(counted).unwrap_or(if counted < 0 {
-                    i32::MIN
-                } else {
-                    i32::MAX
-                }));
+                .push(i32::try_from(counted).unwrap_or(i32::MAX));
             if *n >= base.saturating_add(beyond) {
                 load.saturated.push(url.to_string());
             }
         }
-        let cap = i32::try_from(base).unwrap_or(i32::MAX);
         let now = Instant::now();
         for (url, until) in &state.cooldown {
             if *until > now {
@@ -496,7 +495,9 @@ async fn deliver(shared: &Shared, ready: Ready) {
         let mut state = shared.state();
         decrement(&mut state.sending, &job.url);
         state.in_flight.remove(&job.id);
-        state.pace.observe(&job.url, attempt.duration);
+        state
+            .pace
+            .observe(&job.url, attempt.duration, verdict == Verdict::Sent);
         if let (Some(429 | 503), Some(after)) = (attempt.status, attempt.retry_after) {
             let until = Instant::now() + after.min(shared.max_retry_after);
             info!(url = %relay_core::config::url_without_userinfo(&job.url), retry_after = ?after,

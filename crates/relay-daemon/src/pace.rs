@@ -13,7 +13,7 @@
 //! start within a quarter of the lease.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::shared::AHEAD;
 
@@ -24,35 +24,68 @@ pub(crate) const DEEP: usize = 16;
 const WAIT_SHARE: u32 = 4;
 
 /// Each URL's recent request duration: a moving average over about the last eight
-/// attempts, so one slow answer moves it a little and a slowdown within seconds.
-#[derive(Debug, Default)]
+/// attempts, so one slow answer moves it a little and a slowdown within seconds. A
+/// failed attempt counts as at least slow enough for the base depth: holding more
+/// rows for an endpoint that fails helps nothing. A URL not attempted for a lease is
+/// forgotten (its route may be gone) and starts again from the base depth.
+#[derive(Debug)]
 pub(crate) struct Pace {
-    per_url: HashMap<String, Duration>,
+    lease: Duration,
+    per_url: HashMap<String, (Duration, Instant)>,
 }
 
 impl Pace {
-    /// One finished attempt to `url` that took `took` (answered or not: a timeout
-    /// counts with its full length).
-    pub(crate) fn observe(&mut self, url: &str, took: Duration) {
+    /// Depths for rows claimed with this `lease` (`queue.lease_seconds`).
+    pub(crate) fn new(lease: Duration) -> Pace {
+        Pace {
+            lease,
+            per_url: HashMap::new(),
+        }
+    }
+
+    /// One finished attempt to `url` that took `took` (a timeout with its full length),
+    /// and whether it delivered.
+    pub(crate) fn observe(&mut self, url: &str, took: Duration, delivered: bool) {
+        let took = if delivered {
+            took
+        } else {
+            took.max(self.slow())
+        };
+        let now = Instant::now();
         match self.per_url.get_mut(url) {
-            Some(mean) => *mean = (*mean * 7 + took) / 8,
-            None => {
-                self.per_url.insert(url.to_string(), took);
+            Some((mean, seen)) if now.duration_since(*seen) < self.lease => {
+                *mean = (*mean * 7 + took) / 8;
+                *seen = now;
+            }
+            _ => {
+                self.per_url
+                    .retain(|_, (_, seen)| now.duration_since(*seen) < self.lease);
+                self.per_url.insert(url.to_string(), (took, now));
             }
         }
     }
 
     /// Rows `url` may hold per request slot: how many waves of its requests fit in a
-    /// quarter of `lease`, plus the one in flight, within [`AHEAD`]..=[`DEEP`].
-    pub(crate) fn depth(&self, url: &str, lease: Duration) -> usize {
+    /// quarter of the lease, plus the one in flight, within [`AHEAD`]..=[`DEEP`].
+    pub(crate) fn depth(&self, url: &str) -> usize {
         self.per_url
             .get(url)
-            .map_or(AHEAD, |mean| depth_at(*mean, lease))
+            .filter(|(_, seen)| seen.elapsed() < self.lease)
+            .map_or(AHEAD, |(mean, _)| depth_at(*mean, self.lease))
     }
 
-    /// The URLs with a known pace.
-    pub(crate) fn urls(&self) -> impl Iterator<Item = &str> {
-        self.per_url.keys().map(String::as_str)
+    /// The URLs held deeper than [`AHEAD`], with their depth.
+    pub(crate) fn deeper(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.per_url
+            .keys()
+            .map(|url| (url.as_str(), self.depth(url)))
+            .filter(|(_, depth)| *depth > AHEAD)
+    }
+
+    /// A duration that gives the base depth: what a failed attempt counts as at least.
+    fn slow(&self) -> Duration {
+        let waves = u32::try_from(AHEAD - 1).unwrap_or(u32::MAX);
+        self.lease / WAIT_SHARE / waves
     }
 }
 
@@ -74,15 +107,19 @@ mod tests {
 
     #[test]
     fn an_endpoint_never_seen_is_held_at_the_base_depth() {
-        assert_eq!(Pace::default().depth("http://n8n/a", LEASE), AHEAD);
+        assert_eq!(Pace::new(LEASE).depth("http://n8n/a"), AHEAD);
     }
 
     #[test]
     fn a_fast_endpoint_is_held_deep() {
-        let mut pace = Pace::default();
-        pace.observe("http://n8n/a", Duration::from_millis(2));
-        assert_eq!(pace.depth("http://n8n/a", LEASE), DEEP);
-        assert_eq!(pace.depth("http://n8n/b", LEASE), AHEAD, "per URL");
+        let mut pace = Pace::new(LEASE);
+        pace.observe("http://n8n/a", Duration::from_millis(2), true);
+        assert_eq!(pace.depth("http://n8n/a"), DEEP);
+        assert_eq!(pace.depth("http://n8n/b"), AHEAD, "per URL");
+        assert_eq!(
+            pace.deeper().collect::<Vec<_>>(),
+            vec![("http://n8n/a", DEEP)]
+        );
     }
 
     #[test]
@@ -104,16 +141,37 @@ mod tests {
 
     #[test]
     fn a_slowdown_brings_the_depth_back_within_a_few_attempts() {
-        let mut pace = Pace::default();
+        let mut pace = Pace::new(LEASE);
         for _ in 0..50 {
-            pace.observe("u", Duration::from_millis(1));
+            pace.observe("u", Duration::from_millis(1), true);
         }
-        assert_eq!(pace.depth("u", LEASE), DEEP);
+        assert_eq!(pace.depth("u"), DEEP);
         let mut attempts = 0;
-        while pace.depth("u", LEASE) > AHEAD {
-            pace.observe("u", Duration::from_secs(30));
+        while pace.depth("u") > AHEAD {
+            pace.observe("u", Duration::from_secs(30), false);
             attempts += 1;
         }
         assert!(attempts <= 8, "{attempts} timeouts before the depth fell");
+    }
+
+    #[test]
+    fn an_endpoint_that_fails_fast_is_not_held_deeper() {
+        let mut pace = Pace::new(LEASE);
+        pace.observe("refused", Duration::from_micros(300), false);
+        assert_eq!(pace.depth("refused"), AHEAD);
+        assert_eq!(pace.deeper().count(), 0);
+    }
+
+    #[test]
+    fn a_url_not_attempted_for_a_lease_is_forgotten() {
+        let lease = Duration::from_millis(20);
+        let mut pace = Pace::new(lease);
+        pace.observe("gone", Duration::from_micros(10), true);
+        assert_eq!(pace.depth("gone"), DEEP);
+        std::thread::sleep(lease);
+        assert_eq!(pace.depth("gone"), AHEAD);
+        assert_eq!(pace.deeper().count(), 0);
+        pace.observe("other", Duration::from_micros(10), true);
+        assert_eq!(pace.per_url.len(), 1, "stale entries are dropped");
     }
 }

@@ -276,7 +276,7 @@ async fn a_hanging_endpoint_does_not_stall_deliveries_to_healthy_ones() {
 /// sixteen rows per request slot, since those all start within seconds
 /// (`crates/relay-daemon/src/pace.rs`); deeper claims make each row cheaper to move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fast_endpoint_is_held_deeper_than_a_stalled_one() {
+async fn a_fast_endpoint_is_held_more_than_four_rows_per_request_slot() {
     let db = TestDb::migrated().await;
     let sink = Sink::with(|_| Reply::Status {
         status: 200,

@@ -193,9 +193,10 @@ impl Dispatcher {
     /// for its pace (crate::pace: its rows start within a quarter of the lease) brings
     /// twice its depth: room for its rows ready and in flight, and as many again
     /// answered and waiting for their outcome write, which is what lets outcomes be
-    /// written in big batches. At most [`DEEP`] per worker in all. So slow or stalled
-    /// endpoints together hold no more than they did before depths followed the pace,
-    /// and rows wait behind the workers no longer.
+    /// written in big batches. At most [`DEEP`] per worker in all. While no URL answers
+    /// fast (all stalled or slow), that is [`AHEAD`] per worker, as before depths
+    /// followed the pace; while one does, the slow ones may also use the room it is
+    /// given and does not take, each still within its own cap.
     pub(crate) fn free_slots(&self) -> usize {
         let capacity = self.workers.saturating_mul(DEEP);
         let allowed = {

@@ -134,12 +134,6 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// The rows `url` may hold beyond [`AHEAD`] × `max_per_endpoint`, for its pace.
-    fn beyond_base(&self, state: &State, url: &str) -> usize {
-        self.max_per_endpoint
-            .saturating_mul(state.pace.depth(url).saturating_sub(AHEAD))
-    }
 }
 
 pub(crate) struct Dispatcher {
@@ -243,22 +237,25 @@ impl Dispatcher {
         }
         let base = self.shared.max_per_endpoint.saturating_mul(AHEAD);
         let cap = i32::try_from(base).unwrap_or(i32::MAX);
+        // The statements compute the room as cap - counted in int4: never past it.
+        let floor = i64::from(cap) - i64::from(i32::MAX);
         let mut load = EndpointLoad::default();
         for (url, n) in &held {
-            let beyond = self.shared.beyond_base(&state, url);
-            if *n == 0 && beyond == 0 {
+            let its_cap = self
+                .shared
+                .max_per_endpoint
+                .saturating_mul(state.pace.depth(url));
+            if *n == 0 && its_cap == base {
                 continue;
             }
-            // The statements compute the room as cap - counted in int4: never past it.
-            let floor = i64::from(cap) - i64::from(i32::MAX);
             let counted = i64::try_from(*n)
                 .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(beyond).unwrap_or(i64::MAX))
+                .saturating_sub(i64::try_from(its_cap.saturating_sub(base)).unwrap_or(i64::MAX))
                 .clamp(floor, i64::from(i32::MAX));
             load.urls.push(url.to_string());
             load.in_flight
                 .push(i32::try_from(counted).unwrap_or(i32::MAX));
-            if *n >= base.saturating_add(beyond) {
+            if *n >= its_cap {
                 load.saturated.push(url.to_string());
             }
         }

@@ -70,16 +70,24 @@ impl Pace {
     pub(crate) fn depth(&self, url: &str) -> usize {
         self.per_url
             .get(url)
-            .filter(|(_, seen)| seen.elapsed() < self.lease)
-            .map_or(AHEAD, |(mean, _)| depth_at(*mean, self.lease))
+            .map_or(AHEAD, |entry| self.depth_of(entry))
     }
 
     /// The URLs held deeper than [`AHEAD`], with their depth.
     pub(crate) fn deeper(&self) -> impl Iterator<Item = (&str, usize)> {
         self.per_url
-            .keys()
-            .map(|url| (url.as_str(), self.depth(url)))
+            .iter()
+            .map(|(url, entry)| (url.as_str(), self.depth_of(entry)))
             .filter(|(_, depth)| *depth > AHEAD)
+    }
+
+    /// The depth an entry gives: the base once it is a lease old.
+    fn depth_of(&self, (mean, seen): &(Duration, Instant)) -> usize {
+        if seen.elapsed() < self.lease {
+            depth_at(*mean, self.lease)
+        } else {
+            AHEAD
+        }
     }
 
     /// A duration that gives the base depth: what a failed attempt counts as at least.

@@ -112,6 +112,21 @@ fn decrement(counts: &mut HashMap<String, usize>, url: &str) {
     }
 }
 
+/// What a URL holding `held` rows counts as in the claims, which give every URL one
+/// cap (`base`, as int4 `cap`) and compute its room as `cap - counted` in int4: a URL
+/// allowed `its_cap` counts as holding `its_cap - base` fewer, below zero when it
+/// holds less than that, but never so far below that the room passes the int4 range
+/// (only a `max_per_endpoint` over about 134 million gets there).
+fn counted(held: usize, its_cap: usize, base: usize, cap: i32) -> i32 {
+    let floor = i64::from(cap) - i64::from(i32::MAX);
+    let beyond_base = i64::try_from(its_cap.saturating_sub(base)).unwrap_or(i64::MAX);
+    let n = i64::try_from(held)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(beyond_base)
+        .clamp(floor, i64::from(i32::MAX));
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// Everything a worker loop needs.
 struct Shared {
     state: Mutex<State>,
@@ -237,8 +252,6 @@ impl Dispatcher {
         }
         let base = self.shared.max_per_endpoint.saturating_mul(AHEAD);
         let cap = i32::try_from(base).unwrap_or(i32::MAX);
-        // The statements compute the room as cap - counted in int4: never past it.
-        let floor = i64::from(cap) - i64::from(i32::MAX);
         let mut load = EndpointLoad::default();
         for (url, n) in &held {
             let its_cap = self
@@ -248,13 +261,8 @@ impl Dispatcher {
             if *n == 0 && its_cap == base {
                 continue;
             }
-            let counted = i64::try_from(*n)
-                .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(its_cap.saturating_sub(base)).unwrap_or(i64::MAX))
-                .clamp(floor, i64::from(i32::MAX));
             load.urls.push(url.to_string());
-            load.in_flight
-                .push(i32::try_from(counted).unwrap_or(i32::MAX));
+            load.in_flight.push(counted(*n, its_cap, base, cap));
             if *n >= its_cap {
                 load.saturated.push(url.to_string());
             }
@@ -513,4 +521,47 @@ async fn deliver(shared: &Shared, ready: Ready) {
         verdict,
         _slot: slot,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    /// The room the claim statements compute for a URL, as they compute it.
+    fn room(cap: i32, counted: i32) -> Option<i32> {
+        cap.checked_sub(counted)
+    }
+
+    #[test]
+    fn a_deep_url_gets_its_own_cap_as_room() {
+        // max_per_endpoint 16: base cap 64, a URL 16 deep may hold 256.
+        let c = counted(10, 256, 64, 64);
+        assert_eq!(c, -182);
+        assert_eq!(room(64, c), Some(246));
+        // A URL at the base depth counts as what it holds.
+        assert_eq!(counted(10, 64, 64, 64), 10);
+        assert_eq!(room(64, counted(70, 64, 64, 64)), Some(-6));
+    }
+
+    #[test]
+    fn the_room_stays_in_int4_whatever_max_per_endpoint_is() {
+        for max_per_endpoint in [200_000_000usize, 536_870_911, 1_000_000_000, usize::MAX] {
+            let base = max_per_endpoint.saturating_mul(4);
+            let cap = i32::try_from(base).unwrap_or(i32::MAX);
+            let its_cap = max_per_endpoint.saturating_mul(16);
+            for held in [0, 1, base, its_cap, usize::MAX] {
+                let c = counted(held, its_cap, base, cap);
+                assert!(
+                    room(cap, c).is_some(),
+                    "max_per_endpoint {max_per_endpoint}, held {held}: {cap} - {c} overflows int4"
+                );
+            }
+        }
+        // Clamped, a deep URL still has all the room int4 can say.
+        let cap = 800_000_000;
+        assert_eq!(
+            room(cap, counted(0, 3_200_000_000, 800_000_000, cap)),
+            Some(i32::MAX)
+        );
+    }
 }

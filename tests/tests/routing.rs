@@ -541,6 +541,39 @@ async fn a_route_waits_while_events_are_renumbered() {
     assert_eq!(got[0].json()["event"], "lead_scraped");
 }
 
+/// A route waits for a renumbering at most its `lock_timeout`, then backs off and tries
+/// again, so that a long renumbering never keeps a route the relay gave up on running
+/// on the server (the route's transaction sets the timeout and takes the lock in one
+/// statement). Once the lock goes, the event is routed and delivered.
+#[tokio::test]
+async fn a_route_gives_up_waiting_for_a_renumbering_at_its_lock_timeout() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let client = db.client().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    emit(&client, "lead_scraped", 1, None).await;
+    sink.wait_for(1, T).await;
+
+    let renumbering = db.client().await;
+    renumbering
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(1849193082, 1)")
+        .await
+        .expect("the renumbering's lock");
+    emit(&client, "lead_scraped", 1, None).await;
+    wait_until("the route to give up at its lock timeout", T, || async {
+        without_colours(&relay.log())
+            .contains("lock timeout")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(sink.requests().len(), 1, "nothing routed meanwhile");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
+
+    renumbering.batch_execute("COMMIT").await.expect("done");
+    let got = sink.wait_for(2, T).await;
+    assert_eq!(got.len(), 2);
+}
+
 /// The outbox's ids started again while the relay was stopped, and the queue holds
 /// delivered rows of events 1 to 4. The relay moves the outbox identity past them as it
 /// starts, so the events written next take ids past the queue's and need no

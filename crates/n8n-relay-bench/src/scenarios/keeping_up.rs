@@ -15,7 +15,8 @@ use crate::report::{Figure, Report, Target};
 use crate::stats::slope;
 
 pub const NAME: &str = "2 keeping up";
-const TARGET_RATIO: f64 = 0.95;
+/// The second speed issue's target (the first one's was 0.95).
+const TARGET_RATIO: f64 = 0.98;
 /// Growth over the second half, as a share of the insert rate, that still counts as
 /// "not growing" (noise of a few batches).
 const GROWTH_TOLERANCE: f64 = 0.02;

@@ -543,8 +543,7 @@ async fn a_route_waits_while_events_are_renumbered() {
 
 /// A route waits for a renumbering at most its `lock_timeout`, then backs off and tries
 /// again, so that a long renumbering never keeps a route the relay gave up on running
-/// on the server (the route's transaction sets the timeout and takes the lock in one
-/// statement). Once the lock goes, the event is routed and delivered.
+/// on the server. Once the lock goes, the event is routed and delivered.
 #[tokio::test]
 async fn a_route_gives_up_waiting_for_a_renumbering_at_its_lock_timeout() {
     let db = TestDb::migrated().await;

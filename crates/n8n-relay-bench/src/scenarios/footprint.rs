@@ -1,6 +1,7 @@
 //! Scenario 5, footprint: the relay's resident memory and CPU under a steady 200
-//! events/s, with its Postgres backends' CPU per event, then its CPU while idle. An idle relay waits for a notification; anything
-//! above a safety sweep now and then is busy polling.
+//! events/s, with its Postgres backends' CPU per event, then its CPU while idle. An
+//! idle relay waits for a notification; anything above a safety sweep now and then is
+//! busy polling.
 
 use std::time::{Duration, Instant};
 

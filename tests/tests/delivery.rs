@@ -445,3 +445,42 @@ async fn outcomes_arriving_one_at_a_time_are_recorded_together() {
         "{EVENTS} outcomes 5 ms apart were written by {statements} statements"
     );
 }
+
+/// A steady trickle costs the database one route and one due claim per event, not two
+/// or three of each. Once a pass has found the outbox and the queue empty, the passes
+/// that follow while the delivery is out ask one cheap question (is anything there?)
+/// instead of running the route and the due-claim transactions again, and with nothing
+/// out the relay goes straight to arming its wake-up, which asks the same. Each due
+/// claim reads `webhook_queue_url_claim_idx`, which no other statement of an idle
+/// relay reads, so its index scans count the claims (the statistics are written as the
+/// relay's sessions end). Events one at a time, each delivered before the next.
+#[tokio::test]
+async fn a_trickle_of_events_is_claimed_about_once_per_event() {
+    const EVENTS: i64 = 12;
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let mut relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let client = db.client().await;
+    let emit = "SELECT webhook_emit('lead_scraped', 'lead', $1, '{}')";
+    for lead in 1..=EVENTS {
+        client.execute(emit, &[&lead]).await.expect("event");
+        db.wait_for_queue_status("sent", lead, T).await;
+    }
+    relay.terminate(T).await;
+    let relays = "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name LIKE 'n8n-relay%'";
+    wait_until("the relay's sessions to end", T, || async {
+        (db.count(relays).await == 0).then_some(())
+    })
+    .await;
+    let claims = db
+        .count(
+            "SELECT idx_scan FROM pg_stat_user_indexes
+             WHERE indexrelname = 'webhook_queue_url_claim_idx'",
+        )
+        .await;
+    assert!(
+        claims <= EVENTS * 3 / 2,
+        "{EVENTS} events one at a time took {claims} due claims"
+    );
+}

@@ -128,6 +128,7 @@ pub async fn run(
         due_first: false,
         steering,
         unreleased: Vec::new(),
+        exhausted: false,
     };
     outbox_ids::catch_up_at_start(&db).await;
     let dispatcher = pump.run(wake_rx, &shutdown).await;

@@ -3,8 +3,11 @@
 //! sleep until something happens.
 //!
 //! While busy the pump polls the outbox and the queue pass after pass, and the wake-up
-//! stays disarmed, so writers do not notify. A database error never ends the loop: it
-//! is logged, the pump backs off, and tries again.
+//! stays disarmed, so writers do not notify. Once a pass finds both empty, the passes
+//! that follow (a delivery ending, an outcome written) first ask in one statement
+//! whether anything is there ([`wakeup::work_now`]), rather than run the route and the
+//! due claim again to find out. A database error never ends the loop: it is logged,
+//! the pump backs off, and tries again.
 
 use std::time::Duration;
 
@@ -71,6 +74,13 @@ pub(crate) struct Pump {
     /// released again on the next pass (the release checks each claim token), so a
     /// failed write does not leave them `sending` for the rest of their lease.
     pub(crate) unreleased: Vec<(Vec<(i64, i64)>, tokio::time::Instant)>,
+    /// The last pass found the outbox and the queue empty (its route took fewer events
+    /// than it asked for, its due claim fewer rows than it had room for), and nothing
+    /// that brings work has woken the pump since: the next pass first asks whether
+    /// there is anything to take ([`wakeup::work_now`]). A steady trickle of events
+    /// used to pass two or three times per event, each empty pass a route and a
+    /// due-claim transaction whose plans Postgres sets up at every run.
+    pub(crate) exhausted: bool,
 }
 
 /// What the pump does after a pass.
@@ -170,8 +180,13 @@ impl Pump {
             Wake::Released => self.due_first = true,
             // A new LISTEN connection may have missed a control notification.
             Wake::Control | Wake::Reconnected => self.steering.control(),
-            _ => {}
+            Wake::Notified | Wake::Sweep => {}
+            // Outcomes and free workers bring no events; whether they make a row
+            // claimable (a retry, an entity's next row, an endpoint with room again) is
+            // what `wakeup::work_now` answers.
+            Wake::Recorded | Wake::Freed => return,
         }
+        self.exhausted = false;
     }
 
     /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained.
@@ -346,6 +361,18 @@ impl Pump {
         self.release_withdrawn().await?;
         self.dispatcher.kick();
         self.steering.top_up(&self.db).await?;
+        if std::mem::take(&mut self.exhausted) && !self.due_first {
+            let (load, _) = self.load();
+            if !wakeup::work_now(&self.db, &self.routes, &load).await? {
+                // Exhausted still: the next pass asks again.
+                self.exhausted = true;
+                return Ok(if self.dispatcher.busy() {
+                    Pass::InFlight
+                } else {
+                    Pass::Nothing
+                });
+            }
+        }
         let mut due = 0;
         if self.due_first && self.routes.delivering && self.dispatcher.free_slots() > 0 {
             let (claimed, wanted) = self.claim_due().await?;
@@ -391,6 +418,8 @@ impl Pump {
         } else {
             claim::Routed::default()
         };
+        // The route saw every event there was and left none behind.
+        let route_drained = route > 0 && routed.picked < route && routed.left_for.is_empty();
         if route > 0 {
             if !routed.left_for.is_empty() {
                 self.left = Some((
@@ -402,6 +431,8 @@ impl Pump {
             }
         }
         let fresh = routed.jobs.len();
+        // Paused, there is nothing to claim.
+        let mut due_exhausted = !delivering;
         self.steering.spend(&routed.jobs);
         self.dispatcher.start(routed.jobs, lease_until);
         if delivering {
@@ -434,8 +465,11 @@ impl Pump {
                     return Ok(Pass::InFlight);
                 }
             }
-            due += self.claim_due().await?.0;
+            let (claimed, wanted) = self.claim_due().await?;
+            due += claimed;
+            due_exhausted = claimed < wanted;
         }
+        self.exhausted = route_drained && due_exhausted;
         Ok(if routed.events > 0 || fresh > 0 || due > 0 {
             Pass::Worked
         } else if self.dispatcher.busy() {

@@ -449,10 +449,9 @@ async fn outcomes_arriving_one_at_a_time_are_recorded_together() {
 /// A steady trickle costs the database one route and one due claim per event, not two
 /// or three of each. Once a pass has found the outbox and the queue empty, the passes
 /// that follow while the delivery is out ask one cheap question (is anything there?)
-/// instead of running the route and the due-claim transactions again, and with nothing
-/// out the relay goes straight to arming its wake-up, which asks the same. Each due
-/// claim reads `webhook_queue_url_claim_idx`, which no other statement of an idle
-/// relay reads, so its index scans count the claims (the statistics are written as the
+/// instead of running the route and the due-claim transactions again. Each due claim
+/// reads `webhook_queue_url_claim_idx`, which no other statement of an idle relay
+/// reads, so its index scans count the claims (the statistics are written as the
 /// relay's sessions end). Events one at a time, each delivered before the next.
 #[tokio::test]
 async fn a_trickle_of_events_is_claimed_about_once_per_event() {
@@ -483,4 +482,50 @@ async fn a_trickle_of_events_is_claimed_about_once_per_event() {
         claims <= EVENTS * 3 / 2,
         "{EVENTS} events one at a time took {claims} due claims"
     );
+}
+
+/// A row made pending behind an idle relay's back (`n8n-relay queue retry`, a row put
+/// back by hand, another relay), with no wake-up of its own, goes out with the next
+/// writer's event, not at the safety sweep a minute later: passes that skip work they
+/// expect to find nothing must not skip it. The relay has settled (armed its wake-up)
+/// before the row appears.
+#[tokio::test]
+async fn a_row_made_pending_without_a_wake_up_goes_out_with_the_next_event() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_QUEUE_PROCESSING_INTERVAL", 60)
+        .spawn();
+    let client = db.client().await;
+    let emit = "SELECT webhook_emit('lead_scraped', 'lead', $1, '{}')";
+    client.execute(emit, &[&1i64]).await.expect("first event");
+    db.wait_for_queue_status("sent", 1, T).await;
+    wait_until("the relay to arm its wake-up", T, || async {
+        (db.count("SELECT last_value FROM webhook_relay_wakeup")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+
+    let url = format!("{}/webhook/lead-scraped", sink.url());
+    client
+        .execute(
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id,
+                                        webhook_url, payload, status)
+             VALUES (-1, 'lead_scraped', 'lead', 99, $1, '{}', 'pending')",
+            &[&url],
+        )
+        .await
+        .expect("a pending row");
+    client.execute(emit, &[&2i64]).await.expect("second event");
+
+    let got = sink.wait_for(3, T).await;
+    let mut leads: Vec<i64> = got
+        .iter()
+        .filter_map(|r| r.json()["entity_id"].as_i64())
+        .collect();
+    leads.sort_unstable();
+    assert_eq!(leads, vec![1, 2, 99]);
+    db.wait_for_queue_status("sent", 3, T).await;
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use relay_tests::{wait_until, RelayBuilder, Sink, SinkRequest, TestDb};
 
 const T: Duration = Duration::from_secs(15);
+/// One `lead_scraped` event for the lead `$1`, with an empty payload.
+const EMIT_LEAD: &str = "SELECT webhook_emit('lead_scraped', 'lead', $1, '{}')";
 
 #[tokio::test]
 async fn a_lead_insert_becomes_one_signed_lead_scraped_post() {
@@ -422,12 +424,14 @@ async fn outcomes_arriving_one_at_a_time_are_recorded_together() {
     let sink = Sink::start().await;
     let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
     let client = db.client().await;
-    let emit = "SELECT webhook_emit('lead_scraped', 'lead', $1, '{}')";
-    client.execute(emit, &[&0i64]).await.expect("first event");
+    client
+        .execute(EMIT_LEAD, &[&0i64])
+        .await
+        .expect("first event");
     sink.wait_for(1, T).await;
 
     for lead in 1..=EVENTS {
-        client.execute(emit, &[&lead]).await.expect("event");
+        client.execute(EMIT_LEAD, &[&lead]).await.expect("event");
         // The pace of the writes, not a wait for the relay.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -460,9 +464,8 @@ async fn a_trickle_of_events_is_claimed_about_once_per_event() {
     let sink = Sink::start().await;
     let mut relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
     let client = db.client().await;
-    let emit = "SELECT webhook_emit('lead_scraped', 'lead', $1, '{}')";
     for lead in 1..=EVENTS {
-        client.execute(emit, &[&lead]).await.expect("event");
+        client.execute(EMIT_LEAD, &[&lead]).await.expect("event");
         db.wait_for_queue_status("sent", lead, T).await;
     }
     relay.terminate(T).await;
@@ -497,8 +500,10 @@ async fn a_row_made_pending_without_a_wake_up_goes_out_with_the_next_event() {
         .env("WEBHOOK_QUEUE_PROCESSING_INTERVAL", 60)
         .spawn();
     let client = db.client().await;
-    let emit = "SELECT webhook_emit('lead_scraped', 'lead', $1, '{}')";
-    client.execute(emit, &[&1i64]).await.expect("first event");
+    client
+        .execute(EMIT_LEAD, &[&1i64])
+        .await
+        .expect("first event");
     db.wait_for_queue_status("sent", 1, T).await;
     wait_until("the relay to arm its wake-up", T, || async {
         (db.count("SELECT last_value FROM webhook_relay_wakeup")
@@ -518,7 +523,10 @@ async fn a_row_made_pending_without_a_wake_up_goes_out_with_the_next_event() {
         )
         .await
         .expect("a pending row");
-    client.execute(emit, &[&2i64]).await.expect("second event");
+    client
+        .execute(EMIT_LEAD, &[&2i64])
+        .await
+        .expect("second event");
 
     let got = sink.wait_for(3, T).await;
     let mut leads: Vec<i64> = got

@@ -29,8 +29,35 @@ const RELAY_ACTIVITY: &str = "SELECT pid,
 
 /// The relay's backends in the benchmark database, by process id (the benchmark's own
 /// sessions are named apart: `crate::db`).
-pub const RELAY_BACKENDS: &str = "SELECT pid FROM pg_stat_activity
+const RELAY_BACKENDS: &str = "SELECT pid FROM pg_stat_activity
     WHERE datname = current_database() AND application_name LIKE 'n8n-relay%'";
+
+/// The relay's backends in the benchmark database now, by process id.
+pub async fn relay_backends(client: &tokio_postgres::Client) -> Result<Vec<i32>> {
+    Ok(client
+        .query(RELAY_BACKENDS, &[])
+        .await?
+        .iter()
+        .map(|row| row.get::<_, i32>(0))
+        .collect())
+}
+
+/// The CPU each of these backends has used so far, from /proc (so only when the
+/// benchmark runs on the database's host; a backend it cannot read is left out).
+pub fn cpu_of(pids: impl IntoIterator<Item = i32>) -> HashMap<i32, Duration> {
+    pids.into_iter()
+        .filter_map(|pid| Some((pid, cpu_time_of_pid(u32::try_from(pid).ok()?).ok()?)))
+        .collect()
+}
+
+/// What backends used between two [`cpu_of`] readings. One opened in between (the
+/// relay's pool grew) counts from its start; one closed in between is missed.
+pub fn cpu_between(before: &HashMap<i32, Duration>, after: &HashMap<i32, Duration>) -> Duration {
+    after
+        .iter()
+        .map(|(pid, cpu)| cpu.saturating_sub(before.get(pid).copied().unwrap_or_default()))
+        .sum()
+}
 
 /// Samples per (state, wait, statement); the backends seen; sampling rounds.
 struct Samples {
@@ -98,11 +125,7 @@ impl Sampler {
             rounds: samples,
         } = self.task.await??;
         // Backends' CPU over their whole life: they were opened for this relay run.
-        let backends_cpu: Duration = pids
-            .iter()
-            .filter_map(|pid| u32::try_from(*pid).ok())
-            .filter_map(|pid| cpu_time_of_pid(pid).ok())
-            .sum();
+        let backends_cpu: Duration = cpu_of(pids.iter().copied()).values().sum();
         let mut top: Vec<(String, u64)> = counts.into_iter().collect();
         top.sort_by_key(|t| std::cmp::Reverse(t.1));
         top.truncate(15);

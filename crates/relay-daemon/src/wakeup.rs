@@ -107,8 +107,7 @@ pub(crate) async fn work_now(
     db.bounded("looking for work", async {
         let work = client.prepare_cached(WORK_WAITING).await?;
         let row = client.query_one(&work, &work_params(routes, load)).await?;
-        let events: bool = row.try_get(0)?;
-        let next_due: Option<f64> = row.try_get(1)?;
+        let (events, next_due) = work_of(&row)?;
         Ok(events || next_due.is_some_and(|secs| secs <= 0.0))
     })
     .await
@@ -125,6 +124,12 @@ fn work_params<'a>(
         &routes.held,
         &load.saturated,
     ]
+}
+
+/// [`WORK_WAITING`]'s answer: whether events wait, and in how many seconds the
+/// earliest claimable pending row is due (negative when due, `None` when there is none).
+fn work_of(row: &tokio_postgres::Row) -> Result<(bool, Option<f64>), tokio_postgres::Error> {
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 /// Steps 1 to 3, once. The caller pauses and calls again on [`Settled::Writers`].
@@ -148,8 +153,7 @@ pub(crate) async fn settle(
                 client.query_one(&work, &params),
             )
             .await?;
-            let events: bool = work.try_get(0)?;
-            let next_due: Option<f64> = work.try_get(1)?;
+            let (events, next_due) = work_of(&work)?;
             let writers: bool = writers.try_get(0)?;
             Ok((events, next_due, writers))
         })

@@ -9,8 +9,7 @@ use serde_json::json;
 
 use crate::bench::Bench;
 use crate::load::{INSERT_LEADS_BULK, WAL_POSITION};
-use crate::profile::RELAY_BACKENDS;
-use crate::relay::cpu_time_of_pid;
+use crate::profile::{cpu_of, relay_backends};
 use crate::report::{fmt_num, Figure, Report, Target};
 use crate::rows;
 use crate::wal;
@@ -57,17 +56,8 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     let wal_per_event = (wal_after - wal_before) / n as f64;
     // What the drain made Postgres do: the CPU of every backend of the relay, which
     // started with the drain (its pool and LISTEN connections), read before it stops.
-    let backends: Vec<i32> = client
-        .query(RELAY_BACKENDS, &[])
-        .await?
-        .iter()
-        .map(|row| row.get::<_, i32>(0))
-        .collect();
-    let backends_cpu: Duration = backends
-        .iter()
-        .filter_map(|pid| u32::try_from(*pid).ok())
-        .filter_map(|pid| cpu_time_of_pid(pid).ok())
-        .sum();
+    let backends = relay_backends(&client).await?;
+    let backends_cpu: Duration = cpu_of(backends.iter().copied()).values().sum();
     let relay_cpu = bench.relay.as_ref().map(|r| r.cpu_time()).transpose()?;
     report.profile(NAME, sampler).await?;
     let repeats = bench.sink.requests().saturating_sub(n);

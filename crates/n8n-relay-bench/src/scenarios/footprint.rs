@@ -10,8 +10,7 @@ use serde_json::json;
 
 use crate::bench::{Bench, STEADY_PER_SECOND};
 use crate::load;
-use crate::profile::RELAY_BACKENDS;
-use crate::relay::cpu_time_of_pid;
+use crate::profile::{cpu_between, cpu_of, relay_backends};
 use crate::report::{Figure, Report, Target};
 
 pub const NAME: &str = "5 footprint";
@@ -28,27 +27,15 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
 
     // The relay's Postgres backends too: what it makes the server do per event at a
     // steady rate (each event handled on its own, where a drain batches them), and
-    // while idle (its queue gauges' count, the safety sweep).
-    let backends: Vec<u32> = bench
-        .db
-        .client()
-        .await?
-        .query(RELAY_BACKENDS, &[])
-        .await?
-        .iter()
-        .filter_map(|row| u32::try_from(row.get::<_, i32>(0)).ok())
-        .collect();
-    let backends_cpu = || -> Duration {
-        backends
-            .iter()
-            .filter_map(|pid| cpu_time_of_pid(*pid).ok())
-            .sum()
-    };
+    // while idle (its queue gauges' count, the safety sweep). Listed at each reading:
+    // its pool may open connections as the load comes.
+    let client = bench.db.client().await?;
+    let backends_cpu = || async { anyhow::Ok(cpu_of(relay_backends(&client).await?)) };
 
     // Under load: sample RSS once a second while a writer runs at the steady rate.
     let (cpu0, backends0, wall0) = (
         bench.relay().await?.cpu_time()?,
-        backends_cpu(),
+        backends_cpu().await?,
         Instant::now(),
     );
     let writer = tokio::spawn({
@@ -65,16 +52,18 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
     let commits = writer.await.context("writer task")??;
     bench.wait_delivered(commits.len() as u64).await?;
     let (cpu_loaded, wall_loaded) = (bench.relay().await?.cpu_time()? - cpu0, wall0.elapsed());
-    let backends_loaded = backends_cpu().saturating_sub(backends0);
+    let backends1 = backends_cpu().await?;
+    let backends_loaded = cpu_between(&backends0, &backends1);
     bench.sink.take();
 
     // Idle: let the last outcomes settle, then measure a quiet window.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let relay = bench.relay().await?;
-    let (cpu1, backends1, wall1) = (relay.cpu_time()?, backends_cpu(), Instant::now());
+    let (cpu1, backends2, wall1) = (relay.cpu_time()?, backends_cpu().await?, Instant::now());
     tokio::time::sleep(sizes.idle).await;
     let (cpu_idle, wall_idle) = (relay.cpu_time()? - cpu1, wall1.elapsed());
-    let backends_idle = backends_cpu().saturating_sub(backends1);
+    let backends3 = backends_cpu().await?;
+    let backends_idle = cpu_between(&backends2, &backends3);
     let (rss_idle, peak) = relay.memory_kib()?;
 
     let rss_max = rss_kib.iter().copied().max().unwrap_or(rss_idle);
@@ -129,7 +118,8 @@ pub async fn run(bench: &mut Bench<'_>, report: &mut Report) -> Result<()> {
             "backends_cpu_idle_seconds": backends_idle.as_secs_f64(),
             "backends_cpu_loaded_seconds": backends_loaded.as_secs_f64(),
             "events_loaded": commits.len(),
-            "relay_backends": backends.len(),
+            "relay_backends_before_load": backends0.len(),
+            "relay_backends_after_load": backends1.len(),
         }),
     );
     Ok(())

@@ -9,7 +9,8 @@
 # valgrind; (count(N2) - count(N1)) / (N2 - N1) leaves out start-up and shutdown.
 # Optional arguments: files of SQL (e.g. a CREATE OR REPLACE FUNCTION
 # webhook_leads_emit() variant), each applied with psql to its own copy of the
-# installed cluster and counted there.
+# installed cluster and counted there. WRITE=update counts an UPDATE that announces
+# nothing instead of the INSERT.
 #
 # Needs: PostgreSQL server binaries (the newest under /usr/lib/postgresql, or PG_BIN),
 # valgrind (apt-get install valgrind), and to run as root or as the postgres user (a
@@ -48,12 +49,16 @@ for f in "$ROOT"/sql/00{1,2,3,4}_*.sql; do psql_scratch -d bench -f "$f" >/dev/n
 psql_scratch -d bench -c "CREATE TABLE leads_bare (LIKE leads INCLUDING ALL)"
 stop "$WORK/data"
 
-# $1 table, $2 rows: the single-user backend's input.
+# $1 table, $2 rows: the single-user backend's input. WRITE=update counts instead an
+# UPDATE of one lead that changes no column the triggers announce (its score).
 inserts() {
-    echo "TRUNCATE leads CASCADE;"; echo "TRUNCATE leads_bare;"; echo "TRUNCATE webhook_events;"
-    for _ in $(seq "$2"); do
-        echo "INSERT INTO $1 (business_name, category, location, email, website) VALUES ('Bench Co', 'software', 'Berlin', 'lead@example.com', 'https://example.com');"
-    done
+    echo "TRUNCATE leads RESTART IDENTITY CASCADE;"; echo "TRUNCATE leads_bare;"; echo "TRUNCATE webhook_events;"
+    local row="INSERT INTO $1 (business_name, category, location, email, website) VALUES ('Bench Co', 'software', 'Berlin', 'lead@example.com', 'https://example.com');"
+    if [ "${WRITE:-insert}" = update ]; then
+        echo "$row"
+        row="UPDATE $1 SET score = 0.5 WHERE id = (SELECT min(id) FROM $1);"
+    fi
+    for _ in $(seq "$2"); do echo "$row"; done
 }
 # $1 data directory, $2 table, $3 rows: instructions for the whole run.
 count() {
@@ -79,7 +84,7 @@ per_insert() {
 }
 
 bare=$(per_insert "$WORK/data" leads_bare)
-printf '%-40s %9s instructions per INSERT\n' "leads_bare (no triggers)" "$bare"
+printf '%-40s %9s instructions per %s\n' "leads_bare (no triggers)" "$bare" "${WRITE:-insert}"
 installed=$(per_insert "$WORK/data" leads)
 printf '%-40s %9s (+%s)\n' "leads (the installed triggers)" "$installed" "$(( installed - bare ))"
 i=0

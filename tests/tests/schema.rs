@@ -78,17 +78,7 @@ async fn a_table_without_an_id_column_still_records_its_events_with_a_null_id() 
         )
         .await
         .expect("business writes to tables keyed otherwise succeed");
-    let rows = client
-        .query(
-            "SELECT event_type, entity_id, payload FROM webhook_events ORDER BY id",
-            &[],
-        )
-        .await
-        .expect("events");
-    let events: Vec<(String, Option<i64>, serde_json::Value)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let events = outbox(&client).await;
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0].0, "lead_scraped");
     assert_eq!(events[0].1, None);
@@ -104,4 +94,94 @@ async fn a_table_without_an_id_column_still_records_its_events_with_a_null_id() 
         "{:?}",
         events[1].2
     );
+}
+
+/// The triggers' events, straight from the outbox: `(event_type, entity_id, payload)`
+/// in the order written.
+async fn outbox(client: &tokio_postgres::Client) -> Vec<(String, Option<i64>, serde_json::Value)> {
+    client
+        .query(
+            "SELECT event_type, entity_id, payload FROM webhook_events ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn updates_that_change_nothing_announced_write_no_event() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO leads (id, business_name) VALUES (1, 'Acme Inc');
+             INSERT INTO demo_sites (id, lead_id) VALUES (10, 1);
+             DELETE FROM webhook_events;
+             UPDATE leads SET score = 0.5, business_name = 'Acme' WHERE id = 1;
+             UPDATE leads SET status = 'contacted' WHERE id = 1;
+             UPDATE leads SET outreach_status = 'queued' WHERE id = 1;
+             UPDATE leads SET outreach_subject = 'Hi' WHERE id = 1;
+             UPDATE demo_sites SET status = 'deploying' WHERE id = 10;
+             UPDATE demo_sites SET url = 'https://d.example' WHERE id = 10;",
+        )
+        .await
+        .expect("business updates");
+    assert_eq!(outbox(&client).await, vec![], "no event for these changes");
+
+    // The same status again is no transition either.
+    client
+        .batch_execute(
+            "UPDATE leads SET status = 'qualified' WHERE id = 1;
+             UPDATE leads SET status = 'qualified', score = 0.9 WHERE id = 1;
+             UPDATE demo_sites SET status = 'completed' WHERE id = 10;
+             UPDATE demo_sites SET status = 'completed' WHERE id = 10;",
+        )
+        .await
+        .expect("transitions");
+    let events = outbox(&client).await;
+    let names: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["lead_qualified", "demo_completed"]);
+    assert_eq!(events[0].2["lead_id"], 1, "{:?}", events[0].2);
+    assert_eq!(events[0].2["score"], 0.5, "the row as it was then");
+    assert_eq!(events[1].2["demo_site_id"], 10, "{:?}", events[1].2);
+}
+
+#[tokio::test]
+async fn a_lead_inserted_qualified_announces_both_events_with_its_id() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO leads (id, business_name, status) VALUES (7, 'Bolt LLC', 'qualified');
+             INSERT INTO leads (id, business_name, status, outreach_status)
+                 VALUES (8, 'Calm Co', 'responded', 'sent');",
+        )
+        .await
+        .expect("business inserts");
+    let events = outbox(&client).await;
+    let got: Vec<(&str, Option<i64>)> = events.iter().map(|e| (e.0.as_str(), e.1)).collect();
+    // An INSERT announces lead_scraped, and lead_qualified when it is; the other
+    // statuses are transitions an UPDATE announces.
+    assert_eq!(
+        got,
+        [
+            ("lead_scraped", Some(7)),
+            ("lead_qualified", Some(7)),
+            ("lead_scraped", Some(8))
+        ]
+    );
+    // Each payload is the row as JSON and its id again as lead_id, nothing else.
+    for (_, id, payload) in &events {
+        let row: serde_json::Value = client
+            .query_one("SELECT to_jsonb(l) FROM leads l WHERE id = $1", &[id])
+            .await
+            .expect("the lead")
+            .get(0);
+        let mut expected = row.as_object().cloned().expect("an object");
+        expected.insert("lead_id".into(), serde_json::json!(id));
+        assert_eq!(payload, &serde_json::Value::Object(expected));
+    }
 }

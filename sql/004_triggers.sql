@@ -70,10 +70,12 @@ BEGIN
         -- An UPDATE that changes nothing announced (most of them) ends here, before
         -- the payload is built: 156,000 instructions over the bare UPDATE, where
         -- building it first cost 202,000 (WRITE=update insert-instructions.sh).
-        IF NOT ((v_status IS DISTINCT FROM (v_old ->> 'status')
-                 AND v_status IN ('qualified', 'responded'))
-                OR ((v_row -> 'outreach_status') IS DISTINCT FROM (v_old -> 'outreach_status')
-                    AND v_row ->> 'outreach_status' IN ('sent', 'failed'))) THEN
+        -- IS NOT TRUE: a status set to NULL makes the test NULL, and such a write
+        -- announces nothing either.
+        IF ((v_status IS DISTINCT FROM (v_old ->> 'status')
+             AND v_status IN ('qualified', 'responded'))
+            OR ((v_row -> 'outreach_status') IS DISTINCT FROM (v_old -> 'outreach_status')
+                AND v_row ->> 'outreach_status' IN ('sent', 'failed'))) IS NOT TRUE THEN
             RETURN NULL;
         END IF;
         v_data := jsonb_set(v_row, '{lead_id}', COALESCE(v_row -> 'id', 'null'));

@@ -120,9 +120,11 @@ async fn updates_that_change_nothing_announced_write_no_event() {
             "INSERT INTO leads (id, business_name) VALUES (1, 'Acme Inc');
              INSERT INTO demo_sites (id, lead_id) VALUES (10, 1);
              DELETE FROM webhook_events;
+             SELECT setval('webhook_relay_wakeup', 1);
              UPDATE leads SET score = 0.5, business_name = 'Acme' WHERE id = 1;
              UPDATE leads SET status = 'contacted' WHERE id = 1;
              UPDATE leads SET outreach_status = 'queued' WHERE id = 1;
+             UPDATE leads SET outreach_status = NULL WHERE id = 1;
              UPDATE leads SET outreach_subject = 'Hi' WHERE id = 1;
              UPDATE demo_sites SET status = 'deploying' WHERE id = 10;
              UPDATE demo_sites SET url = 'https://d.example' WHERE id = 10;",
@@ -130,6 +132,16 @@ async fn updates_that_change_nothing_announced_write_no_event() {
         .await
         .expect("business updates");
     assert_eq!(outbox(&client).await, vec![], "no event for these changes");
+    // Nor did any of them take the wake-up an idle relay armed (and notify it).
+    let armed: i64 = client
+        .query_one("SELECT last_value FROM webhook_relay_wakeup", &[])
+        .await
+        .expect("the wake-up flag")
+        .get(0);
+    assert_eq!(
+        armed, 1,
+        "a write that announces nothing left the wake-up armed"
+    );
 
     // The same status again is no transition either.
     client

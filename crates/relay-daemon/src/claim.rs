@@ -435,18 +435,34 @@ fn room_for_all(routes: &RouteTable, load: &EndpointLoad, cap: i32, route: i64, 
     let (Ok(route), Ok(free)) = (usize::try_from(route), usize::try_from(free)) else {
         return false;
     };
+    route <= lean_fit(routes, load, cap, free)
+}
+
+/// The most events a route may take for [`room_for_all`] to hold: what the emptiest
+/// endpoint has room for, and the free slots shared by the most routes one event can
+/// have; 0 when a route may not claim now (disabled, paused) or nothing fits.
+///
+/// The pump routes no more than this when the last route found fewer events than it
+/// asked for (a trickle): such a route nearly always takes one or two events, and
+/// asked for as many as the free slots it would need the full statement, whose plan
+/// (window aggregates, sorts, the cap's bookkeeping) is set up at every run for them.
+pub(crate) fn lean_fit(routes: &RouteTable, load: &EndpointLoad, cap: i32, free: usize) -> usize {
+    if !routes.claimable.iter().all(|c| *c) {
+        return 0;
+    }
     let most_routes = routes
         .events
         .iter()
         .map(|e| routes.events.iter().filter(|other| *other == e).count())
         .max()
         .unwrap_or(0);
-    routes.claimable.iter().all(|c| *c)
-        && routes
-            .urls
-            .iter()
-            .all(|url| load.room(std::slice::from_ref(url), cap) >= route)
-        && route.saturating_mul(most_routes) <= free
+    let room = routes
+        .urls
+        .iter()
+        .map(|url| load.room(std::slice::from_ref(url), cap))
+        .min()
+        .unwrap_or(usize::MAX);
+    room.min(free.checked_div(most_routes).unwrap_or(usize::MAX))
 }
 
 pub(crate) async fn claim_due(
@@ -644,6 +660,30 @@ mod tests {
             held: Vec::new(),
             delivering: true,
         }
+    }
+
+    #[test]
+    fn a_trickles_route_asks_for_what_the_emptiest_endpoint_and_the_free_slots_allow() {
+        let routes = table(&[("a", "u1"), ("b", "u2")]);
+        let load = EndpointLoad {
+            urls: vec!["u1".into()],
+            in_flight: vec![40],
+            saturated: Vec::new(),
+        };
+        assert_eq!(lean_fit(&routes, &load, 64, 32), 24, "u1 has room for 24");
+        assert_eq!(lean_fit(&routes, &load, 64, 10), 10, "10 free slots");
+        assert!(room_for_all(&routes, &load, 64, 24, 32));
+        let full = EndpointLoad {
+            urls: vec!["u1".into()],
+            in_flight: vec![64],
+            saturated: vec!["u1".into()],
+        };
+        assert_eq!(lean_fit(&routes, &full, 64, 32), 0, "u1 is at its cap");
+        let fan_out = table(&[("a", "u1"), ("a", "u2")]);
+        assert_eq!(lean_fit(&fan_out, &load, 64, 24), 12, "two rows per event");
+        let mut paused = routes.clone();
+        paused.claimable[1] = false;
+        assert_eq!(lean_fit(&paused, &load, 64, 32), 0, "a route may not claim");
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub async fn run(
         steering,
         unreleased: Vec::new(),
         exhausted: false,
+        trickle: false,
     };
     outbox_ids::catch_up_at_start(&db).await;
     let dispatcher = pump.run(wake_rx, &shutdown).await;

@@ -663,30 +663,6 @@ mod tests {
     }
 
     #[test]
-    fn a_trickles_route_asks_for_what_the_emptiest_endpoint_and_the_free_slots_allow() {
-        let routes = table(&[("a", "u1"), ("b", "u2")]);
-        let load = EndpointLoad {
-            urls: vec!["u1".into()],
-            in_flight: vec![40],
-            saturated: Vec::new(),
-        };
-        assert_eq!(lean_fit(&routes, &load, 64, 32), 24, "u1 has room for 24");
-        assert_eq!(lean_fit(&routes, &load, 64, 10), 10, "10 free slots");
-        assert!(room_for_all(&routes, &load, 64, 24, 32));
-        let full = EndpointLoad {
-            urls: vec!["u1".into()],
-            in_flight: vec![64],
-            saturated: vec!["u1".into()],
-        };
-        assert_eq!(lean_fit(&routes, &full, 64, 32), 0, "u1 is at its cap");
-        let fan_out = table(&[("a", "u1"), ("a", "u2")]);
-        assert_eq!(lean_fit(&fan_out, &load, 64, 24), 12, "two rows per event");
-        let mut paused = routes.clone();
-        paused.claimable[1] = false;
-        assert_eq!(lean_fit(&paused, &load, 64, 32), 0, "a route may not claim");
-    }
-
-    #[test]
     fn a_lean_route_runs_only_when_every_endpoint_has_room_for_the_batch() {
         let routes = table(&[("a", "u1"), ("b", "u2")]);
         let load = EndpointLoad {
@@ -700,11 +676,25 @@ mod tests {
             "u1 has room for 24"
         );
         assert!(!room_for_all(&routes, &load, 64, 24, 23), "23 free slots");
+        // The largest such batch: what a trickle's route asks for.
+        assert_eq!(lean_fit(&routes, &load, 64, 64), 24, "u1 has room for 24");
+        assert_eq!(lean_fit(&routes, &load, 64, 23), 23, "23 free slots");
+        let full = EndpointLoad {
+            urls: vec!["u1".into()],
+            in_flight: vec![64],
+            saturated: vec!["u1".into()],
+        };
+        assert_eq!(lean_fit(&routes, &full, 64, 64), 0, "u1 is at its cap");
 
         let mut paused = routes.clone();
         paused.claimable[0] = false;
         assert!(
             !room_for_all(&paused, &load, 64, 1, 64),
+            "paused or disabled route"
+        );
+        assert_eq!(
+            lean_fit(&paused, &load, 64, 64),
+            0,
             "paused or disabled route"
         );
         let mut ordered = routes.clone();
@@ -721,5 +711,6 @@ mod tests {
             !room_for_all(&fan_out, &load, 64, 13, 24),
             "26 rows, 24 slots"
         );
+        assert_eq!(lean_fit(&fan_out, &load, 64, 24), 12, "two rows per event");
     }
 }

@@ -435,8 +435,6 @@ impl Pump {
         let route_drained = route > 0 && routed.picked < route && routed.left_for.is_empty();
         if route > 0 {
             self.trickle = route_drained;
-        }
-        if route > 0 {
             if !routed.left_for.is_empty() {
                 self.left = Some((
                     std::mem::take(&mut routed.left_for),

@@ -182,10 +182,11 @@ fn unique_key_met(err: &tokio_postgres::Error) -> Option<String> {
 pub use crate::db::{query_planned_once, PLAN_ONCE_BY_INDEX};
 
 /// How a route statement's transaction opens: planned once, by index, and waiting
-/// while `crate::outbox_ids` renumbers events, for two seconds at most.
+/// while `crate::outbox_ids` renumbers events, for two seconds at most (set with the
+/// other two, in the statement before the wait).
 static ROUTE_BEGIN: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{PLAN_ONCE_BY_INDEX}; SET LOCAL lock_timeout = '2s'; {}",
+        "{PLAN_ONCE_BY_INDEX}, set_config('lock_timeout', '2s', true); {}",
         crate::outbox_ids::ROUTES_GO_ON
     )
 });

@@ -73,9 +73,12 @@ impl Db {
 /// expired-lease sweep): where Postgres would scan a table whole to hash it, it then
 /// walks the whole of an index instead.
 ///
-/// Both settings last for this transaction only.
+/// Both settings last for this transaction only. Set in one `SELECT`, not two `SET
+/// LOCAL`s: each statement of the batch is parsed, run and ended on its own, and this
+/// opens every route, due claim and idle check.
 pub const PLAN_ONCE_BY_INDEX: &str =
-    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
+    "BEGIN; SELECT set_config('plan_cache_mode', 'force_generic_plan', true), \
+     set_config('enable_seqscan', 'off', true)";
 
 /// Runs `statement` in a transaction of its own under [`PLAN_ONCE_BY_INDEX`]. One
 /// round trip: the three messages are sent together at the first poll, so a timeout

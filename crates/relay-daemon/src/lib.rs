@@ -130,6 +130,9 @@ pub async fn run(
         unreleased: Vec::new(),
         exhausted: false,
         trickle: false,
+        none_due_until: None,
+        ask_first: false,
+        armed: false,
     };
     outbox_ids::catch_up_at_start(&db).await;
     let dispatcher = pump.run(wake_rx, &shutdown).await;

@@ -21,4 +21,6 @@ SELECT
      CROSS JOIN LATERAL webhook_order_gate(q.webhook_url, q.entity_type, q.entity_id,
                                            q.event_id, q.ordering_scope, $1::text[]) g
      WHERE q.ordering IS NULL OR g.clear
-     LIMIT 1)
+     LIMIT 1),
+    -- Whether the wake-up is armed now (a settle that trusts its last arming checks).
+    (SELECT last_value = 1 FROM webhook_relay_wakeup)

@@ -7,10 +7,10 @@
 //! waits for its deliveries' outcomes instead of looking again at once; the passes
 //! that follow (an outcome written, a short poll) first ask in one statement whether
 //! anything is there ([`wakeup::work_now`]), rather than run the route and the due
-//! claim again to find out, and with no delivery out they arm the wake-up and look
-//! once ([`wakeup::settle`]) unless the last such look found work waiting. A pass
-//! that routes a writer's notified events skips the due claim when the last settle
-//! found no pending row due. At a steady 200 events/s that is one route and one settle
+//! claim again to find out, and with no delivery out they settle at once (arm the
+//! wake-up, or find it still armed, and look: [`wakeup::settle`]) unless the last
+//! such settle found work waiting. A pass that routes a writer's notified events
+//! skips the due claim when the last look found no pending row due. At a steady 200 events/s that is one route and one settle
 //! per event, where it was a route, a due claim, and three looks. A database error
 //! never ends the loop: it is logged, the pump backs off, and tries again.
 
@@ -66,9 +66,10 @@ enum Pass {
     InFlight,
     /// Nothing to do.
     Nothing,
-    /// The last pass saw all there was and no delivery is out: arm the wake-up and
-    /// look ([`wakeup::settle`]), without first asking whether anything came in
-    /// ([`wakeup::work_now`]), which the look after arming answers anyway.
+    /// The last pass saw all there was and no delivery is out: settle (arm the
+    /// wake-up, or find it still armed, and look: [`wakeup::settle`]) without first
+    /// asking whether anything came in ([`wakeup::work_now`]), which the settle's look
+    /// answers anyway.
     Unasked,
 }
 
@@ -104,9 +105,11 @@ pub(crate) struct Pump {
     pub(crate) trickle: bool,
     /// Until when no pending row can be due, as the last look for work found (no
     /// wake-up since but writers' notifications): a pass that routes the events waiting
-    /// skips the due claim until then. Anything else that can make a row claimable (an
-    /// outcome, a freed worker, rows put back, pauses, a timer, the safety sweep)
-    /// clears it. At 200 events/s every event's pass ran a due claim that found
+    /// skips the due claim until then. Anything else of this relay's that can make a
+    /// row claimable (an outcome, a freed worker, rows put back, pauses, a timer, the
+    /// safety sweep) clears it. Another relay's outcomes do not wake this one: a row
+    /// they make claimable waits for this relay's next look, and that relay claims it
+    /// too. At 200 events/s every event's pass ran a due claim that found
     /// nothing: a transaction of six statements per event.
     pub(crate) none_due_until: Option<tokio::time::Instant>,
     /// The last settle without the question ([`Pass::Unasked`]) found work: events
@@ -117,7 +120,8 @@ pub(crate) struct Pump {
     pub(crate) ask_first: bool,
     /// The last settle ended idle, having armed the wake-up, and no notification (nor
     /// a reconnected listener, nor a database error) has come since: the next settle
-    /// only looks for work (`wakeup::settle` says why that is enough).
+    /// looks for work first and arms again only if it finds the flag disarmed
+    /// (`wakeup::settle` says why that is enough).
     pub(crate) armed: bool,
 }
 

@@ -43,7 +43,8 @@
 //! The one case left to the periodic safety sweep: a writer that saw the flag armed,
 //! disarmed it and then rolled back. Its NOTIFY is never delivered, the flag stays 0,
 //! and a later writer's event waits for the sweep (`queue.processing_interval_seconds`)
-//! or the next wake-up for another reason. It is delayed, never lost. The same holds
+//! or the next wake-up for another reason; the settle after that pass finds the flag
+//! disarmed and arms it again. It is delayed, never lost. The same holds
 //! for a NOTIFY sent while the listener was reconnecting; the listener asks for a
 //! full catch-up after every (re)connect.
 //!
@@ -66,19 +67,27 @@ pub(crate) const ARM: &str = "SELECT set_config('synchronous_commit', 'off', tru
 /// Step 2: writers that may have read the flag before it was armed.
 ///
 /// Asked of the statement's snapshot first: when no transaction with a transaction id
-/// is in progress in the cluster, no writer can be. A writer's outbox INSERT takes
-/// its transaction id before the row is written, and it reads the flag after that: a
-/// writer not in the snapshot has either committed (step 3, later, sees its event) or
-/// will take its id, and so read the flag, after this snapshot, after the arming, and
-/// notify. Only otherwise is `pg_locks` read, which gathers every lock in the cluster
-/// (predicate locks too) to answer: about 50 µs a call, at every settle. The `CASE`
-/// keeps that order (its subqueries run only when the branch reaches them).
+/// is in progress in the cluster, no writer that read the flag disarmed can be. A
+/// writer's outbox INSERT takes its transaction id before the row is written, and it
+/// reads the flag after that. One that read it disarmed did so before the `setval`
+/// that armed it, which takes a transaction id of its own, larger, in a transaction
+/// committed before this statement: so the snapshot's horizon (`xmax`, past the latest
+/// transaction completed) is past the writer's id, and the writer is in the snapshot's
+/// list unless it has finished (and step 3, later, sees its event). The `setval` is
+/// step 1 of this relay, or of another relay whose own step 2 follows it (step 1
+/// skips it when the flag is armed already). Only when some transaction is in progress
+/// is `pg_locks` read, which gathers every lock in the cluster (predicate locks too)
+/// to answer: about 50 µs a call, at every settle. The `CASE` keeps that order (its
+/// subqueries run only when the branch reaches them). `IS DISTINCT FROM`: a prepared
+/// transaction's locks have no pid, and a writer that prepared after reading the flag
+/// disarmed is a writer in flight until it commits.
 pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT CASE
     WHEN NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot())) THEN false
     ELSE EXISTS (
         SELECT 1 FROM pg_locks
         WHERE locktype = 'relation' AND relation = 'webhook_events'::regclass
-          AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())
+          AND mode = 'RowExclusiveLock' AND granted
+          AND pid IS DISTINCT FROM pg_backend_pid())
     END";
 
 /// Step 3, in a newer snapshot: unrouted events of a known type, and how long until
@@ -169,12 +178,15 @@ fn work_of(
 
 /// Steps 1 to 3, once. The caller pauses and calls again on [`Settled::Writers`].
 ///
-/// `armed`: this relay's last settle ended idle and no notification has come since, so
-/// the flag is still armed, or a writer disarmed it and that writer's notification is
-/// on its way. Steps 1 and 2 are then done: every writer that read the flag before
-/// that arming was waited for then, and every one since either saw it armed or comes
-/// after a writer who notifies. Step 3 alone finds what an outcome made claimable (a
-/// retry, an entity's next row, an endpoint with room again).
+/// `armed`: this relay's last settle ended idle and no notification has come since.
+/// Then step 3 runs first, alone, and reads the flag too: still armed, steps 1 and 2
+/// need not run again. Every arming of the flag is a relay's step 1, followed by its
+/// step 2, which waited for the writers that had read it disarmed before; every writer
+/// since has read it armed, and so has not disarmed it. Step 3 alone finds what an
+/// outcome made claimable (a retry, an entity's next row, an endpoint with room again).
+/// Found disarmed (a writer's notification not here yet, or never coming: that writer
+/// rolled back, or holds its transaction open, or the wake-up was dropped), the
+/// settle runs whole, as without `armed`.
 pub(crate) async fn settle(
     db: &Db,
     routes: &RouteTable,
@@ -183,19 +195,25 @@ pub(crate) async fn settle(
 ) -> Result<Settled, DaemonError> {
     let client = db.client().await?;
     if armed {
-        let (work, next_due) = db
+        let looked = db
             .bounded("looking for work", async {
                 let work = client.prepare_cached(WORK_WAITING).await?;
                 let rows = query_planned_once(&client, &work, &work_params(routes, load)).await?;
-                Ok(work_of(rows.first())?)
+                let still_armed = match rows.first() {
+                    Some(row) => row.try_get::<_, Option<bool>>(2)? == Some(true),
+                    None => false,
+                };
+                Ok((work_of(rows.first())?, still_armed))
             })
             .await?;
-        let next_due = due_in(next_due);
-        return Ok(if work {
-            Settled::Work { next_due }
-        } else {
-            Settled::Idle { next_due }
-        });
+        if let ((work, next_due), true) = looked {
+            let next_due = due_in(next_due);
+            return Ok(if work {
+                Settled::Work { next_due }
+            } else {
+                Settled::Idle { next_due }
+            });
+        }
     }
     let (events, next_due, writers) = db
         .bounded("arming the wake-up", async {

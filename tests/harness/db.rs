@@ -144,6 +144,22 @@ impl TestDb {
         .await;
     }
 
+    /// Whether the wake-up is armed (`webhook_relay_wakeup` at 1): the relay is idle,
+    /// and the next writer notifies.
+    pub async fn wake_up_armed(&self) -> bool {
+        self.count("SELECT last_value::int8 FROM webhook_relay_wakeup")
+            .await
+            == 1
+    }
+
+    /// Waits until the relay is idle and has armed its wake-up.
+    pub async fn wait_armed(&self, timeout: Duration) {
+        crate::wait_until("the relay is idle and armed", timeout, || async {
+            self.wake_up_armed().await.then_some(())
+        })
+        .await;
+    }
+
     /// Convenience: one scalar i64 from a query.
     pub async fn count(&self, sql: &str) -> i64 {
         let client = self.client().await;

@@ -505,37 +505,29 @@ async fn a_wake_up_disarmed_by_a_rolled_back_writer_is_armed_again_after_the_nex
     let sink = Sink::start().await;
     let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
     let mut client = db.client().await;
-    let armed = || async {
-        db.count("SELECT last_value FROM webhook_relay_wakeup")
-            .await
-            == 1
-    };
     client
         .execute(EMIT_LEAD, &[&1i64])
         .await
         .expect("first event");
     db.wait_for_queue_status("sent", 1, T).await;
-    wait_until("the relay to arm its wake-up", T, || async {
-        armed().await.then_some(())
-    })
-    .await;
+    db.wait_armed(T).await;
 
     let tx = client.transaction().await.expect("begin");
     tx.execute(EMIT_LEAD, &[&2i64])
         .await
         .expect("event rolled back");
     tx.rollback().await.expect("rollback");
-    assert!(!armed().await, "the rolled-back writer took the flag");
+    assert!(
+        !db.wake_up_armed().await,
+        "the rolled-back writer took the flag"
+    );
 
     client
         .execute(EMIT_LEAD, &[&3i64])
         .await
         .expect("third event");
     db.wait_for_queue_status("sent", 2, T).await;
-    wait_until("the relay to arm its wake-up again", T, || async {
-        armed().await.then_some(())
-    })
-    .await;
+    db.wait_armed(T).await;
     let leads: Vec<i64> = sink
         .wait_for(2, T)
         .await
@@ -563,13 +555,7 @@ async fn a_row_made_pending_without_a_wake_up_goes_out_with_the_next_event() {
         .await
         .expect("first event");
     db.wait_for_queue_status("sent", 1, T).await;
-    wait_until("the relay to arm its wake-up", T, || async {
-        (db.count("SELECT last_value FROM webhook_relay_wakeup")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    db.wait_armed(T).await;
 
     let url = format!("{}/webhook/lead-scraped", sink.url());
     client

@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_tests::{
-    wait_until, PrivateCluster, RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers,
-};
+use relay_tests::{PrivateCluster, RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers};
 use tokio_postgres::AsyncMessage;
 
 const T: Duration = Duration::from_secs(60);
@@ -85,16 +83,6 @@ async fn peak_queue_usage<F: std::future::Future<Output = ()>>(url: &str, work: 
     peak.max(sample().await)
 }
 
-async fn wait_armed(db: &TestDb) {
-    wait_until("the relay is idle and armed", T, || async {
-        (db.count("SELECT last_value::int8 FROM webhook_relay_wakeup")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
-}
-
 const BURST: WriterPlan = WriterPlan {
     writers: 8,
     each: 500,
@@ -109,7 +97,7 @@ async fn with_the_relay_frozen_a_write_burst_commits_every_insert_and_notifies_a
     let db = TestDb::migrated_on(&cluster.server()).await;
     let sink = Sink::start().await;
     let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
-    wait_armed(&db).await;
+    db.wait_armed(T).await;
     relay.signal("STOP");
     let notifications = listen_and_count(&db.url).await;
 
@@ -151,7 +139,7 @@ async fn with_n8n_slowing_the_relay_a_write_burst_sends_almost_no_notifications(
     let _relay = RelayBuilder::new(&db.url, &sink.url())
         .env("RELAY_QUEUE__WORKERS", 4)
         .spawn();
-    wait_armed(&db).await;
+    db.wait_armed(T).await;
     let notifications = listen_and_count(&db.url).await;
 
     let writers = Writers::spawn(&db.url, BURST);
@@ -178,7 +166,7 @@ async fn with_a_healthy_relay_a_write_burst_notifies_for_few_of_its_inserts() {
     let db = TestDb::migrated_on(&cluster.server()).await;
     let sink = Sink::start().await;
     let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
-    wait_armed(&db).await;
+    db.wait_armed(T).await;
     let notifications = listen_and_count(&db.url).await;
 
     let writers = Writers::spawn(&db.url, BURST);

@@ -111,13 +111,7 @@ async fn a_fast_postgres_restart_mid_stream_loses_nothing_and_deliveries_resume_
     assert!(log.contains("listener reconnected"), "{log}");
 
     // LISTEN works again: an idle relay is woken by a single new event at once.
-    wait_until("the relay is idle and armed", T, || async {
-        let armed = db
-            .count("SELECT last_value::int8 FROM webhook_relay_wakeup")
-            .await;
-        (armed == 1).then_some(())
-    })
-    .await;
+    db.wait_armed(T).await;
     let before = sink.count();
     db.client()
         .await

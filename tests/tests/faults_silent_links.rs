@@ -20,12 +20,6 @@ async fn insert_lead(db: &TestDb) {
         .expect("insert lead");
 }
 
-async fn armed(db: &TestDb) -> bool {
-    db.count("SELECT last_value::int8 FROM webhook_relay_wakeup")
-        .await
-        == 1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_listener_backend_is_replaced_and_wake_ups_reach_the_new_one() {
     let db = TestDb::migrated().await;
@@ -49,10 +43,7 @@ async fn a_terminated_listener_backend_is_replaced_and_wake_ups_reach_the_new_on
         .await;
         sink.wait_for_distinct(2 * round - 1, T).await;
         // And once idle again, a single write wakes it through the new connection.
-        wait_until("the relay is idle and armed", T, || async {
-            armed(&db).await.then_some(())
-        })
-        .await;
+        db.wait_armed(T).await;
         let woke = Instant::now();
         insert_lead(&db).await;
         sink.wait_for_distinct(2 * round, Duration::from_secs(5))
@@ -80,10 +71,7 @@ async fn a_link_that_goes_silent_without_a_fin_is_noticed_and_replaced() {
     let first = wait_until("the relay listens", T, || db.listener_pid()).await;
     insert_lead(&db).await;
     sink.wait_for(1, T).await;
-    wait_until("the relay is idle and armed", T, || async {
-        armed(&db).await.then_some(())
-    })
-    .await;
+    db.wait_armed(T).await;
 
     // Every open link goes quiet; new connections still get through.
     proxy.blackhole();
@@ -105,10 +93,7 @@ async fn a_link_that_goes_silent_without_a_fin_is_noticed_and_replaced() {
     .await;
 
     // Fully back: an idle relay is woken by one write at once.
-    wait_until("the relay is idle and armed", T, || async {
-        armed(&db).await.then_some(())
-    })
-    .await;
+    db.wait_armed(T).await;
     let woke = Instant::now();
     insert_lead(&db).await;
     sink.wait_for_distinct(4, Duration::from_secs(5)).await;

@@ -44,7 +44,13 @@
 //! disarmed it and then rolled back. Its NOTIFY is never delivered, the flag stays 0,
 //! and a later writer's event waits for the sweep (`queue.processing_interval_seconds`)
 //! or the next wake-up for another reason; the settle after that pass finds the flag
-//! disarmed and arms it again. It is delayed, never lost. The same holds
+//! disarmed and arms it again. With several relays, one more: a relay that finds the
+//! flag still armed (its settle then only looks) leaves the writers that read it
+//! disarmed to the relay that armed it again, whose step 2 waits for them; if that
+//! relay stops before such a writer commits, the writer's event waits for the sweep
+//! too. And a writer that took the flag and holds its transaction open (a prepared
+//! transaction left uncommitted, say) keeps every relay checking again every 50 ms
+//! until it ends. It is delayed, never lost. The same holds
 //! for a NOTIFY sent while the listener was reconnecting; the listener asks for a
 //! full catch-up after every (re)connect.
 //!

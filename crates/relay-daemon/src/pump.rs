@@ -10,9 +10,11 @@
 //! claim again to find out, and with no delivery out they settle at once (arm the
 //! wake-up, or find it still armed, and look: [`wakeup::settle`]) unless the last
 //! such settle found work waiting. A pass that routes a writer's notified events
-//! skips the due claim when the last look found no pending row due. At a steady 200 events/s that is one route and one settle
-//! per event, where it was a route, a due claim, and three looks. A database error
-//! never ends the loop: it is logged, the pump backs off, and tries again.
+//! skips the due claim when the last look found no pending row due. At a steady 200
+//! events/s that is one route and two looks per event (the settle as its delivery
+//! ends, which arms the wake-up, and a look as its outcome is written), where it was a
+//! route, a due claim and three or four looks. A database error never ends the loop:
+//! it is logged, the pump backs off, and tries again.
 
 use std::time::Duration;
 

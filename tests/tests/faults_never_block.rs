@@ -189,3 +189,47 @@ async fn with_a_healthy_relay_a_write_burst_notifies_for_few_of_its_inserts() {
     assert!(peak < 0.0001, "notification queue usage peaked at {peak}");
     sink.wait_for_distinct(inserts as usize, T).await;
 }
+
+/// The writers check (wakeup.rs, step 2), run as the relay runs it, after arming:
+/// it sees a writer that read the flag disarmed and has not committed, and nothing
+/// else: not a transaction that holds a transaction id but has not written to the
+/// outbox (the check then reads `pg_locks`), nor a writer that has committed. Without
+/// the arming first (a `setval` with a transaction id of its own, committed), a
+/// running writer can be past the snapshot's horizon and missing from its list.
+#[tokio::test]
+async fn after_arming_the_writers_check_sees_an_uncommitted_outbox_writer_and_no_other() {
+    use relay_daemon::wakeup::{ARM, WRITERS_IN_FLIGHT};
+    let db = TestDb::migrated().await;
+    let relay = db.client().await;
+    let settle = || async {
+        relay.query_one(ARM, &[]).await.expect("arming");
+        relay
+            .query_one(WRITERS_IN_FLIGHT, &[])
+            .await
+            .expect("the writers check")
+            .get::<_, bool>(0)
+    };
+    let disarm = "SELECT setval('webhook_relay_wakeup', 0)";
+    assert!(!settle().await, "nobody writes");
+
+    let mut other = db.client().await;
+    let tx = other.transaction().await.expect("begin");
+    tx.query_one("SELECT txid_current()", &[])
+        .await
+        .expect("a transaction id");
+    relay.query_one(disarm, &[]).await.expect("disarm");
+    assert!(
+        !settle().await,
+        "a transaction that holds an id but has not written to the outbox"
+    );
+    relay.query_one(disarm, &[]).await.expect("disarm");
+    tx.execute("SELECT webhook_emit('lead_scraped', 'lead', 1, '{}')", &[])
+        .await
+        .expect("an outbox row, the flag read disarmed");
+    assert!(
+        settle().await,
+        "a writer that read the flag disarmed and has not committed"
+    );
+    tx.commit().await.expect("commit");
+    assert!(!settle().await, "the writer committed");
+}

@@ -357,11 +357,8 @@ impl Pump {
         };
         let settled = wakeup::settle(&self.db, routes, &load, self.armed).await;
         self.armed = matches!(settled, Ok(Settled::Idle { .. }));
-        if let Ok(
-            Settled::Idle { next_due } | Settled::Work { next_due } | Settled::Writers { next_due },
-        ) = settled
-        {
-            self.looked(next_due, total);
+        if let Ok(settled) = settled {
+            self.looked(settled.next_due(), total);
         }
         match settled {
             Ok(Settled::Idle { next_due }) if next_due.is_none_or(|d| !d.is_zero()) => {

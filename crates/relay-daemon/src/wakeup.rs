@@ -66,7 +66,7 @@ use crate::router::RouteTable;
 use crate::shared::EndpointLoad;
 
 /// Step 1.
-pub(crate) const ARM: &str = "SELECT set_config('synchronous_commit', 'off', true),
+pub const ARM: &str = "SELECT set_config('synchronous_commit', 'off', true),
     CASE WHEN last_value = 1 THEN 1 ELSE setval('webhook_relay_wakeup', 1) END
     FROM webhook_relay_wakeup";
 
@@ -87,7 +87,7 @@ pub(crate) const ARM: &str = "SELECT set_config('synchronous_commit', 'off', tru
 /// subqueries run only when the branch reaches them). `IS DISTINCT FROM`: a prepared
 /// transaction's locks have no pid, and a writer that prepared after reading the flag
 /// disarmed is a writer in flight until it commits.
-pub(crate) const WRITERS_IN_FLIGHT: &str = "SELECT CASE
+pub const WRITERS_IN_FLIGHT: &str = "SELECT CASE
     WHEN NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot())) THEN false
     ELSE EXISTS (
         SELECT 1 FROM pg_locks
@@ -131,6 +131,17 @@ pub(crate) enum Settled {
     Idle { next_due: Option<Duration> },
 }
 
+impl Settled {
+    /// When the earliest claimable pending row is due, whatever the answer.
+    pub(crate) fn next_due(self) -> Option<Duration> {
+        match self {
+            Settled::Work { next_due }
+            | Settled::Writers { next_due }
+            | Settled::Idle { next_due } => next_due,
+        }
+    }
+}
+
 /// Step 3 alone, without arming: is there anything for a pass to take now? Events
 /// waiting, or a claimable pending row due; and when the earliest claimable pending
 /// row is due (as in [`Settled`]). One statement where an empty pass is two
@@ -141,20 +152,30 @@ pub(crate) async fn work_now(
     routes: &RouteTable,
     load: &EndpointLoad,
 ) -> Result<(bool, Option<Duration>), DaemonError> {
+    let look = look(db, routes, load).await?;
+    Ok((
+        look.events || look.next_due.is_some_and(|d| d.is_zero()),
+        look.next_due,
+    ))
+}
+
+/// [`WORK_WAITING`]'s answer.
+struct Look {
+    events: bool,
+    next_due: Option<Duration>,
+    /// The wake-up is armed.
+    armed: bool,
+}
+
+/// Step 3 on its own.
+async fn look(db: &Db, routes: &RouteTable, load: &EndpointLoad) -> Result<Look, DaemonError> {
     let client = db.client().await?;
     db.bounded("looking for work", async {
         let work = client.prepare_cached(WORK_WAITING).await?;
         let rows = query_planned_once(&client, &work, &work_params(routes, load)).await?;
-        let (events, next_due) = work_of(rows.first())?;
-        let next_due = due_in(next_due);
-        Ok((events || next_due.is_some_and(|d| d.is_zero()), next_due))
+        Ok(work_of(rows.first())?)
     })
     .await
-}
-
-/// Seconds until due (negative when due) as a wait.
-fn due_in(secs: Option<f64>) -> Option<Duration> {
-    secs.map(|secs| Duration::from_secs_f64(secs.max(0.0)))
 }
 
 /// [`WORK_WAITING`]'s parameters.
@@ -170,16 +191,24 @@ fn work_params<'a>(
     ]
 }
 
-/// [`WORK_WAITING`]'s answer: whether events wait, and in how many seconds the
-/// earliest claimable pending row is due (negative when due, `None` when there is none).
-/// Its one row missing (it never is) counts as events waiting: a pass finds out.
-fn work_of(
-    row: Option<&tokio_postgres::Row>,
-) -> Result<(bool, Option<f64>), tokio_postgres::Error> {
-    match row {
-        Some(row) => Ok((row.try_get(0)?, row.try_get(1)?)),
-        None => Ok((true, None)),
-    }
+/// [`WORK_WAITING`]'s answer: whether events wait, in how many seconds the earliest
+/// claimable pending row is due (the query says it in seconds, negative when due), and
+/// whether the wake-up is armed. Its one row missing (it never is) counts as events
+/// waiting and the wake-up disarmed: a pass finds out.
+fn work_of(row: Option<&tokio_postgres::Row>) -> Result<Look, tokio_postgres::Error> {
+    let Some(row) = row else {
+        return Ok(Look {
+            events: true,
+            next_due: None,
+            armed: false,
+        });
+    };
+    let secs: Option<f64> = row.try_get(1)?;
+    Ok(Look {
+        events: row.try_get(0)?,
+        next_due: secs.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+        armed: row.try_get::<_, Option<bool>>(2)? == Some(true),
+    })
 }
 
 /// Steps 1 to 3, once. The caller pauses and calls again on [`Settled::Writers`].
@@ -199,29 +228,19 @@ pub(crate) async fn settle(
     load: &EndpointLoad,
     armed: bool,
 ) -> Result<Settled, DaemonError> {
-    let client = db.client().await?;
     if armed {
-        let looked = db
-            .bounded("looking for work", async {
-                let work = client.prepare_cached(WORK_WAITING).await?;
-                let rows = query_planned_once(&client, &work, &work_params(routes, load)).await?;
-                let still_armed = match rows.first() {
-                    Some(row) => row.try_get::<_, Option<bool>>(2)? == Some(true),
-                    None => false,
-                };
-                Ok((work_of(rows.first())?, still_armed))
-            })
-            .await?;
-        if let ((work, next_due), true) = looked {
-            let next_due = due_in(next_due);
-            return Ok(if work {
+        let look = look(db, routes, load).await?;
+        if look.armed {
+            let next_due = look.next_due;
+            return Ok(if look.events {
                 Settled::Work { next_due }
             } else {
                 Settled::Idle { next_due }
             });
         }
     }
-    let (events, next_due, writers) = db
+    let client = db.client().await?;
+    let (look, writers) = db
         .bounded("arming the wake-up", async {
             let arm = client.prepare_cached(ARM).await?;
             let writers = client.prepare_cached(WRITERS_IN_FLIGHT).await?;
@@ -235,13 +254,11 @@ pub(crate) async fn settle(
                 query_planned_once(&client, &work, &params),
             )
             .await?;
-            let (events, next_due) = work_of(work.first())?;
-            let writers: bool = writers.try_get(0)?;
-            Ok((events, next_due, writers))
+            Ok((work_of(work.first())?, writers.try_get::<_, bool>(0)?))
         })
         .await?;
-    let next_due = due_in(next_due);
-    if events {
+    let next_due = look.next_due;
+    if look.events {
         return Ok(Settled::Work { next_due });
     }
     Ok(if writers {

@@ -17,6 +17,13 @@
 -- against 0.68, 0.65, 0.71 with the SELECT (n8n-relay-bench, interleaved).
 -- How the relay closes the hand-over gap (a writer that read 0 just before the relay
 -- armed) is described in crates/relay-daemon/src/wakeup.rs.
+--
+-- Two-phase commit: Postgres refuses PREPARE TRANSACTION in a transaction that has
+-- sent a NOTIFY, so a writer that found the flag armed could not prepare. A session
+-- (or role) that prepares its transactions sets n8n_relay.notify = 'off': its writes
+-- neither notify nor disarm, and the relay finds their events on its next look (the
+-- next writer's notification, or the sweep every queue.processing_interval_seconds).
+-- The setting is read only when the flag is armed, so other writes pay nothing for it.
 
 CREATE SEQUENCE IF NOT EXISTS webhook_relay_wakeup
     AS integer MINVALUE 0 MAXVALUE 1 START WITH 0 NO CYCLE;
@@ -67,9 +74,13 @@ BEGIN
     -- Read the flag only after the INSERT: the relay relies on a writer holding its
     -- lock on webhook_events before it looks (see wakeup.rs).
     IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
-        PERFORM setval('webhook_relay_wakeup', 0);
-        -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
-        PERFORM pg_notify('n8n_relay', v_id::text);
+        -- A session that declined notifying (two-phase commit: see above) leaves the
+        -- flag armed for the next writer; the relay's sweep finds its event.
+        IF current_setting('n8n_relay.notify', true) IS DISTINCT FROM 'off' THEN
+            PERFORM setval('webhook_relay_wakeup', 0);
+            -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
+            PERFORM pg_notify('n8n_relay', v_id::text);
+        END IF;
     END IF;
     RETURN v_id;
 END;

@@ -315,12 +315,14 @@ hostssl all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.
     }
 
     /// Port, socket directory and test settings, appended so they win over what
-    /// initdb or a base backup wrote.
+    /// initdb or a base backup wrote. Prepared transactions are allowed (the shared
+    /// server allows none) for the two-phase writers' test.
     fn configure(&self) -> Result<(), String> {
         let settings = format!(
             "\n# n8n-relay test cluster\nport = {}\nlisten_addresses = '127.0.0.1'\n\
 unix_socket_directories = '{}'\nfsync = off\nmax_connections = 60\n\
-wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n",
+wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n\
+max_prepared_transactions = 4\n",
             self.port,
             self.dir.display()
         );

@@ -233,3 +233,75 @@ async fn after_arming_the_writers_check_sees_an_uncommitted_outbox_writer_and_no
     tx.commit().await.expect("commit");
     assert!(!settle().await, "the writer committed");
 }
+
+/// Two-phase commit: Postgres refuses `PREPARE TRANSACTION` in a transaction that sent
+/// a NOTIFY, so a writer that found the wake-up armed could not prepare its business
+/// write. A session that sets `n8n_relay.notify = off` writes its event without
+/// notifying and without disarming the flag (the next writer still wakes the relay),
+/// prepares and commits, and the relay delivers the event from its sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_phase_writer_that_declines_the_notification_prepares_and_its_event_is_delivered() {
+    let cluster = PrivateCluster::start().expect("private cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let sink = Sink::start().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_QUEUE_PROCESSING_INTERVAL", 1)
+        .spawn();
+    db.wait_armed(T).await;
+    let writer = db.client().await;
+    let insert = "INSERT INTO leads (business_name) VALUES ($1)";
+
+    // As a two-phase writer meets it without the setting: the trigger notified.
+    writer.batch_execute("BEGIN").await.expect("begin");
+    writer
+        .execute(insert, &[&"prepared without the setting"])
+        .await
+        .expect("insert");
+    let refused = writer
+        .batch_execute("PREPARE TRANSACTION 'n8n_relay_test_a'")
+        .await
+        .expect_err("PREPARE after the trigger's NOTIFY");
+    assert!(
+        refused
+            .as_db_error()
+            .is_some_and(|e| e.message().contains("NOTIFY")),
+        "{refused:?}"
+    );
+    // The refused PREPARE rolled the write back; the flag it took is armed again by
+    // the relay's next settle (the sweep, every second here).
+    db.wait_armed(T).await;
+
+    writer
+        .batch_execute("SET n8n_relay.notify = off")
+        .await
+        .expect("decline notifying");
+    writer.batch_execute("BEGIN").await.expect("begin");
+    writer
+        .execute(insert, &[&"prepared with the setting"])
+        .await
+        .expect("insert");
+    writer
+        .batch_execute("PREPARE TRANSACTION 'n8n_relay_test_b'")
+        .await
+        .expect("PREPARE with notifications declined");
+    writer
+        .batch_execute("COMMIT PREPARED 'n8n_relay_test_b'")
+        .await
+        .expect("COMMIT PREPARED");
+    assert!(
+        db.wake_up_armed().await,
+        "a writer that declined notifying leaves the flag armed for the next one"
+    );
+
+    let got = sink.wait_for_distinct(1, T).await;
+    assert_eq!(
+        got[0].json()["data"]["business_name"],
+        "prepared with the setting"
+    );
+    db.wait_for_queue_status("sent", 1, T).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue").await,
+        1,
+        "the rolled-back write left no event"
+    );
+}

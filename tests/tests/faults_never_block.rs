@@ -190,6 +190,19 @@ async fn with_a_healthy_relay_a_write_burst_notifies_for_few_of_its_inserts() {
     sink.wait_for_distinct(inserts as usize, T).await;
 }
 
+/// The wake-up protocol's steps 1 and 2 as the relay runs them (`wakeup::ARM`, then
+/// `wakeup::WRITERS_IN_FLIGHT`): whether a writer that read the flag disarmed may still
+/// commit an event.
+async fn arm_and_check_writers(relay: &tokio_postgres::Client) -> bool {
+    use relay_daemon::wakeup::{ARM, WRITERS_IN_FLIGHT};
+    relay.query_one(ARM, &[]).await.expect("arming");
+    relay
+        .query_one(WRITERS_IN_FLIGHT, &[])
+        .await
+        .expect("the writers check")
+        .get::<_, bool>(0)
+}
+
 /// The writers check (wakeup.rs, step 2), run as the relay runs it, after arming:
 /// it sees a writer that read the flag disarmed and has not committed, and nothing
 /// else: not a transaction that holds a transaction id but has not written to the
@@ -198,17 +211,9 @@ async fn with_a_healthy_relay_a_write_burst_notifies_for_few_of_its_inserts() {
 /// running writer can be past the snapshot's horizon and missing from its list.
 #[tokio::test]
 async fn after_arming_the_writers_check_sees_an_uncommitted_outbox_writer_and_no_other() {
-    use relay_daemon::wakeup::{ARM, WRITERS_IN_FLIGHT};
     let db = TestDb::migrated().await;
     let relay = db.client().await;
-    let settle = || async {
-        relay.query_one(ARM, &[]).await.expect("arming");
-        relay
-            .query_one(WRITERS_IN_FLIGHT, &[])
-            .await
-            .expect("the writers check")
-            .get::<_, bool>(0)
-    };
+    let settle = || arm_and_check_writers(&relay);
     let disarm = "SELECT setval('webhook_relay_wakeup', 0)";
     assert!(!settle().await, "nobody writes");
 
@@ -304,4 +309,37 @@ async fn a_two_phase_writer_that_declines_the_notification_prepares_and_its_even
         1,
         "the rolled-back write left no event"
     );
+}
+
+/// The writers check counts a writer that read the flag disarmed and then prepared its
+/// transaction (two-phase commit, no NOTIFY sent, so PREPARE is allowed): its outbox
+/// lock is held by no backend (`pid` NULL in `pg_locks`), and until COMMIT PREPARED its
+/// event is invisible, so an idle relay must keep checking. `pid <> pg_backend_pid()`
+/// left it out.
+#[tokio::test]
+async fn the_writers_check_sees_a_prepared_outbox_writer_until_it_commits() {
+    let cluster = PrivateCluster::start().expect("private cluster");
+    let db = TestDb::migrated_on(&cluster.server()).await;
+    let relay = db.client().await;
+    let settle = || arm_and_check_writers(&relay);
+    let writer = db.client().await;
+    writer.batch_execute("BEGIN").await.expect("begin");
+    writer
+        .execute("INSERT INTO leads (business_name) VALUES ('prepared')", &[])
+        .await
+        .expect("an outbox row, the flag read disarmed");
+    writer
+        .batch_execute("PREPARE TRANSACTION 'n8n_relay_test_writer'")
+        .await
+        .expect("prepare");
+    assert!(
+        settle().await,
+        "a prepared writer that read the flag disarmed"
+    );
+    writer
+        .batch_execute("COMMIT PREPARED 'n8n_relay_test_writer'")
+        .await
+        .expect("commit prepared");
+    assert!(!settle().await, "the prepared writer committed");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 }

@@ -20,10 +20,11 @@
 --
 -- Two-phase commit: Postgres refuses PREPARE TRANSACTION in a transaction that has
 -- sent a NOTIFY, so a writer that found the flag armed could not prepare. A session
--- (or role) that prepares its transactions sets n8n_relay.notify = 'off': its writes
--- neither notify nor disarm, and the relay finds their events on its next look (the
--- next writer's notification, or the sweep every queue.processing_interval_seconds).
--- The setting is read only when the flag is armed, so other writes pay nothing for it.
+-- (or role, or connection) that prepares its transactions sets n8n_relay.notify to
+-- off (or false, no, 0): its writes neither notify nor disarm, and the relay finds
+-- their events on its next look (the next writer's notification, or the sweep every
+-- queue.processing_interval_seconds). The setting is read only when the flag is
+-- armed, so other writes pay nothing for it.
 
 CREATE SEQUENCE IF NOT EXISTS webhook_relay_wakeup
     AS integer MINVALUE 0 MAXVALUE 1 START WITH 0 NO CYCLE;
@@ -76,7 +77,8 @@ BEGIN
     IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
         -- A session that declined notifying (two-phase commit: see above) leaves the
         -- flag armed for the next writer; the relay's sweep finds its event.
-        IF current_setting('n8n_relay.notify', true) IS DISTINCT FROM 'off' THEN
+        IF lower(coalesce(current_setting('n8n_relay.notify', true), 'on'))
+               NOT IN ('off', 'false', 'no', '0') THEN
             PERFORM setval('webhook_relay_wakeup', 0);
             -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
             PERFORM pg_notify('n8n_relay', v_id::text);

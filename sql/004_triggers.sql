@@ -105,7 +105,8 @@ BEGIN
     END IF;
     -- The wake-up, as in webhook_emit() (002_webhook_emit.sql).
     IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
-        IF current_setting('n8n_relay.notify', true) IS DISTINCT FROM 'off' THEN
+        IF lower(coalesce(current_setting('n8n_relay.notify', true), 'on'))
+               NOT IN ('off', 'false', 'no', '0') THEN
             PERFORM setval('webhook_relay_wakeup', 0);
             PERFORM pg_notify('n8n_relay', v_event::text);
         END IF;
@@ -153,7 +154,8 @@ BEGIN
     VALUES (v_type, v_entity, v_id, v_data) RETURNING id INTO v_event;
     -- The wake-up, as in webhook_emit() (002_webhook_emit.sql).
     IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
-        IF current_setting('n8n_relay.notify', true) IS DISTINCT FROM 'off' THEN
+        IF lower(coalesce(current_setting('n8n_relay.notify', true), 'on'))
+               NOT IN ('off', 'false', 'no', '0') THEN
             PERFORM setval('webhook_relay_wakeup', 0);
             PERFORM pg_notify('n8n_relay', v_event::text);
         END IF;

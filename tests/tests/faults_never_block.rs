@@ -241,7 +241,7 @@ async fn after_arming_the_writers_check_sees_an_uncommitted_outbox_writer_and_no
 
 /// Two-phase commit: Postgres refuses `PREPARE TRANSACTION` in a transaction that sent
 /// a NOTIFY, so a writer that found the wake-up armed could not prepare its business
-/// write. A session that sets `n8n_relay.notify = off` writes its event without
+/// write. A transaction that sets `n8n_relay.notify` to off writes its event without
 /// notifying and without disarming the flag (the next writer still wakes the relay),
 /// prepares and commits, and the relay delivers the event from its sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,15 +276,21 @@ async fn a_two_phase_writer_that_declines_the_notification_prepares_and_its_even
     // the relay's next settle (the sweep, every second here).
     db.wait_armed(T).await;
 
+    // In the transaction, as behind a transaction-mode pooler; any spelling of off.
     writer
-        .batch_execute("SET n8n_relay.notify = off")
+        .batch_execute("BEGIN; SET LOCAL n8n_relay.notify = 'False'")
         .await
         .expect("decline notifying");
-    writer.batch_execute("BEGIN").await.expect("begin");
     writer
         .execute(insert, &[&"prepared with the setting"])
         .await
         .expect("insert");
+    let flag: i64 = writer
+        .query_one("SELECT last_value::int8 FROM webhook_relay_wakeup", &[])
+        .await
+        .expect("the flag")
+        .get(0);
+    assert_eq!(flag, 1, "the writer left the wake-up armed");
     writer
         .batch_execute("PREPARE TRANSACTION 'n8n_relay_test_b'")
         .await

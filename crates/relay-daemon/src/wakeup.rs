@@ -35,7 +35,8 @@
 //!   event is waiting. A notification ends the pause early: a writer that reads the
 //!   flag while the relay waits is exactly the one that notifies.
 //!
-//! A writer that reads the flag after step 1 sees it armed and notifies. Either way
+//! A writer that reads the flag after step 1 sees it armed and notifies (unless its
+//! session declined to, below). Either way
 //! the relay cannot sleep on a committed, unrouted event. (Step 2 is conservative:
 //! any holder, a business writer that has not reached its flag check or an unrelated
 //! one, only makes the relay look again.)
@@ -48,9 +49,12 @@
 //! flag still armed (its settle then only looks) leaves the writers that read it
 //! disarmed to the relay that armed it again, whose step 2 waits for them; if that
 //! relay stops before such a writer commits, the writer's event waits for the sweep
-//! too. And a writer that took the flag and holds its transaction open (a prepared
-//! transaction left uncommitted, say) keeps every relay checking again every 50 ms
-//! until it ends. It is delayed, never lost. The same holds
+//! too. A writer whose session declined notifying (`n8n_relay.notify = off`, for
+//! two-phase commit, which Postgres refuses after a NOTIFY) leaves the flag armed and
+//! its event to the next writer's notification or the sweep. And a writer that took
+//! the flag and holds its transaction open (a prepared transaction left uncommitted,
+//! say) keeps every relay checking again every 50 ms until it ends. It is delayed,
+//! never lost. The same holds
 //! for a NOTIFY sent while the listener was reconnecting; the listener asks for a
 //! full catch-up after every (re)connect.
 //!

@@ -42,6 +42,27 @@ AS $$
     ]::text[]
 $$;
 
+-- The wake-up, for a writer that has written its outbox row and read the flag armed:
+-- disarm it and notify, unless this session declined notifying (two-phase commit: see
+-- above; the flag then stays armed for the next writer). webhook_emit() and the
+-- triggers of 004_triggers.sql call it only in that branch, so a business write pays
+-- for the call only when it is the one that wakes the relay. It runs with its
+-- caller's rights: theirs are the owner's, anyone else's cannot set the flag.
+CREATE OR REPLACE FUNCTION webhook_wake_relay(p_event bigint)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+AS $$
+BEGIN
+    IF lower(coalesce(current_setting('n8n_relay.notify', true), 'on'))
+           NOT IN ('off', 'false', 'no', '0') THEN
+        PERFORM setval('webhook_relay_wakeup', 0);
+        -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
+        PERFORM pg_notify('n8n_relay', p_event::text);
+    END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION webhook_emit(
     p_event_type  text,
     p_entity_type text,
@@ -75,14 +96,7 @@ BEGIN
     -- Read the flag only after the INSERT: the relay relies on a writer holding its
     -- lock on webhook_events before it looks (see wakeup.rs).
     IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
-        -- A session that declined notifying (two-phase commit: see above) leaves the
-        -- flag armed for the next writer; the relay's sweep finds its event.
-        IF lower(coalesce(current_setting('n8n_relay.notify', true), 'on'))
-               NOT IN ('off', 'false', 'no', '0') THEN
-            PERFORM setval('webhook_relay_wakeup', 0);
-            -- At most the id: a NOTIFY payload is capped at 8000 bytes, the row is not.
-            PERFORM pg_notify('n8n_relay', v_id::text);
-        END IF;
+        PERFORM webhook_wake_relay(v_id);
     END IF;
     RETURN v_id;
 END;

@@ -28,7 +28,8 @@
 -- switch, and the event-type check these fixed names do not need) cost about a tenth
 -- of the insert rate. They run as their owner (SECURITY DEFINER), as webhook_emit()
 -- does, so a business role needs no privilege on the relay's tables; and like it they
--- read the wake-up flag only after the INSERT, and notify only when the relay armed it.
+-- read the wake-up flag only after the INSERT, and notify only when the relay armed it
+-- (webhook_wake_relay(), a call paid only by the write that wakes the relay).
 -- The id goes in with jsonb_set(), not `row || jsonb_build_object(...)`: the same
 -- object, without building a second one to merge (about 5,000 fewer instructions per
 -- business INSERT, counted by crates/n8n-relay-bench/insert-instructions.sh).
@@ -105,11 +106,7 @@ BEGIN
     END IF;
     -- The wake-up, as in webhook_emit() (002_webhook_emit.sql).
     IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
-        IF lower(coalesce(current_setting('n8n_relay.notify', true), 'on'))
-               NOT IN ('off', 'false', 'no', '0') THEN
-            PERFORM setval('webhook_relay_wakeup', 0);
-            PERFORM pg_notify('n8n_relay', v_event::text);
-        END IF;
+        PERFORM webhook_wake_relay(v_event);
     END IF;
     RETURN NULL;
 END;
@@ -154,11 +151,7 @@ BEGIN
     VALUES (v_type, v_entity, v_id, v_data) RETURNING id INTO v_event;
     -- The wake-up, as in webhook_emit() (002_webhook_emit.sql).
     IF (SELECT last_value FROM webhook_relay_wakeup) = 1 THEN
-        IF lower(coalesce(current_setting('n8n_relay.notify', true), 'on'))
-               NOT IN ('off', 'false', 'no', '0') THEN
-            PERFORM setval('webhook_relay_wakeup', 0);
-            PERFORM pg_notify('n8n_relay', v_event::text);
-        END IF;
+        PERFORM webhook_wake_relay(v_event);
     END IF;
     RETURN NULL;
 END;

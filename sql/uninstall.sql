@@ -21,6 +21,7 @@ $$;
 DROP FUNCTION IF EXISTS webhook_leads_emit();
 DROP FUNCTION IF EXISTS webhook_asset_emit();
 DROP FUNCTION IF EXISTS webhook_emit(text, text, bigint, jsonb);
+DROP FUNCTION IF EXISTS webhook_wake_relay(bigint);
 DROP FUNCTION IF EXISTS webhook_event_types();
 DROP FUNCTION IF EXISTS webhook_order_gate(text, text, bigint, bigint, text, text[]);
 DROP SEQUENCE IF EXISTS webhook_relay_wakeup;

@@ -171,6 +171,20 @@ struct Look {
     armed: bool,
 }
 
+impl Look {
+    /// What a settle ends in, given whether step 2 saw writers in flight.
+    fn settled(&self, writers: bool) -> Settled {
+        let next_due = self.next_due;
+        if self.events {
+            Settled::Work { next_due }
+        } else if writers {
+            Settled::Writers { next_due }
+        } else {
+            Settled::Idle { next_due }
+        }
+    }
+}
+
 /// Step 3 on its own.
 async fn look(db: &Db, routes: &RouteTable, load: &EndpointLoad) -> Result<Look, DaemonError> {
     let client = db.client().await?;
@@ -235,12 +249,7 @@ pub(crate) async fn settle(
     if armed {
         let look = look(db, routes, load).await?;
         if look.armed {
-            let next_due = look.next_due;
-            return Ok(if look.events {
-                Settled::Work { next_due }
-            } else {
-                Settled::Idle { next_due }
-            });
+            return Ok(look.settled(false));
         }
     }
     let client = db.client().await?;
@@ -261,13 +270,5 @@ pub(crate) async fn settle(
             Ok((work_of(work.first())?, writers.try_get::<_, bool>(0)?))
         })
         .await?;
-    let next_due = look.next_due;
-    if look.events {
-        return Ok(Settled::Work { next_due });
-    }
-    Ok(if writers {
-        Settled::Writers { next_due }
-    } else {
-        Settled::Idle { next_due }
-    })
+    Ok(look.settled(writers))
 }

@@ -335,13 +335,7 @@ impl Pump {
         let (load, total) = self.load();
         // A rate-starved URL's rows count as not claimable (and every row when the
         // n8n-wide limit is out of tokens); look again at the refill.
-        let refill = match (
-            self.steering.next_refill(),
-            self.dispatcher.cooldown_ends_in(),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let refill = self.held_back_for();
         let starved;
         let routes = if total == 0 && self.routes.delivering {
             let mut r = self.routes.clone();
@@ -382,14 +376,24 @@ impl Pump {
         }
     }
 
+    /// How long until a rate limit's refill or an endpoint's cool-down lets rows go
+    /// that it holds back now (`None`: nothing is held back so).
+    fn held_back_for(&self) -> Option<Duration> {
+        match (
+            self.steering.next_refill(),
+            self.dispatcher.cooldown_ends_in(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// A look for work found the earliest claimable pending row due in `next_due`
     /// (`None`: there is none): until then, and until a wake-up that can change that,
     /// passes need no due claim (`none_due_until`). Not while a rate limit holds rows
     /// back, which the look does not count.
     fn looked(&mut self, next_due: Option<Duration>, total: usize) {
-        let limited = total == 0
-            || self.steering.next_refill().is_some()
-            || self.dispatcher.cooldown_ends_in().is_some();
+        let limited = total == 0 || self.held_back_for().is_some();
         self.none_due_until =
             (!limited).then(|| tokio::time::Instant::now() + next_due.unwrap_or(NONE_DUE_FOR));
     }

@@ -14,7 +14,9 @@
 --   videos      status          -> 'completed'|'approved' -> video_completed
 --   videos      status          -> 'failed'              -> video_failed
 --   videos      status          -> 'pending_approval'    -> approval_requested (approval_type "video")
--- An INSERT that already carries one of these statuses fires like the transition.
+-- A demo_sites or videos INSERT that already carries one of these statuses fires like
+-- the transition; a lead inserted 'qualified' announces lead_qualified after
+-- lead_scraped, and a lead inserted with any other of these values only lead_scraped.
 -- "approved" (set by an n8n approval callback) means the demo or video is ready for the
 -- next step, which is what *_completed tells n8n; "rejected" emits nothing.
 -- workflow_error comes from the error-notification callback through webhook_emit.

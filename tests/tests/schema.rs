@@ -192,3 +192,98 @@ async fn a_lead_inserted_qualified_announces_both_events_with_its_id() {
         assert_eq!(payload, &serde_json::Value::Object(expected));
     }
 }
+
+/// Every object in the database's own schemas, as one sorted list: relations (with
+/// their kind), functions (with their arguments), types, triggers, extensions. What an
+/// uninstall must bring back to its state before the install.
+async fn objects(client: &tokio_postgres::Client) -> Vec<String> {
+    const OBJECTS: &str = "
+        SELECT 'relation ' || c.oid::regclass::text || ' ' || c.relkind::text
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+          AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
+        UNION ALL
+        SELECT 'function ' || p.oid::regprocedure::text
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+        UNION ALL
+        SELECT 'type ' || t.oid::regtype::text
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+        UNION ALL
+        SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text
+        FROM pg_trigger WHERE NOT tgisinternal
+        UNION ALL
+        SELECT 'extension ' || extname FROM pg_extension
+        ORDER BY 1";
+    client
+        .query(OBJECTS, &[])
+        .await
+        .expect("list the database's objects")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn uninstall_leaves_the_database_as_before_the_install_with_its_business_rows() {
+    let db = TestDb::empty().await;
+    let mut client = db.client().await;
+    // The business tables exist first, with a row, as in a database the relay joins.
+    let example = relay_core::schema::SCRIPTS
+        .iter()
+        .find(|s| s.example_only)
+        .expect("the example tables script");
+    client
+        .batch_execute(example.sql)
+        .await
+        .expect("business tables");
+    client
+        .batch_execute("INSERT INTO leads (business_name) VALUES ('Before Install Ltd')")
+        .await
+        .expect("a business row");
+    let before = objects(&client).await;
+
+    relay_core::schema::migrate(&mut client, true)
+        .await
+        .expect("install");
+    client
+        .batch_execute("INSERT INTO leads (business_name) VALUES ('Installed Inc')")
+        .await
+        .expect("a business write through the triggers");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
+    let installed = objects(&client).await;
+    assert!(
+        installed.len() > before.len() + 10,
+        "the install added its tables and functions: {installed:?}"
+    );
+
+    // As a DBA runs it, and again: it is idempotent.
+    for run in ["first", "second"] {
+        client
+            .batch_execute(relay_core::schema::UNINSTALL_SQL)
+            .await
+            .unwrap_or_else(|e| panic!("uninstall, {run} run: {e}"));
+    }
+    assert_eq!(
+        objects(&client).await,
+        before,
+        "uninstall leaves exactly the objects that were there before the install"
+    );
+    // The business rows are untouched, and writes no longer need the relay's tables.
+    client
+        .batch_execute("INSERT INTO leads (business_name) VALUES ('After Uninstall plc')")
+        .await
+        .expect("a business write after the uninstall");
+    assert_eq!(db.count("SELECT count(*) FROM leads").await, 3);
+
+    // And the relay installs again over what is left.
+    relay_core::schema::migrate(&mut client, true)
+        .await
+        .expect("install again after an uninstall");
+    client
+        .batch_execute("INSERT INTO leads (business_name) VALUES ('Reinstalled GmbH')")
+        .await
+        .expect("a business write through the reinstalled triggers");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
+}

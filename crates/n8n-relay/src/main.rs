@@ -37,7 +37,8 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let sources = Sources::standard(cli.config.clone());
-    // `sign` works without a valid database config, everything else needs it.
+    // `sign --secret` works without a valid config (without `--secret` it loads the
+    // config for the callback secret); everything else needs it.
     if let Command::Sign(args) = &cli.command {
         return commands::sign::run(&sources, args);
     }

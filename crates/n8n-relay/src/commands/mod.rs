@@ -37,7 +37,7 @@ pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, Failure>
     Ok(client)
 }
 
-/// The start-up check of `run` and `callbacks`: settings that cannot work stop the
+/// The start-up check of `run`, `callbacks` and `console`: settings that cannot work stop the
 /// process with exit 2 before anything starts; a database that is only down is
 /// logged, and the relay waits for it as it always does.
 pub async fn check_database(config: &Config) -> Result<(), Failure> {

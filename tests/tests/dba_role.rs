@@ -713,3 +713,58 @@ async fn without_the_sequence_grant_an_event_on_a_taken_id_waits_until_the_owner
         "the event was renumbered past the identity the owner set"
     );
 }
+
+/// A GET with `Connection: close`, the whole response as text (empty when the
+/// server is not up yet).
+async fn get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn the_console_as_the_relay_role_lists_a_relay_whose_sessions_it_cannot_see_and_keeps_sampling(
+) {
+    let db = TestDb::migrated().await;
+    let roles = Roles::install(&db).await;
+    let url = roles.relay_url(&db).await;
+    let sink = Sink::start().await;
+    // The relay as another role (the test server's superuser): Postgres shows its
+    // sessions to the relay role without their address or start time.
+    let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let console = RelayBuilder::new(&url, &sink.url())
+        .args(["console"])
+        .spawn();
+    let addr = console.builder.console_addr();
+    wait_until(
+        "the overview lists the relay it cannot see into",
+        Duration::from_secs(20),
+        || async {
+            let page = get(&addr, "/").await;
+            page.contains("not visible to this role").then_some(())
+        },
+    )
+    .await;
+    // And the sampler lives on: a delivery shows up in the counts.
+    db.insert_lead().await;
+    sink.wait_for(1, Duration::from_secs(20)).await;
+    wait_until(
+        "the overview counts the delivery",
+        Duration::from_secs(20),
+        || async {
+            let page = get(&addr, "/").await;
+            page.contains("id=\"count-sent\">1<").then_some(())
+        },
+    )
+    .await;
+    let log = console.log();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -351,3 +351,104 @@ async fn an_outbox_row_of_an_unknown_event_type_waits_unrouted_and_blocks_nothin
         "the unknown event is kept for an operator"
     );
 }
+
+#[tokio::test]
+async fn an_outbox_event_timed_at_infinity_is_delivered_and_the_routes_behind_it_keep_moving() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    // Written past webhook_emit and the triggers (which take the clock's time): the
+    // bottom of the outbox, so every route statement would pick it first.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO webhook_events (event_type, entity_type, entity_id, payload, occurred_at)
+             VALUES ('lead_scraped', 'lead', 901, '{\"lead_id\": 901}', 'infinity'),
+                    ('lead_scraped', 'lead', 902, '{\"lead_id\": 902}', '-infinity')",
+        )
+        .await
+        .expect("outbox rows timed at infinity");
+    let _relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    for i in 0..3 {
+        insert_lead(&db, &format!("lead {i}")).await;
+    }
+    sink.wait_for(5, T).await;
+    wait_settled(&db, 5).await;
+    let client = db.client().await;
+    for request in sink.requests() {
+        let body = request.json();
+        let at = body["occurred_at"].as_str().unwrap_or_default().to_string();
+        // Timed at their route: a real time of the last minutes, as n8n can parse it.
+        let recent: bool = client
+            .query_one(
+                "SELECT $1::text::timestamptz BETWEEN now() - interval '5 minutes' AND now()",
+                &[&at],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: occurred_at {at:?}: {e}", body["entity_id"]))
+            .get(0);
+        assert!(recent, "{}: occurred_at {at:?}", body["entity_id"]);
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE NOT isfinite(occurred_at)")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_row_parked_at_infinity_is_never_due_and_stops_neither_the_relay_nor_the_operators_views()
+{
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    // Parked by hand, as a DBA might: pending, never due.
+    let parked: i64 = db
+        .client()
+        .await
+        .query_one(
+            "INSERT INTO webhook_queue (event_id, event_type, entity_type, entity_id, webhook_url,
+                                        payload, next_attempt_at)
+             VALUES (900, 'lead_scraped', 'lead', 900, $1, '{}', 'infinity') RETURNING id",
+            &[&format!("{}/webhook/lead-scraped", sink.url())],
+        )
+        .await
+        .expect("a parked row")
+        .get(0);
+    let relay = RelayBuilder::new(&db.url, &sink.url());
+    let running = relay.clone().spawn();
+    for i in 0..3 {
+        insert_lead(&db, &format!("lead {i}")).await;
+    }
+    sink.wait_for(3, T).await;
+    // Idle with the parked row the earliest pending one: the idle check reads its due
+    // time, and the relay goes to sleep armed (it used to fail that check for ever).
+    db.wait_armed(T).await;
+    insert_lead(&db, "after the park").await;
+    sink.wait_for(4, T).await;
+    wait_settled(&db, 4).await;
+    assert_eq!(sink.count(), 4, "the parked row is never sent");
+    // Not one failed check on the way: on Postgres 15 subtracting 'infinity' is an
+    // error, which set the relay backing off at every idle check.
+    let log = running.log();
+    assert!(!log.contains("database error"), "{log}");
+
+    for args in [
+        vec!["queue".to_string(), "show".into(), parked.to_string()],
+        vec![
+            "queue".into(),
+            "list".into(),
+            "--status".into(),
+            "pending".into(),
+            "--json".into(),
+        ],
+    ] {
+        let out = relay.clone().args(args.clone()).output().await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("infinity"), "{args:?}: {stdout}");
+    }
+}

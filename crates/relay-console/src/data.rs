@@ -216,7 +216,7 @@ const LIST: &str = "SELECT q.id, q.event_type, coalesce(q.entity_type, ''),
         coalesce(q.entity_id::text, ''), q.webhook_url, q.priority, q.status,
         q.retry_count + CASE WHEN q.status = 'sent' OR q.status = 'failed' THEN 1 ELSE 0 END,
         q.last_error,
-        to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+        coalesce(to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), q.created_at::text)
     FROM webhook_queue q
     WHERE ($1::text IS NULL OR q.status = $1)
       AND ($2::text IS NULL OR q.event_type = $2)
@@ -235,7 +235,7 @@ const LIST_BY_PRIORITY: &str = "SELECT q.id, q.event_type, coalesce(q.entity_typ
         coalesce(q.entity_id::text, ''), q.webhook_url, q.priority, q.status,
         q.retry_count + CASE WHEN q.status = 'sent' OR q.status = 'failed' THEN 1 ELSE 0 END,
         q.last_error,
-        to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+        coalesce(to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), q.created_at::text)
     FROM webhook_queue q
     WHERE ($1::text IS NULL OR q.status = $1)
       AND ($2::text IS NULL OR q.event_type = $2)
@@ -325,7 +325,7 @@ pub struct Callback {
 
 /// The incoming `webhook_logs`, newest first, by endpoint and answered status.
 const CALLBACKS: &str = "SELECT id,
-        to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        coalesce(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), created_at::text),
         coalesce(endpoint, ''), response_status, error_message, duration_ms
     FROM webhook_logs
     WHERE direction = 'incoming'

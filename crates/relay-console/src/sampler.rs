@@ -33,10 +33,14 @@ const DELIVERIES: &str = "SELECT (extract(epoch FROM date_trunc('minute', create
 
 /// The relays on this database: one row per liveness marker (every session of a
 /// relay holds it, whatever `application_name` its database URL sets), with the
-/// addresses its sessions come from and how many they are.
+/// addresses its sessions come from and how many they are. Postgres shows another
+/// role's sessions without address or start (NULL) unless the console's role has
+/// `pg_read_all_stats`: said so, rather than passed off as a local socket.
 const RELAYS: &str =
-    "SELECT string_agg(DISTINCT coalesce(host(a.client_addr), 'local socket'), ', '),
-        to_char(min(a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+    "SELECT string_agg(DISTINCT CASE WHEN a.backend_start IS NULL THEN 'not visible to this role'
+                                  ELSE coalesce(host(a.client_addr), 'local socket') END, ', '),
+        coalesce(to_char(min(a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                 'not visible to this role'),
         count(*)
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int4::oid

@@ -30,7 +30,7 @@ const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 /// The pauses with how many pending rows each holds (a row held by two pauses counts
 /// for both).
 const LIST: &str = "SELECT p.scope, p.target, p.reason, p.paused_by,
-        to_char(p.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        coalesce(to_char(p.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), p.paused_at::text),
         (SELECT count(*) FROM webhook_queue q
          WHERE q.status = 'pending'
            AND CASE p.scope WHEN 'all' THEN true

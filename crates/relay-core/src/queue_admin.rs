@@ -183,7 +183,7 @@ pub struct UnhealthyEndpoint {
 }
 
 const UNHEALTHY: &str = "SELECT url, consecutive_failures, last_error,
-        to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+        coalesce(to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), changed_at::text)
     FROM webhook_endpoints WHERE NOT healthy ORDER BY changed_at";
 
 /// One `webhook_queue` row as operators see it (the payload only in [`Detail`]).
@@ -269,12 +269,12 @@ macro_rules! row_columns {
     () => {
         r#"q.id, q.webhook_id::text, q.event_id, q.event_type, q.entity_type, q.entity_id,
        q.webhook_url, q.priority, q.status, q.retry_count, q.max_retries,
-       to_char(q.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       coalesce(to_char(q.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.next_attempt_at::text),
        q.last_error, q.last_response_status,
-       to_char(q.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-       to_char(q.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-       to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-       to_char(q.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#
+       coalesce(to_char(q.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.occurred_at::text),
+       coalesce(to_char(q.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.sent_at::text),
+       coalesce(to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.created_at::text),
+       coalesce(to_char(q.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.updated_at::text)"#
     };
 }
 
@@ -308,16 +308,16 @@ const SHOW_ROW: &str = concat!(
 
 const SHOW_ATTEMPTS: &str = r#"
     SELECT attempt, response_status, error_message, duration_ms,
-           to_char(next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+           coalesce(to_char(next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), next_attempt_at::text),
            note,
-           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           coalesce(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), created_at::text)
     FROM webhook_retry_history
     WHERE webhook_queue_id = $1
     ORDER BY id"#;
 
 const SHOW_LOGS: &str = r#"
     SELECT id, direction, attempt, response_status, duration_ms, error_message,
-           to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+           coalesce(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), created_at::text),
            left(response_body, 200)
     FROM webhook_logs
     WHERE webhook_queue_id = $1

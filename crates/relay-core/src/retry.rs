@@ -100,7 +100,12 @@ fn httpdate_to_unix(v: &str) -> Option<u64> {
         .split(':')
         .map(|p| p.parse().ok())
         .collect::<Option<Vec<u64>>>()?;
+    // An HTTP date's year has four digits; outside 1970..=9999 the arithmetic below
+    // would underflow (year 0 in January) or overflow (a huge year).
     if hms.len() != 3 || hms[0] > 23 || hms[1] > 59 || hms[2] > 60 || day == 0 || day > 31 {
+        return None;
+    }
+    if !(1970..=9999).contains(&year) {
         return None;
     }
     // Days from civil (Howard Hinnant's algorithm).
@@ -191,5 +196,21 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", 0), None);
         assert_eq!(parse_retry_after("-3", 0), None);
+    }
+
+    /// An endpoint's header is untrusted: a date whose year the day count cannot hold
+    /// is no date (year 0 in January underflowed, a huge year overflowed).
+    #[test]
+    fn a_retry_after_date_outside_four_digit_years_is_ignored() {
+        for year in ["0000", "0001", "1969", "10000", "18446744073709551615"] {
+            for month in ["Jan", "Feb", "Dec"] {
+                let header = format!("Thu, 01 {month} {year} 00:00:00 GMT");
+                assert_eq!(parse_retry_after(&header, 0), None, "{header}");
+            }
+        }
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 0),
+            Some(Duration::from_secs(253_402_300_799))
+        );
     }
 }

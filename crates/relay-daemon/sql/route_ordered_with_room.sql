@@ -9,7 +9,10 @@ WITH routes AS (
         AS r(event_type, url, priority, max_retries, ordering, scope)
 ),
 picked AS (
-    SELECT e.id, e.event_type, e.entity_type, e.entity_id, e.payload, e.occurred_at
+    -- A time of 'infinity' (only an INSERT that sets it by hand) would fail this statement,
+    -- and with it every route behind that event: such an event is timed at its route.
+    SELECT e.id, e.event_type, e.entity_type, e.entity_id, e.payload,
+           CASE WHEN isfinite(e.occurred_at) THEN e.occurred_at ELSE now() END AS occurred_at
     FROM webhook_events e
     WHERE e.event_type = ANY ($1::text[])
       -- The relay's first try leaves out the next two lines and the conflict clause

@@ -7,7 +7,11 @@ SELECT
     -- always reads the bottom of its primary key.
     (SELECT id FROM webhook_events WHERE event_type = ANY ($1::text[])
      ORDER BY id LIMIT 1) IS NOT NULL,
-    (SELECT extract(epoch FROM q.next_attempt_at - now())::float8
+    -- A row parked at 'infinity' (next_attempt_at = 'infinity', by hand) is never due:
+    -- NULL, as if none were waiting. Subtracting it would fail the whole check.
+    (SELECT CASE WHEN isfinite(q.next_attempt_at)
+                 THEN extract(epoch FROM q.next_attempt_at - now())::float8
+                 WHEN q.next_attempt_at < now() THEN 0::float8 END
      FROM (SELECT q.next_attempt_at, q.webhook_url, q.entity_type, q.entity_id, q.event_id,
                   q.ordering, q.ordering_scope
            FROM webhook_queue q

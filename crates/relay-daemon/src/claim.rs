@@ -252,7 +252,9 @@ pub(crate) const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
     ),
     noted AS (
         INSERT INTO webhook_retry_history (webhook_queue_id, attempt, note)
-        SELECT r.id, r.retry_count + 1,
+        -- least(): a retry_count set by hand to the integer maximum must not fail
+        -- the release of every other row.
+        SELECT r.id, least(r.retry_count, 2147483646) + 1,
                'returned to the queue: its lease expired (relay '
                || coalesce(r.claimed_by::text, 'unknown') || ' stopped moving or lost its link)'
         FROM released r

@@ -68,7 +68,9 @@ pub const RELEASE_ABSENT: &str = "WITH released AS (
     ),
     noted AS (
         INSERT INTO webhook_retry_history (webhook_queue_id, attempt, note)
-        SELECT r.id, r.retry_count + 1,
+        -- least(): a retry_count set by hand to the integer maximum must not fail
+        -- the release of every other row.
+        SELECT r.id, least(r.retry_count, 2147483646) + 1,
                'returned to the queue: relay ' || r.claimed_by
                || ' that held it is gone (no database session holds its marker)'
         FROM released r

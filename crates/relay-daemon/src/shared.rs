@@ -68,7 +68,7 @@ pub(crate) struct Job {
 impl Job {
     /// 1-based attempt number, sent as `X-Webhook-Attempt`.
     pub(crate) fn attempt(&self) -> i32 {
-        self.retry_count + 1
+        self.retry_count.saturating_add(1)
     }
 }
 

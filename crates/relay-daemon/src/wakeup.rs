@@ -224,7 +224,8 @@ fn work_of(row: Option<&tokio_postgres::Row>) -> Result<Look, tokio_postgres::Er
     let secs: Option<f64> = row.try_get(1)?;
     Ok(Look {
         events: row.try_get(0)?,
-        next_due: secs.map(|secs| Duration::from_secs_f64(secs.max(0.0))),
+        // A value no Duration holds (infinite, or centuries away) is never due.
+        next_due: secs.and_then(|secs| Duration::try_from_secs_f64(secs.max(0.0)).ok()),
         armed: row.try_get::<_, Option<bool>>(2)? == Some(true),
     })
 }

@@ -31,7 +31,13 @@ pub async fn run(config: &Config, args: &EmitArgs) -> CmdResult {
         )
         .await
         .context("webhook_emit failed")?;
-    let id: i64 = row.get(0);
+    // NULL only if a trigger of someone else's on webhook_events dropped the row.
+    let id: i64 = row
+        .try_get::<_, Option<i64>>(0)
+        .context("reading webhook_emit's event id")?
+        .context(
+            "webhook_emit() returned no event id: a trigger on webhook_events dropped the row",
+        )?;
     println!("{id}");
     Ok(())
 }

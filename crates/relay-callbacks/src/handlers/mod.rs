@@ -44,3 +44,14 @@ pub async fn apply(
     tx.commit().await?;
     Ok(reply)
 }
+
+/// The event id a `SELECT webhook_emit(...)` returned. NULL only when something the
+/// relay does not own dropped the outbox row (a DBA's `BEFORE INSERT` trigger on
+/// `webhook_events` returning NULL): a clear 500 rather than a reply that says queued.
+fn emitted_id(row: &tokio_postgres::Row) -> Result<i64, Refusal> {
+    row.try_get::<_, Option<i64>>(0)?.ok_or_else(|| {
+        Refusal::internal(
+            "webhook_emit() returned no event id: a trigger on webhook_events dropped the row",
+        )
+    })
+}

@@ -17,10 +17,10 @@ pub async fn apply(tx: &Transaction<'_>, t: TestTrigger) -> Result<Reply, Refusa
         data.entry("lead_id").or_insert(lead_id.into());
     }
     let data = Value::Object(data);
-    let event_id: i64 = tx
-        .query_one(EMIT, &[&t.event_type, &t.lead_id, &data])
-        .await?
-        .get(0);
+    let event_id = super::emitted_id(
+        &tx.query_one(EMIT, &[&t.event_type, &t.lead_id, &data])
+            .await?,
+    )?;
     Ok(Reply::json(
         StatusCode::OK,
         &json!({

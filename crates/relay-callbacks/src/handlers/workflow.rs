@@ -91,10 +91,10 @@ pub async fn error(
     if let Some(map) = data.as_object_mut() {
         map.insert("error_message".into(), err.message.clone().into());
     }
-    let event_id: i64 = tx
-        .query_one(EMIT_WORKFLOW_ERROR, &[&err.lead_id, &data])
-        .await?
-        .get(0);
+    let event_id = super::emitted_id(
+        &tx.query_one(EMIT_WORKFLOW_ERROR, &[&err.lead_id, &data])
+            .await?,
+    )?;
     let message = if err.execution_id.is_some() {
         "Workflow error recorded, workflow_error event emitted"
     } else {

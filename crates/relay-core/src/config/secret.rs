@@ -213,8 +213,9 @@ pub fn redact_url_password(url: &str) -> String {
             continue;
         }
         let key = out[..out.len() - 1].trim_end();
-        let key_start = key.rfind(char::is_whitespace).map_or(0, |i| i + 1);
-        let hide = key[key_start..].eq_ignore_ascii_case("password");
+        // The last word before the '=' (split on any whitespace, a multi-byte one too).
+        let name = key.rsplit(char::is_whitespace).next().unwrap_or_default();
+        let hide = name.eq_ignore_ascii_case("password");
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
         }

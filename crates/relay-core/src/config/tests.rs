@@ -259,6 +259,38 @@ fn invalid_values_name_their_key() {
         ("WEBHOOK_TIMEOUT_SECONDS", "500", "queue.lease_seconds"),
         ("RELAY_LOG__FORMAT", "xml", "log.format"),
         ("N8N_API_KEY", "key-with\nnewline", "n8n.api_key"),
+        // Durations a clock or a Postgres interval cannot hold: refused at load, not
+        // an overflow in a delivery or a cleanup later.
+        (
+            "RELAY_QUEUE__LEASE_SECONDS",
+            "18446744073709551615",
+            "queue.lease_seconds",
+        ),
+        (
+            "RELAY_CALLBACKS__REQUEST_TIMEOUT_SECONDS",
+            "9223372036854775807",
+            "callbacks.request_timeout_seconds",
+        ),
+        (
+            "RELAY_DATABASE__STATEMENT_TIMEOUT_SECONDS",
+            "31536001",
+            "database.statement_timeout_seconds",
+        ),
+        (
+            "RELAY_QUEUE__MAX_RETRY_AFTER_SECONDS",
+            "99999999999",
+            "queue.max_retry_after_seconds",
+        ),
+        (
+            "WEBHOOK_RETRY_DELAYS",
+            "5,99999999999",
+            "queue.retry_delays",
+        ),
+        (
+            "RELAY_QUEUE__RETENTION_DAYS",
+            "36501",
+            "queue.retention_days",
+        ),
     ];
     for (var, value, key) in cases {
         let msg = error_in_jail(|jail| {
@@ -664,6 +696,11 @@ fn database_passwords_are_hidden_in_every_form_of_url() {
         (
             "host=db password = 'se cr\\'et' dbname=app",
             "host=db password =(redacted) dbname=app",
+        ),
+        // A multi-byte space before the key (a no-break space pasted from a web page).
+        (
+            "host=db\u{a0}password=s3cret dbname=app",
+            "host=db\u{a0}password=(redacted) dbname=app",
         ),
         ("postgres://db/app", "postgres://db/app"),
     ];

@@ -57,11 +57,11 @@ impl Config {
             other => ConfigError::Invalid(other.to_string()),
         })?;
         positive("database.pool_size", self.database.pool_size as u64)?;
-        positive(
+        seconds(
             "database.connect_timeout_seconds",
             self.database.connect_timeout_seconds,
         )?;
-        positive(
+        seconds(
             "database.statement_timeout_seconds",
             self.database.statement_timeout_seconds,
         )?;
@@ -113,7 +113,7 @@ impl Config {
             crate::tls::load_certs("callbacks.tls_cert", Path::new(&self.callbacks.tls_cert))?;
             crate::tls::load_key("callbacks.tls_key", Path::new(&self.callbacks.tls_key))?;
         }
-        positive("security.max_age_seconds", self.security.max_age_seconds)?;
+        seconds("security.max_age_seconds", self.security.max_age_seconds)?;
         self.security.signing_keys()?;
         self.security.callback_keys()?;
         if self.security.scheme == Scheme::StandardWebhooks {
@@ -136,7 +136,7 @@ turn it off with security.scheme = standard-webhooks",
         if self.queue.batch_size > 10_000 {
             return Err(ConfigError::invalid("queue.batch_size", "at most 10000"));
         }
-        positive(
+        seconds(
             "queue.processing_interval_seconds",
             self.queue.processing_interval_seconds,
         )?;
@@ -146,7 +146,24 @@ turn it off with security.scheme = standard-webhooks",
                 "needs at least one delay (seconds), e.g. \"5,30,300\"",
             ));
         }
-        positive("queue.timeout_seconds", self.queue.timeout_seconds)?;
+        seconds("queue.timeout_seconds", self.queue.timeout_seconds)?;
+        seconds("queue.lease_seconds", self.queue.lease_seconds)?;
+        at_most_a_year(
+            "queue.shutdown_grace_seconds",
+            self.queue.shutdown_grace_seconds,
+        )?;
+        at_most_a_year(
+            "queue.max_retry_after_seconds",
+            self.queue.max_retry_after_seconds,
+        )?;
+        delays("queue.retry_delays", &self.queue.retry_delays)?;
+        // Postgres cannot subtract much more than this from now().
+        if self.queue.retention_days > 36_500 {
+            return Err(ConfigError::invalid(
+                "queue.retention_days",
+                "at most 36500 (a hundred years); 0 keeps rows forever",
+            ));
+        }
         if self.queue.lease_seconds <= self.queue.timeout_seconds {
             return Err(ConfigError::invalid(
                 "queue.lease_seconds",
@@ -163,11 +180,11 @@ turn it off with security.scheme = standard-webhooks",
             "callbacks.max_body_bytes",
             self.callbacks.max_body_bytes as u64,
         )?;
-        positive(
+        seconds(
             "callbacks.header_read_timeout_seconds",
             self.callbacks.header_read_timeout_seconds,
         )?;
-        positive(
+        seconds(
             "callbacks.request_timeout_seconds",
             self.callbacks.request_timeout_seconds,
         )?;
@@ -198,8 +215,11 @@ turn it off with security.scheme = standard-webhooks",
                     "needs at least one delay (seconds), e.g. \"5,30,300\"",
                 ));
             }
+            if let Some(d) = &route.retry_delays {
+                delays(&key("retry_delays"), d)?;
+            }
             if let Some(timeout) = route.timeout_seconds {
-                positive(&key("timeout_seconds"), timeout)?;
+                seconds(&key("timeout_seconds"), timeout)?;
                 if self.queue.lease_seconds <= timeout {
                     return Err(ConfigError::invalid(
                         &key("timeout_seconds"),
@@ -279,6 +299,33 @@ turn it off with security.scheme = standard-webhooks",
         }
         Ok(())
     }
+}
+
+/// The longest duration any `*_seconds` key or retry delay may hold: far past any
+/// sensible value, and far inside what a clock's arithmetic (an `Instant` plus it, a
+/// Postgres interval) holds, so no setting can overflow one.
+const A_YEAR: u64 = 365 * 24 * 3600;
+
+fn at_most_a_year(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value > A_YEAR {
+        Err(ConfigError::invalid(
+            key,
+            format!("{value} is more than a year; at most {A_YEAR} seconds"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A duration key: more than 0, at most a year.
+fn seconds(key: &str, value: u64) -> Result<(), ConfigError> {
+    positive(key, value)?;
+    at_most_a_year(key, value)
+}
+
+/// A retry schedule: each delay at most a year (0, retry at once, is allowed).
+fn delays(key: &str, delays: &[u64]) -> Result<(), ConfigError> {
+    delays.iter().try_for_each(|d| at_most_a_year(key, *d))
 }
 
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {

@@ -831,6 +831,33 @@ async fn health_answers_the_guides_body_with_the_database_state() {
 }
 
 #[tokio::test]
+async fn health_shows_the_n8n_url_without_its_credentials() {
+    // Health is answered to anyone, unsigned; n8n's basic auth may ride in its URL.
+    let l = Listener::start_with(|b| b.env("N8N_BASE_URL", "http://n8n:s3cret@127.0.0.1:9")).await;
+    let answer = l.send("GET", &format!("{N8N}/health"), &[], b"").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json()["webhook_config"]["base_url"],
+        "http://127.0.0.1:9"
+    );
+    // The answer is logged too (webhook_logs.response_body): without the password.
+    let logged = wait_until("the health answer in webhook_logs", WAIT, || async {
+        let rows =
+            l.db.client()
+                .await
+                .query(
+                    "SELECT response_body FROM webhook_logs WHERE response_body LIKE '%base_url%'",
+                    &[],
+                )
+                .await
+                .ok()?;
+        rows.first().map(|r| r.get::<_, String>(0))
+    })
+    .await;
+    assert!(!logged.contains("s3cret"), "{logged}");
+}
+
+#[tokio::test]
 async fn with_the_database_down_health_and_callbacks_answer_503() {
     let db = TestDb::empty().await;
     let closed = format!(

@@ -348,6 +348,39 @@ async fn show_prints_the_row_its_attempts_and_its_logs() {
 }
 
 #[tokio::test]
+async fn show_list_and_paused_print_webhook_urls_without_their_credentials() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "failed").insert(&client).await;
+    client
+        .execute(
+            "UPDATE webhook_queue SET webhook_url = 'https://n8n:s3cret@n8n.test/webhook/x' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("a URL with basic-auth credentials");
+    let pause = cli(
+        &db,
+        "queue pause --url https://n8n:s3cret@n8n.test/webhook/x",
+    )
+    .await;
+    assert_eq!(pause.code, Some(0), "{}", pause.stderr);
+    // (command, whether its output shows the URL at all)
+    for (line, shows_url) in [
+        (format!("queue show {id}"), true),
+        (format!("queue show {id} --json"), true),
+        ("queue list --status failed --json".to_string(), true),
+        ("queue list --status failed".to_string(), false),
+        ("queue paused --json".to_string(), true),
+        ("queue paused".to_string(), true),
+    ] {
+        let out = cli(&db, &line).await.ok().stdout;
+        assert!(!out.contains("s3cret"), "{line}: {out}");
+        assert_eq!(out.contains("n8n.test"), shows_url, "{line}: {out}");
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_id_is_an_error_that_names_it() {
     let db = TestDb::migrated().await;
     for sub in ["show", "retry", "cancel"] {

@@ -177,7 +177,7 @@ pub struct EmitArgs {
     pub data: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct SignArgs {
     /// Secret to sign with (default: security.n8n_webhook_secret, as n8n would sign a callback).
     #[arg(long)]
@@ -192,6 +192,18 @@ pub struct SignArgs {
     /// The webhook-id to sign under standard-webhooks (default: a fresh msg_ id).
     #[arg(long)]
     pub id: Option<String>,
+}
+
+/// By hand: `--secret` never shows in a debug print.
+impl std::fmt::Debug for SignArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignArgs")
+            .field("secret", &self.secret.as_ref().map(|_| "(redacted)"))
+            .field("timestamp", &self.timestamp)
+            .field("scheme", &self.scheme)
+            .field("id", &self.id)
+            .finish()
+    }
 }
 
 /// What `queue pause` holds and `queue resume` lifts: exactly one of the three.

@@ -187,9 +187,32 @@ fn failure(e: QueueAdminError) -> Failure {
 
 fn to_json(value: &impl serde::Serialize) -> String {
     // Serialising these plain structs and json! values cannot fail.
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut value = serde_json::to_value(value).unwrap_or_default();
+    without_credentials(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// Webhook URLs (`webhook_url`, a pause's `target`) without their `user:password@`,
+/// wherever they sit in a command's JSON: scripts log what they read.
+fn without_credentials(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(s)
+                        if matches!(key.as_str(), "webhook_url" | "url" | "target") =>
+                    {
+                        *s = relay_core::config::url_without_userinfo(s);
+                    }
+                    _ => without_credentials(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_credentials),
+        _ => {}
+    }
 }
 
 /// One write; a reader that went away (`queue list | head`) is not an error.
@@ -332,7 +355,10 @@ fn render_detail(d: &Detail) -> String {
         ("event", r.event_type.clone()),
         ("event id", dash(r.event_id.map(|v| v.to_string()))),
         ("entity", entity(r)),
-        ("url", r.webhook_url.clone()),
+        (
+            "url",
+            relay_core::config::url_without_userinfo(&r.webhook_url),
+        ),
         ("status", r.status.clone()),
         ("priority", r.priority.to_string()),
         ("retries", format!("{} of {}", r.retry_count, r.max_retries)),

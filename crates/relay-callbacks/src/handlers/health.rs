@@ -20,7 +20,8 @@ pub async fn answer(state: &State) -> Reply {
         "timestamp": rfc3339_utc(relay_core::signature::unix_now()),
         "webhook_config": {
             "enabled": config.n8n.enabled,
-            "base_url": config.n8n.base_url,
+            // Unauthenticated: n8n's basic-auth credentials may ride in the URL.
+            "base_url": relay_core::config::url_without_userinfo(&config.n8n.base_url),
             "security_enabled": !config.security.callback_secrets().is_empty(),
         },
         "database": database,

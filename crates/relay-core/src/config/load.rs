@@ -201,21 +201,77 @@ fn describe_figment_error(e: &figment::Error) -> ConfigError {
         .as_ref()
         .map(|m| format!(" (from {})", describe_metadata(m)))
         .unwrap_or_default();
-    ConfigError::invalid(&key, format!("{}{source}", e.kind))
+    let what = match &e.kind {
+        // A TOML syntax error quotes its source line, and the line may set a secret:
+        // only its position and its reason (the quoted lines are the ones with '|').
+        figment::error::Kind::Message(message) => message
+            .lines()
+            .filter(|l| !l.contains('|'))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(": "),
+        // The value found is quoted too: a secret set as a number, say.
+        figment::error::Kind::InvalidType(_, expected)
+        | figment::error::Kind::InvalidValue(_, expected)
+            if holds_secret(&key) =>
+        {
+            format!("invalid value (expected {expected}); the value is not shown")
+        }
+        other => other.to_string(),
+    };
+    ConfigError::invalid(&key, format!("{what}{source}"))
+}
+
+/// Keys whose values are never shown in a message.
+fn holds_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "database.url"
+        || [
+            "secret",
+            "token",
+            "password",
+            "api_key",
+            "auth_header_value",
+        ]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::File {
+    let file_error = |e: dotenvy::Error| ConfigError::File {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    iter.map(|item| {
-        item.map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-    })
-    .collect()
+        message: describe_dotenv_error(&e),
+    };
+    let iter = dotenvy::from_path_iter(path).map_err(file_error)?;
+    iter.map(|item| item.map_err(file_error)).collect()
+}
+
+/// dotenvy's parse error quotes the whole line, which may set a secret: the variable's
+/// name where the line has one, never its value.
+fn describe_dotenv_error(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, at) => {
+            let name = line
+                .split_once('=')
+                .map(|(name, _)| name.trim().trim_start_matches("export ").trim())
+                .filter(|name| {
+                    !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                });
+            match name {
+                Some(name) => format!(
+                    "the line setting {name} cannot be parsed (at character {at}); its value is not shown"
+                ),
+                None => format!(
+                    "a line cannot be parsed (at character {at}); it is not shown, since it may hold a secret"
+                ),
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 impl Default for Config {

@@ -26,7 +26,7 @@ mod tests;
 mod validate;
 
 pub use load::{Loaded, Sources};
-pub use secret::{redact_url_password, url_without_userinfo, Secret};
+pub use secret::{redact_url_password, url_password_hidden, url_without_userinfo, Secret};
 
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/relay.toml";
@@ -447,6 +447,14 @@ impl Config {
     pub fn redacted(&self) -> serde_json::Value {
         let mut copy = self.clone();
         copy.database.url = Secret::new(redact_url_password(self.database.url.expose()));
+        // n8n's basic-auth credentials may ride in these.
+        copy.n8n.base_url = url_password_hidden(&copy.n8n.base_url);
+        copy.n8n.webhook_base_url = url_password_hidden(&copy.n8n.webhook_base_url);
+        for route in copy.routes.values_mut() {
+            if let Some(url) = route.url.as_mut() {
+                *url = url_password_hidden(url);
+            }
+        }
         let listed = copy
             .security
             .webhook_secrets

@@ -154,16 +154,54 @@ pub(super) fn de_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>,
 /// A webhook URL without its `user:password@`, as logs, metrics, events and the
 /// console show it: n8n basic-auth credentials may ride in a route's URL.
 pub fn url_without_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find('/').unwrap_or(rest.len());
-            match rest[..end].rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://{host}{}", &rest[end..]),
-                None => url.to_string(),
-            }
-        }
+    match split_userinfo(url) {
+        Some((scheme, _, after)) => format!("{scheme}://{after}"),
         None => url.to_string(),
     }
+}
+
+/// A webhook URL with its password (or a lone token in the user's place) hidden and
+/// its user kept, as `check-config` shows it: `https://n8n:(redacted)@host/...`.
+pub fn url_password_hidden(url: &str) -> String {
+    match split_userinfo(url) {
+        Some((scheme, userinfo, after)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:(redacted)@{after}"),
+            None => format!("{scheme}://(redacted)@{after}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// `scheme://userinfo@rest` as its three parts, when there is a userinfo: the last
+/// '@' before the authority ends (at the first '/', '?' or '#').
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (userinfo, host) = rest[..end].rsplit_once('@')?;
+    // The host starts where the authority's last '@' ends.
+    Some((scheme, userinfo, &rest[end - host.len()..]))
+}
+
+/// `s` with the value of every `password` parameter after its first `?` hidden.
+fn redact_params(s: &str) -> String {
+    let Some((before, query)) = s.split_once('?') else {
+        return s.to_string();
+    };
+    let query = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _))
+                if percent_encoding::percent_decode_str(k)
+                    .decode_utf8_lossy()
+                    .eq_ignore_ascii_case("password") =>
+            {
+                format!("{k}=(redacted)")
+            }
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{before}?{query}")
 }
 
 /// A database URL with every password hidden, in either of libpq's forms:
@@ -175,34 +213,21 @@ pub fn redact_url_password(url: &str) -> String {
     const HIDDEN: &str = "(redacted)";
     let trimmed = url.trim();
     if let Some((scheme, rest)) = trimmed.split_once("://") {
-        let (authority_and_path, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q)),
-            None => (rest, None),
-        };
-        let authority_end = authority_and_path
-            .find('/')
-            .unwrap_or(authority_and_path.len());
-        let (authority, path) = authority_and_path.split_at(authority_end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:{HIDDEN}@{hosts}"),
-                None => format!("{userinfo}@{hosts}"),
+        // Read as the driver (tokio-postgres) reads it, so that whatever it would use
+        // as a password is what is hidden: the credentials run to the first '@'
+        // anywhere (a '/' or '?' in an unencoded password included), and a parameter's
+        // name is percent-decoded (`pass%77ord=` sets the password too).
+        // An '@' in a parameter of a URL without credentials makes the driver misread
+        // it; the parameters are redacted on both sides of it all the same.
+        let credentials = match rest.split_once('@') {
+            Some((userinfo, _)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}:{HIDDEN}@", redact_params(user)),
+                None => format!("{}@", redact_params(userinfo)),
             },
-            None => authority.to_string(),
+            None => String::new(),
         };
-        let query = query.map(|q| {
-            q.split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={HIDDEN}"),
-                    _ => pair.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("&")
-        });
-        return match query {
-            Some(q) => format!("{scheme}://{authority}{path}?{q}"),
-            None => format!("{scheme}://{authority}{path}"),
-        };
+        let after = rest.split_once('@').map_or(rest, |(_, after)| after);
+        return format!("{scheme}://{credentials}{}", redact_params(after));
     }
     // key=value pairs; a value may be 'quoted', with backslash escapes.
     let mut out = String::with_capacity(trimmed.len());

@@ -697,6 +697,26 @@ fn database_passwords_are_hidden_in_every_form_of_url() {
             "host=db password = 'se cr\\'et' dbname=app",
             "host=db password =(redacted) dbname=app",
         ),
+        // A password with '/' or '?' unencoded: the driver reads the credentials to the
+        // first '@' wherever it is, and so does the redaction.
+        (
+            "postgres://relay:ab/s3cret@db/app",
+            "postgres://relay:(redacted)@db/app",
+        ),
+        (
+            "postgres://relay:ab?s3cret@db/app",
+            "postgres://relay:(redacted)@db/app",
+        ),
+        // No credentials, an '@' in a later parameter: the password before it is hidden.
+        (
+            "postgres://db/app?password=s3cret&application_name=a@b",
+            "postgres://db/app?password=(redacted)&application_name=a@b",
+        ),
+        // A parameter name the driver percent-decodes.
+        (
+            "postgres://relay@db/app?pass%77ord=s3cret",
+            "postgres://relay@db/app?pass%77ord=(redacted)",
+        ),
         // A multi-byte space before the key (a no-break space pasted from a web page).
         (
             "host=db\u{a0}password=s3cret dbname=app",
@@ -727,4 +747,84 @@ fn webhook_urls_are_shown_without_their_credentials() {
         "http://n8n/webhook/a@b"
     );
     assert_eq!(url_without_userinfo("not a url"), "not a url");
+}
+
+#[test]
+fn a_config_file_that_cannot_be_parsed_is_named_without_its_secret() {
+    // A TOML syntax error on a secret's line (toml quotes the line in its message).
+    let msg = error_in_jail(|jail| {
+        jail.create_dir("config")?;
+        jail.create_file(
+            "config/relay.toml",
+            "[security]\nwebhook_secret = \"s3cret-in-toml\n",
+        )?;
+        Ok(())
+    });
+    assert!(msg.contains("line 2"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+    // A secret given as a number: the type error quotes the value it found.
+    let msg = error_in_jail(|jail| {
+        jail.create_dir("config")?;
+        jail.create_file("config/relay.toml", "[console]\ntoken = 1234567890123456\n")?;
+        Ok(())
+    });
+    assert!(msg.contains("console.token"), "{msg}");
+    assert!(!msg.contains("1234567890123456"), "{msg}");
+    // A .env line dotenvy cannot parse: named by its variable, never shown.
+    let msg = error_in_jail(|jail| {
+        jail.create_file(".env", "N8N_API_KEY='s3cret-in-dotenv\n")?;
+        Ok(())
+    });
+    assert!(msg.contains("N8N_API_KEY"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+    let msg = error_in_jail(|jail| {
+        jail.create_file(".env", "s3cret pasted alone\n")?;
+        Ok(())
+    });
+    assert!(msg.contains(".env"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+}
+
+#[test]
+fn webhook_urls_are_checked_and_shown_without_their_password() {
+    use super::url_password_hidden;
+    assert_eq!(
+        url_password_hidden("https://n8n:pw@n8n.example:5678/webhook/x"),
+        "https://n8n:(redacted)@n8n.example:5678/webhook/x"
+    );
+    assert_eq!(
+        url_password_hidden("https://token@n8n.example/x"),
+        "https://(redacted)@n8n.example/x"
+    );
+    assert_eq!(url_password_hidden("/webhook/x"), "/webhook/x");
+    // An '@' after the authority is not userinfo.
+    assert_eq!(
+        url_without_userinfo("https://n8n.example?to=a@b"),
+        "https://n8n.example?to=a@b"
+    );
+    // check-config's view.
+    Jail::expect_with(|jail| {
+        jail.set_env("N8N_BASE_URL", "https://n8n:s3cret@n8n.example");
+        jail.set_env(
+            "RELAY_ROUTES__LEAD_SCRAPED__URL",
+            "https://tok3n@other.example/hook",
+        );
+        let shown = load_in_jail().expect("loads").redacted().to_string();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("tok3n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://n8n:(redacted)@n8n.example"),
+            "{shown}"
+        );
+        Ok(())
+    });
+    // A URL refused at load is named without its password.
+    let msg = error_in_jail(|jail| {
+        jail.set_env("N8N_BASE_URL", "https://n8n:s3cret@n8n.example:99999");
+        Ok(())
+    });
+    assert!(msg.contains("n8n.base_url"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
 }

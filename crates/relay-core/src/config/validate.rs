@@ -242,7 +242,10 @@ turn it off with security.scheme = standard-webhooks",
                 } else if url.contains("://") || url.trim().is_empty() {
                     return Err(ConfigError::invalid(
                         &format!("routes.{name}.url"),
-                        format!("{url:?} is neither an http(s) URL nor a path"),
+                        format!(
+                            "{:?} is neither an http(s) URL nor a path",
+                            url_without_userinfo(url)
+                        ),
                     ));
                 }
             }
@@ -361,15 +364,17 @@ fn rate_limit(key: &str, rate: f64, zero_allowed: bool) -> Result<(), ConfigErro
 }
 
 fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    // Shown without its `user:password@`: the message goes to the terminal and logs.
+    let shown = url_without_userinfo(value);
     match url::Url::parse(value) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(ConfigError::invalid(
             key,
-            format!("{value:?} must be an http:// or https:// URL with a host"),
+            format!("{shown:?} must be an http:// or https:// URL with a host"),
         )),
         Err(e) => Err(ConfigError::invalid(
             key,
-            format!("{value:?} is not a URL ({e})"),
+            format!("{shown:?} is not a URL ({e})"),
         )),
     }
 }

@@ -129,9 +129,10 @@ export interface RelayAnswer {
 	statusCode: number;
 	/** The parsed JSON answer, or `{ raw }` when it was not JSON. */
 	body: Record<string, unknown>;
-	/** On a refusal: the relay's `error` and `detail` (and `field` when one is at fault). */
+	/** On a refusal: the relay's `error` and `detail`, and `field` when one is at fault. */
 	error?: string;
 	detail?: unknown;
+	field?: string;
 }
 
 export function readAnswer(statusCode: number, responseBody: unknown): RelayAnswer {
@@ -159,5 +160,6 @@ export function readAnswer(statusCode: number, responseBody: unknown): RelayAnsw
 		body,
 		error: typeof body.error === 'string' ? body.error : `HTTP ${statusCode}`,
 		detail: body.detail ?? body.raw ?? null,
+		...(typeof body.field === 'string' ? { field: body.field } : {}),
 	};
 }

@@ -6,7 +6,9 @@
  * back was a 2xx (`settle(id, true)`); otherwise it is forgotten, so the relay's retry
  * of a delivery that failed (for instance a failed run when the trigger answers after
  * the workflow finished) is processed again. While a delivery is in flight a copy is
- * told so (the trigger answers 409 and the relay retries later).
+ * told so (the trigger answers 409 and the relay retries later); that includes a run
+ * whose connection the relay closed before any answer (its timeout ran out while the
+ * run went on), until the run answers or the window passes.
  *
  * Memory only, per n8n process: a restart forgets, and n8n in queue mode with several
  * webhook processes does not share it. The bound on entries keeps a flood from growing

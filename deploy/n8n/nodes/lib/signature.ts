@@ -95,11 +95,13 @@ export function keyFor(scheme: Scheme, secret: string): Buffer {
 	return key;
 }
 
-/** Non-empty secrets after trimming surrounding whitespace (a pasted newline, say). */
+/**
+ * The secrets that are set, each exactly as written: the relay keys its HMAC with a
+ * secret's bytes as configured (it trims nothing but one trailing newline of a secret
+ * file), so trimming here would make a secret with outer whitespace never verify.
+ */
 export function activeSecrets(secrets: ReadonlyArray<string | undefined | null>): string[] {
-	return secrets
-		.map((s) => (typeof s === 'string' ? s.trim() : ''))
-		.filter((s) => s.length > 0);
+	return secrets.filter((s): s is string => typeof s === 'string' && s.length > 0);
 }
 
 function toBuffer(body: Buffer | string): Buffer {

@@ -102,9 +102,10 @@ test('callbacks: missing or mistyped fields are named before anything is sent', 
 test('callbacks: the relay\'s answers, accepted and refused', () => {
 	assert.deepEqual(readAnswer(200, { status: 'received' }), { ok: true, statusCode: 200, body: { status: 'received' } });
 	assert.deepEqual(readAnswer(200, '{"status":"received"}').body, { status: 'received' });
-	const refused = readAnswer(404, '{"error":"not found","detail":"no demo_sites row with id 999999","field":"demo_id"}');
+	const refused = readAnswer(404, '{"error":"not_found","detail":"no demo_sites row with id 999999","field":"demo_id"}');
 	assert.equal(refused.ok, false);
-	assert.equal(refused.error, 'not found');
+	assert.equal(refused.error, 'not_found');
+	assert.equal(refused.field, 'demo_id');
 	assert.equal(refused.detail, 'no demo_sites row with id 999999');
 	assert.equal(refused.body.field, 'demo_id');
 	const proxy = readAnswer(502, Buffer.from('<html>bad gateway</html>'));

@@ -164,6 +164,20 @@ test('trigger: duplicate suppression by the delivery\'s signed id, only after a 
 	assert.ok(plain.result.workflowData);
 });
 
+test('trigger: a run whose connection the relay closed before an answer is still in flight for its retry', async () => {
+	const params = { options: { deduplicate: true, dedupWindowSeconds: 60 } };
+	const body = BODY.replace('"e1"', '"e-slow"');
+	const headers = lower({ ...signHeaders({ scheme: 'x-webhook-signature', secrets: [SECRET], body }), 'x-webhook-attempt': '1' });
+	const first = await deliver({ headers, body, params });
+	assert.ok(first.result.workflowData);
+	// Answer-after-finish mode, a run longer than the relay's timeout: the relay closes
+	// the connection, no answer has gone out, the run goes on.
+	first.ctx.res.emit('close');
+	const retry = await deliver({ headers, body, params });
+	assert.equal(retry.ctx.res.statusCode, 409, 'no second, concurrent execution');
+	assert.equal(retry.result.workflowData, undefined);
+});
+
 function actionContext({ operation, params = {}, answer, continueOnFail = false, credentials = {} }) {
 	const sent = [];
 	const values = { operation, ...params };
@@ -182,6 +196,7 @@ function actionContext({ operation, params = {}, answer, continueOnFail = false,
 		helpers: {
 			httpRequest: async (request) => {
 				sent.push(request);
+				if (answer instanceof Error) throw answer;
 				return answer;
 			},
 		},
@@ -223,16 +238,41 @@ test('action: standard-webhooks callbacks carry a fresh webhook-id', async () =>
 });
 
 test('action: a refusal fails the node with the relay\'s error and detail, or is an error item', async () => {
-	const answer = { statusCode: 404, body: { error: 'not found', detail: 'no demo_sites row with id 999999' } };
+	const answer = { statusCode: 404, body: { error: 'not_found', detail: 'no demo_sites row with id 999999' } };
 	const failing = actionContext({ operation: 'demoApproval', params: { demoId: 999999, approved: true }, answer });
 	await assert.rejects(new N8nRelay().execute.call(failing), (error) => {
-		assert.match(error.message, /refused the demoApproval callback: 404 not found/);
+		assert.match(error.message, /refused the demoApproval callback: 404 not_found/);
 		assert.equal(error.description, 'no demo_sites row with id 999999');
 		return true;
 	});
 	const tolerant = actionContext({ operation: 'demoApproval', params: { demoId: 999999, approved: true }, answer, continueOnFail: true });
 	const [[item]] = await new N8nRelay().execute.call(tolerant);
-	assert.deepEqual(item.json, { error: 'not found', detail: 'no demo_sites row with id 999999', statusCode: 404 });
+	assert.deepEqual(item.json, { error: 'not_found', detail: 'no demo_sites row with id 999999', statusCode: 404 });
+	// The field the relay names travels with the error.
+	const invalid = { statusCode: 400, body: { error: 'invalid_field', detail: 'must be a whole number', field: 'demo_id' } };
+	const named = actionContext({ operation: 'demoApproval', params: { demoId: 1, approved: true }, answer: invalid });
+	await assert.rejects(new N8nRelay().execute.call(named), /400 invalid_field \(field demo_id\)/);
+	const namedItem = actionContext({ operation: 'demoApproval', params: { demoId: 1, approved: true }, answer: invalid, continueOnFail: true });
+	const [[fieldItem]] = await new N8nRelay().execute.call(namedItem);
+	assert.equal(fieldItem.json.field, 'demo_id');
+});
+
+test('action: a relay that cannot be reached fails the item, or is an error item with On Error: Continue; requests are time-bounded', async () => {
+	const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:8000'), { code: 'ECONNREFUSED' });
+	const credentials = { callbackBaseUrl: 'http://ops:pw@relay.test:8000/' };
+	const failing = actionContext({ operation: 'demoApproval', params: { demoId: 1, approved: true }, answer: refused, credentials });
+	await assert.rejects(new N8nRelay().execute.call(failing), (error) => {
+		assert.match(error.message, /could not be reached at http:\/\/relay\.test:8000\//);
+		assert.ok(!error.message.includes('pw@'), error.message);
+		assert.match(error.description, /ECONNREFUSED/);
+		return true;
+	});
+	assert.ok(failing.sent[0].timeout > 0 && failing.sent[0].timeout <= 60_000, 'a timeout is set');
+	const tolerant = actionContext({ operation: 'demoApproval', params: { demoId: 1, approved: true }, answer: refused, continueOnFail: true });
+	const [[item]] = await new N8nRelay().execute.call(tolerant);
+	assert.equal(item.json.error, 'unreachable');
+	assert.match(item.json.detail, /ECONNREFUSED/);
+	assert.equal(item.json.statusCode, null);
 });
 
 test('action: a missing field or callback secret fails before anything is sent', async () => {

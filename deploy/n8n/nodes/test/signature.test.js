@@ -93,8 +93,13 @@ test('x-webhook-signature: rotation, any signature in the header with any secret
 	// The relay still signs with one secret while the receiver already has both.
 	assert.equal(contract({ ...header, 'x-webhook-signature-256': oldSig }, { secrets: ['new-secret', 'old-secret'] }).ok, true);
 	assert.equal(contract(header, { secrets: ['third-secret'] }).refusal, 'mismatch');
-	// Empty and whitespace-only secrets (an unset rotation field) are skipped.
-	assert.equal(contract(header, { secrets: ['', '  ', undefined, 'old-secret'] }).ok, true);
+	// Empty secrets (an unset rotation field) are skipped.
+	assert.equal(contract(header, { secrets: ['', undefined, 'old-secret'] }).ok, true);
+	// Every other secret is used exactly as written, as the relay uses it: outer spaces
+	// are part of the key, never trimmed away.
+	const spaced = { 'x-webhook-timestamp': String(NOW), 'x-webhook-signature-256': hex(' s3cret ', NOW, BODY) };
+	assert.equal(contract(spaced, { secrets: [' s3cret '] }).ok, true);
+	assert.equal(contract(spaced, { secrets: ['s3cret'] }).refusal, 'mismatch');
 	// signHeaders lists one signature per secret, newest first, as the relay does.
 	assert.equal(
 		signHeaders({ scheme: 'x-webhook-signature', secrets: ['new-secret', 'old-secret'], body: BODY, timestamp: NOW })['X-Webhook-Signature-256'],

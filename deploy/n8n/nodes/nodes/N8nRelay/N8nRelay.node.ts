@@ -21,6 +21,13 @@ import { isScheme, signHeaders } from '../../lib/signature';
 
 const show = (...operation: Operation[]) => ({ show: { operation } });
 
+/**
+ * How long a callback may take, answer included. The relay answers in milliseconds and
+ * cuts a request's body at 30 s (callbacks.request_timeout_seconds); a stalled relay or a
+ * dropped network path must not hold the execution for ever.
+ */
+const REQUEST_TIMEOUT_MS = 30_000;
+
 const approvalFields: INodeProperties[] = [
 	{
 		displayName: 'Demo ID',
@@ -245,16 +252,34 @@ export class N8nRelay implements INodeType {
 				id: scheme === 'standard-webhooks' ? `msg_${randomUUID()}` : undefined,
 			});
 
-			const response = (await this.helpers.httpRequest({
-				method: 'POST',
-				url,
-				// A string, so these are the bytes on the wire: exactly what was signed.
-				body,
-				headers: { 'Content-Type': 'application/json', Accept: 'application/json', ...headers },
-				json: false,
-				returnFullResponse: true,
-				ignoreHttpStatusErrors: true,
-			})) as { statusCode: number; body: unknown };
+			let response: { statusCode: number; body: unknown };
+			try {
+				response = (await this.helpers.httpRequest({
+					method: 'POST',
+					url,
+					// A string, so these are the bytes on the wire: exactly what was signed.
+					body,
+					headers: { 'Content-Type': 'application/json', Accept: 'application/json', ...headers },
+					json: false,
+					returnFullResponse: true,
+					ignoreHttpStatusErrors: true,
+					timeout: REQUEST_TIMEOUT_MS,
+				})) as { statusCode: number; body: unknown };
+			} catch (error) {
+				// No answer at all (refused, unresolvable, TLS, timed out): as much the
+				// item's failure as a refusal, so On Error: Continue applies to it too.
+				const detail = (error as Error).message;
+				if (this.continueOnFail()) {
+					out.push({ json: { error: 'unreachable', detail, statusCode: null }, pairedItem: { item: i } });
+					continue;
+				}
+				// Shown without any user:password@ the base URL may carry.
+				const shown = url.replace(/\/\/[^/@]*@/, '//');
+				throw new NodeOperationError(this.getNode(), `n8n-relay could not be reached at ${shown}`, {
+					itemIndex: i,
+					description: detail,
+				});
+			}
 
 			const answer = readAnswer(response.statusCode, response.body);
 			if (answer.ok) {
@@ -264,14 +289,20 @@ export class N8nRelay implements INodeType {
 			const detail = typeof answer.detail === 'string' ? answer.detail : JSON.stringify(answer.detail);
 			if (this.continueOnFail()) {
 				out.push({
-					json: { error: answer.error, detail: answer.detail ?? null, statusCode: answer.statusCode },
+					json: {
+						error: answer.error,
+						detail: answer.detail ?? null,
+						...(answer.field !== undefined ? { field: answer.field } : {}),
+						statusCode: answer.statusCode,
+					},
 					pairedItem: { item: i },
 				});
 				continue;
 			}
+			const field = answer.field !== undefined ? ` (field ${answer.field})` : '';
 			throw new NodeOperationError(
 				this.getNode(),
-				`n8n-relay refused the ${operation} callback: ${answer.statusCode} ${answer.error}`,
+				`n8n-relay refused the ${operation} callback: ${answer.statusCode} ${answer.error}${field}`,
 				{ itemIndex: i, description: detail },
 			);
 		}

@@ -240,8 +240,14 @@ export class N8nRelayTrigger implements INodeType {
 				let settled = false;
 				const settle = () => {
 					if (settled) return;
+					// The connection closed before any answer: the relay gave up waiting
+					// (its timeout, while an answer-after-finish run goes on). The run is
+					// still in flight, so the id stays claimed: the relay's retry gets 409
+					// rather than a second, concurrent execution. It is forgotten after
+					// the window, like any claim whose answer never came.
+					if (!res.headersSent) return;
 					settled = true;
-					const ok = res.headersSent && res.statusCode >= 200 && res.statusCode < 300;
+					const ok = res.statusCode >= 200 && res.statusCode < 300;
 					claimed.settle(id, ok, Math.floor(Date.now() / 1000));
 				};
 				res.on('finish', settle);

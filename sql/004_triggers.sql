@@ -159,47 +159,63 @@ BEGIN
 END;
 $$;
 
+-- Attaching them. A trigger already attached as this script would attach it is left
+-- alone: an upgrade replaces the functions above (which takes no lock on your tables)
+-- and does not touch the triggers, so it never waits for, or holds up, a business
+-- transaction. Only a missing, disabled or different trigger is (re)created, and
+-- DROP/CREATE TRIGGER lock the table (DROP TRIGGER blocks even reads while it waits):
+-- behind a long transaction on it, that waits at most lock_timeout (5 s unless your
+-- session sets one), then stops with an error that names the table, changing nothing.
 DO $$
+DECLARE
+    t     record;
+    v_rel regclass;
 BEGIN
-    IF to_regclass('leads') IS NOT NULL THEN
-        DROP TRIGGER IF EXISTS webhook_leads_insert ON leads;
-        CREATE TRIGGER webhook_leads_insert
-            AFTER INSERT ON leads
-            FOR EACH ROW EXECUTE FUNCTION webhook_leads_emit();
-        DROP TRIGGER IF EXISTS webhook_leads_update ON leads;
-        CREATE TRIGGER webhook_leads_update
-            AFTER UPDATE ON leads
-            FOR EACH ROW EXECUTE FUNCTION webhook_leads_emit();
-    ELSE
-        RAISE NOTICE 'n8n-relay: table leads not found; its triggers were not installed';
+    IF current_setting('lock_timeout') = '0' THEN
+        PERFORM set_config('lock_timeout', '5s', true);
     END IF;
-
-    IF to_regclass('demo_sites') IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM pg_attribute
-        WHERE attrelid = to_regclass('demo_sites') AND attname = 'status' AND NOT attisdropped
-    ) THEN
-        RAISE NOTICE 'n8n-relay: table demo_sites has no status column; its triggers were not installed (sql/README.md shows how to attach your own)';
-    ELSIF to_regclass('demo_sites') IS NOT NULL THEN
-        DROP TRIGGER IF EXISTS webhook_demo_sites_change ON demo_sites;
-        CREATE TRIGGER webhook_demo_sites_change
-            AFTER INSERT OR UPDATE OF status ON demo_sites
-            FOR EACH ROW EXECUTE FUNCTION webhook_asset_emit();
-    ELSE
-        RAISE NOTICE 'n8n-relay: table demo_sites not found; its triggers were not installed';
-    END IF;
-
-    IF to_regclass('videos') IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM pg_attribute
-        WHERE attrelid = to_regclass('videos') AND attname = 'status' AND NOT attisdropped
-    ) THEN
-        RAISE NOTICE 'n8n-relay: table videos has no status column; its triggers were not installed (sql/README.md shows how to attach your own)';
-    ELSIF to_regclass('videos') IS NOT NULL THEN
-        DROP TRIGGER IF EXISTS webhook_videos_change ON videos;
-        CREATE TRIGGER webhook_videos_change
-            AFTER INSERT OR UPDATE OF status ON videos
-            FOR EACH ROW EXECUTE FUNCTION webhook_asset_emit();
-    ELSE
-        RAISE NOTICE 'n8n-relay: table videos not found; its triggers were not installed';
-    END IF;
+    -- tgtype: 1 = FOR EACH ROW, 4 = INSERT, 16 = UPDATE (an AFTER trigger sets no other bit).
+    FOR t IN
+        SELECT * FROM (VALUES
+            ('leads', 'webhook_leads_insert', 'AFTER INSERT', 5, NULL, 'webhook_leads_emit'),
+            ('leads', 'webhook_leads_update', 'AFTER UPDATE', 17, NULL, 'webhook_leads_emit'),
+            ('demo_sites', 'webhook_demo_sites_change', 'AFTER INSERT OR UPDATE OF status', 21,
+             'status', 'webhook_asset_emit'),
+            ('videos', 'webhook_videos_change', 'AFTER INSERT OR UPDATE OF status', 21,
+             'status', 'webhook_asset_emit')
+        ) AS v(tbl, name, events, tgtype, update_of, func)
+    LOOP
+        v_rel := to_regclass(t.tbl);
+        IF v_rel IS NULL THEN
+            RAISE NOTICE 'n8n-relay: table % not found; its trigger % was not installed', t.tbl, t.name;
+            CONTINUE;
+        END IF;
+        IF t.update_of IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute
+            WHERE attrelid = v_rel AND attname = t.update_of AND NOT attisdropped
+        ) THEN
+            RAISE NOTICE 'n8n-relay: table % has no % column; its trigger % was not installed (sql/README.md shows how to attach your own)',
+                t.tbl, t.update_of, t.name;
+            CONTINUE;
+        END IF;
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM pg_trigger g
+            WHERE g.tgrelid = v_rel AND g.tgname = t.name AND NOT g.tgisinternal
+              AND g.tgfoid = to_regproc(t.func) AND g.tgtype = t.tgtype
+              AND g.tgenabled = 'O' AND g.tgqual IS NULL AND g.tgnargs = 0
+              -- UPDATE OF's columns, as int2vector's text: '' for none, '3' for one.
+              AND g.tgattr::text = coalesce((
+                      SELECT a.attnum::text FROM pg_attribute a
+                      WHERE a.attrelid = v_rel AND a.attname = t.update_of), ''));
+        BEGIN
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', t.name, v_rel);
+            EXECUTE format('CREATE TRIGGER %I %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()',
+                           t.name, t.events, v_rel, t.func);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'n8n-relay: could not lock table % within lock_timeout (%) to attach its trigger %: a transaction holds it', t.tbl, current_setting('lock_timeout'), t.name
+                USING ERRCODE = 'lock_not_available',
+                      HINT = 'No trigger was changed. Run the install again once that transaction ends (pg_locks and pg_stat_activity show which it is).';
+        END;
+    END LOOP;
 END;
 $$;

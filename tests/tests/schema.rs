@@ -287,3 +287,109 @@ async fn uninstall_leaves_the_database_as_before_the_install_with_its_business_r
         .expect("a business write through the reinstalled triggers");
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 }
+
+/// The trigger script, as `n8n-relay migrate` or psql runs it.
+fn triggers_sql() -> &'static str {
+    relay_core::schema::SCRIPTS
+        .iter()
+        .find(|s| s.name == "004_triggers.sql")
+        .expect("the triggers script")
+        .sql
+}
+
+async fn trigger_states(client: &tokio_postgres::Client) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT tgname::text, tgenabled::text FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("triggers")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn reinstalling_the_triggers_waits_for_no_business_transaction() {
+    let db = TestDb::migrated().await;
+    // A business transaction in progress on leads: it wrote (RowExclusiveLock) and read.
+    let mut writer = db.client().await;
+    let tx = writer.transaction().await.expect("begin");
+    tx.batch_execute(
+        "INSERT INTO leads (business_name) VALUES ('Open Tx Ltd'); SELECT count(*) FROM leads;",
+    )
+    .await
+    .expect("business write in progress");
+    // An upgrade re-runs the script: with the triggers attached as it would attach
+    // them, it takes no lock on leads (DROP TRIGGER used to wait here, blocking every
+    // reader and writer queued behind it).
+    let installer = db.client().await;
+    installer
+        .batch_execute("SET lock_timeout = '1s'")
+        .await
+        .expect("bounded wait");
+    installer
+        .batch_execute(triggers_sql())
+        .await
+        .expect("the script re-runs beside an open business transaction");
+    tx.commit().await.expect("the business write commits");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
+
+    // A trigger a DBA disabled is attached again, as before, when nothing holds the table.
+    installer
+        .batch_execute("ALTER TABLE leads DISABLE TRIGGER webhook_leads_update")
+        .await
+        .expect("disable");
+    installer
+        .batch_execute(triggers_sql())
+        .await
+        .expect("re-run");
+    assert!(
+        trigger_states(&installer)
+            .await
+            .iter()
+            .all(|(_, enabled)| enabled == "O"),
+        "{:?}",
+        trigger_states(&installer).await
+    );
+}
+
+#[tokio::test]
+async fn attaching_a_trigger_behind_a_business_transaction_gives_up_after_a_bounded_wait_and_changes_nothing(
+) {
+    let db = TestDb::migrated().await;
+    let installer = db.client().await;
+    installer
+        .batch_execute("DROP TRIGGER webhook_leads_update ON leads")
+        .await
+        .expect("a trigger to attach");
+    let before = trigger_states(&installer).await;
+    let mut writer = db.client().await;
+    let tx = writer.transaction().await.expect("begin");
+    tx.batch_execute("INSERT INTO leads (business_name) VALUES ('Long Tx Ltd')")
+        .await
+        .expect("business write in progress");
+    // No lock_timeout of the session's own: the script's (5 s) bounds the wait.
+    let err = installer
+        .batch_execute(triggers_sql())
+        .await
+        .expect_err("the table is held");
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "55P03", "{db_err:?}");
+    assert!(
+        db_err.message().contains("could not lock table leads")
+            && db_err.message().contains("webhook_leads_update"),
+        "{}",
+        db_err.message()
+    );
+    assert_eq!(trigger_states(&installer).await, before, "nothing changed");
+    tx.commit()
+        .await
+        .expect("the business write commits meanwhile");
+    installer
+        .batch_execute(triggers_sql())
+        .await
+        .expect("once it ends, the script attaches the trigger");
+    assert_eq!(trigger_states(&installer).await.len(), before.len() + 1);
+}

@@ -1,5 +1,6 @@
 -- n8n-relay: triggers that turn business-row changes into events.
--- Idempotent: functions are replaced, triggers dropped and recreated. Tables that do
+-- Idempotent: functions are replaced, a trigger attached only where it is missing or
+-- differs (see the end of this file). Tables that do
 -- not exist are skipped with a NOTICE, so this runs before or after your own tables.
 --
 -- Transitions (each fires once, in the business transaction, AFTER the row change):
@@ -163,9 +164,10 @@ $$;
 -- alone: an upgrade replaces the functions above (which takes no lock on your tables)
 -- and does not touch the triggers, so it never waits for, or holds up, a business
 -- transaction. Only a missing, disabled or different trigger is (re)created, and
--- DROP/CREATE TRIGGER lock the table (DROP TRIGGER blocks even reads while it waits):
--- behind a long transaction on it, that waits at most lock_timeout (5 s unless your
--- session sets one), then stops with an error that names the table, changing nothing.
+-- CREATE TRIGGER locks out writes to the table (and DROP TRIGGER, for one that must be
+-- replaced, reads too): behind a long transaction on it, that waits at most lock_timeout
+-- (5 s unless your session sets a nonzero one), then stops with an error that names the
+-- table, changing nothing.
 DO $$
 DECLARE
     t     record;
@@ -208,7 +210,11 @@ BEGIN
                       SELECT a.attnum::text FROM pg_attribute a
                       WHERE a.attrelid = v_rel AND a.attname = t.update_of), ''));
         BEGIN
-            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', t.name, v_rel);
+            -- DROP TRIGGER locks out reads too, even when there is nothing to drop:
+            -- only when there is. CREATE TRIGGER alone lets reads through.
+            IF EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = v_rel AND g.tgname = t.name) THEN
+                EXECUTE format('DROP TRIGGER %I ON %s', t.name, v_rel);
+            END IF;
             EXECUTE format('CREATE TRIGGER %I %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()',
                            t.name, t.events, v_rel, t.func);
         EXCEPTION WHEN lock_not_available THEN

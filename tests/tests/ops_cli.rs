@@ -378,6 +378,19 @@ async fn show_list_and_paused_print_webhook_urls_without_their_credentials() {
         assert!(!out.contains("s3cret"), "{line}: {out}");
         assert_eq!(out.contains("n8n.test"), shows_url, "{line}: {out}");
     }
+    // The event's own data is shown as it was signed and sent, a `url` column included.
+    client
+        .execute(
+            "UPDATE webhook_queue SET payload = '{\"url\": \"https://demo:p4ss@site.example/\"}' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("a payload with a url of its own");
+    let json = cli(&db, &format!("queue show {id} --json"))
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["payload"]["url"], "https://demo:p4ss@site.example/");
 }
 
 #[tokio::test]

@@ -297,6 +297,14 @@ fn triggers_sql() -> &'static str {
         .sql
 }
 
+/// The trigger script, its session waiting at most a second for any lock.
+async fn rerun_waiting_at_most_a_second(
+    installer: &tokio_postgres::Client,
+) -> Result<(), tokio_postgres::Error> {
+    installer.batch_execute("SET lock_timeout = '1s'").await?;
+    installer.batch_execute(triggers_sql()).await
+}
+
 async fn trigger_states(client: &tokio_postgres::Client) -> Vec<(String, String)> {
     client
         .query(
@@ -325,12 +333,7 @@ async fn reinstalling_the_triggers_waits_for_no_business_transaction() {
     // them, it takes no lock on leads (DROP TRIGGER used to wait here, blocking every
     // reader and writer queued behind it).
     let installer = db.client().await;
-    installer
-        .batch_execute("SET lock_timeout = '1s'")
-        .await
-        .expect("bounded wait");
-    installer
-        .batch_execute(triggers_sql())
+    rerun_waiting_at_most_a_second(&installer)
         .await
         .expect("the script re-runs beside an open business transaction");
     tx.commit().await.expect("the business write commits");
@@ -364,6 +367,21 @@ async fn attaching_a_trigger_behind_a_business_transaction_gives_up_after_a_boun
         .batch_execute("DROP TRIGGER webhook_leads_update ON leads")
         .await
         .expect("a trigger to attach");
+    // Attaching a missing trigger lets readers through: no DROP TRIGGER (which locks
+    // out reads even with nothing to drop), only CREATE TRIGGER.
+    let mut reader = db.client().await;
+    let read = reader.transaction().await.expect("begin");
+    read.batch_execute("SELECT count(*) FROM leads")
+        .await
+        .expect("a long read in progress");
+    rerun_waiting_at_most_a_second(&installer)
+        .await
+        .expect("attached beside an open read");
+    read.commit().await.expect("the read ends");
+    installer
+        .batch_execute("RESET lock_timeout; DROP TRIGGER webhook_leads_update ON leads")
+        .await
+        .expect("detach it again");
     let before = trigger_states(&installer).await;
     let mut writer = db.client().await;
     let tx = writer.transaction().await.expect("begin");

@@ -206,6 +206,9 @@ fn without_credentials(value: &mut serde_json::Value) {
                     {
                         *s = relay_core::config::url_without_userinfo(s);
                     }
+                    // The event's data is shown as it was signed and sent, whatever
+                    // its own columns are called.
+                    _ if key == "payload" => {}
                     _ => without_credentials(v),
                 }
             }

@@ -204,13 +204,15 @@ fn describe_figment_error(e: &figment::Error) -> ConfigError {
     let what = match &e.kind {
         // A TOML syntax error quotes its source line, and the line may set a secret:
         // only its position and its reason (the quoted lines are the ones with '|').
-        figment::error::Kind::Message(message) => message
-            .lines()
-            .filter(|l| !l.contains('|'))
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(": "),
+        figment::error::Kind::Message(message) if message.starts_with("TOML parse error") => {
+            message
+                .lines()
+                .filter(|l| !is_quoted_source(l))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ")
+        }
         // The value found is quoted too: a secret set as a number, say.
         figment::error::Kind::InvalidType(_, expected)
         | figment::error::Kind::InvalidValue(_, expected)
@@ -221,6 +223,14 @@ fn describe_figment_error(e: &figment::Error) -> ConfigError {
         other => other.to_string(),
     };
     ConfigError::invalid(&key, format!("{what}{source}"))
+}
+
+/// A line of a TOML error's source snippet: `  |`, `3 | key = "..."`, `  |   ^`.
+fn is_quoted_source(line: &str) -> bool {
+    line.trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start()
+        .starts_with('|')
 }
 
 /// Keys whose values are never shown in a message.

@@ -65,6 +65,13 @@ impl Config {
             "database.statement_timeout_seconds",
             self.database.statement_timeout_seconds,
         )?;
+        // Postgres holds statement_timeout in milliseconds in 32 bits.
+        if self.database.statement_timeout_seconds > 2_147_483 {
+            return Err(ConfigError::invalid(
+                "database.statement_timeout_seconds",
+                "at most 2147483 (Postgres's limit, about 24 days)",
+            ));
+        }
         check_http_url("n8n.base_url", &self.n8n.base_url)?;
         if !self.n8n.webhook_base_url.is_empty() {
             check_http_url("n8n.webhook_base_url", &self.n8n.webhook_base_url)?;
@@ -244,7 +251,7 @@ turn it off with security.scheme = standard-webhooks",
                         &format!("routes.{name}.url"),
                         format!(
                             "{:?} is neither an http(s) URL nor a path",
-                            url_without_userinfo(url)
+                            shown_in_error(url)
                         ),
                     ));
                 }
@@ -364,18 +371,34 @@ fn rate_limit(key: &str, rate: f64, zero_allowed: bool) -> Result<(), ConfigErro
 }
 
 fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    // Shown without its `user:password@`: the message goes to the terminal and logs.
-    let shown = url_without_userinfo(value);
     match url::Url::parse(value) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(ConfigError::invalid(
             key,
-            format!("{shown:?} must be an http:// or https:// URL with a host"),
+            format!(
+                "{:?} must be an http:// or https:// URL with a host",
+                shown_in_error(value)
+            ),
         )),
-        Err(e) => Err(ConfigError::invalid(
-            key,
-            format!("{shown:?} is not a URL ({e})"),
-        )),
+        // Not echoed: where a URL does not parse, its credentials cannot be told apart
+        // (a '/', '?' or '@' in a password), and the message goes to terminals and logs.
+        Err(e) => Err(ConfigError::invalid(key, format!("is not a URL ({e})"))),
+    }
+}
+
+/// A URL for an error message: parsed, without its credentials; unparsed, only its
+/// scheme (whatever follows may hold a password).
+fn shown_in_error(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.to_string()
+        }
+        Err(_) => match value.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://..."),
+            None => value.to_string(),
+        },
     }
 }
 

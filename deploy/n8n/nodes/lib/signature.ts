@@ -78,6 +78,8 @@ function strictBase64(text: string): Buffer | undefined {
 /** The HMAC key a configured secret stands for under `scheme`; throws SecretError. */
 export function keyFor(scheme: Scheme, secret: string): Buffer {
 	if (scheme === 'x-webhook-signature') return Buffer.from(secret, 'utf8');
+	// A whsec_ secret never holds whitespace: a pasted space or newline is dropped.
+	secret = secret.trim();
 	if (!secret.startsWith(STANDARD_SECRET_PREFIX)) {
 		throw new SecretError(
 			`standard-webhooks needs a secret that starts with ${STANDARD_SECRET_PREFIX}`,
@@ -96,12 +98,14 @@ export function keyFor(scheme: Scheme, secret: string): Buffer {
 }
 
 /**
- * The secrets that are set, each exactly as written: the relay keys its HMAC with a
- * secret's bytes as configured (it trims nothing but one trailing newline of a secret
- * file), so trimming here would make a secret with outer whitespace never verify.
+ * The secrets that are set (an empty or whitespace-only field is unset), each as written:
+ * the relay keys an x-webhook-signature HMAC with a secret's bytes as configured (it
+ * trims nothing but one trailing newline of a secret file), so trimming here would make
+ * a secret with outer whitespace never verify. A whsec_ secret is trimmed where it is
+ * decoded (keyFor).
  */
 export function activeSecrets(secrets: ReadonlyArray<string | undefined | null>): string[] {
-	return secrets.filter((s): s is string => typeof s === 'string' && s.length > 0);
+	return secrets.filter((s): s is string => typeof s === 'string' && s.trim().length > 0);
 }
 
 function toBuffer(body: Buffer | string): Buffer {

@@ -21,9 +21,13 @@ function fakeResponse() {
 		res.statusCode = code;
 		return res;
 	};
+	// As Express does: json() ends the response through end().
+	res.end = () => {
+		res.headersSent = true;
+	};
 	res.json = (body) => {
 		res.sent = body;
-		res.headersSent = true;
+		res.end();
 	};
 	return res;
 }
@@ -176,6 +180,22 @@ test('trigger: a run whose connection the relay closed before an answer is still
 	const retry = await deliver({ headers, body, params });
 	assert.equal(retry.ctx.res.statusCode, 409, 'no second, concurrent execution');
 	assert.equal(retry.result.workflowData, undefined);
+	// The run ends well and n8n sends its answer to the closed connection (no 'finish'
+	// comes): that settles the id, and the relay's next retry is a duplicate, not a 409
+	// until the window ends (which would fail a row whose run succeeded).
+	first.ctx.res.status(200).json({ status: 'done' });
+	const later = await deliver({ headers, body, params });
+	assert.equal(later.ctx.res.statusCode, 200);
+	assert.deepEqual(later.ctx.res.sent, { status: 'duplicate', id: 'e-slow' });
+	assert.equal(later.result.workflowData, undefined);
+	// A run that fails answers 500 to the closed connection: forgotten, so a retry runs.
+	const failBody = BODY.replace('"e1"', '"e-fail"');
+	const failHeaders = lower({ ...signHeaders({ scheme: 'x-webhook-signature', secrets: [SECRET], body: failBody }), 'x-webhook-attempt': '1' });
+	const failing = await deliver({ headers: failHeaders, body: failBody, params });
+	failing.ctx.res.emit('close');
+	failing.ctx.res.status(500).json({ error: 'run failed' });
+	const rerun = await deliver({ headers: failHeaders, body: failBody, params });
+	assert.ok(rerun.result.workflowData);
 });
 
 function actionContext({ operation, params = {}, answer, continueOnFail = false, credentials = {} }) {

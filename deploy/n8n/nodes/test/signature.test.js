@@ -93,8 +93,8 @@ test('x-webhook-signature: rotation, any signature in the header with any secret
 	// The relay still signs with one secret while the receiver already has both.
 	assert.equal(contract({ ...header, 'x-webhook-signature-256': oldSig }, { secrets: ['new-secret', 'old-secret'] }).ok, true);
 	assert.equal(contract(header, { secrets: ['third-secret'] }).refusal, 'mismatch');
-	// Empty secrets (an unset rotation field) are skipped.
-	assert.equal(contract(header, { secrets: ['', undefined, 'old-secret'] }).ok, true);
+	// Empty and whitespace-only secrets (an unset rotation field) are skipped.
+	assert.equal(contract(header, { secrets: ['', '  ', undefined, 'old-secret'] }).ok, true);
 	// Every other secret is used exactly as written, as the relay uses it: outer spaces
 	// are part of the key, never trimmed away.
 	const spaced = { 'x-webhook-timestamp': String(NOW), 'x-webhook-signature-256': hex(' s3cret ', NOW, BODY) };
@@ -230,6 +230,8 @@ test('standard-webhooks: rotation with whsec_ secrets', () => {
 	assert.equal(standard(both, { secrets: [other] }).ok, true);
 	assert.equal(standard(swHeaders(), { secrets: [other, SW.secret] }).ok, true);
 	assert.equal(standard(swHeaders(), { secrets: [other] }).refusal, 'mismatch');
+	// A whsec_ secret pasted with a newline or spaces around it still verifies.
+	assert.equal(standard(swHeaders(), { secrets: [` ${SW.secret}\n`] }).ok, true);
 });
 
 test('standard-webhooks: secrets must be whsec_ and base64 of 24 to 64 bytes, as the relay demands', () => {

@@ -22,11 +22,13 @@ import { isScheme, signHeaders } from '../../lib/signature';
 const show = (...operation: Operation[]) => ({ show: { operation } });
 
 /**
- * How long a callback may take, answer included. The relay answers in milliseconds and
- * cuts a request's body at 30 s (callbacks.request_timeout_seconds); a stalled relay or a
- * dropped network path must not hold the execution for ever.
+ * How long a callback may take, answer included. The relay answers in milliseconds; its
+ * own limits (the body within callbacks.request_timeout_seconds, 30 s, and each query
+ * within database.statement_timeout_seconds, 30 s) come first, so a slow callback gets
+ * the relay's answer, not this. A stalled relay or a dropped network path must not hold
+ * the execution for ever.
  */
-const REQUEST_TIMEOUT_MS = 30_000;
+const REQUEST_TIMEOUT_MS = 60_000;
 
 const approvalFields: INodeProperties[] = [
 	{
@@ -274,7 +276,15 @@ export class N8nRelay implements INodeType {
 					continue;
 				}
 				// Shown without any user:password@ the base URL may carry.
-				const shown = url.replace(/\/\/[^/@]*@/, '//');
+				let shown = 'the callback base URL';
+				try {
+					const parsed = new URL(url);
+					parsed.username = '';
+					parsed.password = '';
+					shown = parsed.toString();
+				} catch {
+					// Not shown at all.
+				}
 				throw new NodeOperationError(this.getNode(), `n8n-relay could not be reached at ${shown}`, {
 					itemIndex: i,
 					description: detail,

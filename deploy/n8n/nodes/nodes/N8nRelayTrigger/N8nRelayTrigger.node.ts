@@ -22,6 +22,7 @@ interface RawResponse {
 	headersSent: boolean;
 	status(code: number): RawResponse;
 	json(body: unknown): void;
+	end(...args: unknown[]): unknown;
 	on(event: 'finish' | 'close', listener: () => void): void;
 }
 
@@ -240,18 +241,25 @@ export class N8nRelayTrigger implements INodeType {
 				let settled = false;
 				const settle = () => {
 					if (settled) return;
-					// The connection closed before any answer: the relay gave up waiting
-					// (its timeout, while an answer-after-finish run goes on). The run is
-					// still in flight, so the id stays claimed: the relay's retry gets 409
-					// rather than a second, concurrent execution. It is forgotten after
-					// the window, like any claim whose answer never came.
-					if (!res.headersSent) return;
 					settled = true;
 					const ok = res.statusCode >= 200 && res.statusCode < 300;
 					claimed.settle(id, ok, Math.floor(Date.now() / 1000));
 				};
 				res.on('finish', settle);
-				res.on('close', settle);
+				// A close before any answer: the relay gave up waiting (its timeout, while
+				// an answer-after-finish run goes on). The run is still in flight, so the
+				// id stays claimed and the relay's retry gets 409, not a second concurrent
+				// run. The run's answer settles it when n8n sends it, even to the closed
+				// connection (no 'finish' comes then, but end() is still called).
+				res.on('close', () => {
+					if (res.headersSent) settle();
+				});
+				const end = res.end;
+				res.end = function (this: RawResponse, ...args: unknown[]) {
+					const result = end.apply(this, args);
+					settle();
+					return result;
+				};
 			}
 		}
 

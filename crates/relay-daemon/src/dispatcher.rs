@@ -80,6 +80,20 @@ struct State {
 }
 
 impl State {
+    fn new(health: Tracker, pace: Pace) -> State {
+        State {
+            ready: VecDeque::new(),
+            sending: HashMap::new(),
+            waiting: HashMap::new(),
+            workers: 0,
+            in_flight: HashMap::new(),
+            closed: false,
+            cooldown: HashMap::new(),
+            health,
+            pace,
+        }
+    }
+
     /// The first ready row whose endpoint may take it now, counted as sending: the
     /// endpoint has room (one at a time while unhealthy) and is not cooling down after
     /// a 429/503. Rows claimed ahead for a URL that just began to cool wait here until
@@ -172,17 +186,10 @@ impl Dispatcher {
         let capacity = workers.saturating_mul(DEEP);
         Dispatcher {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    ready: VecDeque::new(),
-                    sending: HashMap::new(),
-                    waiting: HashMap::new(),
-                    workers: 0,
-                    in_flight: HashMap::new(),
-                    closed: false,
-                    cooldown: HashMap::new(),
-                    health: Tracker::new(config.queue.unhealthy_after),
-                    pace: Pace::new(Duration::from_secs(config.queue.lease_seconds)),
-                }),
+                state: Mutex::new(State::new(
+                    Tracker::new(config.queue.unhealthy_after),
+                    Pace::new(Duration::from_secs(config.queue.lease_seconds)),
+                )),
                 max_per_endpoint: config.queue.max_per_endpoint,
                 deliverer,
                 recorder,
@@ -410,8 +417,37 @@ fn more_workers(limit: usize, state: &mut State) -> usize {
     spawn
 }
 
+/// What a worker holds while it runs: its place among the workers and, while it
+/// delivers, its row's place at its URL. Given back if the worker unwinds (a bug), so a
+/// panic costs one delivery (the row returns to the queue when its lease runs out), not
+/// a worker and a place at that URL for the rest of the process's life. On a normal
+/// exit the worker gives them back itself, in the same lock as its last decision.
+struct Held<'a> {
+    state: &'a Mutex<State>,
+    /// The row being delivered, until its place at its URL is given back.
+    row: Option<(i64, String)>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.workers = state.workers.saturating_sub(1);
+        if let Some((id, url)) = self.row.take() {
+            decrement(&mut state.sending, &url);
+            state.in_flight.remove(&id);
+        }
+    }
+}
+
 /// One worker: deliver ready rows until there is none it may start.
 async fn work(shared: Arc<Shared>) {
+    let mut held = Held {
+        state: &shared.state,
+        row: None,
+    };
     loop {
         let next = {
             let mut state = shared.state();
@@ -435,18 +471,22 @@ async fn work(shared: Arc<Shared>) {
             let _ = shared.wake.try_send(Wake::Freed);
             return;
         };
+        held.row = Some((ready.job.id, ready.job.url.clone()));
         let span = tracing::info_span!(
             "delivery",
             webhook_id = %ready.job.webhook_id,
             event = %ready.job.event_type,
             attempt = ready.job.attempt(),
         );
-        deliver(&shared, ready).instrument(span).await;
+        deliver(&shared, ready, &mut held.row)
+            .instrument(span)
+            .await;
     }
 }
 
-/// One attempt of one ready row, handed to the recorder.
-async fn deliver(shared: &Shared, ready: Ready) {
+/// One attempt of one ready row, handed to the recorder. `held` is cleared where the
+/// row's place at its URL is given back.
+async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>) {
     let Ready {
         job,
         slot,
@@ -465,6 +505,7 @@ async fn deliver(shared: &Shared, ready: Ready) {
         let mut state = shared.state();
         decrement(&mut state.sending, &job.url);
         state.in_flight.remove(&job.id);
+        *held = None;
         return;
     }
     let attempt = shared.deliverer.deliver(&job, policy.timeout).await;
@@ -501,6 +542,7 @@ async fn deliver(shared: &Shared, ready: Ready) {
         let mut state = shared.state();
         decrement(&mut state.sending, &job.url);
         state.in_flight.remove(&job.id);
+        *held = None;
         state
             .pace
             .observe(&job.url, attempt.duration, verdict == Verdict::Sent);
@@ -525,7 +567,51 @@ async fn deliver(shared: &Shared, ready: Ready) {
 
 #[cfg(test)]
 mod tests {
-    use super::counted;
+    use super::{counted, Held, State};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[test]
+    fn a_worker_that_panics_gives_back_its_place_and_its_rows_place_at_the_url() {
+        let mut state = State::new(
+            crate::health::Tracker::new(0),
+            crate::pace::Pace::new(Duration::from_secs(60)),
+        );
+        let url = "http://n8n.test/webhook/a".to_string();
+        state.workers = 2;
+        state.sending.insert(url.clone(), 1);
+        state.in_flight.insert(7, 1);
+        let state = Mutex::new(state);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _held = Held {
+                state: &state,
+                row: Some((7, url.clone())),
+            };
+            panic!("a bug in a delivery");
+        }));
+        assert!(unwound.is_err());
+        let state = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert_eq!(state.workers, 1, "the other worker is still counted");
+        assert!(state.sending.is_empty(), "{:?}", state.sending);
+        assert!(state.in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_worker_that_ends_normally_changes_nothing_on_drop() {
+        let mut state = State::new(
+            crate::health::Tracker::new(0),
+            crate::pace::Pace::new(Duration::from_secs(60)),
+        );
+        state.workers = 1;
+        let state = Mutex::new(state);
+        drop(Held {
+            state: &state,
+            row: Some((7, "http://n8n.test/".into())),
+        });
+        assert_eq!(state.lock().map(|s| s.workers).unwrap_or_default(), 1);
+    }
 
     /// The room the claim statements compute for a URL, as they compute it.
     fn room(cap: i32, counted: i32) -> Option<i32> {

@@ -790,6 +790,33 @@ async fn concurrent_identical_requests_apply_once() {
 }
 
 #[tokio::test]
+async fn a_refusal_quoting_a_huge_request_is_answered_and_logged_in_bounded_size() {
+    let l = Listener::start().await;
+    // Unsigned: a method of 100 KB (hyper takes it; the 405 quotes it).
+    let method = "X".repeat(100_000);
+    let answer = l
+        .send(&method, &format!("{N8N}/demo-approval"), &[], b"")
+        .await;
+    assert_eq!(answer.status, 405);
+    assert!(answer.body.len() < 2_000, "{} bytes", answer.body.len());
+    // Signed: a value of the wrong type, 200 KB long (serde quotes it).
+    let huge = "9".repeat(200_000);
+    let answer = l
+        .post("demo-approval", &json!({"demo_id": huge, "approved": true}))
+        .await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.len() < 2_000, "{} bytes", answer.body.len());
+    l.wait_for_logs(2).await;
+    let longest: i64 =
+        l.db.count(
+            "SELECT coalesce(max(greatest(length(error_message), length(response_body))), 0)::int8
+             FROM webhook_logs WHERE direction = 'incoming'",
+        )
+        .await;
+    assert!(longest < 2_000, "a log row holds {longest} bytes");
+}
+
+#[tokio::test]
 async fn sql_looking_text_in_notes_is_stored_verbatim() {
     let l = Listener::start().await;
     let (_, demo, _) = l.lead_with_assets().await;

@@ -105,14 +105,7 @@ pub fn record(writer: &Writer, entry: Entry, reply: &Reply) {
     if reply.database_down {
         return;
     }
-    let mut body = reply.body_text();
-    if body.len() > MAX_LOGGED_BODY {
-        let mut end = MAX_LOGGED_BODY;
-        while !body.is_char_boundary(end) {
-            end -= 1;
-        }
-        body.truncate(end);
-    }
+    let body = crate::response::bounded(reply.body_text(), MAX_LOGGED_BODY);
     let row = Row {
         name,
         path: entry.path,

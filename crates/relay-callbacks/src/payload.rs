@@ -175,6 +175,14 @@ fn stored_whole(endpoint: Endpoint, value: Value) -> Result<Callback, PayloadErr
         Endpoint::WorkflowStatus => Ok(Callback::WorkflowStatus(run(&value)?, value)),
         Endpoint::ErrorNotification => {
             let b: WorkflowErrorBody = typed(&value)?;
+            for (field, id) in [
+                ("workflow_id", &b.workflow_id),
+                ("execution_id", &b.execution_id),
+            ] {
+                if let Some(id) = id {
+                    id_length(field, id)?;
+                }
+            }
             let message = error_message(value.get("error"))?;
             let present = |id: Option<String>| id.filter(|t| !t.trim().is_empty());
             Ok(Callback::ErrorNotification(
@@ -209,6 +217,11 @@ fn stored_whole(endpoint: Endpoint, value: Value) -> Result<Callback, PayloadErr
     }
 }
 
+/// The longest workflow or execution id taken: n8n's are a few dozen bytes, and
+/// `workflow_runs` keys runs by execution id in a btree, whose entries Postgres caps
+/// near 2.7 KB (a longer one failed the statement: a 500 for the sender's mistake).
+const MAX_ID_BYTES: usize = 255;
+
 fn run(value: &Value) -> Result<WorkflowUpdate, PayloadError> {
     let run: WorkflowUpdate = typed(value)?;
     for (field, text) in [
@@ -218,8 +231,19 @@ fn run(value: &Value) -> Result<WorkflowUpdate, PayloadError> {
         if text.trim().is_empty() {
             return Err(field_error(field, "must not be empty"));
         }
+        id_length(field, text)?;
     }
     Ok(run)
+}
+
+fn id_length(field: &str, text: &str) -> Result<(), PayloadError> {
+    if text.len() > MAX_ID_BYTES {
+        return Err(field_error(
+            field,
+            format!("at most {MAX_ID_BYTES} bytes, got {}", text.len()),
+        ));
+    }
+    Ok(())
 }
 
 fn error_message(error: Option<&Value>) -> Result<String, PayloadError> {
@@ -315,6 +339,25 @@ mod tests {
                 notes: Some("ok".into()),
             }))
         );
+    }
+
+    #[test]
+    fn ids_longer_than_a_btree_entry_can_hold_are_refused_by_name() {
+        let long = "e".repeat(3_000);
+        for endpoint in [
+            Endpoint::WorkflowStatus,
+            Endpoint::WorkflowCompleted,
+            Endpoint::ErrorNotification,
+        ] {
+            let body = serde_json::json!({
+                "workflow_id": "w", "execution_id": long, "status": "running", "error": "boom"
+            })
+            .to_string();
+            let e = decode(endpoint, body.as_bytes()).expect_err("too long");
+            assert_eq!(field_of(e), "execution_id", "{endpoint:?}");
+        }
+        let ok = serde_json::json!({"workflow_id": "w", "execution_id": "e".repeat(255)});
+        assert!(decode(Endpoint::WorkflowStatus, ok.to_string().as_bytes()).is_ok());
     }
 
     #[test]

@@ -84,12 +84,30 @@ pub struct Refusal {
     pub allow: Option<&'static str>,
 }
 
+/// The longest `detail` a refusal carries: it often quotes the request (a method, a
+/// value of the wrong type), and it goes into the answer, the process log and a
+/// `webhook_logs` row, which an unsigned request must not be able to make large.
+pub const MAX_DETAIL: usize = 512;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
 impl Refusal {
     fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Refusal {
         Refusal {
             status,
             error,
-            detail: detail.into(),
+            detail: bounded(detail.into(), MAX_DETAIL),
             field: None,
             allow: None,
         }
@@ -150,7 +168,7 @@ impl Refusal {
 
     pub fn invalid_field(field: impl Into<String>, detail: impl Into<String>) -> Refusal {
         Refusal {
-            field: Some(field.into()),
+            field: Some(bounded(field.into(), 128)),
             ..Refusal::new(StatusCode::BAD_REQUEST, "invalid_payload", detail)
         }
     }

@@ -167,7 +167,7 @@ fn nul_error(field: &str) -> PayloadError {
 
 /// The callbacks whose whole body is stored (workflow runs) or emitted (events).
 fn stored_whole(endpoint: Endpoint, value: Value) -> Result<Callback, PayloadError> {
-    if let Some(path) = nul_path(&value, String::new()) {
+    if let Some(path) = nul_path(&value) {
         return Err(nul_error(path.trim_start_matches('.')));
     }
     match endpoint {
@@ -296,23 +296,45 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// The path of the first string (or key) holding U+0000, if any.
-fn nul_path(value: &Value, path: String) -> Option<String> {
-    match value {
-        Value::String(s) if s.contains('\0') => Some(path),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
-        Value::Object(map) => map.iter().find_map(|(k, v)| {
-            if k.contains('\0') {
-                Some(path.clone())
-            } else {
-                nul_path(v, format!("{path}.{k}"))
-            }
-        }),
-        _ => None,
+/// The path of the first string (or key) holding U+0000, if any. Built only once one
+/// is found: a path string per node made a wide body with one long key cost the key's
+/// length times the node count (gigabytes copied for a 1 MB body).
+fn nul_path(value: &Value) -> Option<String> {
+    enum Step<'a> {
+        Index(usize),
+        Key(&'a str),
     }
+    fn find<'a>(value: &'a Value, steps: &mut Vec<Step<'a>>) -> bool {
+        let mut inside = |step: Step<'a>, v: &'a Value, steps: &mut Vec<Step<'a>>| {
+            steps.push(step);
+            let found = find(v, steps);
+            if !found {
+                steps.pop();
+            }
+            found
+        };
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .any(|(i, v)| inside(Step::Index(i), v, steps)),
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| k.contains('\0') || inside(Step::Key(k), v, steps)),
+            _ => false,
+        }
+    }
+    let mut steps = Vec::new();
+    find(value, &mut steps).then(|| {
+        steps
+            .iter()
+            .map(|step| match step {
+                Step::Index(i) => format!("[{i}]"),
+                Step::Key(k) => format!(".{k}"),
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

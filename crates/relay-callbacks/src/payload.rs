@@ -305,7 +305,7 @@ fn nul_path(value: &Value) -> Option<String> {
         Key(&'a str),
     }
     fn find<'a>(value: &'a Value, steps: &mut Vec<Step<'a>>) -> bool {
-        let mut inside = |step: Step<'a>, v: &'a Value, steps: &mut Vec<Step<'a>>| {
+        let inside = |step: Step<'a>, v: &'a Value, steps: &mut Vec<Step<'a>>| {
             steps.push(step);
             let found = find(v, steps);
             if !found {

@@ -817,6 +817,40 @@ async fn a_refusal_quoting_a_huge_request_is_answered_and_logged_in_bounded_size
 }
 
 #[tokio::test]
+async fn a_callback_that_times_out_behind_a_locked_row_is_answered_503_and_logged() {
+    let l = Listener::start_with(|b| b.env("RELAY_DATABASE__STATEMENT_TIMEOUT_SECONDS", 1)).await;
+    let (_, demo, _) = l.lead_with_assets().await;
+    // Another transaction holds the demo's row longer than a statement may wait.
+    let mut locker = l.db.client().await;
+    let tx = locker.transaction().await.expect("begin");
+    tx.execute(
+        "SELECT 1 FROM demo_sites WHERE id = $1 FOR UPDATE",
+        &[&demo],
+    )
+    .await
+    .expect("lock the row");
+    let before = l.snapshot().await;
+    let answer = l
+        .post("demo-approval", &json!({"demo_id": demo, "approved": true}))
+        .await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert_eq!(l.snapshot().await, before, "nothing applied");
+    tx.rollback().await.expect("release the row");
+    // The database was up: the refusal is on record like any other answer.
+    wait_until("the 503 in webhook_logs", WAIT, || async {
+        let n =
+            l.db.count(
+                "SELECT count(*) FROM webhook_logs
+                 WHERE direction = 'incoming' AND response_status = 503
+                   AND error_message LIKE '%statement timeout%'",
+            )
+            .await;
+        (n == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn sql_looking_text_in_notes_is_stored_verbatim() {
     let l = Listener::start().await;
     let (_, demo, _) = l.lead_with_assets().await;

@@ -82,6 +82,10 @@ pub struct Refusal {
     pub detail: String,
     pub field: Option<String>,
     pub allow: Option<&'static str>,
+    /// The database cannot take the request's log row either (it is down or refusing
+    /// connections): the process log has it instead. A 503 for a database that is up
+    /// but timed out or hit a conflict is logged like any other answer.
+    pub database_down: bool,
 }
 
 /// The longest `detail` a refusal carries: it often quotes the request (a method, a
@@ -110,6 +114,7 @@ impl Refusal {
             detail: bounded(detail.into(), MAX_DETAIL),
             field: None,
             allow: None,
+            database_down: false,
         }
     }
 
@@ -177,7 +182,17 @@ impl Refusal {
         Refusal::new(StatusCode::BAD_REQUEST, "invalid_payload", detail)
     }
 
+    /// The database is down or refusing connections: 503, and no log row.
     pub fn unavailable(detail: impl Into<String>) -> Refusal {
+        Refusal {
+            database_down: true,
+            ..Refusal::retry_later(detail)
+        }
+    }
+
+    /// The database is up but could not finish the change now (a statement timeout, a
+    /// serialization failure, a deadlock): 503 so n8n retries, and logged.
+    pub fn retry_later(detail: impl Into<String>) -> Refusal {
         Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
@@ -197,7 +212,7 @@ impl Refusal {
         Reply {
             allow: self.allow,
             error: Some(format!("{}: {}", self.error, self.detail)),
-            database_down: self.status == StatusCode::SERVICE_UNAVAILABLE,
+            database_down: self.database_down,
             ..Reply::json(self.status, &body)
         }
     }
@@ -217,13 +232,15 @@ impl From<tokio_postgres::Error> for Refusal {
             return Refusal::unavailable(format!("database connection failed: {e}"));
         };
         let code = db.code().code();
-        let retryable = code.starts_with("08")
-            || code.starts_with("53")
-            || code.starts_with("57")
-            || code == "40001"
-            || code == "40P01";
-        if retryable {
+        // Connection failures, resources exhausted, an operator's shutdown.
+        let down = code.starts_with("08") || code.starts_with("53") || code.starts_with("57P");
+        // The database answered, but not this time: a statement timeout or a cancel
+        // (57014), a serialization failure or a deadlock.
+        let busy = code.starts_with("57") || code == "40001" || code == "40P01";
+        if down {
             Refusal::unavailable(format!("database unavailable: {}", db.message()))
+        } else if busy {
+            Refusal::retry_later(format!("database unavailable: {}", db.message()))
         } else if code.starts_with("22") {
             Refusal::invalid_value(format!("the database refused a value: {}", db.message()))
         } else {

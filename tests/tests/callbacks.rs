@@ -416,6 +416,17 @@ async fn workflow_reports_upsert_one_run_per_execution_id() {
         0,
         "status reports emit nothing"
     );
+
+    // A progress report that arrives after the completion (n8n retried it) is
+    // acknowledged and changes nothing: the run stays ended.
+    let late = json!({"workflow_id": "lead-processing-pipeline", "execution_id": "exec_123",
+                      "current_step": "scrape", "status": "running"});
+    assert_eq!(l.post("workflow-status", &late).await.status, 200);
+    let run = l
+        .json("SELECT to_jsonb(r) FROM workflow_runs r WHERE execution_id = 'exec_123'")
+        .await;
+    assert_eq!(run["status"], "success");
+    assert_eq!(run["payload"], completed);
 }
 
 #[tokio::test]

@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 use crate::payload::{WorkflowError, WorkflowUpdate};
 use crate::response::{Refusal, Reply};
 
+/// A report that arrives after the run ended (n8n retried a progress report, or they
+/// crossed on the way) changes nothing: a run whose status is final (n8n's `success`,
+/// `error`, `canceled`, `crashed`) is not set back to a running one. A final report
+/// still replaces an earlier final one.
 const UPSERT_RUN: &str = "INSERT INTO workflow_runs AS r \
     (execution_id, workflow_id, status, current_step, duration_ms, lead_id, error_message, payload) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -21,7 +25,9 @@ const UPSERT_RUN: &str = "INSERT INTO workflow_runs AS r \
         lead_id = COALESCE(EXCLUDED.lead_id, r.lead_id), \
         error_message = COALESCE(EXCLUDED.error_message, r.error_message), \
         payload = EXCLUDED.payload, \
-        updated_at = now()";
+        updated_at = now() \
+    WHERE coalesce(r.status, '') NOT IN ('success', 'error', 'canceled', 'crashed') \
+       OR EXCLUDED.status IN ('success', 'error', 'canceled', 'crashed')";
 const EMIT_WORKFLOW_ERROR: &str = "SELECT webhook_emit('workflow_error', 'workflow', $1, $2)";
 
 /// A progress report; what a missing `status` means depends on which one it is.

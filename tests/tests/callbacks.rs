@@ -456,6 +456,26 @@ async fn an_error_notification_records_the_error_and_emits_workflow_error() {
     assert_eq!(event["payload"]["execution_id"], "exec_9");
     assert_eq!(event["payload"]["error_message"], "Vercel said no");
     assert_eq!(event["payload"]["workflow_name"], "Demo Deployment");
+
+    // The same report signed anew at another second (n8n's Retry On Fail after a lost
+    // answer): not a replay the receipts know, yet the failure is announced once.
+    let bytes = body.to_string().into_bytes();
+    let headers = signed(&bytes, signature::unix_now() - 5);
+    let again = l
+        .send(
+            "POST",
+            &format!("{N8N}/error-notification"),
+            &headers,
+            &bytes,
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert!(again.json().get("event_id").is_none(), "{}", again.json());
+    assert_eq!(
+        l.db.count("SELECT count(*) FROM webhook_events WHERE event_type = 'workflow_error'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]

@@ -29,6 +29,9 @@ const UPSERT_RUN: &str = "INSERT INTO workflow_runs AS r \
     WHERE coalesce(r.status, '') NOT IN ('success', 'error', 'canceled', 'crashed') \
        OR EXCLUDED.status IN ('success', 'error', 'canceled', 'crashed')";
 const EMIT_WORKFLOW_ERROR: &str = "SELECT webhook_emit('workflow_error', 'workflow', $1, $2)";
+/// Whether this execution's error is on record already, its row locked till commit.
+const ERROR_RECORDED: &str = "SELECT 1 FROM workflow_runs \
+    WHERE execution_id = $1 AND status = 'error' AND error_message = $2 FOR UPDATE";
 
 /// A progress report; what a missing `status` means depends on which one it is.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +85,21 @@ pub async fn error(
     body: Value,
 ) -> Result<Reply, Refusal> {
     if let Some(execution_id) = &err.execution_id {
+        // The same error of the same execution again: a client that signs its retry
+        // anew (the n8n node does, on Retry On Fail) is not a replay the receipts can
+        // tell, and the alerting workflow must not hear of one failure twice.
+        if tx
+            .query_opt(ERROR_RECORDED, &[execution_id, &err.message])
+            .await?
+            .is_some()
+        {
+            return Ok(received(
+                err.workflow_id.as_deref(),
+                Some(execution_id),
+                "Workflow error already recorded for this execution; no new event",
+                None,
+            ));
+        }
         let row = Run {
             execution_id,
             workflow_id: err.workflow_id.as_deref(),

@@ -492,7 +492,17 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
         "asked, not done"
     );
 
-    let done = http(
+    // The confirmation carries its count's time: a row that fails while the operator
+    // decides is not retried with the three that were counted.
+    let failed_by = ask
+        .body
+        .split("name=\"failed_by\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(failed_by.parse::<u64>().is_ok(), "{}", ask.body);
+    let unconfirmed = http(
         &addr,
         "POST",
         "/queue/retry-failed",
@@ -500,11 +510,29 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
         Some(&format!("csrf={token}&status=failed&confirm=yes")),
     )
     .await;
+    assert_eq!(unconfirmed.status, 400, "a confirmation without its time");
+    hostile_failed_row(&db).await;
+    let done = http(
+        &addr,
+        "POST",
+        "/queue/retry-failed",
+        Some(&cookie),
+        Some(&format!(
+            "csrf={token}&status=failed&confirm=yes&failed_by={failed_by}"
+        )),
+    )
+    .await;
     assert_eq!(done.status, 303);
     assert_eq!(
         db.count("SELECT count(*) FROM webhook_queue WHERE status = 'pending'")
             .await,
         3
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed'")
+            .await,
+        1,
+        "the row that failed after the count is left for another decision"
     );
 
     let dry = http(

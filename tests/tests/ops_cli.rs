@@ -541,6 +541,11 @@ async fn retry_refuses_bad_flags_with_exit_2_and_changes_nothing() {
             vec!["--all-failed", "--event", "lead_scrapped"],
             "\"lead_scrapped\"",
         ),
+        // An age Postgres cannot count back (it failed as a database error, exit 1).
+        (
+            vec!["--all-failed", "--since", "4000000000d"],
+            "\"4000000000d\"",
+        ),
         (vec![], "<ID|--all-failed>"),
         (vec!["7", "--all-failed"], "--all-failed"),
     ] {
@@ -777,9 +782,52 @@ async fn cleanup_deletes_in_bounded_batches() {
 #[tokio::test]
 async fn cleanup_without_days_is_bad_usage() {
     let db = TestDb::migrated().await;
-    let out = cli(&db, "queue cleanup").await;
-    assert_eq!(out.code, Some(2));
-    assert!(out.stderr.contains("--days"), "{}", out.stderr);
+    for line in [
+        "queue cleanup",
+        "queue cleanup --days 0",
+        "queue cleanup --days 36501",
+    ] {
+        let out = cli(&db, line).await;
+        assert_eq!(out.code, Some(2), "{line}");
+        assert!(out.stderr.contains("--days"), "{line}: {}", out.stderr);
+    }
+}
+
+#[tokio::test]
+async fn cleanup_including_failed_keeps_a_failed_row_that_holds_its_entitys_events() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let blocking = Row::new("lead_scraped", "failed")
+        .days_old(40)
+        .insert(&client)
+        .await;
+    let plain = Row::new("lead_scraped", "failed")
+        .days_old(40)
+        .insert(&client)
+        .await;
+    client
+        .execute(
+            "UPDATE webhook_queue SET ordering = 'block' WHERE id = $1",
+            &[&blocking],
+        )
+        .await
+        .expect("ordered under block");
+    let out = cli(&db, "queue cleanup --days 30 --include-failed")
+        .await
+        .ok();
+    assert!(out.stdout.contains('1'), "{}", out.stdout);
+    assert_eq!(
+        status_of(&client, blocking).await,
+        "failed",
+        "still holding"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM webhook_queue WHERE id = {plain}"
+        ))
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -839,6 +887,22 @@ async fn emit_refuses_unknown_events_and_bad_data_and_records_nothing() {
         assert_eq!(out.code, Some(2), "{line}: {}", out.stderr);
         assert!(out.stderr.contains(named), "{line}: {}", out.stderr);
     }
+    // Refused by webhook_emit itself (an empty entity type): still the arguments'
+    // fault, exit 2.
+    let out = cli_args(
+        &db,
+        &[
+            "emit",
+            "lead_scraped",
+            "--entity-type",
+            "",
+            "--entity-id",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("entity_type"), "{}", out.stderr);
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
 }
 

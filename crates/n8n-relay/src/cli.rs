@@ -149,8 +149,8 @@ pub enum QueueCommand {
     },
     /// Delete sent and cancelled rows (and their logs) older than N days, in batches.
     Cleanup {
-        /// Age in days (by created_at) past which rows go (at most 36500).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(..=36_500))]
+        /// Age in days (by created_at) past which rows go (1 to 36500).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         days: u32,
         /// Count what would be deleted, delete nothing.
         #[arg(long)]

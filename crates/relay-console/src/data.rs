@@ -152,6 +152,7 @@ impl QueueFilter {
             since: self.since.map(to_system_time),
             until: self.until.map(to_system_time),
             error_text: self.text.clone(),
+            failed_by: None,
         }
     }
 }

@@ -360,7 +360,8 @@ pub fn queue(
     )
 }
 
-pub fn confirm_retry(ctx: &Ctx, filter: &QueueFilter, count: i64) -> Markup {
+/// `failed_by`: the count's time, posted back so the retry takes only those rows.
+pub fn confirm_retry(ctx: &Ctx, filter: &QueueFilter, count: i64, failed_by: u64) -> Markup {
     layout(
         "Retry failed rows",
         Some(ctx),
@@ -371,6 +372,7 @@ pub fn confirm_retry(ctx: &Ctx, filter: &QueueFilter, count: i64) -> Markup {
                 (hidden_csrf(ctx))
                 @for (k, v) in filter.pairs() { input type="hidden" name=(k) value=(v); }
                 input type="hidden" name="confirm" value="yes";
+                input type="hidden" name="failed_by" value=(failed_by);
                 button type="submit" { "Retry " (count) " row(s)" }
                 " "
                 a href=(link(filter, None)) { "Cancel" }

@@ -19,7 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use maud::Markup;
 use relay_core::config::Route;
 use relay_core::pause::{self, Scope};
-use relay_core::queue_admin::{self, CleanupOptions, QueueAdminError};
+use relay_core::queue_admin::{self, CleanupOptions, FailedFilter, QueueAdminError};
 use relay_core::{Config, EventType};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -520,15 +520,29 @@ impl Console {
                 if field(form, "confirm") != Some("yes") {
                     return match queue_admin::count_failed_matching(&client, &filter.failed()).await
                     {
-                        Ok(n) => {
-                            Answer::page(StatusCode::OK, pages::confirm_retry(ctx, &filter, n))
-                        }
+                        Ok((n, as_of)) => Answer::page(
+                            StatusCode::OK,
+                            pages::confirm_retry(ctx, &filter, n, unix_micros(as_of)),
+                        ),
                         Err(e) => db_error(&e.to_string(), ctx),
                     };
                 }
-                match queue_admin::retry_failed_matching(&client, &filter.failed(), &note("retry"))
-                    .await
-                {
+                // The rows the confirmation counted, not those that failed since.
+                let Some(failed_by) = field(form, "failed_by")
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .map(|us| std::time::UNIX_EPOCH + Duration::from_micros(us))
+                else {
+                    return error_page(
+                        StatusCode::BAD_REQUEST,
+                        "failed_by: the confirmation's time is missing; ask again",
+                        Some(ctx),
+                    );
+                };
+                let failed = FailedFilter {
+                    failed_by: Some(failed_by),
+                    ..filter.failed()
+                };
+                match queue_admin::retry_failed_matching(&client, &failed, &note("retry")).await {
                     Ok(ids) => {
                         info!(client = %ip, rows = ids.len(), "console action: retry failed rows");
                         Answer::redirect(&format!(
@@ -541,11 +555,11 @@ impl Console {
             }
             "/cleanup" => {
                 let days = match field(form, "days").map(str::trim).map(str::parse::<u32>) {
-                    Some(Ok(d)) if d > 0 => d,
+                    Some(Ok(d)) if (1..=36_500).contains(&d) => d,
                     _ => {
                         return error_page(
                             StatusCode::BAD_REQUEST,
-                            "days: a whole number of days, at least 1",
+                            "days: a whole number of days, from 1 to 36500",
                             Some(ctx),
                         )
                     }
@@ -707,6 +721,13 @@ async fn read_form(request: Request<Incoming>) -> Result<Vec<(String, String)>, 
         ));
     }
     Ok(pairs)
+}
+
+/// A database time as whole microseconds since the epoch, for a form to carry.
+fn unix_micros(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

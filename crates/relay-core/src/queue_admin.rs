@@ -340,6 +340,7 @@ const RETRY_FAILED: &str = "
           AND ($6::bigint IS NULL OR entity_id = $6)
           AND ($7::timestamptz IS NULL OR created_at < $7)
           AND ($8::text IS NULL OR strpos(lower(last_error), lower($8)) > 0)
+          AND ($9::timestamptz IS NULL OR updated_at <= $9)
         FOR UPDATE
     ), reset AS (
         UPDATE webhook_queue q
@@ -518,6 +519,9 @@ pub struct FailedFilter {
     pub until: Option<SystemTime>,
     /// Text in `last_error` (case-insensitive, taken literally).
     pub error_text: Option<String>,
+    /// Only rows already failed at this moment (last changed at or before it): what a
+    /// confirmation counted, not rows that failed while the operator was deciding.
+    pub failed_by: Option<SystemTime>,
 }
 
 /// Puts one failed row back to pending, due now. Any other status is refused.
@@ -573,16 +577,22 @@ pub async fn retry_failed_matching(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// How many failed rows `filter` selects (for a confirmation before a bulk retry).
-pub async fn count_failed_matching(client: &Client, filter: &FailedFilter) -> Result<i64> {
-    const COUNT: &str = "SELECT count(*) FROM webhook_queue
+/// How many failed rows `filter` selects (for a confirmation before a bulk retry), and
+/// the database's time of the count: give it back as [`FailedFilter::failed_by`] so the
+/// retry takes those rows and none that failed since.
+pub async fn count_failed_matching(
+    client: &Client,
+    filter: &FailedFilter,
+) -> Result<(i64, SystemTime)> {
+    const COUNT: &str = "SELECT count(*), statement_timestamp() FROM webhook_queue
         WHERE status = 'failed'
           AND ($1::text IS NULL OR event_type = $1)
           AND ($2::timestamptz IS NULL OR created_at >= $2)
           AND ($3::text IS NULL OR webhook_url = $3)
           AND ($4::bigint IS NULL OR entity_id = $4)
           AND ($5::timestamptz IS NULL OR created_at < $5)
-          AND ($6::text IS NULL OR strpos(lower(last_error), lower($6)) > 0)";
+          AND ($6::text IS NULL OR strpos(lower(last_error), lower($6)) > 0)
+          AND updated_at <= statement_timestamp()";
     let row = client
         .query_one(
             COUNT,
@@ -596,14 +606,14 @@ pub async fn count_failed_matching(client: &Client, filter: &FailedFilter) -> Re
             ],
         )
         .await?;
-    Ok(row.get(0))
+    Ok((row.get(0), row.get(1)))
 }
 
 fn retry_params<'a>(
     id: &'a Option<i64>,
     filter: &'a FailedFilter,
     note: &'a &'a str,
-) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 8] {
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 9] {
     [
         id,
         &filter.event,
@@ -613,6 +623,7 @@ fn retry_params<'a>(
         &filter.entity_id,
         &filter.until,
         &filter.error_text,
+        &filter.failed_by,
     ]
 }
 
@@ -682,7 +693,10 @@ pub struct CleanupReport {
 macro_rules! cleanup_doomed {
     () => {
         "SELECT id FROM webhook_queue
-         WHERE status = ANY($1::text[]) AND created_at < now() - make_interval(days => $2)"
+         WHERE status = ANY($1::text[]) AND created_at < now() - make_interval(days => $2)
+           -- A failed row under ordering 'block' holds its entity's later events until
+           -- it is retried or cancelled: deleting it would release them unannounced.
+           AND NOT (status = 'failed' AND ordering IS NOT DISTINCT FROM 'block')"
     };
 }
 
@@ -837,23 +851,22 @@ fn check_event(name: &str) -> Result<EventType> {
 /// counted back from the database's clock.
 async fn resolve_since(client: &Client, text: &str) -> Result<SystemTime> {
     let bad = || QueueAdminError::BadTime(text.to_string());
-    let row = match parse_age_seconds(text) {
-        Some(secs) => client.query_one(RESOLVE_AGE, &[&secs]).await?,
+    let answer = match parse_age_seconds(text) {
+        Some(secs) => client.query_one(RESOLVE_AGE, &[&secs]).await,
         None => {
             // Only digits, separators and zone letters reach Postgres: its date parser
             // also accepts words like 'epoch' and 'infinity', which are no real filter.
             if text.trim().is_empty() || !text.chars().any(|c| c.is_ascii_digit()) {
                 return Err(bad());
             }
-            client
-                .query_one(RESOLVE_TIME, &[&text])
-                .await
-                .map_err(|e| match e.code() {
-                    Some(code) if code.code().starts_with("22") => bad(),
-                    _ => e.into(),
-                })?
+            client.query_one(RESOLVE_TIME, &[&text]).await
         }
     };
+    // A time Postgres cannot hold (an age of millions of days) is bad input too.
+    let row = answer.map_err(|e| match e.code() {
+        Some(code) if code.code().starts_with("22") => bad(),
+        _ => e.into(),
+    })?;
     Ok(row.get(0))
 }
 

@@ -30,7 +30,19 @@ pub async fn run(config: &Config, args: &EmitArgs) -> CmdResult {
             &[&args.event, &args.entity_type, &args.entity_id, &data],
         )
         .await
-        .context("webhook_emit failed")?;
+        .map_err(|e| {
+            // What webhook_emit or the outbox refuses (an empty entity type, a NUL
+            // character jsonb cannot hold) is the arguments' fault: exit 2.
+            let bad_input = e
+                .code()
+                .is_some_and(|c| c.code().starts_with("22") || c.code() == "23502");
+            let e = anyhow::Error::new(e).context("webhook_emit refused the event");
+            if bad_input {
+                Failure::usage(e)
+            } else {
+                Failure::Runtime(e)
+            }
+        })?;
     // NULL only if a trigger of someone else's on webhook_events dropped the row.
     let id: i64 = row
         .try_get::<_, Option<i64>>(0)

@@ -394,6 +394,42 @@ async fn show_list_and_paused_print_webhook_urls_without_their_credentials() {
 }
 
 #[tokio::test]
+async fn a_route_url_typed_as_shown_pauses_and_resumes_the_route_with_its_credentials() {
+    let db = TestDb::migrated().await;
+    // n8n behind basic auth: every route URL carries the credentials.
+    let relay = RelayBuilder::new(&db.url, "http://ops:s3cret@127.0.0.1:9");
+    let run = |args: &[&str]| {
+        let relay = relay.clone().args(args.iter().copied());
+        async move { relay.output().await }
+    };
+    let shown = "http://127.0.0.1:9/webhook/lead-scraped";
+    let out = run(&["queue", "pause", "--url", shown]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stored as the route's own URL, which is what the relay matches rows against.
+    let target: String = db
+        .client()
+        .await
+        .query_one("SELECT target FROM webhook_pauses", &[])
+        .await
+        .expect("one pause")
+        .get(0);
+    assert_eq!(target, "http://ops:s3cret@127.0.0.1:9/webhook/lead-scraped");
+    let out = run(&["queue", "resume", "--url", shown]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(db.count("SELECT count(*) FROM webhook_pauses").await, 0);
+}
+
+#[tokio::test]
 async fn an_unknown_id_is_an_error_that_names_it() {
     let db = TestDb::migrated().await;
     for sub in ["show", "retry", "cancel"] {

@@ -94,7 +94,7 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
             }
         }
         QueueCommand::Pause { what, reason, json } => {
-            let scope = scope_of(&what).map_err(failure)?;
+            let scope = route_url(config, scope_of(&what).map_err(failure)?);
             pause::pause(&client, &scope, reason.as_deref(), &who())
                 .await
                 .map_err(failure)?;
@@ -105,7 +105,10 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
             }
         }
         QueueCommand::Resume { what, json } => {
-            let scope = scope_of(&what).map_err(failure)?;
+            let mut scope = scope_of(&what).map_err(failure)?;
+            if let Scope::Url(typed) = &scope {
+                scope = paused_url(&client, typed).await.map_err(failure)?;
+            }
             pause::resume(&client, &scope).await.map_err(failure)?;
             if json {
                 to_json(&json!({ "resumed": scope.to_string() }))
@@ -163,6 +166,62 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
 
 fn scope_of(what: &PauseScope) -> Result<Scope, QueueAdminError> {
     Scope::parse(what.all, what.event.as_deref(), what.url.as_deref())
+}
+
+/// A pause matches a route's URL exactly, credentials included, and every command
+/// shows URLs without their `user:password@`. So a URL typed as shown stands for the
+/// one route URL it is without its credentials; one typed otherwise is kept as typed
+/// (it may still hold rows queued for it under an earlier configuration).
+fn route_url(config: &Config, scope: Scope) -> Scope {
+    let Scope::Url(typed) = &scope else {
+        return scope;
+    };
+    let routes = config.routes();
+    if routes.iter().any(|r| &r.url == typed) {
+        return scope;
+    }
+    let shown = relay_core::config::url_without_userinfo(typed);
+    let mut same: Vec<&str> = routes
+        .iter()
+        .filter(|r| relay_core::config::url_without_userinfo(&r.url) == shown)
+        .map(|r| r.url.as_str())
+        .collect();
+    same.dedup();
+    match same.as_slice() {
+        [one] => Scope::Url((*one).to_string()),
+        _ => {
+            eprintln!(
+                "note: no configured route sends to {shown}; the pause holds only rows queued for it"
+            );
+            scope
+        }
+    }
+}
+
+/// The paused URL `typed` stands for: itself, or the one paused URL that is it
+/// without credentials (as `queue paused` shows it).
+async fn paused_url(
+    client: &tokio_postgres::Client,
+    typed: &str,
+) -> Result<Scope, QueueAdminError> {
+    let pauses = pause::list(client).await?;
+    let urls: Vec<&str> = pauses
+        .iter()
+        .filter(|p| p.scope == "url")
+        .map(|p| p.target.as_str())
+        .collect();
+    if urls.contains(&typed) {
+        return Ok(Scope::Url(typed.to_string()));
+    }
+    let shown = relay_core::config::url_without_userinfo(typed);
+    let same: Vec<&&str> = urls
+        .iter()
+        .filter(|u| relay_core::config::url_without_userinfo(u) == shown)
+        .collect();
+    Ok(match same.as_slice() {
+        [one] => Scope::Url((**one).to_string()),
+        _ => Scope::Url(typed.to_string()),
+    })
 }
 
 /// Who paused, for `queue paused`: the CLI, the OS user and the host.

@@ -848,10 +848,14 @@ async fn cleanup_including_failed_keeps_a_failed_row_that_holds_its_entitys_even
         )
         .await
         .expect("ordered under block");
-    let out = cli(&db, "queue cleanup --days 30 --include-failed")
+    let json = cli(&db, "queue cleanup --days 30 --include-failed --json")
         .await
-        .ok();
-    assert!(out.stdout.contains('1'), "{}", out.stdout);
+        .ok()
+        .json();
+    assert_eq!(
+        json["queue_rows"], 1,
+        "only the row that holds nothing: {json}"
+    );
     assert_eq!(
         status_of(&client, blocking).await,
         "failed",

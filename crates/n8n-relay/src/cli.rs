@@ -198,7 +198,10 @@ pub struct SignArgs {
 impl std::fmt::Debug for SignArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignArgs")
-            .field("secret", &self.secret.as_ref().map(|_| "(redacted)"))
+            .field(
+                "secret",
+                &self.secret.as_ref().map(|_| relay_core::config::REDACTED),
+            )
             .field("timestamp", &self.timestamp)
             .field("scheme", &self.scheme)
             .field("id", &self.id)

@@ -213,11 +213,13 @@ pub struct Listed {
 /// Both sorts walk an index range: by id (the primary key) or by (priority, id),
 /// each from the cursor on. The filters are checked on the rows the range hands
 /// over; `$10` is the page size plus one (to know whether a next page exists).
-const LIST: &str = "SELECT q.id, q.event_type, coalesce(q.entity_type, ''),
+const LIST: &str = concat!(
+    "SELECT q.id, q.event_type, coalesce(q.entity_type, ''),
         coalesce(q.entity_id::text, ''), q.webhook_url, q.priority, q.status,
         q.retry_count + CASE WHEN q.status = 'sent' OR q.status = 'failed' THEN 1 ELSE 0 END,
-        q.last_error,
-        coalesce(to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), q.created_at::text)
+        q.last_error, ",
+    relay_core::utc_text!("q.created_at"),
+    "
     FROM webhook_queue q
     WHERE ($1::text IS NULL OR q.status = $1)
       AND ($2::text IS NULL OR q.event_type = $2)
@@ -230,13 +232,16 @@ const LIST: &str = "SELECT q.id, q.event_type, coalesce(q.entity_type, ''),
       -- $9, the priority cursor, only counts when sorted by priority.
       AND ($9::int4 IS NULL OR true)
     ORDER BY q.id DESC
-    LIMIT $10";
+    LIMIT $10"
+);
 
-const LIST_BY_PRIORITY: &str = "SELECT q.id, q.event_type, coalesce(q.entity_type, ''),
+const LIST_BY_PRIORITY: &str = concat!(
+    "SELECT q.id, q.event_type, coalesce(q.entity_type, ''),
         coalesce(q.entity_id::text, ''), q.webhook_url, q.priority, q.status,
         q.retry_count + CASE WHEN q.status = 'sent' OR q.status = 'failed' THEN 1 ELSE 0 END,
-        q.last_error,
-        coalesce(to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), q.created_at::text)
+        q.last_error, ",
+    relay_core::utc_text!("q.created_at"),
+    "
     FROM webhook_queue q
     WHERE ($1::text IS NULL OR q.status = $1)
       AND ($2::text IS NULL OR q.event_type = $2)
@@ -247,7 +252,8 @@ const LIST_BY_PRIORITY: &str = "SELECT q.id, q.event_type, coalesce(q.entity_typ
       AND ($7::text IS NULL OR strpos(lower(q.last_error), lower($7)) > 0)
       AND ($8::int8 IS NULL OR (q.priority, q.id) < ($9::int4, $8))
     ORDER BY q.priority DESC, q.id DESC
-    LIMIT $10";
+    LIMIT $10"
+);
 
 /// A page of the queue and the cursor of the next one.
 pub async fn list(
@@ -325,8 +331,10 @@ pub struct Callback {
 }
 
 /// The incoming `webhook_logs`, newest first, by endpoint and answered status.
-const CALLBACKS: &str = "SELECT id,
-        coalesce(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), created_at::text),
+const CALLBACKS: &str = concat!(
+    "SELECT id, ",
+    relay_core::utc_text!("created_at"),
+    ",
         coalesce(endpoint, ''), response_status, error_message, duration_ms
     FROM webhook_logs
     WHERE direction = 'incoming'
@@ -334,7 +342,8 @@ const CALLBACKS: &str = "SELECT id,
       AND ($2::int4 IS NULL OR response_status = $2)
       AND ($3::int8 IS NULL OR id < $3)
     ORDER BY id DESC
-    LIMIT $4";
+    LIMIT $4"
+);
 
 /// The callbacks page's filters.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -14,4 +14,21 @@ pub mod signature;
 pub mod tls;
 
 pub use config::{Config, ConfigError, Secret};
+
+/// A timestamp column as operators read it, `2025-11-04T12:00:00Z` in UTC, for the
+/// constant SQL of the CLI and the console (`concat!` it in). `infinity` and
+/// `-infinity`, which `to_char` turns into NULL and a DBA may write by hand, are shown
+/// as such instead; a NULL stays NULL.
+#[macro_export]
+macro_rules! utc_text {
+    ($column:literal) => {
+        concat!(
+            "coalesce(to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ",
+            $column,
+            "::text)"
+        )
+    };
+}
 pub use events::EventType;

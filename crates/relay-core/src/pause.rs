@@ -29,15 +29,18 @@ const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// The pauses with how many pending rows each holds (a row held by two pauses counts
 /// for both).
-const LIST: &str = "SELECT p.scope, p.target, p.reason, p.paused_by,
-        coalesce(to_char(p.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), p.paused_at::text),
+const LIST: &str = concat!(
+    "SELECT p.scope, p.target, p.reason, p.paused_by, ",
+    crate::utc_text!("p.paused_at"),
+    ",
         (SELECT count(*) FROM webhook_queue q
          WHERE q.status = 'pending'
            AND CASE p.scope WHEN 'all' THEN true
                             WHEN 'event' THEN q.event_type = p.target
                             ELSE q.webhook_url = p.target END)
     FROM webhook_pauses p
-    ORDER BY p.paused_at, p.scope, p.target";
+    ORDER BY p.paused_at, p.scope, p.target"
+);
 
 /// Pending rows that a pause holds now. The uncorrelated `EXISTS` first makes it free
 /// when nothing is paused (the queue is not read at all).

@@ -182,9 +182,11 @@ pub struct UnhealthyEndpoint {
     pub since: String,
 }
 
-const UNHEALTHY: &str = "SELECT url, consecutive_failures, last_error,
-        coalesce(to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), changed_at::text)
-    FROM webhook_endpoints WHERE NOT healthy ORDER BY changed_at";
+const UNHEALTHY: &str = concat!(
+    "SELECT url, consecutive_failures, last_error, ",
+    crate::utc_text!("changed_at"),
+    " FROM webhook_endpoints WHERE NOT healthy ORDER BY changed_at"
+);
 
 /// One `webhook_queue` row as operators see it (the payload only in [`Detail`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -267,14 +269,19 @@ pub const CANCEL_NOTE: &str = "manual cancel";
 /// queries stay `const` strings).
 macro_rules! row_columns {
     () => {
-        r#"q.id, q.webhook_id::text, q.event_id, q.event_type, q.entity_type, q.entity_id,
-       q.webhook_url, q.priority, q.status, q.retry_count, q.max_retries,
-       coalesce(to_char(q.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.next_attempt_at::text),
-       q.last_error, q.last_response_status,
-       coalesce(to_char(q.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.occurred_at::text),
-       coalesce(to_char(q.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.sent_at::text),
-       coalesce(to_char(q.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.created_at::text),
-       coalesce(to_char(q.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), q.updated_at::text)"#
+        concat!(
+            "q.id, q.webhook_id::text, q.event_id, q.event_type, q.entity_type, q.entity_id,
+             q.webhook_url, q.priority, q.status, q.retry_count, q.max_retries, ",
+            crate::utc_text!("q.next_attempt_at"),
+            ", q.last_error, q.last_response_status, ",
+            crate::utc_text!("q.occurred_at"),
+            ", ",
+            crate::utc_text!("q.sent_at"),
+            ", ",
+            crate::utc_text!("q.created_at"),
+            ", ",
+            crate::utc_text!("q.updated_at")
+        )
     };
 }
 
@@ -306,23 +313,25 @@ const SHOW_ROW: &str = concat!(
     ", q.payload::text FROM webhook_queue q WHERE q.id = $1"
 );
 
-const SHOW_ATTEMPTS: &str = r#"
-    SELECT attempt, response_status, error_message, duration_ms,
-           coalesce(to_char(next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), next_attempt_at::text),
-           note,
-           coalesce(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), created_at::text)
-    FROM webhook_retry_history
+const SHOW_ATTEMPTS: &str = concat!(
+    "SELECT attempt, response_status, error_message, duration_ms, ",
+    crate::utc_text!("next_attempt_at"),
+    ", note, ",
+    crate::utc_text!("created_at"),
+    " FROM webhook_retry_history
     WHERE webhook_queue_id = $1
-    ORDER BY id"#;
+    ORDER BY id"
+);
 
-const SHOW_LOGS: &str = r#"
-    SELECT id, direction, attempt, response_status, duration_ms, error_message,
-           coalesce(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), created_at::text),
-           left(response_body, 200)
+const SHOW_LOGS: &str = concat!(
+    "SELECT id, direction, attempt, response_status, duration_ms, error_message, ",
+    crate::utc_text!("created_at"),
+    ", left(response_body, 200)
     FROM webhook_logs
     WHERE webhook_queue_id = $1
     ORDER BY id DESC
-    LIMIT $2"#;
+    LIMIT $2"
+);
 
 const STATUS_OF: &str = "SELECT status FROM webhook_queue WHERE id = $1";
 

@@ -94,6 +94,13 @@ impl State {
         }
     }
 
+    /// A delivery is over for this worker (done, given up, or unwound): its row no
+    /// longer counts at its URL, nor as in flight.
+    fn give_back(&mut self, id: i64, url: &str) {
+        decrement(&mut self.sending, url);
+        self.in_flight.remove(&id);
+    }
+
     /// The first ready row whose endpoint may take it now, counted as sending: the
     /// endpoint has room (one at a time while unhealthy) and is not cooling down after
     /// a 429/503. Rows claimed ahead for a URL that just began to cool wait here until
@@ -436,8 +443,7 @@ impl Drop for Held<'_> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.workers = state.workers.saturating_sub(1);
         if let Some((id, url)) = self.row.take() {
-            decrement(&mut state.sending, &url);
-            state.in_flight.remove(&id);
+            state.give_back(id, &url);
         }
     }
 }
@@ -502,9 +508,7 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
             queue_id = job.id,
             "a claimed row waited too long for its endpoint; left for its lease to expire"
         );
-        let mut state = shared.state();
-        decrement(&mut state.sending, &job.url);
-        state.in_flight.remove(&job.id);
+        shared.state().give_back(job.id, &job.url);
         *held = None;
         return;
     }
@@ -540,8 +544,7 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
     // (released) or handed to the recorder.
     let change = {
         let mut state = shared.state();
-        decrement(&mut state.sending, &job.url);
-        state.in_flight.remove(&job.id);
+        state.give_back(job.id, &job.url);
         *held = None;
         state
             .pace

@@ -177,51 +177,50 @@ fn route_url(config: &Config, scope: Scope) -> Scope {
         return scope;
     };
     let routes = config.routes();
-    if routes.iter().any(|r| &r.url == typed) {
-        return scope;
-    }
-    let shown = relay_core::config::url_without_userinfo(typed);
-    let mut same: Vec<&str> = routes
-        .iter()
-        .filter(|r| relay_core::config::url_without_userinfo(&r.url) == shown)
-        .map(|r| r.url.as_str())
-        .collect();
-    same.dedup();
-    match same.as_slice() {
-        [one] => Scope::Url((*one).to_string()),
-        _ => {
+    match stands_for(typed, routes.iter().map(|r| r.url.as_str())) {
+        Some(url) => Scope::Url(url.to_string()),
+        None => {
             eprintln!(
-                "note: no configured route sends to {shown}; the pause holds only rows queued for it"
+                "note: no configured route sends to {}; the pause holds only rows queued for it",
+                relay_core::config::url_without_userinfo(typed)
             );
             scope
         }
     }
 }
 
-/// The paused URL `typed` stands for: itself, or the one paused URL that is it
-/// without credentials (as `queue paused` shows it).
+/// The paused URL `typed` stands for (as `queue paused` shows it), else `typed`.
 async fn paused_url(
     client: &tokio_postgres::Client,
     typed: &str,
 ) -> Result<Scope, QueueAdminError> {
     let pauses = pause::list(client).await?;
-    let urls: Vec<&str> = pauses
+    let paused = pauses
         .iter()
         .filter(|p| p.scope == "url")
-        .map(|p| p.target.as_str())
-        .collect();
-    if urls.contains(&typed) {
-        return Ok(Scope::Url(typed.to_string()));
-    }
+        .map(|p| p.target.as_str());
+    Ok(Scope::Url(
+        stands_for(typed, paused).unwrap_or(typed).to_string(),
+    ))
+}
+
+/// The one of `urls` that `typed` names: itself, or the only one that is `typed`
+/// once credentials are taken out of both.
+fn stands_for<'a>(typed: &str, urls: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let shown = relay_core::config::url_without_userinfo(typed);
-    let same: Vec<&&str> = urls
-        .iter()
-        .filter(|u| relay_core::config::url_without_userinfo(u) == shown)
-        .collect();
-    Ok(match same.as_slice() {
-        [one] => Scope::Url((**one).to_string()),
-        _ => Scope::Url(typed.to_string()),
-    })
+    let mut same: Vec<&str> = Vec::new();
+    for url in urls {
+        if url == typed {
+            return Some(url);
+        }
+        if relay_core::config::url_without_userinfo(url) == shown && !same.contains(&url) {
+            same.push(url);
+        }
+    }
+    match same.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
 }
 
 /// Who paused, for `queue paused`: the CLI, the OS user and the host.

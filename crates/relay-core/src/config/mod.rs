@@ -26,7 +26,9 @@ mod tests;
 mod validate;
 
 pub use load::{Loaded, Sources};
-pub use secret::{redact_url_password, url_password_hidden, url_without_userinfo, Secret};
+pub use secret::{
+    redact_url_password, url_password_hidden, url_without_userinfo, Secret, REDACTED,
+};
 
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/relay.toml";

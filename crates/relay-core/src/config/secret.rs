@@ -37,7 +37,7 @@ impl Secret {
         if self.0.is_empty() {
             "(not set)"
         } else {
-            "(redacted)"
+            REDACTED
         }
     }
 }
@@ -151,6 +151,9 @@ pub(super) fn de_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>,
     }
 }
 
+/// What stands in for a secret's value wherever one is shown.
+pub const REDACTED: &str = "(redacted)";
+
 /// A webhook URL without its `user:password@`, as logs, metrics, events and the
 /// console show it: n8n basic-auth credentials may ride in a route's URL.
 pub fn url_without_userinfo(url: &str) -> String {
@@ -165,8 +168,8 @@ pub fn url_without_userinfo(url: &str) -> String {
 pub fn url_password_hidden(url: &str) -> String {
     match split_userinfo(url) {
         Some((scheme, userinfo, after)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:(redacted)@{after}"),
-            None => format!("{scheme}://(redacted)@{after}"),
+            Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{after}"),
+            None => format!("{scheme}://{REDACTED}@{after}"),
         },
         None => url.to_string(),
     }
@@ -195,7 +198,7 @@ fn redact_params(s: &str) -> String {
                     .decode_utf8_lossy()
                     .eq_ignore_ascii_case("password") =>
             {
-                format!("{k}=(redacted)")
+                format!("{k}={REDACTED}")
             }
             _ => pair.to_string(),
         })
@@ -210,7 +213,6 @@ fn redact_params(s: &str) -> String {
 /// than with a URL parser, because a multi-host URL is not a URL to one, and a URL
 /// that fails to parse must not be shown as it is.
 pub fn redact_url_password(url: &str) -> String {
-    const HIDDEN: &str = "(redacted)";
     let trimmed = url.trim();
     if let Some((scheme, rest)) = trimmed.split_once("://") {
         // Read as the driver (tokio-postgres) reads it, so that whatever it would use
@@ -219,14 +221,13 @@ pub fn redact_url_password(url: &str) -> String {
         // name is percent-decoded (`pass%77ord=` sets the password too).
         // An '@' in a parameter of a URL without credentials makes the driver misread
         // it; the parameters are redacted on both sides of it all the same.
-        let credentials = match rest.split_once('@') {
-            Some((userinfo, _)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}:{HIDDEN}@", redact_params(user)),
-                None => format!("{}@", redact_params(userinfo)),
+        let (credentials, after) = match rest.split_once('@') {
+            Some((userinfo, after)) => match userinfo.split_once(':') {
+                Some((user, _)) => (format!("{}:{REDACTED}@", redact_params(user)), after),
+                None => (format!("{}@", redact_params(userinfo)), after),
             },
-            None => String::new(),
+            None => (String::new(), rest),
         };
-        let after = rest.split_once('@').map_or(rest, |(_, after)| after);
         return format!("{scheme}://{credentials}{}", redact_params(after));
     }
     // key=value pairs; a value may be 'quoted', with backslash escapes.
@@ -263,7 +264,7 @@ pub fn redact_url_password(url: &str) -> String {
                 value.push(v);
             }
         }
-        out.push_str(if hide { HIDDEN } else { &value });
+        out.push_str(if hide { REDACTED } else { &value });
     }
     out
 }

@@ -28,9 +28,24 @@ export function isOperation(value: unknown): value is Operation {
 export function callbackUrl(baseUrl: string, operation: Operation): string {
 	const base = baseUrl.trim().replace(/\/+$/, '');
 	if (!/^https?:\/\/[^/]/i.test(base)) {
-		throw new Error(`the callback base URL must start with http:// or https:// (got "${base}")`);
+		throw new Error(`the callback base URL must start with http:// or https:// (got "${shownUrl(base)}")`);
 	}
 	return base + CALLBACK_PATH + ENDPOINTS[operation];
+}
+
+/**
+ * A URL as an error message may show it: without any `user:password@` it carries (a
+ * proxy's basic auth, say); one that does not parse is not shown at all.
+ */
+export function shownUrl(url: string): string {
+	try {
+		const parsed = new URL(url);
+		parsed.username = '';
+		parsed.password = '';
+		return parsed.toString();
+	} catch {
+		return 'a value that is not a URL';
+	}
 }
 
 /** What the node's parameters hold; empty strings and NaN mean "not given". */

@@ -58,6 +58,8 @@ test('callbacks: URLs join the base whatever its trailing slashes, and refuse a 
 	assert.equal(callbackUrl('http://relay:8000/', 'demoApproval'), 'http://relay:8000/api/v1/webhooks/n8n/demo-approval');
 	assert.equal(callbackUrl(' https://x.test//', 'errorNotification'), 'https://x.test/api/v1/webhooks/n8n/error-notification');
 	assert.throws(() => callbackUrl('relay:8000', 'workflowStatus'), /must start with http/);
+	// Refused or not, a base URL's credentials never reach a message.
+	assert.throws(() => callbackUrl('ftp://ops:s3cret@relay:8000', 'workflowStatus'), (e) => !e.message.includes('s3cret'));
 	assert.deepEqual(Object.values(ENDPOINTS).sort(), [
 		'demo-approval',
 		'error-notification',

@@ -14,6 +14,7 @@ import {
 	callbackUrl,
 	isOperation,
 	readAnswer,
+	shownUrl,
 	type CallbackFields,
 	type Operation,
 } from '../../lib/callbacks';
@@ -275,17 +276,7 @@ export class N8nRelay implements INodeType {
 					out.push({ json: { error: 'unreachable', detail, statusCode: null }, pairedItem: { item: i } });
 					continue;
 				}
-				// Shown without any user:password@ the base URL may carry.
-				let shown = 'the callback base URL';
-				try {
-					const parsed = new URL(url);
-					parsed.username = '';
-					parsed.password = '';
-					shown = parsed.toString();
-				} catch {
-					// Not shown at all.
-				}
-				throw new NodeOperationError(this.getNode(), `n8n-relay could not be reached at ${shown}`, {
+				throw new NodeOperationError(this.getNode(), `n8n-relay could not be reached at ${shownUrl(url)}`, {
 					itemIndex: i,
 					description: detail,
 				});

@@ -236,3 +236,17 @@ test('an action without the CSRF token is refused', async () => {
   assert.equal(psql(`SELECT status FROM webhook_queue WHERE id = ${id}`), 'sent');
   await context.close();
 });
+
+test('an overview whose session ended elsewhere loads the login page instead of stale numbers', async () => {
+  const { context, page } = await loggedIn(OPERATOR);
+  assert.equal(await page.locator('#live').count(), 1, 'the overview refreshes itself');
+  // The same browser logs out in another tab: the first tab's session is gone.
+  const other = await context.newPage();
+  await other.goto(`${consoleUrl}/queue`);
+  await Promise.all([other.waitForURL(/\/login$/), other.click('form[action="/logout"] button')]);
+  // Its next refresh (every 5 s) finds no session: the whole page goes to the login,
+  // where it used to put the login form inside the overview and stay at /.
+  await page.waitForURL(/\/login$/, { timeout: 15000 });
+  assert.equal(await page.locator('#live').count(), 0);
+  await context.close();
+});

@@ -729,6 +729,81 @@ async fn on_loopback_without_a_token_there_is_no_login_but_forms_still_need_thei
     let rebound = http_as("evil.example:9188", &addr, "GET", "/", None, None).await;
     assert_eq!(rebound.status, 403);
     assert!(rebound.header("set-cookie").is_none() && !rebound.body.contains("name=\"csrf\""));
+    // nginx's plain proxy_pass: the console's own address as Host, no forwarding
+    // header, but HTTP/1.0, which no browser speaks.
+    let proxied = raw(
+        &addr,
+        &format!("GET / HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        proxied.starts_with("HTTP/1.0 403") || proxied.starts_with("HTTP/1.1 403"),
+        "{proxied}"
+    );
+    assert!(
+        !proxied.to_ascii_lowercase().contains("set-cookie"),
+        "{proxied}"
+    );
+    // Another site's page asking from the operator's browser gets no session either;
+    // a link followed from it opens the console.
+    let fetched = raw(
+        &addr,
+        &format!(
+            "GET /queue HTTP/1.1\r\nHost: {addr}\r\nSec-Fetch-Site: cross-site\r\n\
+             Sec-Fetch-Mode: no-cors\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(fetched.starts_with("HTTP/1.1 403"), "{fetched}");
+    assert!(
+        !fetched.to_ascii_lowercase().contains("set-cookie"),
+        "{fetched}"
+    );
+    let followed = raw(
+        &addr,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nSec-Fetch-Site: cross-site\r\n\
+             Sec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(followed.starts_with("HTTP/1.1 200"), "{followed}");
+}
+
+/// Sends `request` as written on a fresh connection; the whole answer.
+async fn raw(addr: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A connection that sends nothing was let hold one of the console's 64 places for
+/// five minutes (telling HTTP/1 from HTTP/2 waited for its first bytes without a
+/// timeout), so 64 of them shut everyone out.
+#[tokio::test]
+async fn connections_that_send_nothing_are_cut_off_and_cannot_shut_the_console() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = console(&db, &sink, &[]).await;
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    // Each is closed by the header timeout (10 s), which frees its place.
+    for mut stream in silent {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+            .await
+            .expect("a silent connection is closed within the header timeout")
+            .ok();
+    }
+    let page = http(&addr, "GET", "/login", None, None).await;
+    assert_eq!(page.status, 200);
 }
 
 #[tokio::test]

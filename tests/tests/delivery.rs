@@ -146,6 +146,35 @@ fn by_event(
     map
 }
 
+/// n8n's Webhook node with Basic Auth: the route's URL carries `user:password@`, and the
+/// HTTP client sends only host and path, so the credentials never arrived (every
+/// delivery got 401 and ended failed). They go as `Authorization: Basic`, and replace
+/// a static `Authorization` header meant for every route.
+#[tokio::test]
+async fn a_url_with_basic_auth_credentials_sends_them_to_n8n() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let with_credentials = sink
+        .url()
+        .replacen("http://", "http://n8n-user:p%40ss%3Aword@", 1);
+    let _relay = RelayBuilder::new(&db.url, &with_credentials)
+        .env("RELAY_N8N__AUTH_HEADER_NAME", "Authorization")
+        .env("RELAY_N8N__AUTH_HEADER_VALUE", "Bearer for-every-route")
+        .spawn();
+    db.client()
+        .await
+        .execute(EMIT_LEAD, &[&1_i64])
+        .await
+        .expect("emit");
+    let got = sink.wait_for(1, T).await;
+    // base64("n8n-user:p@ss:word"): percent-decoded, as a browser sends them.
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Basic bjhuLXVzZXI6cEBzczp3b3Jk")
+    );
+    assert_eq!(got[0].path, "/webhook/lead-scraped");
+}
+
 #[tokio::test]
 async fn every_event_type_is_produced_by_its_sql_path() {
     let db = TestDb::migrated().await;

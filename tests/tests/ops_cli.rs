@@ -485,7 +485,8 @@ async fn retry_puts_a_failed_row_back_to_pending_and_records_it() {
         .await
         .unwrap();
     assert_eq!(note.get::<_, i32>(0), 3, "the attempt count it replaced");
-    assert_eq!(note.get::<_, String>(1), "manual retry");
+    let note: String = note.get(1);
+    assert!(note.starts_with("manual retry (cli "), "names who: {note}");
 }
 
 #[tokio::test]
@@ -559,6 +560,48 @@ async fn retry_all_failed_narrows_by_event_and_since() {
     assert_eq!(out.stdout, "no failed rows matched; nothing retried\n");
 }
 
+/// The CLI shows every time in UTC, and the console reads a time typed without a zone
+/// as UTC; `--since` did what the database server's `TimeZone` said, so the same text
+/// selected other rows in each, hours apart.
+#[tokio::test]
+async fn a_since_time_without_a_zone_is_utc_whatever_the_servers_zone() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    // Ten hours behind UTC: read in that zone, the time below lies in the future.
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET timezone = 'Pacific/Honolulu'",
+            db.name
+        ))
+        .await
+        .expect("set the database's zone");
+    let three_hours_old = Row::new("lead_scraped", "failed").insert(&client).await;
+    client
+        .execute(
+            "UPDATE webhook_queue SET created_at = now() - interval '3 hours' WHERE id = $1",
+            &[&three_hours_old],
+        )
+        .await
+        .expect("age the row");
+    let four_hours_ago: String = client
+        .query_one(
+            "SELECT to_char((now() - interval '4 hours') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')",
+            &[],
+        )
+        .await
+        .expect("a time")
+        .get(0);
+
+    let json = cli(
+        &db,
+        &format!("queue retry --all-failed --since {four_hours_ago} --json"),
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(json["retried"], serde_json::json!([three_hours_old]));
+}
+
 #[tokio::test]
 async fn retry_refuses_bad_flags_with_exit_2_and_changes_nothing() {
     let db = TestDb::migrated().await;
@@ -615,7 +658,7 @@ async fn cancel_takes_pending_and_failed_rows_and_refuses_the_rest() {
                     .await
                     .unwrap()
                     .get(0);
-                assert_eq!(note, "manual cancel");
+                assert!(note.starts_with("manual cancel (cli "), "names who: {note}");
             }
             "sending" => {
                 assert_eq!(out.code, Some(1));

@@ -104,8 +104,8 @@ pub enum QueueCommand {
         /// Only rows of this event type (with --all-failed).
         #[arg(long, requires = "all_failed")]
         event: Option<String>,
-        /// Only rows created at or after this time: 2025-11-04T12:00:00Z, or an age
-        /// like 30m, 6h, 2d.
+        /// Only rows created at or after this time: 2025-11-04T12:00:00Z (without a
+        /// zone, UTC; or an offset like +02:00), 2025-11-04, or an age like 30m, 6h, 2d.
         #[arg(long, requires = "all_failed")]
         since: Option<String>,
         /// Print JSON (stable keys, for scripts) instead of a table.

@@ -7,8 +7,18 @@
   var url = live.getAttribute('data-refresh');
   setInterval(function () {
     if (document.hidden) return;
-    fetch(url, { credentials: 'same-origin', cache: 'no-store' })
-      .then(function (r) { return r.ok ? r.text() : null; })
+    // A redirect (to the login page) or a refusal means the session has ended (logged
+    // out elsewhere, expired, the relay restarted): the whole page is loaded again, so
+    // it shows the login instead of a stale overview whose forms would all fail, and
+    // the login page is never put inside the overview.
+    fetch(url, { credentials: 'same-origin', cache: 'no-store', redirect: 'manual' })
+      .then(function (r) {
+        if (r.type === 'opaqueredirect' || r.status === 401 || r.status === 403) {
+          window.location.reload();
+          return null;
+        }
+        return r.ok ? r.text() : null;
+      })
       .then(function (html) {
         if (html === null) return;
         var doc = new DOMParser().parseFromString(html, 'text/html');

@@ -22,6 +22,9 @@ use subtle::ConstantTimeEq;
 pub const COOKIE: &str = "n8n_relay_console";
 /// How long a session lasts without being used.
 const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+/// How long a session lasts at most: an overview left open refreshes itself every
+/// 5 s, which would otherwise keep its session for good.
+const SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Sessions kept at most; the least recently used goes first.
 const MAX_SESSIONS: usize = 1000;
 /// A failed login waits this long, doubled per recent failure from its address, up
@@ -55,7 +58,14 @@ pub struct Session {
     pub role: Role,
     /// Sent back with every action.
     pub csrf: String,
+    started: Instant,
     last_used: Instant,
+}
+
+impl Session {
+    fn live(&self) -> bool {
+        self.last_used.elapsed() < SESSION_IDLE && self.started.elapsed() < SESSION_LIFETIME
+    }
 }
 
 pub struct Auth {
@@ -109,7 +119,7 @@ impl Auth {
         let id = self.random_hex()?;
         let csrf = self.random_hex()?;
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|_, s| s.last_used.elapsed() < SESSION_IDLE);
+        sessions.retain(|_, s| s.live());
         if sessions.len() >= MAX_SESSIONS {
             if let Some(oldest) = sessions
                 .iter()
@@ -124,6 +134,7 @@ impl Auth {
             Session {
                 role,
                 csrf,
+                started: Instant::now(),
                 last_used: Instant::now(),
             },
         );
@@ -133,9 +144,7 @@ impl Auth {
     /// The session a cookie value names, if it is live.
     pub fn session(&self, id: &str) -> Option<Session> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let live = sessions
-            .get(id)
-            .is_some_and(|s| s.last_used.elapsed() < SESSION_IDLE);
+        let live = sessions.get(id).is_some_and(Session::live);
         if !live {
             sessions.remove(id);
             return None;
@@ -248,6 +257,27 @@ mod tests {
         auth.end(&id);
         assert!(auth.session(&id).is_none());
         assert!(auth.session("forged").is_none());
+    }
+
+    #[test]
+    fn a_session_in_use_still_ends_a_day_after_its_login() {
+        let auth = Auth::new("operator-token-0123456789", "");
+        let id = auth.start(Role::Operator).expect("session");
+        let Some(long_ago) = Instant::now().checked_sub(SESSION_LIFETIME) else {
+            return; // a clock this young cannot say; nothing to check
+        };
+        if let Some(s) = auth
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            s.started = long_ago;
+        }
+        assert!(
+            auth.session(&id).is_none(),
+            "used a moment ago, but too old"
+        );
     }
 
     #[test]

@@ -160,25 +160,15 @@ impl QueueFilter {
 /// `2025-11-04T12:00:00Z`, `2025-11-04T12:00` (UTC, as a browser's datetime-local
 /// sends it) or `2025-11-04`: Unix seconds.
 fn parse_time(field: &'static str, text: &str) -> Result<i64, BadFilter> {
-    let problem = || {
+    relay_core::utc_time::parse_unix(text).ok_or_else(|| {
         bad(
             field,
-            format!("{text:?} is not a time: use 2025-11-04T12:00:00Z or 2025-11-04"),
+            format!(
+                "{text:?} is not a time: use {}",
+                relay_core::utc_time::FORMS
+            ),
         )
-    };
-    // Complete the short forms to RFC 3339 in UTC, then let `time` judge it.
-    let bare = text.strip_suffix('Z').unwrap_or(text);
-    let full = match bare.split_once('T') {
-        None => format!("{bare}T00:00:00Z"),
-        Some((_, clock)) if clock.len() == 5 => format!("{bare}:00Z"),
-        Some(_) => format!("{bare}Z"),
-    };
-    let at = time::OffsetDateTime::parse(&full, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| problem())?;
-    if !(1970..=9999).contains(&at.year()) {
-        return Err(problem());
-    }
-    Ok(at.unix_timestamp())
+    })
 }
 
 fn to_system_time(unix: i64) -> SystemTime {

@@ -85,9 +85,13 @@ pub async fn serve(
             info!(%addr, "console ready");
         }
     }
-    let mut builder = Builder::new(TokioExecutor::new());
     // A client that never finishes its headers is cut off, and only so many
-    // connections are served at once: the console shares the relay's process.
+    // connections are served at once: the console shares the relay's process. HTTP/1
+    // only: a browser never speaks cleartext HTTP/2, and telling the two apart reads
+    // the connection's first bytes with no timeout, so a client that sent nothing held
+    // one of the 64 places until CONNECTION_LIFETIME; HTTP/1's header timeout runs
+    // from the accept.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -252,14 +256,25 @@ impl Console {
 
         // Without a token, the console trusts the machine it runs on, and only that:
         // a browser that reached it by another name (DNS rebinding) or through a
-        // proxy is refused.
-        if self.auth.open() && !local_request(request.headers()) {
-            warn!(client = %ip, "console without console.token refused a request by another host name or through a proxy");
-            return error_page(
-                StatusCode::FORBIDDEN,
-                "Without console.token this console only answers http://127.0.0.1 or http://localhost on this machine; set console.token to reach it otherwise.",
-                None,
-            );
+        // proxy is refused, and so is a page of another site that asks it from the
+        // operator's browser (it would get a session of its own).
+        if self.auth.open() {
+            if !local_request(&request) {
+                warn!(client = %ip, "console without console.token refused a request by another host name or through a proxy");
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "Without console.token this console only answers http://127.0.0.1 or http://localhost on this machine; set console.token to reach it otherwise (through a proxy too).",
+                    None,
+                );
+            }
+            if asked_by_another_site(&request) {
+                warn!(client = %ip, "console without console.token refused a request another site's page made");
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "Another site's page asked this console for something; only a link you follow opens it.",
+                    None,
+                );
+            }
         }
         // Who is asking: the session of the cookie; with no token configured
         // (loopback only), a new operator session for anyone without one.
@@ -271,7 +286,9 @@ impl Console {
             .map(str::to_string);
         let mut session = cookie.as_deref().and_then(|id| self.auth.session(id));
         let mut set_cookie = None;
-        if session.is_none() && self.auth.open() {
+        // Not for the overview's refresh: a page whose session is gone (the relay
+        // restarted) must load again, for forms with the new session's CSRF token.
+        if session.is_none() && self.auth.open() && path != "/overview/live" {
             if let Some(id) = self.auth.start(Role::Operator) {
                 session = self.auth.session(&id);
                 set_cookie = Some(auth::cookie(&id, secure));
@@ -485,10 +502,10 @@ impl Console {
                 return error_page(StatusCode::BAD_REQUEST, "id: not a row id", Some(ctx));
             };
             let result = match action {
-                "retry" => queue_admin::retry_noted(&client, id, &note("retry"))
+                "retry" => queue_admin::retry(&client, id, &note("retry"))
                     .await
                     .map(|()| "retried"),
-                "cancel" => queue_admin::cancel_noted(&client, id, &note("cancel"))
+                "cancel" => queue_admin::cancel(&client, id, &note("cancel"))
                     .await
                     .map(|_| "cancelled"),
                 _ => return error_page(StatusCode::NOT_FOUND, "No such action.", Some(ctx)),
@@ -634,11 +651,18 @@ impl Console {
     }
 }
 
-/// A request addressed to this machine by a loopback name, not forwarded.
-fn local_request(headers: &http::HeaderMap) -> bool {
+/// A request addressed to this machine by a loopback name, not forwarded. A proxy
+/// says so with a forwarding header or `Via`; nginx's `proxy_pass` by default sends
+/// neither and names the loopback address it passes to, but speaks HTTP/1.0 to it,
+/// which no browser does.
+fn local_request<B>(request: &Request<B>) -> bool {
+    if request.version() < http::Version::HTTP_11 {
+        return false;
+    }
+    let headers = request.headers();
     if headers.keys().any(|k| {
         let k = k.as_str();
-        k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip"
+        k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip" || k == "via"
     }) {
         return false;
     }
@@ -653,6 +677,23 @@ fn local_request(headers: &http::HeaderMap) -> bool {
         name.to_ascii_lowercase().as_str(),
         "127.0.0.1" | "localhost" | "::1"
     )
+}
+
+/// A request the browser made for a page of another site (a `fetch`, an image, a
+/// form): its `Sec-Fetch-Site` says so. A link followed or an address typed
+/// (`navigate`, GET) is let through, as it is a person's choice; clients that send no
+/// such header (curl, older browsers) are not judged by it.
+fn asked_by_another_site<B>(request: &Request<B>) -> bool {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let foreign = matches!(header("sec-fetch-site"), "cross-site" | "same-site");
+    let followed = request.method() == Method::GET && header("sec-fetch-mode") == "navigate";
+    foreign && !followed
 }
 
 /// Fixed texts for the `done=` of a redirect: never the query's own text.
@@ -741,38 +782,74 @@ mod tests {
         assert!(!JS.contains("innerHTML = '") && !JS.contains("eval("));
     }
 
+    /// A GET of `/` with these headers, as HTTP/1.1 unless `version` says otherwise.
+    fn request(version: http::Version, pairs: &[(&str, &str)]) -> Request<()> {
+        let mut r = Request::builder().uri("/").version(version);
+        for (k, v) in pairs {
+            r = r.header(*k, *v);
+        }
+        r.body(()).expect("request")
+    }
+
+    fn get(pairs: &[(&str, &str)]) -> Request<()> {
+        request(http::Version::HTTP_11, pairs)
+    }
+
     #[test]
     fn without_a_token_only_loopback_names_unforwarded_are_local() {
-        let headers = |pairs: &[(&str, &str)]| {
-            let mut h = http::HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(
-                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                    HeaderValue::from_str(v).expect("value"),
-                );
-            }
-            h
-        };
         for host in [
             "127.0.0.1:9188",
             "localhost:9188",
             "[::1]:9188",
             "LOCALHOST",
         ] {
-            assert!(local_request(&headers(&[("host", host)])), "{host}");
+            assert!(local_request(&get(&[("host", host)])), "{host}");
         }
         for host in [
             "evil.example:9188",
             "127.0.0.1.evil.example",
             "10.0.0.5:9188",
         ] {
-            assert!(!local_request(&headers(&[("host", host)])), "{host}");
+            assert!(!local_request(&get(&[("host", host)])), "{host}");
         }
-        assert!(!local_request(&headers(&[])), "no Host");
-        assert!(!local_request(&headers(&[
-            ("host", "127.0.0.1"),
-            ("x-forwarded-for", "1.2.3.4")
-        ])));
+        assert!(!local_request(&get(&[])), "no Host");
+        for forwarded in ["x-forwarded-for", "forwarded", "x-real-ip", "via"] {
+            assert!(
+                !local_request(&get(&[("host", "127.0.0.1"), (forwarded, "1.2.3.4")])),
+                "{forwarded}"
+            );
+        }
+        // nginx's proxy_pass as it comes: the upstream's address as Host, no
+        // forwarding header, HTTP/1.0.
+        assert!(!local_request(&request(
+            http::Version::HTTP_10,
+            &[("host", "127.0.0.1:9188"), ("connection", "close")]
+        )));
+    }
+
+    #[test]
+    fn another_sites_page_cannot_ask_but_a_link_followed_opens_it() {
+        for site in ["cross-site", "same-site"] {
+            for mode in ["no-cors", "cors"] {
+                let r = get(&[("sec-fetch-site", site), ("sec-fetch-mode", mode)]);
+                assert!(asked_by_another_site(&r), "{site} {mode}");
+            }
+            let followed = get(&[("sec-fetch-site", site), ("sec-fetch-mode", "navigate")]);
+            assert!(!asked_by_another_site(&followed), "{site} link");
+            let mut posted = followed;
+            *posted.method_mut() = Method::POST;
+            assert!(asked_by_another_site(&posted), "{site} form post");
+        }
+        for own in [
+            get(&[
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-mode", "cors"),
+            ]),
+            get(&[("sec-fetch-site", "none"), ("sec-fetch-mode", "navigate")]),
+            get(&[]),
+        ] {
+            assert!(!asked_by_another_site(&own));
+        }
     }
 
     #[test]

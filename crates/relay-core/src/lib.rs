@@ -12,6 +12,7 @@ pub mod schema;
 pub mod secrets;
 pub mod signature;
 pub mod tls;
+pub mod utc_time;
 
 pub use config::{Config, ConfigError, Secret};
 

@@ -77,8 +77,8 @@ pub enum QueueAdminError {
     #[error("unknown event type {0:?}; known: {known}", known = EventType::names().join(", "))]
     BadEvent(String),
     #[error(
-        "--since {0:?} is not a time: use e.g. 2025-11-04T12:00:00Z, 2025-11-04, \
-         or an age like 30m, 6h, 2d"
+        "--since {0:?} is not a time: use {forms}, or an age like 30m, 6h, 2d",
+        forms = crate::utc_time::FORMS
     )]
     BadTime(String),
     #[error("--limit must be between 1 and {max}, got {0}", max = MAX_LIST_LIMIT)]
@@ -260,11 +260,6 @@ pub const SHOW_LOG_LIMIT: i64 = 20;
 /// no lock is held for long, large enough to be quick.
 pub const CLEANUP_BATCH: i64 = 1000;
 
-/// The note written to `webhook_retry_history` when an operator resets a failed row.
-pub const RETRY_NOTE: &str = "manual retry";
-/// The note written to `webhook_retry_history` when an operator cancels a row.
-pub const CANCEL_NOTE: &str = "manual cancel";
-
 /// Expands to the column list every [`QueueRow`] query selects (a macro so the
 /// queries stay `const` strings).
 macro_rules! row_columns {
@@ -381,7 +376,6 @@ const CANCEL: &str = "
     )
     SELECT picked.status FROM picked JOIN cancelled USING (id)";
 
-const RESOLVE_TIME: &str = "SELECT $1::text::timestamptz";
 const RESOLVE_AGE: &str = "SELECT now() - make_interval(secs => $1::float8)";
 
 /// Stats, optionally broken down by event type; one GROUP BY over the queue.
@@ -533,13 +527,10 @@ pub struct FailedFilter {
     pub failed_by: Option<SystemTime>,
 }
 
-/// Puts one failed row back to pending, due now. Any other status is refused.
-pub async fn retry(client: &Client, id: i64) -> Result<()> {
-    retry_noted(client, id, RETRY_NOTE).await
-}
-
-/// [`retry`] with a history note of the caller's (the console names itself).
-pub async fn retry_noted(client: &Client, id: i64, note: &str) -> Result<()> {
+/// Puts one failed row back to pending, due now; any other status is refused. `note`
+/// goes into `webhook_retry_history`, and says who did it (`manual retry (cli
+/// ops@db1)`, `manual retry (console ...)`).
+pub async fn retry(client: &Client, id: i64, note: &str) -> Result<()> {
     let none = FailedFilter::default();
     let which = Some(id);
     let reset = client
@@ -551,12 +542,13 @@ pub async fn retry_noted(client: &Client, id: i64, note: &str) -> Result<()> {
     Ok(())
 }
 
-/// Puts every failed row (of one event type, created since a time) back to pending.
-/// Returns the ids reset, ascending.
+/// Puts every failed row (of one event type, created since a time) back to pending,
+/// each with `note` in its history. Returns the ids reset, ascending.
 pub async fn retry_all_failed(
     client: &Client,
     event: Option<&str>,
     since: Option<&str>,
+    note: &str,
 ) -> Result<Vec<i64>> {
     let event = event.map(check_event).transpose()?;
     let since = match since {
@@ -568,7 +560,7 @@ pub async fn retry_all_failed(
         since,
         ..FailedFilter::default()
     };
-    retry_failed_matching(client, &filter, RETRY_NOTE).await
+    retry_failed_matching(client, &filter, note).await
 }
 
 /// Every failed row `filter` selects, back to pending; the ids reset, ascending.
@@ -637,13 +629,8 @@ fn retry_params<'a>(
 }
 
 /// Cancels a pending or failed row and returns the status it had; `sending`,
-/// `sent` and `cancelled` are refused.
-pub async fn cancel(client: &Client, id: i64) -> Result<String> {
-    cancel_noted(client, id, CANCEL_NOTE).await
-}
-
-/// [`cancel`] with a history note of the caller's.
-pub async fn cancel_noted(client: &Client, id: i64, note: &str) -> Result<String> {
+/// `sent` and `cancelled` are refused. `note` as for [`retry`].
+pub async fn cancel(client: &Client, id: i64, note: &str) -> Result<String> {
     match client.query_opt(CANCEL, &[&id, &note]).await? {
         Some(row) => Ok(row.get(0)),
         None => Err(refusal(client, id, "cancelled", "pending or failed").await),
@@ -856,26 +843,22 @@ fn check_event(name: &str) -> Result<EventType> {
     EventType::parse(name).ok_or_else(|| QueueAdminError::BadEvent(name.to_string()))
 }
 
-/// `--since`: an absolute time Postgres understands, or an age (`30m`, `6h`, `2d`)
-/// counted back from the database's clock.
+/// `--since`: an age (`30m`, `6h`, `2d`) counted back from the database's clock, or a
+/// time as the console takes it (`utc_time`: without a zone, UTC, the zone every
+/// command shows times in, not the database server's).
 async fn resolve_since(client: &Client, text: &str) -> Result<SystemTime> {
     let bad = || QueueAdminError::BadTime(text.to_string());
-    let answer = match parse_age_seconds(text) {
-        Some(secs) => client.query_one(RESOLVE_AGE, &[&secs]).await,
-        None => {
-            // Only digits, separators and zone letters reach Postgres: its date parser
-            // also accepts words like 'epoch' and 'infinity', which are no real filter.
-            if text.trim().is_empty() || !text.chars().any(|c| c.is_ascii_digit()) {
-                return Err(bad());
-            }
-            client.query_one(RESOLVE_TIME, &[&text]).await
-        }
+    let Some(secs) = parse_age_seconds(text) else {
+        return crate::utc_time::parse(text).ok_or_else(bad);
     };
-    // A time Postgres cannot hold (an age of millions of days) is bad input too.
-    let row = answer.map_err(|e| match e.code() {
-        Some(code) if code.code().starts_with("22") => bad(),
-        _ => e.into(),
-    })?;
+    // An age Postgres cannot count back (millions of days) is bad input too.
+    let row = client
+        .query_one(RESOLVE_AGE, &[&secs])
+        .await
+        .map_err(|e| match e.code() {
+            Some(code) if code.code().starts_with("22") => bad(),
+            _ => e.into(),
+        })?;
     Ok(row.get(0))
 }
 

@@ -8,8 +8,8 @@
 //! `X-Webhook-Attempt`, and the signature headers of `security.scheme` (by default
 //! `X-Webhook-Timestamp` + `X-Webhook-Signature-256`, HMAC-SHA256 over
 //! `"{timestamp}.{body}"`; see `relay_core::signature`), plus `X-N8N-API-KEY` and the
-//! static auth header when configured. Signature and credentials are marked sensitive
-//! and never logged.
+//! static auth header when configured, and `Authorization: Basic` for a URL with
+//! `user:password@`. Signature and credentials are marked sensitive and never logged.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,24 @@ use relay_core::{signature, Config};
 
 use crate::error::{describe_chain, DaemonError};
 use crate::shared::Job;
+
+/// `Authorization: Basic ...` for a URL that carries `user:password@` (n8n's Webhook
+/// node with Basic Auth): the HTTP client sends only the URL's host and path, so
+/// without this the credentials a route's URL holds would never reach n8n. The two
+/// parts are percent-decoded, as a browser does; marked sensitive, never logged.
+fn basic_auth(uri: &http::Uri) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    let (userinfo, _host) = uri.authority()?.as_str().rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let mut pair = decode(user);
+    pair.push(b':');
+    pair.extend(decode(password));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
 
 /// Kept of a response body for `webhook_logs.response_body`.
 pub(crate) const RESPONSE_BODY_KEEP: usize = 2048;
@@ -210,9 +228,17 @@ impl Deliverer {
         if let Some((name, value)) = &self.auth {
             builder = builder.header(name.clone(), value.clone());
         }
-        builder
+        let mut request = builder
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("could not build the request: {e}"))
+            .map_err(|e| format!("could not build the request: {e}"))?;
+        // The route's own credentials are its URL's business: they replace a static
+        // `Authorization` header meant for every route.
+        if let Some(credentials) = basic_auth(request.uri()) {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, credentials);
+        }
+        Ok(request)
     }
 
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Answer, String> {
@@ -315,5 +341,30 @@ mod tests {
         assert_eq!(cut.len(), RESPONSE_BODY_KEEP - 1);
         assert!(cut[1..].chars().all(|c| c == 'é'), "{cut}");
         assert_eq!(truncate_text(b"short"), "short");
+    }
+
+    #[test]
+    fn a_url_with_credentials_sends_them_as_basic_auth() {
+        let header = |url: &str| {
+            basic_auth(&url.parse().expect("uri")).map(|v| {
+                assert!(v.is_sensitive());
+                v.to_str().expect("ascii").to_string()
+            })
+        };
+        // base64("n8n:secret") and base64("n8n:p@ss:w rd")
+        assert_eq!(
+            header("https://n8n:secret@n8n.example/webhook/x").as_deref(),
+            Some("Basic bjhuOnNlY3JldA==")
+        );
+        assert_eq!(
+            header("http://n8n:p%40ss:w%20rd@127.0.0.1:5678/webhook/x").as_deref(),
+            Some("Basic bjhuOnBAc3M6dyByZA==")
+        );
+        assert_eq!(
+            header("http://n8n@host/x").as_deref(),
+            Some("Basic bjhuOg==")
+        );
+        assert_eq!(header("https://n8n.example/webhook/x"), None);
+        assert_eq!(header("https://n8n.example/webhook/x?to=a@b"), None);
     }
 }

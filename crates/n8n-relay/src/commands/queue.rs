@@ -61,12 +61,19 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
         } => {
             let ids = match id {
                 Some(id) if !all_failed => {
-                    queue_admin::retry(&client, id).await.map_err(failure)?;
+                    queue_admin::retry(&client, id, &noted("retry"))
+                        .await
+                        .map_err(failure)?;
                     vec![id]
                 }
-                _ => queue_admin::retry_all_failed(&client, event.as_deref(), since.as_deref())
-                    .await
-                    .map_err(failure)?,
+                _ => queue_admin::retry_all_failed(
+                    &client,
+                    event.as_deref(),
+                    since.as_deref(),
+                    &noted("retry"),
+                )
+                .await
+                .map_err(failure)?,
             };
             if json {
                 to_json(&json!({ "retried": ids, "count": ids.len() }))
@@ -82,7 +89,9 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
             }
         }
         QueueCommand::Cancel { id, json } => {
-            let previous = queue_admin::cancel(&client, id).await.map_err(failure)?;
+            let previous = queue_admin::cancel(&client, id, &noted("cancel"))
+                .await
+                .map_err(failure)?;
             if json {
                 to_json(&json!({
                     "id": id,
@@ -223,7 +232,13 @@ fn stands_for<'a>(typed: &str, urls: impl Iterator<Item = &'a str>) -> Option<&'
     }
 }
 
-/// Who paused, for `queue paused`: the CLI, the OS user and the host.
+/// The history note of a retry or cancel, naming who ran it as a pause does.
+fn noted(action: &str) -> String {
+    format!("manual {action} ({})", who())
+}
+
+/// Who paused, for `queue paused`, or retried or cancelled a row: the CLI, the OS
+/// user and the host.
 fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))

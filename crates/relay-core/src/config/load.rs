@@ -145,7 +145,9 @@ pub(super) fn key_for(name: &str) -> Option<String> {
 /// file), named for `check-config`. Values are read as figment's `Env` reads them
 /// (`5` a number, `true` a boolean, `[1, 2]` an array), except where the built-in
 /// default is text (URLs, secrets, paths, names): there the value is taken as
-/// written, since `Env` would read the secret `007` as the number 7.
+/// written, since `Env` would read the secret `007` as the number 7; the rotation
+/// lists likewise (see `secret::rotation_list`); and a switch also takes `True`,
+/// `yes`, `on`, `1` and their opposites in any case.
 struct Layer {
     metadata: Metadata,
     pairs: Vec<(String, String)>,
@@ -175,7 +177,26 @@ impl Provider for Layer {
         for (key, raw) in &self.pairs {
             let text = key.starts_with("routes.") && key.ends_with(".url")
                 || matches!(defaults.find_value(key), Ok(Value::String(..)));
-            let value = if text {
+            let value = if super::secret::ROTATION_KEYS.contains(&key.as_str()) {
+                let Some(list) = super::secret::rotation_list(raw) else {
+                    let mut e = figment::Error::from(String::from(
+                        "expected one secret, or a JSON list of quoted secrets, newest \
+                         first, like [\"new\", \"old\"] (in .env, inside single quotes: \
+                         '[\"new\", \"old\"]'); the value is not shown",
+                    ));
+                    e.path = key.split('.').map(String::from).collect();
+                    e.metadata = Some(self.metadata.clone());
+                    return Err(e);
+                };
+                Value::from(list)
+            } else if matches!(defaults.find_value(key), Ok(Value::Bool(..))) {
+                // As the older system's settings read them: True, yes, on, 1 ...
+                match raw.trim().to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "on" | "1" => Value::from(true),
+                    "false" | "no" | "off" | "0" => Value::from(false),
+                    _ => Value::from(raw.clone()),
+                }
+            } else if text {
                 Value::from(raw.clone())
             } else {
                 raw.parse().unwrap_or_else(|_| Value::from(raw.clone()))

@@ -64,7 +64,7 @@ impl SecurityConfig {
     /// The secrets that sign deliveries, newest first, with the key naming each.
     pub fn signing_secrets(&self) -> Vec<(String, &Secret)> {
         active(
-            "security.webhook_secrets",
+            ROTATION_KEYS[0],
             &self.webhook_secrets,
             "security.webhook_secret",
             &self.webhook_secret,
@@ -74,7 +74,7 @@ impl SecurityConfig {
     /// The secrets a callback may be signed with, newest first, with the key naming each.
     pub fn callback_secrets(&self) -> Vec<(String, &Secret)> {
         active(
-            "security.n8n_webhook_secrets",
+            ROTATION_KEYS[1],
             &self.n8n_webhook_secrets,
             "security.n8n_webhook_secret",
             &self.n8n_webhook_secret,
@@ -121,6 +121,31 @@ fn keys(scheme: Scheme, secrets: &[(String, &Secret)]) -> Result<Keys, ConfigErr
             .unwrap_or("security");
         ConfigError::invalid(key, format!("{e} (security.scheme = {})", scheme.as_str()))
     })
+}
+
+/// The rotation lists, whose values the environment and `.env` give as text.
+pub(super) const ROTATION_KEYS: [&str; 2] =
+    ["security.webhook_secrets", "security.n8n_webhook_secrets"];
+
+/// A rotation list as an environment variable or `.env` line writes it: a JSON list of
+/// quoted secrets (`["new", "old"]`), or one secret as written. Never read as figment
+/// reads other values, which turns `007` into 7 and `["new", 0123]` into "123", and
+/// never split on commas. `None` when it starts like a list and is not one; the caller
+/// names the key, never the value.
+pub(super) fn rotation_list(raw: &str) -> Option<Vec<String>> {
+    if !raw.trim_start().starts_with('[') {
+        return Some(vec![raw.to_string()]);
+    }
+    let items: Vec<serde_json::Value> = serde_json::from_str(raw).ok()?;
+    items
+        .into_iter()
+        .map(|item| match item {
+            serde_json::Value::String(s) => Some(s),
+            // Digits as JSON writes them (no leading zero, no sign, no exponent).
+            serde_json::Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Accepts a list of secrets or a single one (a string, or digits).

@@ -48,6 +48,28 @@ fn layers_apply_in_order_file_then_dotenv_then_environment() {
     });
 }
 
+/// The older system's settings were read by a Python backend, which took `True`, `0`,
+/// `yes`; figment alone takes only `true` and `false`, and the relay refused to start
+/// (exit 2, and systemd does not restart it).
+#[test]
+fn switches_take_the_spellings_the_older_system_took() {
+    for (on, off) in [("True", "False"), ("1", "0"), ("yes", "no"), ("ON", "off")] {
+        Jail::expect_with(|jail| {
+            jail.set_env("N8N_ENABLED", off);
+            jail.create_file(".env", &format!("WEBHOOK_QUEUE_ENABLED={on}\n"))?;
+            let c = load_in_jail().expect("load");
+            assert!(!c.n8n.enabled, "{off}");
+            assert!(c.queue.enabled, "{on}");
+            Ok(())
+        });
+    }
+    let msg = error_in_jail(|jail| {
+        jail.set_env("N8N_ENABLED", "maybe");
+        Ok(())
+    });
+    assert!(msg.contains("n8n.enabled"), "{msg}");
+}
+
 #[test]
 fn text_values_are_taken_as_written_however_they_look() {
     Jail::expect_with(|jail| {
@@ -403,8 +425,47 @@ fn rotation_lists_come_before_the_single_secret_newest_first() {
         jail.set_env("RELAY_SECURITY__WEBHOOK_SECRETS", "a,b");
         let c = load_in_jail().expect("load");
         assert_eq!(c.security.webhook_secrets, vec![Secret::new("a,b")]);
+        // Digits stay as written (figment's reading made 007 the number 7).
+        jail.set_env("RELAY_SECURITY__WEBHOOK_SECRETS", "007");
+        let c = load_in_jail().expect("load");
+        assert_eq!(c.security.webhook_secrets, vec![Secret::new("007")]);
+        // In .env, single quotes keep the list's own quotes.
+        jail.clear_env();
+        jail.set_env("WEBHOOK_SECRET", "old");
+        jail.set_env("N8N_WEBHOOK_SECRET", "cb-old");
+        jail.create_file(
+            ".env",
+            "RELAY_SECURITY__N8N_WEBHOOK_SECRETS='[\"a,b\", \"old\"]'\n",
+        )?;
+        let c = load_in_jail().expect("load");
+        assert_eq!(
+            c.security.n8n_webhook_secrets,
+            vec![Secret::new("a,b"), Secret::new("old")]
+        );
         Ok(())
     });
+    // What used to become other secrets than those written is refused, naming the
+    // key and never the value: a number with a leading zero ("123"), and a .env list
+    // whose quotes dotenv took away (three secrets a, b and old).
+    for (setup, key) in [
+        ("env", "security.webhook_secrets"),
+        (".env", "security.n8n_webhook_secrets"),
+    ] {
+        let msg = error_in_jail(|jail| {
+            if setup == "env" {
+                jail.set_env("RELAY_SECURITY__WEBHOOK_SECRETS", "[\"s3cret-new\", 0123]");
+            } else {
+                jail.create_file(
+                    ".env",
+                    "RELAY_SECURITY__N8N_WEBHOOK_SECRETS=[\"s3cret,b\",\"old\"]\n",
+                )?;
+            }
+            Ok(())
+        });
+        assert!(msg.contains(key), "{setup}: {msg}");
+        assert!(msg.contains("single quotes"), "{setup}: {msg}");
+        assert!(!msg.contains("s3cret"), "{setup}: {msg}");
+    }
     let msg = error_in_jail(|jail| {
         jail.set_env("RELAY_SECURITY__SCHEME", "standard-webhooks");
         jail.set_env("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");

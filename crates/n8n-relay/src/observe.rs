@@ -63,6 +63,26 @@ fn next_after(before: Option<Duration>, took: Duration) -> Duration {
     }
 }
 
+/// How a queue count ended, for [`next_wait`].
+enum Sampled {
+    Took(Duration),
+    Failed,
+    TimedOut,
+}
+
+/// When to count again, given how this count ended and how long the last one that
+/// ended took (`before`, updated). A count given up at [`SAMPLE_TIMEOUT`] counts as
+/// one that took that long: one alone sets no pace either (it used to put the next
+/// count 10 minutes away, the gauges frozen that long after a database that hung for
+/// a moment).
+fn next_wait(before: &mut Option<Duration>, sampled: Sampled) -> Duration {
+    match sampled {
+        Sampled::Took(took) => next_after(before.replace(took), took),
+        Sampled::TimedOut => next_after(before.replace(SAMPLE_TIMEOUT), SAMPLE_TIMEOUT),
+        Sampled::Failed => SAMPLE_INTERVAL,
+    }
+}
+
 /// How long `/readyz` waits for the database.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -219,10 +239,12 @@ async fn ping(pool: &Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refreshes the queue gauges until cancelled. A failed sample keeps the last values
-/// (and `/readyz` reports the database).
+/// Refreshes the queue gauges until cancelled. A failed sample keeps the last values;
+/// `n8n_relay_queue_sampled_timestamp_seconds` says how old they are, `/readyz`
+/// reports the database, and the first failure of a streak is logged as a warning.
 async fn sample(pool: Pool, shutdown: CancellationToken) {
     let mut before = None;
+    let mut failing = false;
     loop {
         let result = async {
             let client = pool.get().await.context("no connection")?;
@@ -237,26 +259,35 @@ async fn sample(pool: Pool, shutdown: CancellationToken) {
                 .context("rows held by pauses")?;
             anyhow::Ok((counts, oldest, held, started.elapsed()))
         };
-        let wait = match tokio::time::timeout(SAMPLE_TIMEOUT, result).await {
+        let sampled = match tokio::time::timeout(SAMPLE_TIMEOUT, result).await {
             Ok(Ok((counts, oldest, held, took))) => {
                 metrics::global().set_queue_depth(&counts, oldest);
                 metrics::global().set_held(held);
-                next_after(before.replace(took), took)
+                if std::mem::take(&mut failing) {
+                    info!("the queue gauges are current again");
+                }
+                Sampled::Took(took)
             }
             Ok(Err(e)) => {
-                debug!(error = %format!("{e:#}"), "queue depth sample failed");
-                SAMPLE_INTERVAL
+                if std::mem::replace(&mut failing, true) {
+                    debug!(error = %format!("{e:#}"), "queue depth sample failed");
+                } else {
+                    warn!(error = %format!("{e:#}"), "queue depth sample failed: the queue gauges keep their last values until one succeeds");
+                }
+                Sampled::Failed
             }
             Err(_) => {
+                failing = true;
                 warn!(
                     timeout_seconds = SAMPLE_TIMEOUT.as_secs(),
                     "counting webhook_queue for the queue gauges took too long (a very \
                      large table: `n8n-relay queue cleanup` removes old delivered rows; \
                      or an unresponsive database)"
                 );
-                next_sample_in(SAMPLE_TIMEOUT)
+                Sampled::TimedOut
             }
         };
+        let wait = next_wait(&mut before, sampled);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
@@ -287,6 +318,22 @@ mod tests {
             "a million-row count (0.3 s) every minute: 0.5 % of Postgres's time"
         );
         assert_eq!(next_sample_in(SAMPLE_TIMEOUT), SAMPLE_LONGEST_WAIT);
+    }
+
+    #[test]
+    fn one_count_given_up_does_not_set_the_pace_two_in_a_row_do() {
+        let mut before = Some(Duration::from_millis(2));
+        assert_eq!(next_wait(&mut before, Sampled::TimedOut), SAMPLE_INTERVAL);
+        assert_eq!(next_wait(&mut before, Sampled::Failed), SAMPLE_INTERVAL);
+        assert_eq!(
+            next_wait(&mut before, Sampled::TimedOut),
+            SAMPLE_LONGEST_WAIT
+        );
+        assert_eq!(
+            next_wait(&mut before, Sampled::Took(Duration::from_millis(2))),
+            SAMPLE_INTERVAL,
+            "a quick count after them"
+        );
     }
 
     #[test]

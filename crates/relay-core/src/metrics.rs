@@ -15,6 +15,7 @@
 //! | `n8n_relay_queue_depth` | gauge | `status` |
 //! | `n8n_relay_queue_oldest_pending_seconds` | gauge | |
 //! | `n8n_relay_queue_held` | gauge | (rows held by pauses) |
+//! | `n8n_relay_queue_sampled_timestamp_seconds` | gauge | (last successful sample) |
 //! | `n8n_relay_endpoint_unhealthy` | gauge | `url` |
 //! | `n8n_relay_listener_reconnects_total` | counter | |
 //! | `n8n_relay_listener_connected` | gauge | |
@@ -114,6 +115,7 @@ pub struct Metrics {
     queue_depth: Family<StatusLabel, GaugeF64>,
     queue_oldest_pending: GaugeF64,
     queue_held: Gauge,
+    queue_sampled: Gauge,
     endpoint_unhealthy: Family<UrlLabel, Gauge>,
     listener_reconnects: Counter,
     listener_connected: Gauge,
@@ -145,6 +147,7 @@ impl Metrics {
             queue_depth: Family::default(),
             queue_oldest_pending: GaugeF64::default(),
             queue_held: Gauge::default(),
+            queue_sampled: Gauge::default(),
             endpoint_unhealthy: Family::default(),
             listener_reconnects: Counter::default(),
             listener_connected: Gauge::default(),
@@ -197,6 +200,12 @@ impl Metrics {
             "queue_held",
             "Pending webhook_queue rows held by a run-time pause (n8n-relay queue pause), sampled",
             self.queue_held.clone(),
+        );
+        r.register(
+            "queue_sampled_timestamp_seconds",
+            "Unix time of the last queue sample that succeeded (0 before the first): the \
+             sampled gauges keep their values while the database cannot be counted",
+            self.queue_sampled.clone(),
         );
         r.register(
             "endpoint_unhealthy",
@@ -282,6 +291,10 @@ impl Metrics {
         }
         self.queue_oldest_pending
             .set(oldest_pending_seconds.unwrap_or(0.0));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.queue_sampled.set(now);
     }
 
     /// A URL turned unhealthy (or healthy again).
@@ -362,6 +375,7 @@ mod tests {
             "n8n_relay_listener_connected",
             "n8n_relay_callbacks_total",
             "n8n_relay_queue_held",
+            "n8n_relay_queue_sampled_timestamp_seconds",
             "n8n_relay_endpoint_unhealthy",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
@@ -428,6 +442,12 @@ mod tests {
         assert!(text.contains("n8n_relay_queue_depth{status=\"pending\"} 4.0\n"));
         assert!(text.contains("n8n_relay_queue_depth{status=\"sent\"} 0.0\n"));
         assert!(text.contains("n8n_relay_queue_oldest_pending_seconds 12.5\n"));
+        let sampled_at: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("n8n_relay_queue_sampled_timestamp_seconds "))
+            .and_then(|v| v.parse().ok())
+            .expect("the sample's time");
+        assert!(sampled_at > 1_700_000_000, "{sampled_at}");
         assert!(text.contains(
             "n8n_relay_callbacks_total{endpoint=\"weird\\\"path\\\\\\n\",status=\"401\"} 1\n"
         ));

@@ -1297,6 +1297,32 @@ async fn run_without_a_callback_secret_refuses_to_start_and_names_the_way_out() 
     assert!(stderr.contains("callbacks.enabled"), "{stderr}");
 }
 
+/// The guide's workflow-status example has only `workflow_id` and `current_step`; it
+/// got 400 "execution_id: missing field".
+#[tokio::test]
+async fn a_status_report_without_an_execution_id_is_received_and_records_no_run() {
+    let l = Listener::start().await;
+    let body = json!({"workflow_id": "lead-processing-pipeline", "current_step": "scrape"});
+    let answer = l.post("workflow-status", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert_eq!(answer.json()["execution_id"], Value::Null);
+    assert_eq!(answer.json()["workflow_id"], "lead-processing-pipeline");
+    assert_eq!(l.db.count("SELECT count(*) FROM workflow_runs").await, 0);
+    l.wait_for_logs(1).await;
+    assert_eq!(
+        l.db.count(
+            "SELECT count(*) FROM webhook_logs WHERE direction = 'incoming' \
+             AND event_type = 'workflow-status' AND response_status = 200"
+        )
+        .await,
+        1
+    );
+    // A completion still needs one: it is what the run is recorded under.
+    let answer = l.post("workflow-completed", &body).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json()["field"], "execution_id");
+}
+
 #[tokio::test]
 async fn an_error_without_an_execution_id_still_emits_workflow_error() {
     let l = Listener::start().await;

@@ -61,11 +61,13 @@ struct VideoApprovalBody {
     notes: Option<String>,
 }
 
-/// A workflow run's state, as n8n reports it.
+/// A workflow run's state, as n8n reports it. A progress report may come without an
+/// `execution_id` (the guide's example has only `workflow_id` and `current_step`): it
+/// is acknowledged and logged, and records no run; a completion needs one.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct WorkflowUpdate {
     pub workflow_id: String,
-    pub execution_id: String,
+    pub execution_id: Option<String>,
     pub status: Option<String>,
     pub current_step: Option<String>,
     pub duration_ms: Option<i64>,
@@ -171,8 +173,8 @@ fn stored_whole(endpoint: Endpoint, value: Value) -> Result<Callback, PayloadErr
         return Err(nul_error(path.trim_start_matches('.')));
     }
     match endpoint {
-        Endpoint::WorkflowCompleted => Ok(Callback::WorkflowCompleted(run(&value)?, value)),
-        Endpoint::WorkflowStatus => Ok(Callback::WorkflowStatus(run(&value)?, value)),
+        Endpoint::WorkflowCompleted => Ok(Callback::WorkflowCompleted(run(&value, true)?, value)),
+        Endpoint::WorkflowStatus => Ok(Callback::WorkflowStatus(run(&value, false)?, value)),
         Endpoint::ErrorNotification => {
             let b: WorkflowErrorBody = typed(&value)?;
             for (field, id) in [
@@ -222,12 +224,16 @@ fn stored_whole(endpoint: Endpoint, value: Value) -> Result<Callback, PayloadErr
 /// near 2.7 KB (a longer one failed the statement: a 500 for the sender's mistake).
 const MAX_ID_BYTES: usize = 255;
 
-fn run(value: &Value) -> Result<WorkflowUpdate, PayloadError> {
+fn run(value: &Value, needs_execution: bool) -> Result<WorkflowUpdate, PayloadError> {
     let run: WorkflowUpdate = typed(value)?;
+    if needs_execution && run.execution_id.is_none() {
+        return Err(field_error("execution_id", "missing field"));
+    }
     for (field, text) in [
-        ("workflow_id", &run.workflow_id),
-        ("execution_id", &run.execution_id),
+        ("workflow_id", Some(&run.workflow_id)),
+        ("execution_id", run.execution_id.as_ref()),
     ] {
+        let Some(text) = text else { continue };
         if text.trim().is_empty() {
             return Err(field_error(field, "must not be empty"));
         }
@@ -380,6 +386,23 @@ mod tests {
         }
         let ok = serde_json::json!({"workflow_id": "w", "execution_id": "e".repeat(255)});
         assert!(decode(Endpoint::WorkflowStatus, ok.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_progress_report_may_leave_out_the_execution_a_completion_may_not() {
+        let body = br#"{"workflow_id":"w","current_step":"scrape"}"#;
+        let Ok(Callback::WorkflowStatus(run, _)) = decode(Endpoint::WorkflowStatus, body) else {
+            panic!("decodes without an execution id");
+        };
+        assert_eq!(run.execution_id, None);
+        let e = decode(Endpoint::WorkflowCompleted, body).expect_err("missing");
+        assert_eq!(field_of(e), "execution_id");
+        let e = decode(
+            Endpoint::WorkflowStatus,
+            br#"{"workflow_id":"w","execution_id":""}"#,
+        )
+        .expect_err("empty");
+        assert_eq!(field_of(e), "execution_id");
     }
 
     #[test]

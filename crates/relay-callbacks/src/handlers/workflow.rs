@@ -61,8 +61,18 @@ pub async fn report(
     run: &WorkflowUpdate,
     body: &Value,
 ) -> Result<Reply, Refusal> {
+    let Some(execution_id) = &run.execution_id else {
+        // Only a progress report gets here without one (payload::run): nothing to
+        // key a run by; the request is in webhook_logs like every other.
+        return Ok(received(
+            Some(&run.workflow_id),
+            None,
+            "Workflow status received; no execution_id, so no run was recorded",
+            None,
+        ));
+    };
     let row = Run {
-        execution_id: &run.execution_id,
+        execution_id,
         workflow_id: Some(&run.workflow_id),
         status: run.status.as_deref().unwrap_or(kind.default_status()),
         current_step: run.current_step.as_deref(),
@@ -73,7 +83,7 @@ pub async fn report(
     upsert(tx, &row, body).await?;
     Ok(received(
         Some(&run.workflow_id),
-        Some(&run.execution_id),
+        Some(execution_id),
         kind.message(),
         None,
     ))

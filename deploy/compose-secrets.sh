@@ -6,13 +6,15 @@
 # the chown.
 set -eu
 cd "$(dirname "$0")"
-[ -f .env ] || { echo "deploy/.env not found: cp compose.env.example .env and set the secrets" >&2; exit 1; }
+[ -f .env ] || { echo "deploy/.env not found: install -m 600 compose.env.example .env and set the secrets" >&2; exit 1; }
 # shellcheck disable=SC1091
 . ./.env
 : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in deploy/.env}"
 : "${WEBHOOK_SECRET:?set WEBHOOK_SECRET in deploy/.env}"
 : "${N8N_WEBHOOK_SECRET:?set N8N_WEBHOOK_SECRET in deploy/.env}"
 umask 077
+# .env holds every secret of the stack: readable by its owner only.
+chmod 0600 .env
 mkdir -p secrets
 printf %s "$POSTGRES_PASSWORD" > secrets/relay_database_password
 printf %s "$WEBHOOK_SECRET" > secrets/relay_webhook_secret

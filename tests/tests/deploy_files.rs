@@ -95,7 +95,13 @@ fn concrete(var: &str, value: &str) -> String {
         let end = rest[start..]
             .find('}')
             .unwrap_or_else(|| panic!("{var}: unclosed ${{ in {value:?}"));
-        out.push_str("placeholder");
+        // `${NAME:-default}` is its default when the name is not set; `${NAME}` a
+        // placeholder.
+        let inner = &rest[start + 2..start + end];
+        match inner.split_once(":-") {
+            Some((_, default)) => out.push_str(default),
+            None => out.push_str("placeholder"),
+        }
         rest = &rest[start + end + 1..];
     }
     out.push_str(rest);
@@ -363,6 +369,69 @@ fn the_image_runs_the_relay_unprivileged_reachable_and_health_checked() {
 }
 
 /// `environment:` in compose, as a map or a list of KEY=VALUE.
+/// The older system's settings a migrating user keeps in deploy/.env reach the relay
+/// (compose passed none of them: `N8N_ENABLED=false` there did not pause delivery),
+/// and where `.env` leaves one out compose gives the relay's own default.
+#[test]
+fn compose_passes_the_older_settings_from_env_with_the_relays_own_defaults() {
+    let doc = yaml_docs("deploy/compose.yaml").remove(0);
+    let env = compose_env(&doc["services"]["relay"]);
+    let config = repo()
+        .join("config/relay.toml")
+        .to_string_lossy()
+        .to_string();
+    let args = [
+        "--config".to_string(),
+        config,
+        "check-config".into(),
+        "--json".into(),
+    ];
+    let base: BTreeMap<String, String> = [
+        ("DATABASE_URL", "postgres://u:p@db:5432/leads"),
+        ("WEBHOOK_SECRET", "placeholder-secret"),
+        ("N8N_WEBHOOK_SECRET", "placeholder-secret"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let report = |env: &BTreeMap<String, String>| -> Value {
+        let out = relay(&args, env);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("check-config --json")
+    };
+    let defaults = report(&base);
+    for name in [
+        "N8N_ENABLED",
+        "WEBHOOK_QUEUE_ENABLED",
+        "WEBHOOK_MAX_RETRIES",
+        "WEBHOOK_RETRY_DELAYS",
+        "WEBHOOK_TIMEOUT_SECONDS",
+        "WEBHOOK_QUEUE_BATCH_SIZE",
+        "WEBHOOK_QUEUE_PROCESSING_INTERVAL",
+    ] {
+        let value = env
+            .get(name)
+            .unwrap_or_else(|| panic!("compose's relay service does not pass {name} on"));
+        let default = value
+            .strip_prefix(&format!("${{{name}:-"))
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{name}: {value:?} is not ${{{name}:-default}}"));
+        let key = key_for(name).expect("a configuration key");
+        let mut with = base.clone();
+        with.insert(name.to_string(), default.to_string());
+        assert_eq!(
+            report(&with)["keys"][&key]["value"],
+            defaults["keys"][&key]["value"],
+            "{name}: compose's default {default:?} is not the relay's"
+        );
+    }
+}
+
 fn compose_env(service: &Value) -> BTreeMap<String, String> {
     match &service["environment"] {
         Value::Object(map) => map

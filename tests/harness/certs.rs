@@ -81,6 +81,32 @@ impl Pki {
         self.issue(file, params, validity)
     }
 
+    /// A server certificate that names `name` in its Common Name only, no
+    /// subjectAltName: what the Postgres docs' `openssl req -subj "/CN=..."` makes.
+    pub fn server_named_in_cn_only(&self, file: &str, name: &str) -> CertFiles {
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).expect("server certificate params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(file, params, Validity::Current)
+    }
+
+    /// A self-signed CA certificate for `names`, to serve as a server's own and as its
+    /// root (what `openssl req -x509` makes by default: basicConstraints CA:TRUE).
+    pub fn self_signed_ca_for(&self, file: &str, names: &[&str]) -> CertFiles {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_string()).collect::<Vec<_>>())
+                .expect("self-signed params");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed certificate");
+        self.write(file, &cert, &key)
+    }
+
     /// A client certificate whose common name is `user` (what Postgres's `cert`
     /// authentication compares with the user name).
     pub fn client(&self, file: &str, user: &str) -> CertFiles {
@@ -98,6 +124,11 @@ impl Pki {
         }
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        self.write(file, &cert, &key)
+    }
+
+    /// `file.crt` and `file.key` (private) in this PKI's directory.
+    fn write(&self, file: &str, cert: &rcgen::Certificate, key: &KeyPair) -> CertFiles {
         let files = CertFiles {
             cert: self.dir.join(format!("{file}.crt")),
             key: self.dir.join(format!("{file}.key")),

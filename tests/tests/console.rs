@@ -307,6 +307,60 @@ async fn an_operator_finds_a_failed_row_by_its_error_retries_it_and_the_history_
     assert!(note.contains("console, operator from 127.0.0.1"), "{note}");
 }
 
+/// The pages show a route's URL without its `user:password@`; filtering by the URL
+/// as shown matched nothing (rows hold it with the credentials), so the only way was
+/// the password in the query string, and a bulk retry by URL counted 0.
+#[tokio::test]
+async fn a_url_filter_typed_as_shown_finds_the_rows_of_a_route_with_credentials() {
+    const ROUTE: &str = "http://n8n-user:s3cret@127.0.0.1:9/webhook/lead-scraped";
+    const SHOWN: &str = "http://127.0.0.1:9/webhook/lead-scraped";
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = console(&db, &sink, &[("RELAY_ROUTES__LEAD_SCRAPED__URL", ROUTE)]).await;
+    let id = hostile_failed_row(&db).await;
+    db.client()
+        .await
+        .execute(
+            "UPDATE webhook_queue SET webhook_url = $2 WHERE id = $1",
+            &[&id, &ROUTE],
+        )
+        .await
+        .expect("the route's URL");
+    let cookie = login(&addr, OPERATOR).await;
+    let page = http(
+        &addr,
+        "GET",
+        &format!("/queue?status=failed&url={}", enc(SHOWN)),
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&format!("href=\"/row/{id}\"")),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("s3cret"), "{}", page.body);
+    // The bulk retry's confirmation counts it too.
+    let csrf = csrf(&page.body);
+    let confirm = http(
+        &addr,
+        "POST",
+        "/queue/retry-failed",
+        Some(&cookie),
+        Some(&format!("csrf={csrf}&url={}", enc(SHOWN))),
+    )
+    .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(!confirm.body.contains("s3cret"), "{}", confirm.body);
+    assert!(
+        confirm.body.contains("id=\"confirm-count\">1<"),
+        "counted it: {}",
+        confirm.body
+    );
+}
+
 #[tokio::test]
 async fn a_read_only_login_sees_every_page_but_no_action_and_a_forged_post_gets_403() {
     let db = TestDb::migrated().await;

@@ -297,6 +297,45 @@ async fn failed_attempts_count_as_retry_then_failed() {
     .await;
 }
 
+/// `/readyz` and the queue count shared one connection: a count that took more than
+/// the probe's second (a large queue, a lock) made a healthy relay unready, and
+/// Kubernetes took it out of its Service, callbacks and all.
+#[tokio::test]
+async fn readyz_answers_while_the_queue_count_is_slow() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let addr = relay.builder.metrics_addr();
+    wait_until("/readyz 200", T, || async {
+        let r = get(&addr, "/readyz").await?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    // The next count waits behind this lock, holding the sampler's connection.
+    let mut blocker = db.client().await;
+    let tx = blocker.transaction().await.expect("begin");
+    tx.batch_execute("LOCK TABLE webhook_queue IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock the queue");
+    let watcher = db.client().await;
+    wait_until("the queue count waiting for the lock", T, || async {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE application_name = 'n8n-relay-observe' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (waiting > 0).then_some(())
+    })
+    .await;
+    let ready = get(&addr, "/readyz").await.expect("an answer");
+    tx.rollback().await.expect("release");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_503_while_postgres_is_unreachable_and_200_when_it_is_back() {
     let db = TestDb::migrated().await;

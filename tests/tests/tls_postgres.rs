@@ -252,6 +252,145 @@ async fn every_tls_refusal_says_which_check_failed_names_the_file_and_exits_2() 
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// The pool read the TLS files and the passfile once, at start, where the LISTEN
+/// connection reads them at every reconnect: after a password rotated in the role and
+/// the passfile, and every session ended (a restart of Postgres), the listener came
+/// back and the pool could not log in again, so nothing was delivered.
+#[tokio::test]
+async fn a_password_rotated_in_the_passfile_reaches_the_pool_once_its_sessions_end() {
+    let (pki, cluster) = tls_cluster(Validity::Current);
+    let db = TestDb::migrated_on(&cluster.server_with(&verify_full(&pki))).await;
+    let passfile = pki.dir.join("pgpass-rotated");
+    let line = |password: &str| {
+        format!(
+            "127.0.0.1:{}:*:{PASSWORD_USER}:{password}\n",
+            cluster.port()
+        )
+    };
+    relay_tests::certs::write_private(&passfile, &line(PASSWORD));
+    let relay_url = format!(
+        "{}&passfile={}",
+        url(&cluster, PASSWORD_USER, &db.name, &verify_full(&pki)),
+        passfile.display()
+    );
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&relay_url, &sink.url()).spawn();
+    db.insert_lead().await;
+    sink.wait_for(1, T).await;
+
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {PASSWORD_USER} PASSWORD 'rotated-password-2'"
+        ))
+        .await
+        .expect("rotate the password");
+    relay_tests::certs::write_private(&passfile, &line("rotated-password-2"));
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&PASSWORD_USER],
+        )
+        .await
+        .expect("end the relay's sessions");
+    db.insert_lead().await;
+    let got = sink.wait_for(2, T).await;
+    assert_eq!(got.len(), 2, "{}", relay.log());
+}
+
+/// The older backend used libpq, which reads PGSSLMODE and its kin; the relay does
+/// not, and said nothing, so `PGSSLMODE=verify-full` meant `prefer` unannounced.
+#[tokio::test]
+async fn libpq_variables_it_does_not_read_are_named_at_start() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", "/etc/ssl/certs/db-ca.pem")
+        .spawn();
+    let line = wait_until("the warning", T, || async {
+        relay
+            .log()
+            .lines()
+            .find(|l| l.contains("PG* environment variables"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        line.contains("WARN") && line.contains("PGSSLMODE, PGSSLROOTCERT"),
+        "{line}"
+    );
+}
+
+/// A key=value URL with `hostaddr` and no `host` (libpq connects) had no name for the
+/// TLS handshake: every attempt failed against a server that offers TLS, and `run`
+/// waited for the database for ever.
+#[tokio::test]
+async fn a_url_with_hostaddr_and_no_host_reaches_a_tls_server() {
+    let (pki, cluster) = tls_cluster(Validity::Current);
+    let db = TestDb::migrated_on(&cluster.server_with(&verify_full(&pki))).await;
+    let ca = pki.ca().display().to_string();
+    for mode in [
+        "sslmode=prefer".to_string(),
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-ca sslrootcert={ca}"),
+    ] {
+        let keywords = format!(
+            "hostaddr=127.0.0.1 port={} dbname={} user=postgres {mode}",
+            cluster.port(),
+            db.name
+        );
+        let (code, stderr) = relay_cli(&keywords, &["queue", "stats", "--json"], &[]).await;
+        assert_eq!(code, 0, "{mode}: {stderr}");
+    }
+    // verify-full needs a name to check, as libpq says too.
+    let e = refused_at_start(&format!(
+        "hostaddr=127.0.0.1 port={} dbname={} user=postgres sslmode=verify-full sslrootcert={ca}",
+        cluster.port(),
+        db.name
+    ))
+    .await;
+    assert!(e.contains("host=NAME"), "{e}");
+}
+
+/// Two server certificates libpq takes and rustls does not: one that names its host
+/// only in the Common Name (the Postgres docs' recipe), and a self-signed CA
+/// certificate serving as its own root (`openssl req -x509`). Each refusal says which
+/// it is and how to reissue it (it said "not valid for host", or gave rustls's name
+/// for the second).
+#[tokio::test]
+async fn certificates_libpq_takes_and_rustls_refuses_are_named_with_the_fix() {
+    let pki = Pki::new("quirks");
+    let cn_only = pki.server_named_in_cn_only("cn-only", "localhost");
+    let cluster = PrivateCluster::start_with_tls(&pki.ca(), &cn_only).expect("TLS cluster");
+    let e = refused_at_start(&format!(
+        "postgres://postgres@localhost:{}/postgres?{}",
+        cluster.port(),
+        verify_full(&pki)
+    ))
+    .await;
+    assert!(
+        e.contains("not valid for host \"localhost\"")
+            && e.contains("Common Name")
+            && e.contains("subjectAltName=DNS:localhost"),
+        "{e}"
+    );
+    drop(cluster);
+
+    let own = pki.self_signed_ca_for("own-root", &["localhost", "127.0.0.1"]);
+    let cluster = PrivateCluster::start_with_tls(&own.cert, &own).expect("TLS cluster");
+    let e = refused_at_start(&format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        cluster.port(),
+        own.cert.display()
+    ))
+    .await;
+    assert!(
+        e.contains("CA certificate") && e.contains("CA:FALSE"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_server_certificate_is_refused_at_start() {
     let (pki, cluster) = tls_cluster(Validity::Expired);

@@ -8,8 +8,9 @@
 //! - `/readyz`: 200 only when the database answers `SELECT 1` within
 //!   [`READY_TIMEOUT`] and the LISTEN connection is up; else 503 with a JSON reason.
 //!
-//! It has a pool of its own (one connection), so a probe is never stuck behind busy
-//! delivery workers and never takes a connection from them.
+//! It has a pool of its own (two connections, one the queue count may hold), so a
+//! probe is never stuck behind busy delivery workers or a slow count, and never takes
+//! a connection from them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -112,7 +113,9 @@ pub async fn bind(config: &Config, readiness: Readiness) -> anyhow::Result<Serve
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
-    let pool = relay_core::db::pool_sized(&config.database, "n8n-relay-observe", 1)
+    // Two: one for the queue count, which may take seconds on a large queue or wait
+    // behind a lock, one for `/readyz`, which must answer within READY_TIMEOUT.
+    let pool = relay_core::db::pool_sized(&config.database, "n8n-relay-observe", 2)
         .context("database.url: could not set up the metrics pool")?;
     Ok(Server {
         listener,

@@ -143,6 +143,20 @@ impl QueueFilter {
         out
     }
 
+    /// This filter as the database is asked it: a URL typed as the pages show it,
+    /// without a route's `user:password@`, stands for that route's URL, which queue
+    /// rows hold with its credentials (the pages and their links keep it as typed,
+    /// so no password travels in a query string).
+    pub fn for_query<'a>(&self, route_urls: impl Iterator<Item = &'a str>) -> QueueFilter {
+        let mut asked = self.clone();
+        if let Some(typed) = &self.url {
+            if let Some(url) = relay_core::config::url_standing_for(typed, route_urls) {
+                asked.url = Some(url.to_string());
+            }
+        }
+        asked
+    }
+
     /// The failed rows this filter selects, for a bulk retry.
     pub fn failed(&self) -> FailedFilter {
         FailedFilter {

@@ -398,7 +398,9 @@ impl Console {
                 };
                 let flash = field(&q, "done").and_then(flash_text);
                 match self.client().await {
-                    Ok(client) => match data::list(&client, &filter).await {
+                    Ok(client) => match data::list(&client, &filter.for_query(self.route_urls()))
+                        .await
+                    {
                         Ok((rows, next)) => Answer::page(
                             StatusCode::OK,
                             pages::queue(ctx, &filter, &rows, next, flash.as_deref(), &self.events),
@@ -535,7 +537,11 @@ impl Console {
                 filter.status = Some("failed".into());
                 filter.after = None;
                 if field(form, "confirm") != Some("yes") {
-                    return match queue_admin::count_failed_matching(&client, &filter.failed()).await
+                    return match queue_admin::count_failed_matching(
+                        &client,
+                        &filter.for_query(self.route_urls()).failed(),
+                    )
+                    .await
                     {
                         Ok((n, as_of)) => Answer::page(
                             StatusCode::OK,
@@ -557,7 +563,7 @@ impl Console {
                 };
                 let failed = FailedFilter {
                     failed_by: Some(failed_by),
-                    ..filter.failed()
+                    ..filter.for_query(self.route_urls()).failed()
                 };
                 match queue_admin::retry_failed_matching(&client, &failed, &note("retry")).await {
                     Ok(ids) => {
@@ -644,6 +650,10 @@ impl Console {
             }
             _ => error_page(StatusCode::NOT_FOUND, "No such action.", Some(ctx)),
         }
+    }
+
+    fn route_urls(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.url.as_str())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, String> {

@@ -59,6 +59,17 @@ pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsFil
     crate::secrets::check_private(key, path).map_err(|e| TlsFileError(e.to_string()))?;
     let bytes = std::fs::read(path)
         .map_err(|e| TlsFileError(format!("{key}: cannot read {}: {e}", path.display())))?;
+    // `BEGIN ENCRYPTED PRIVATE KEY`, or an old-style `Proc-Type: 4,ENCRYPTED` header:
+    // there is no passphrase to give (libpq's sslpassword), so say what to do.
+    if bytes.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(TlsFileError(format!(
+            "{key}: {} is an encrypted private key, which the relay cannot open (it takes \
+             no passphrase); store it decrypted, readable by the relay's user only: \
+             openssl pkey -in {} -out decrypted.key",
+            path.display(),
+            path.display()
+        )));
+    }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
         TlsFileError(format!(
             "{key}: {} holds no PEM private key ({e})",
@@ -105,4 +116,38 @@ pub fn system_roots() -> Result<RootCertStore, TlsFileError> {
         )));
     }
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encrypted_key_is_named_as_such_with_what_to_do() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("n8n-relay-tls-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (file, pem) in [
+            (
+                "pkcs8.key",
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            ),
+            (
+                "legacy.key",
+                "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+            ),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, pem).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+            let e = load_key("database.sslkey", &path).expect_err("encrypted");
+            assert!(
+                e.0.contains("database.sslkey") && e.0.contains("encrypted private key"),
+                "{file}: {}",
+                e.0
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

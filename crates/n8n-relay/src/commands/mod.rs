@@ -41,6 +41,14 @@ pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, Failure>
 /// process with exit 2 before anything starts; a database that is only down is
 /// logged, and the relay waits for it as it always does.
 pub async fn check_database(config: &Config) -> Result<(), Failure> {
+    let ignored = relay_core::db::libpq_variables_set();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            variables = %ignored.join(", "),
+            "libpq's PG* environment variables are not read by n8n-relay: put what they \
+             say in DATABASE_URL (host=, sslmode=, sslrootcert=, ...) or the database.* keys"
+        );
+    }
     let pg =
         relay_core::db::Connector::new(&config.database, "n8n-relay").map_err(Failure::usage)?;
     match pg.check().await {

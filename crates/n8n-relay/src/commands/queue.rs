@@ -186,7 +186,7 @@ fn route_url(config: &Config, scope: Scope) -> Scope {
         return scope;
     };
     let routes = config.routes();
-    match stands_for(typed, routes.iter().map(|r| r.url.as_str())) {
+    match relay_core::config::url_standing_for(typed, routes.iter().map(|r| r.url.as_str())) {
         Some(url) => Scope::Url(url.to_string()),
         None => {
             eprintln!(
@@ -209,27 +209,10 @@ async fn paused_url(
         .filter(|p| p.scope == "url")
         .map(|p| p.target.as_str());
     Ok(Scope::Url(
-        stands_for(typed, paused).unwrap_or(typed).to_string(),
+        relay_core::config::url_standing_for(typed, paused)
+            .unwrap_or(typed)
+            .to_string(),
     ))
-}
-
-/// The one of `urls` that `typed` names: itself, or the only one that is `typed`
-/// once credentials are taken out of both.
-fn stands_for<'a>(typed: &str, urls: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let shown = relay_core::config::url_without_userinfo(typed);
-    let mut same: Vec<&str> = Vec::new();
-    for url in urls {
-        if url == typed {
-            return Some(url);
-        }
-        if relay_core::config::url_without_userinfo(url) == shown && !same.contains(&url) {
-            same.push(url);
-        }
-    }
-    match same.as_slice() {
-        [one] => Some(one),
-        _ => None,
-    }
 }
 
 /// The history note of a retry or cancel, naming who ran it as a pause does.

@@ -27,7 +27,8 @@ mod validate;
 
 pub use load::{Loaded, Sources};
 pub use secret::{
-    redact_url_password, url_password_hidden, url_without_userinfo, Secret, REDACTED,
+    redact_url_password, url_password_hidden, url_standing_for, url_without_userinfo, Secret,
+    REDACTED,
 };
 
 /// The config file used when `--config` is not given, if it exists.

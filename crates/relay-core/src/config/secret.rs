@@ -188,6 +188,27 @@ pub fn url_without_userinfo(url: &str) -> String {
     }
 }
 
+/// The one of `urls` that `typed` names: itself, or the only one that is `typed`
+/// once credentials are taken out of both. Every command and page shows URLs without
+/// their `user:password@`, and queue rows and pauses hold them with it: a URL typed as
+/// shown stands for the route URL it was shown for.
+pub fn url_standing_for<'a>(typed: &str, urls: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let shown = url_without_userinfo(typed);
+    let mut same: Vec<&str> = Vec::new();
+    for url in urls {
+        if url == typed {
+            return Some(url);
+        }
+        if url_without_userinfo(url) == shown && !same.contains(&url) {
+            same.push(url);
+        }
+    }
+    match same.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
 /// A webhook URL with its password (or a lone token in the user's place) hidden and
 /// its user kept, as `check-config` shows it: `https://n8n:(redacted)@host/...`.
 pub fn url_password_hidden(url: &str) -> String {

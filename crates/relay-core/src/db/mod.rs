@@ -67,6 +67,36 @@ impl From<deadpool_postgres::PoolError> for DbError {
 /// Whether this session is encrypted (readable by any role).
 const SESSION_ENCRYPTED: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
+/// libpq's environment variables for where and how to connect. tokio-postgres reads
+/// none of them; a deployment that set `PGSSLMODE=verify-full` for the older backend
+/// would connect with this relay's default (`prefer`) without a word.
+const LIBPQ_VARIABLES: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCRL",
+    "PGTARGETSESSIONATTRS",
+    "PGCONNECT_TIMEOUT",
+];
+
+/// The libpq variables set in this process's environment, which the relay does not
+/// read (`run` warns about them at start).
+pub fn libpq_variables_set() -> Vec<&'static str> {
+    LIBPQ_VARIABLES
+        .iter()
+        .copied()
+        .filter(|name| std::env::var_os(name).is_some())
+        .collect()
+}
+
 /// Everything needed to open connections to the configured database: the
 /// tokio-postgres config with the relay's settings and the TLS connector libpq's
 /// parameters call for. Built once; every connection the relay makes (pool, LISTEN,
@@ -85,6 +115,23 @@ impl Connector {
         let settings = tls::settings(&split, db)?;
         let mut config = pg_config(&split.rest, db, application)?;
         config.ssl_mode(settings.mode.wire());
+        // `hostaddr` without `host`: libpq connects; tokio-postgres has no name for the
+        // TLS handshake and fails every attempt against a server that offers TLS. The
+        // address stands for the name, as libpq does for everything but verify-full,
+        // which it refuses without a host name to check; so does this.
+        if config.get_hosts().is_empty() && !config.get_hostaddrs().is_empty() {
+            if settings.mode == SslMode::VerifyFull {
+                return Err(DbError::Setup(
+                    "database.url: sslmode=verify-full checks the server's certificate against \
+                     the host name, and the URL gives only hostaddr: add host=NAME (the \
+                     name the certificate carries; hostaddr still says where to connect)"
+                        .into(),
+                ));
+            }
+            for addr in config.get_hostaddrs().to_vec() {
+                config.host(addr.to_string());
+            }
+        }
         if config.get_password().is_none() {
             if let Some(password) = password(&split, db, &config)? {
                 config.password(password);
@@ -240,6 +287,52 @@ fn pg_config(
     Ok(config)
 }
 
+/// How a pool opens each connection: with the TLS files (CA, client certificate and
+/// key) and the libpq passfile read again, as the LISTEN connection does, so a
+/// certificate or password rotated while the relay runs reaches the pool's next
+/// connections too (they kept the files read at start, and after a restart of
+/// Postgres that had taken the new ones no pooled connection could log in). A file
+/// that cannot be read at that moment (a rotation half done) leaves the last good
+/// reading in use, with a warning.
+type PooledConnect =
+    Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>;
+
+struct ReadAgain {
+    db: DatabaseConfig,
+    application: String,
+    last: std::sync::Mutex<Connector>,
+}
+
+impl deadpool_postgres::Connect for ReadAgain {
+    fn connect(
+        &self,
+        _pg_config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = PooledConnect> + Send + '_>> {
+        let fresh = Connector::new(&self.db, &self.application);
+        let connector = {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            match fresh {
+                Ok(fresh) => *last = fresh,
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not read the database's TLS or password files again; connecting \
+                     with those read before"
+                ),
+            }
+            last.clone()
+        };
+        Box::pin(async move {
+            let (client, connection) = connector.config.connect(connector.tls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "pooled database connection ended");
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
+
 /// The query pool. Waiting for a connection and creating one are both bounded, so a
 /// down database is an error after a few seconds, never a hang.
 pub fn pool(db: &DatabaseConfig, application: &str) -> Result<Pool, DbError> {
@@ -263,9 +356,13 @@ fn build_pool(
     marker: Option<Marker>,
 ) -> Result<Pool, DbError> {
     let connector = Connector::new(db, application)?;
-    let manager = Manager::from_config(
-        connector.config,
-        connector.tls,
+    let manager = Manager::from_connect(
+        connector.config.clone(),
+        ReadAgain {
+            db: db.clone(),
+            application: application.to_string(),
+            last: std::sync::Mutex::new(connector),
+        },
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

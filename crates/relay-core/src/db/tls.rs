@@ -522,7 +522,13 @@ pub(crate) fn explain(
         let what = match rustls_error {
             rustls::Error::InvalidCertificate(cert) => match cert {
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                    format!("the server's certificate is not valid for host {host:?}")
+                    format!(
+                        "the server's certificate is not valid for host {host:?}: no \
+                         subjectAltName of it names that host (a name only in the \
+                         certificate's Common Name, which libpq falls back to, does not \
+                         count here: reissue it with -addext \"subjectAltName=DNS:{host}\"), \
+                         or connect by a name it lists; sslmode=verify-ca checks the chain only"
+                    )
                 }
                 CertificateError::UnknownIssuer => match &settings.roots {
                     Roots::File(path) => format!(
@@ -536,6 +542,14 @@ pub(crate) fn explain(
                 }
                 CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                     "the server's certificate is not valid yet".into()
+                }
+                other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                    "the server presents a CA certificate (basicConstraints CA:TRUE, what \
+                     `openssl req -x509` makes unless told otherwise) as its own, which is \
+                     refused here though libpq accepts it: sign a server certificate with \
+                     that CA, or reissue this one with -addext \
+                     \"basicConstraints=critical,CA:FALSE\""
+                        .into()
                 }
                 other => format!("the server's certificate was refused ({other:?})"),
             },
@@ -569,8 +583,11 @@ pub(crate) fn explain(
             && db.message().contains("no encryption")
         {
             return Some(format!(
-                "the server refused an unencrypted connection: {}; it requires TLS, so set \
-                 sslmode=require (or verify-full with sslrootcert) in database.url or database.sslmode",
+                "the server refused an unencrypted connection: {}; no pg_hba.conf line admits \
+                 it: if the server admits this user only over TLS (hostssl lines), set \
+                 sslmode=require (or verify-full with sslrootcert) in database.url or \
+                 database.sslmode; otherwise check pg_hba.conf for this client address, user \
+                 and database",
                 db.message()
             ));
         }

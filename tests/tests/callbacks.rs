@@ -949,6 +949,30 @@ async fn health_shows_the_n8n_url_without_its_credentials() {
     assert!(!logged.contains("s3cret"), "{logged}");
 }
 
+/// The health endpoint is unsigned; it quoted the driver's message, which names the
+/// database and the role (and why a login failed) to whoever can reach the listener.
+#[tokio::test]
+async fn health_says_the_database_refused_without_naming_the_database_or_role() {
+    let db = TestDb::empty().await;
+    let missing = format!("{}_missing_db", db.name);
+    let url = match db.url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{missing}"),
+        None => panic!("a database URL: {}", db.url),
+    };
+    let builder = RelayBuilder::new(&url, "http://127.0.0.1:9")
+        .args(["callbacks"])
+        .env("RELAY_DATABASE__CONNECT_TIMEOUT_SECONDS", 1);
+    let l = Listener::spawn(db, builder).await;
+    let health = l.send("GET", &format!("{N8N}/health"), &[], b"").await;
+    assert_eq!(health.status, 503);
+    let body = health.json();
+    assert_eq!(
+        body["database"]["error"], "the database refused the relay's connection",
+        "{body}"
+    );
+    assert!(!body.to_string().contains(&missing), "{body}");
+}
+
 #[tokio::test]
 async fn with_the_database_down_health_and_callbacks_answer_503() {
     let db = TestDb::empty().await;

@@ -41,18 +41,32 @@ pub async fn answer(state: &State) -> Reply {
     reply
 }
 
+/// Whether the database answers, and if not, why in a few words. The endpoint is
+/// unsigned, so the driver's own message (which names the database, the role, and
+/// why a login failed) goes only to the process log, at warn level.
 async fn database(state: &State) -> Value {
     let limit = Duration::from_secs(state.config.database.connect_timeout_seconds + 1);
     let probe = async {
-        let client = state.pool.get().await.map_err(|e| e.to_string())?;
+        let client = state.pool.get().await.map_err(|e| {
+            let why = match &e {
+                deadpool_postgres::PoolError::Backend(pg) if pg.as_db_error().is_some() => {
+                    "the database refused the relay's connection"
+                }
+                _ => "cannot connect to the database",
+            };
+            (why, e.to_string())
+        })?;
         client
             .simple_query("SELECT 1")
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ("the database did not answer SELECT 1", e.to_string()))
     };
     match tokio::time::timeout(limit, probe).await {
         Ok(Ok(_)) => json!({"reachable": true}),
-        Ok(Err(e)) => json!({"reachable": false, "error": e}),
+        Ok(Err((why, detail))) => {
+            tracing::warn!(error = %detail, "health: {why}");
+            json!({"reachable": false, "error": why})
+        }
         Err(_) => json!({"reachable": false, "error": format!("no answer within {limit:?}")}),
     }
 }

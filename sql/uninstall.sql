@@ -1,6 +1,7 @@
 -- n8n-relay: remove everything the install scripts created, except your business
 -- tables (leads, demo_sites, videos are dropped only if you uncomment the last block).
--- Undelivered events are lost with the tables: check `n8n-relay queue stats` first.
+-- Undelivered events are lost with the tables: check `n8n-relay queue stats` first
+-- (pending, sending and "not yet routed", the events still in the outbox, all 0).
 -- Idempotent: psql -v ON_ERROR_STOP=1 -f sql/uninstall.sql may run any number of times.
 
 DO $$

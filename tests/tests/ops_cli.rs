@@ -145,6 +145,7 @@ async fn stats_on_an_empty_queue_has_every_key_at_zero() {
         "cancelled",
         "total",
         "due_now",
+        "not_yet_routed",
     ] {
         assert_eq!(json[key], 0, "{key} in {json}");
     }
@@ -190,6 +191,44 @@ async fn stats_counts_rows_by_status_in_table_and_json() {
     assert!(lines.contains(&"total          8"), "{table}");
     assert!(table.contains("oldest pending  1d 0h"), "{table}");
     assert!(table.contains("due now         2"), "{table}");
+}
+
+/// With the relay stopped, events wait in the outbox, not the queue; stats showed
+/// all zeros, and sql/README's "check that nothing is waiting" before an uninstall
+/// (which drops the outbox) passed with events still to deliver.
+#[tokio::test]
+async fn stats_counts_the_events_not_yet_routed() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    for lead in 1..=3_i64 {
+        client
+            .execute(
+                "SELECT webhook_emit('lead_scraped', 'lead', $1, '{}')",
+                &[&lead],
+            )
+            .await
+            .expect("emit");
+    }
+    let json = cli(&db, "queue stats --json").await.ok().json();
+    assert_eq!(json["not_yet_routed"], 3, "{json}");
+    assert_eq!(json["total"], 0, "{json}");
+    let table = cli(&db, "queue stats").await.ok().stdout;
+    assert!(table.contains("not yet routed  3"), "{table}");
+}
+
+/// A row's id and `--event`/`--since` (which narrow `--all-failed` only) were taken
+/// together, the flags silently ignored; and output cut short by its reader (`| head
+/// -1`) panicked these commands (exit 101).
+#[tokio::test]
+async fn retry_of_one_row_refuses_the_all_failed_filters() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "failed").insert(&client).await;
+    for flag in ["--event=demo_failed", "--since=1d"] {
+        let out = cli_args(&db, &["queue", "retry", &id.to_string(), flag]).await;
+        assert_eq!(out.code, Some(2), "{flag}: {}", out.stderr);
+        assert_eq!(status_of(&client, id).await, "failed", "{flag}");
+    }
 }
 
 #[tokio::test]
@@ -948,6 +987,25 @@ async fn emit_records_an_event_through_webhook_emit() {
     assert!(row.get::<_, bool>(4), "waits for the router like any event");
 }
 
+/// `webhook_emit` takes a NULL entity id (an entity without an integer key, as
+/// sql/README says); `emit` required one.
+#[tokio::test]
+async fn emit_without_an_entity_id_records_an_unordered_event() {
+    let db = TestDb::migrated().await;
+    let out = cli(&db, "emit workflow_error --entity-type workflow")
+        .await
+        .ok();
+    let id: i64 = out.stdout.trim().parse().expect("the event id");
+    let entity: Option<i64> = db
+        .client()
+        .await
+        .query_one("SELECT entity_id FROM webhook_events WHERE id = $1", &[&id])
+        .await
+        .expect("the event")
+        .get(0);
+    assert_eq!(entity, None);
+}
+
 #[tokio::test]
 async fn emit_refuses_unknown_events_and_bad_data_and_records_nothing() {
     let db = TestDb::migrated().await;
@@ -970,22 +1028,39 @@ async fn emit_refuses_unknown_events_and_bad_data_and_records_nothing() {
         assert_eq!(out.code, Some(2), "{line}: {}", out.stderr);
         assert!(out.stderr.contains(named), "{line}: {}", out.stderr);
     }
-    // Refused by webhook_emit itself (an empty entity type): still the arguments'
-    // fault, exit 2.
+    // An empty or blank entity type (webhook_emit refuses '' itself; a blank one got
+    // through).
+    for blank in ["", "   "] {
+        let out = cli_args(
+            &db,
+            &[
+                "emit",
+                "lead_scraped",
+                "--entity-type",
+                blank,
+                "--entity-id",
+                "1",
+            ],
+        )
+        .await;
+        assert_eq!(out.code, Some(2), "{blank:?}: {}", out.stderr);
+        assert!(out.stderr.contains("--entity-type"), "{}", out.stderr);
+    }
+    // Refused by webhook_emit itself (a NUL character jsonb cannot hold): still the
+    // arguments' fault, exit 2.
     let out = cli_args(
         &db,
         &[
             "emit",
             "lead_scraped",
             "--entity-type",
-            "",
-            "--entity-id",
-            "1",
+            "lead",
+            "--data",
+            "{\"a\": \"\\u0000\"}",
         ],
     )
     .await;
     assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains("entity_type"), "{}", out.stderr);
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
 }
 
@@ -1103,20 +1178,39 @@ async fn output_into_a_closed_pipe_is_not_an_error() {
     let db = TestDb::migrated().await;
     let client = db.client().await;
     Row::new("lead_scraped", "sent").insert(&client).await;
-    let mut child = std::process::Command::new(relay_tests::relay::binary())
-        .args(["queue", "list"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &db.url)
-        .current_dir(std::env::temp_dir())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // `n8n-relay queue list | head -0`: the reader is gone before the rows are written.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    // check-config, emit and sign printed with println!, which panics (exit 101).
+    for args in [
+        &["queue", "list"][..],
+        &["check-config"],
+        &[
+            "emit",
+            "lead_scraped",
+            "--entity-type",
+            "lead",
+            "--entity-id",
+            "1",
+        ],
+        &["sign", "--secret", "abc"],
+        &["migrate"],
+    ] {
+        let mut child = std::process::Command::new(relay_tests::relay::binary())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db.url)
+            .env("WEBHOOK_SECRET", "a-secret-for-check-config")
+            .env("N8N_WEBHOOK_SECRET", "another-secret-for-check-config")
+            .current_dir(std::env::temp_dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // `n8n-relay ... | head -0`: the reader is gone before the output is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

@@ -78,7 +78,7 @@ pub enum QueueCommand {
         /// Event type, e.g. lead_scraped.
         #[arg(long)]
         event: Option<String>,
-        /// At most this many rows.
+        /// At most this many rows (1 to 10000).
         #[arg(long, default_value_t = 50)]
         limit: i64,
         /// Print JSON (stable keys, for scripts) instead of a table.
@@ -102,11 +102,11 @@ pub enum QueueCommand {
         #[arg(long)]
         all_failed: bool,
         /// Only rows of this event type (with --all-failed).
-        #[arg(long, requires = "all_failed")]
+        #[arg(long, requires = "all_failed", conflicts_with = "id")]
         event: Option<String>,
         /// Only rows created at or after this time: 2025-11-04T12:00:00Z (without a
         /// zone, UTC; or an offset like +02:00), 2025-11-04, or an age like 30m, 6h, 2d.
-        #[arg(long, requires = "all_failed")]
+        #[arg(long, requires = "all_failed", conflicts_with = "id")]
         since: Option<String>,
         /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
@@ -147,7 +147,9 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete sent and cancelled rows (and their logs) older than N days, in batches.
+    /// Delete what is finished and older than N days, in batches: sent and cancelled
+    /// rows with their logs and retry history, incoming callback logs, and routed
+    /// outbox events nothing waits on.
     Cleanup {
         /// Age in days (by created_at) past which rows go (1 to 36500).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
@@ -155,7 +157,8 @@ pub enum QueueCommand {
         /// Count what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Delete failed rows too.
+        /// Delete failed rows too, except one under ordering = "block", which holds its
+        /// entity's later events until retried or cancelled.
         #[arg(long)]
         include_failed: bool,
         /// Print JSON (stable keys, for scripts) instead of a table.
@@ -168,10 +171,13 @@ pub enum QueueCommand {
 pub struct EmitArgs {
     /// Event type, e.g. lead_scraped.
     pub event: String,
+    /// What the event is about (the body's entity_type), e.g. lead.
     #[arg(long)]
     pub entity_type: String,
+    /// Its id (the body's entity_id; per-entity ordering keys on it). Leave it out for
+    /// an entity without an integer id: entity_id is then null and the event unordered.
     #[arg(long)]
-    pub entity_id: i64,
+    pub entity_id: Option<i64>,
     /// The event's data, a JSON object.
     #[arg(long, default_value = "{}")]
     pub data: String,

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {:#}", failure.error());
+            eprintln!("error: {}", crate::error::describe(failure.error()));
             failure.exit_code()
         }
     }

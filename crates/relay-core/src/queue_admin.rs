@@ -165,6 +165,10 @@ pub struct Stats {
     pub due_now: i64,
     /// Pending rows held by a run-time pause (`queue pause`), not counted as due.
     pub held_by_pauses: i64,
+    /// Events committed to the outbox (`webhook_events`) and not yet routed into the
+    /// queue: with the relay stopped, what it will deliver once it starts, and what an
+    /// uninstall would drop.
+    pub not_yet_routed: i64,
     /// URLs whose last `queue.unhealthy_after` attempts all failed.
     pub unhealthy_endpoints: Vec<UnhealthyEndpoint>,
     /// Filled by [`stats`] with `by_event`, sorted by event type.
@@ -287,6 +291,10 @@ const STATS: &str = "
     FROM webhook_queue
     GROUP BY event_type, status";
 
+/// The outbox holds only events not yet routed (routing deletes them; `routed_at` is
+/// set only by versions before that, whose routed rows `migrate` removes).
+const NOT_YET_ROUTED: &str = "SELECT count(*)::bigint FROM webhook_events WHERE routed_at IS NULL";
+
 const DEPTH: &str = "
     SELECT status, count(*)::bigint, extract(epoch FROM now() - min(created_at))::float8
     FROM webhook_queue
@@ -386,6 +394,7 @@ pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
         oldest_pending_age_seconds: None,
         due_now: 0,
         held_by_pauses: crate::pause::held(client).await?,
+        not_yet_routed: client.query_one(NOT_YET_ROUTED, &[]).await?.get(0),
         unhealthy_endpoints: client
             .query(UNHEALTHY, &[])
             .await?

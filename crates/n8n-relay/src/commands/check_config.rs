@@ -39,8 +39,8 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
         let out = serde_json::json!({
             "valid": true, "config": redacted, "keys": keys, "active_secrets": secrets,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return Ok(());
+        let json = serde_json::to_string_pretty(&out).unwrap_or_default();
+        return super::write_stdout(&format!("{json}\n"));
     }
     let rows: Vec<(String, String, String)> = values
         .into_iter()
@@ -64,25 +64,31 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
         .filter(|w| *w <= MAX_VALUE_WIDTH)
         .max()
         .unwrap_or(0);
-    println!("{:<key_width$}  {:<value_width$}  source", "key", "value");
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<key_width$}  {:<value_width$}  source",
+        "key", "value"
+    );
     for (key, value, source) in &rows {
-        println!("{key:<key_width$}  {value:<value_width$}  {source}");
+        let _ = writeln!(text, "{key:<key_width$}  {value:<value_width$}  {source}");
     }
-    println!(
+    text.push_str(
         "\nactive secrets, newest first (first 8 hex digits of the secret's SHA-256, \
-         compare with `printf %s \"$SECRET\" | sha256sum`):"
+         compare with `printf %s \"$SECRET\" | sha256sum`):\n",
     );
     for (direction, list) in active_secrets(loaded) {
         if list.is_empty() {
-            println!("  {direction:<9}  (none)");
+            let _ = writeln!(text, "  {direction:<9}  (none)");
         }
         for (i, (key, sha256)) in list.iter().enumerate() {
             let label = if i == 0 { direction } else { "" };
-            println!("  {label:<9}  {}. {sha256}  {key}", i + 1);
+            let _ = writeln!(text, "  {label:<9}  {}. {sha256}  {key}", i + 1);
         }
     }
-    println!("\nconfiguration is valid");
-    Ok(())
+    text.push_str("\nconfiguration is valid\n");
+    super::write_stdout(&text)
 }
 
 /// Which secrets sign deliveries and which verify callbacks, newest first, each as

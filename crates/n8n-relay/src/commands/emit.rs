@@ -16,6 +16,13 @@ pub async fn run(config: &Config, args: &EmitArgs) -> CmdResult {
             EventType::names().join(", ")
         )));
     }
+    // A blank type is as empty as '' (which webhook_emit refuses): the body would
+    // carry it, and the ordering keys on it.
+    if args.entity_type.trim().is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--entity-type must not be blank"
+        )));
+    }
     let data: serde_json::Value = serde_json::from_str(&args.data)
         .map_err(|e| Failure::usage(anyhow::anyhow!("--data is not valid JSON: {e}")))?;
     if !data.is_object() {
@@ -50,6 +57,5 @@ pub async fn run(config: &Config, args: &EmitArgs) -> CmdResult {
         .context(
             "webhook_emit() returned no event id: a trigger on webhook_events dropped the row",
         )?;
-    println!("{id}");
-    Ok(())
+    super::write_stdout(&format!("{id}\n"))
 }

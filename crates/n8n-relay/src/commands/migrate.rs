@@ -11,12 +11,15 @@ pub async fn run(config: &Config, args: &MigrateArgs) -> CmdResult {
     let applied = relay_core::schema::migrate(&mut client, args.example_tables)
         .await
         .context("migration failed")?;
-    for a in applied {
-        println!(
-            "{:<26} {}",
-            a.name,
-            if a.ran { "applied" } else { "up to date" }
-        );
-    }
-    Ok(())
+    let text: String = applied
+        .iter()
+        .map(|a| {
+            format!(
+                "{:<26} {}\n",
+                a.name,
+                if a.ran { "applied" } else { "up to date" }
+            )
+        })
+        .collect();
+    super::write_stdout(&text)
 }

@@ -135,3 +135,20 @@ pub fn cancel_on_signal(shutdown: CancellationToken) -> impl std::future::Future
         shutdown.cancel();
     }
 }
+
+/// Writes a command's output. A reader that went away (`| head -1`) is not an error
+/// (exit 0, like the rest of the output it did not want); `println!` panicked there
+/// (exit 101).
+pub fn write_stdout(text: &str) -> crate::error::CmdResult {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("could not write to stdout: {e}").into())
+        }
+        _ => Ok(()),
+    }
+}

@@ -170,7 +170,7 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
             }
         }
     };
-    write_stdout(&out)
+    super::write_stdout(&out)
 }
 
 fn scope_of(what: &PauseScope) -> Result<Scope, QueueAdminError> {
@@ -275,20 +275,6 @@ fn without_credentials(value: &mut serde_json::Value) {
 }
 
 /// One write; a reader that went away (`queue list | head`) is not an error.
-fn write_stdout(text: &str) -> CmdResult {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::anyhow!("could not write to stdout: {e}").into())
-        }
-        _ => Ok(()),
-    }
-}
-
 fn stats_json(stats: &Stats, by_event: bool) -> serde_json::Value {
     let mut value = json!(stats);
     if by_event {
@@ -344,6 +330,7 @@ fn render_stats(stats: &Stats, by_event: bool) -> String {
     out.push_str(&format!("oldest pending  {oldest}\n"));
     out.push_str(&format!("due now         {}\n", stats.due_now));
     out.push_str(&format!("held by pauses  {}\n", stats.held_by_pauses));
+    out.push_str(&format!("not yet routed  {}\n", stats.not_yet_routed));
     if !stats.unhealthy_endpoints.is_empty() {
         out.push('\n');
         let mut table = Table::new(&["unhealthy endpoint", "failures", "since", "last error"]);
@@ -497,8 +484,9 @@ fn render_cleanup(report: &CleanupReport, options: CleanupOptions) -> String {
         "removed"
     };
     let mut out = format!(
-        "{verb} rows older than {} days (queue statuses: {}):\n",
+        "{verb} rows older than {} day{} (queue statuses: {}):\n",
         options.days,
+        if options.days == 1 { "" } else { "s" },
         cleanup_statuses(options.include_failed).join(", ")
     );
     let mut table = Table::new(&["what", "rows"]);

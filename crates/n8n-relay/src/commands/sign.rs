@@ -50,10 +50,12 @@ pub fn run(sources: &Sources, args: &SignArgs) -> CmdResult {
         .context("could not read the body from stdin")?;
     let timestamp = args.timestamp.unwrap_or_else(signature::unix_now);
     let id = args.id.clone().unwrap_or_else(fresh_id);
-    for (name, value) in keys.sign_headers(&id, timestamp, &body) {
-        println!("{}: {value}", display_name(name));
-    }
-    Ok(())
+    let text: String = keys
+        .sign_headers(&id, timestamp, &body)
+        .into_iter()
+        .map(|(name, value)| format!("{}: {value}\n", display_name(name)))
+        .collect();
+    super::write_stdout(&text)
 }
 
 /// The contract's headers as documented (`X-Webhook-Timestamp`); Standard Webhooks'

@@ -74,6 +74,9 @@ pub enum Reply {
     /// Send the status line and headers announcing a body, then close the connection
     /// partway through it.
     Truncated(u16),
+    /// Send the status line, headers and the body's first bytes, then nothing more,
+    /// never ending (an answer streamed slower than the relay's timeout).
+    Stalled(u16),
 }
 
 impl Reply {
@@ -390,6 +393,29 @@ struct CutShort {
     pause: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
+/// A body that sends its first bytes and then never another.
+struct Stalling {
+    sent: bool,
+}
+
+impl hyper::body::Body for Stalling {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        if self.sent {
+            return std::task::Poll::Pending;
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"{\"streaming\":",
+        )))))
+    }
+}
+
 impl CutShort {
     fn new() -> CutShort {
         CutShort {
@@ -483,6 +509,11 @@ async fn handle(
             unreachable!()
         }
         Reply::Drop => Err("sink: closing the connection without a response".into()),
+        Reply::Stalled(status) => Ok(Response::builder()
+            .status(status)
+            .header("content-length", "1000")
+            .body(Stalling { sent: false }.boxed())
+            .expect("sink response")),
         Reply::Truncated(status) => {
             // Content-Length promises more than the body yields before failing.
             Ok(Response::builder()

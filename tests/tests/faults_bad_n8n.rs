@@ -168,6 +168,39 @@ async fn every_kind_of_failure_follows_the_retry_schedule_and_ends_sent_or_faile
     }
 }
 
+/// n8n answering in streaming mode: its 200 arrives at once, its body slower than the
+/// relay's timeout. The whole attempt was timed, so a delivered event was a timeout,
+/// sent again and again, and ended failed.
+#[tokio::test]
+async fn a_2xx_whose_body_outlasts_the_timeout_is_delivered_once() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| Reply::Stalled(200)).await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_TIMEOUT_SECONDS", 1)
+        .env("WEBHOOK_RETRY_DELAYS", 1)
+        .spawn();
+    emit_many(&db, "lead_scraped", 1..=3).await;
+    wait_until("sent", T, || async {
+        (count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'sent'",
+        )
+        .await
+            == 3)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(sink.count(), 3, "each sent once");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE last_response_status = 200 AND retry_count = 0",
+        )
+        .await,
+        3
+    );
+}
+
 #[tokio::test]
 async fn a_response_cut_short_after_a_2xx_status_counts_as_delivered() {
     let db = TestDb::migrated().await;

@@ -194,6 +194,26 @@ async fn retry_after_from_the_server_replaces_the_scheduled_delay() {
     );
 }
 
+/// A `Retry-After: 0` (a proxy's answer; a date already past reads the same) replaced
+/// the schedule: every retry went within a second and the row was failed before n8n
+/// could recover.
+#[tokio::test]
+async fn a_retry_after_of_zero_leaves_the_schedule_in_force() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::first_attempt(Reply::status(503).with_header("Retry-After", "0")).await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_RETRY_DELAYS", 2)
+        .spawn();
+    insert_lead(&db).await;
+    let got = sink.wait_for(2, T).await;
+    let gap = got[1].received_at - got[0].received_at;
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "retried on the schedule's 2 s (±20 %), not at once: {gap:?}"
+    );
+    wait_for_status(&db, "sent").await;
+}
+
 #[tokio::test]
 async fn a_connection_refused_is_retried_like_any_failure() {
     let db = TestDb::migrated().await;

@@ -3,10 +3,24 @@
 use relay_core::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// The database driver logs every statement's parameters at debug level, route URLs
+/// with their `user:password@` among them; kept at info unless a directive names it.
+const QUIET_DRIVER: &str = "tokio_postgres=info";
+
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let quiet = |directives: &str| {
+        if directives.contains("tokio_postgres") {
+            directives.to_string()
+        } else {
+            format!("{directives},{QUIET_DRIVER}")
+        }
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(quiet(&v)).ok())
+        .or_else(|| EnvFilter::try_new(quiet(&config.level)).ok())
+        .unwrap_or_else(|| EnvFilter::new(quiet("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

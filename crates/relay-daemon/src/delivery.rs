@@ -161,15 +161,24 @@ impl Deliverer {
         .to_bytes()
     }
 
-    /// One attempt, cut at `timeout` (the route's `timeout_seconds`; connect, send
-    /// and reading the response all count).
+    /// One attempt, cut at `timeout` (the route's `timeout_seconds`: connect, send,
+    /// and the answer's status line and headers). The answer's body is read for the
+    /// log in what is left of it: a status that arrived in time is the attempt's
+    /// outcome, whatever the body does after it (n8n streaming its answer slowly was
+    /// a timeout, and a delivered event was sent again).
     pub(crate) async fn deliver(&self, job: &Job, timeout: Duration) -> Attempt {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started) + timeout;
         let request = match self.request(job) {
             Ok(r) => r,
             Err(e) => return failed(started, e),
         };
-        match tokio::time::timeout(timeout, self.exchange(request)).await {
+        let answered = match tokio::time::timeout_at(deadline, self.send(request)).await {
+            Ok(Ok(response)) => Ok(Ok(Self::answer(response, deadline).await)),
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
+        match answered {
             Ok(Ok(answer)) => {
                 let status = answer.status;
                 let ok = (200..300).contains(&status);
@@ -198,10 +207,18 @@ impl Deliverer {
     }
 
     fn request(&self, job: &Job) -> Result<Request<Full<Bytes>>, String> {
-        let uri: http::Uri = job
-            .url
-            .parse()
-            .map_err(|e| format!("webhook_url is not a valid URL: {e}"))?;
+        let invalid = |e: http::uri::InvalidUri| format!("webhook_url is not a valid URL: {e}");
+        let written: http::Uri = job.url.parse().map_err(invalid)?;
+        // The route's credentials travel in `Authorization` only: the URI the client
+        // is given (which its connection pool logs at debug level) has none.
+        let credentials = basic_auth(&written);
+        let uri: http::Uri = if credentials.is_some() {
+            relay_core::config::url_without_userinfo(&job.url)
+                .parse()
+                .map_err(invalid)?
+        } else {
+            written
+        };
         let body = Self::body(job);
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -233,7 +250,7 @@ impl Deliverer {
             .map_err(|e| format!("could not build the request: {e}"))?;
         // The route's own credentials are its URL's business: they replace a static
         // `Authorization` header meant for every route.
-        if let Some(credentials) = basic_auth(request.uri()) {
+        if let Some(credentials) = credentials {
             request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, credentials);
@@ -241,12 +258,22 @@ impl Deliverer {
         Ok(request)
     }
 
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Answer, String> {
-        let response = self
-            .client
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        self.client
             .request(request)
             .await
-            .map_err(|e| format!("connection error: {}", describe_chain(&e)))?;
+            .map_err(|e| format!("connection error: {}", describe_chain(&e)))
+    }
+
+    /// The status and headers that arrived, and the start of the body read until
+    /// `deadline`.
+    async fn answer(
+        response: http::Response<hyper::body::Incoming>,
+        deadline: tokio::time::Instant,
+    ) -> Answer {
         let status = response.status().as_u16();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -256,7 +283,10 @@ impl Deliverer {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| relay_core::retry::parse_retry_after(v, now));
+            .and_then(|v| relay_core::retry::parse_retry_after(v, now))
+            // `0`, or a date already past: no wait asked for, so none is taken as asked
+            // (the schedule holds, and the URL gets no cool-down).
+            .filter(|after| !after.is_zero());
         let abort = response
             .headers()
             .get(HEADER_ABORT)
@@ -265,25 +295,29 @@ impl Deliverer {
         let mut body = response.into_body();
         let mut kept = Vec::new();
         let mut read = 0usize;
-        while read <= RESPONSE_BODY_DRAIN {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        read += data.len();
-                        let room = RESPONSE_BODY_KEEP.saturating_sub(kept.len());
-                        kept.extend_from_slice(&data[..data.len().min(room)]);
+        // The status is what counts; a body cut short (by the peer or the deadline)
+        // is only a log detail.
+        let _ = tokio::time::timeout_at(deadline, async {
+            while read <= RESPONSE_BODY_DRAIN {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            read += data.len();
+                            let room = RESPONSE_BODY_KEEP.saturating_sub(kept.len());
+                            kept.extend_from_slice(&data[..data.len().min(room)]);
+                        }
                     }
+                    Some(Err(_)) | None => break,
                 }
-                // The status is what counts; a body cut short is only a log detail.
-                Some(Err(_)) | None => break,
             }
-        }
-        Ok(Answer {
+        })
+        .await;
+        Answer {
             status,
             retry_after,
             abort,
             body: truncate_text(&kept),
-        })
+        }
     }
 }
 

@@ -550,7 +550,8 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
             .pace
             .observe(&job.url, attempt.duration, verdict == Verdict::Sent);
         if let (Some(429 | 503), Some(after)) = (attempt.status, attempt.retry_after) {
-            let until = Instant::now() + after.min(shared.max_retry_after);
+            let after = after.min(shared.max_retry_after);
+            let until = Instant::now() + after;
             info!(url = %relay_core::config::url_without_userinfo(&job.url), retry_after = ?after,
                 "n8n asked to slow down: nothing more is sent to this URL until then");
             state.cooldown.insert(job.url.clone(), until);

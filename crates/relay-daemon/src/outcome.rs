@@ -414,7 +414,13 @@ async fn write(db: &Db, batch: &[Finished]) -> Result<Vec<i64>, DaemonError> {
         durations.push(i32::try_from(f.attempt.duration.as_millis()).unwrap_or(i32::MAX));
         bodies.push(f.attempt.body.clone());
         events.push(f.job.event_type.as_str());
-        urls.push(f.job.url.as_str());
+        // The log shows a route's URL as everything else does, without its
+        // `user:password@` (the queue row keeps it: it is what is sent to).
+        urls.push(if f.job.url.contains('@') {
+            std::borrow::Cow::Owned(relay_core::config::url_without_userinfo(&f.job.url))
+        } else {
+            std::borrow::Cow::Borrowed(f.job.url.as_str())
+        });
         notes.push(note);
     }
     db.bounded("recording outcomes", async {

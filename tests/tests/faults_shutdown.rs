@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use relay_tests::{RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers};
+use relay_tests::{wait_until, RelayBuilder, Reply, Sink, TestDb, WriterPlan, Writers};
 
 const T: Duration = Duration::from_secs(60);
 const WORKERS: usize = 8;
@@ -163,4 +163,43 @@ async fn sigterm_gives_back_deliveries_that_outlast_the_grace_and_only_those_are
             "a release is not a failed attempt"
         );
     }
+}
+
+/// Rows claimed ahead for an endpoint that hangs wait behind the requests in flight,
+/// and one whose lease has too little left for a request is not started. It was left
+/// `sending` for its lease to run out, so a clean stop in between left it so, as if
+/// the relay had crashed, until the next relay started.
+#[tokio::test]
+async fn rows_too_late_to_start_go_back_to_the_queue_and_a_stop_leaves_none_sending() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| Reply::Hang).await;
+    let mut relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", 2)
+        .env("RELAY_QUEUE__MAX_PER_ENDPOINT", 2)
+        .env("WEBHOOK_TIMEOUT_SECONDS", 3)
+        .env("RELAY_QUEUE__LEASE_SECONDS", 8)
+        .env("RELAY_QUEUE__SHUTDOWN_GRACE_SECONDS", 1)
+        .env("WEBHOOK_RETRY_DELAYS", 60)
+        .spawn();
+    db.insert_leads_concurrently(1, 12).await;
+    // Waves at 0 s and 3 s; at 6 s two of the lease's 8 s are left, too few for a
+    // 3 s request.
+    wait_until("a row too late to start", T, || async {
+        relay
+            .log()
+            .contains("waited too long for its endpoint")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(relay.terminate(Duration::from_secs(10)).await, Some(0));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'sending'"
+        )
+        .await,
+        0,
+        "{}",
+        relay.log()
+    );
 }

@@ -68,6 +68,9 @@ struct State {
     /// Rows delivering right now: id -> claim token. A worker removes its row just
     /// before handing the outcome over; what is left after an abort is released.
     in_flight: HashMap<i64, i64>,
+    /// Rows a worker found with too little lease left to start (id, claim token):
+    /// released by the pump at its next pass, or by [`Dispatcher::drain`].
+    late: Vec<(i64, i64)>,
     /// Shutting down: start nothing new.
     closed: bool,
     /// URLs that answered 429 or 503 with a `Retry-After`: nothing more is claimed
@@ -87,6 +90,7 @@ impl State {
             waiting: HashMap::new(),
             workers: 0,
             in_flight: HashMap::new(),
+            late: Vec::new(),
             closed: false,
             cooldown: HashMap::new(),
             health,
@@ -327,6 +331,12 @@ impl Dispatcher {
             .collect()
     }
 
+    /// The rows workers found too late to start, taken: `(id, claim token)`, to
+    /// release now.
+    pub(crate) fn take_late(&self) -> Vec<(i64, i64)> {
+        std::mem::take(&mut self.shared.state().late)
+    }
+
     /// The URLs cooling down after a 429/503 and how long each still waits.
     pub(crate) fn cooling(&self) -> Vec<(String, Duration)> {
         let state = self.shared.state();
@@ -411,7 +421,9 @@ impl Dispatcher {
                 }
             }
         }
-        rows.extend(self.shared.state().in_flight.drain());
+        let mut state = self.shared.state();
+        rows.extend(state.in_flight.drain());
+        rows.append(&mut state.late);
         rows
     }
 }
@@ -503,12 +515,17 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
     // left.
     if lease_until.saturating_duration_since(Instant::now()) < policy.timeout {
         // Another relay may take it once the lease runs out; sending it now could
-        // race that. Untouched, it returns to the queue then.
+        // race that. It goes back to the queue at the pump's next pass (or at
+        // shutdown), not at its lease's end: left `sending`, a clean stop left it so
+        // until the next relay started.
         warn!(
             queue_id = job.id,
-            "a claimed row waited too long for its endpoint; left for its lease to expire"
+            "a claimed row waited too long for its endpoint; given back to the queue"
         );
-        shared.state().give_back(job.id, &job.url);
+        let mut state = shared.state();
+        state.give_back(job.id, &job.url);
+        state.late.push((job.id, job.lease_token));
+        drop(state);
         *held = None;
         return;
     }

@@ -446,6 +446,10 @@ impl Pump {
                     .push((rows, tokio::time::Instant::now() + wait));
             }
         }
+        let late = self.dispatcher.take_late();
+        if !late.is_empty() {
+            self.unreleased.push((late, tokio::time::Instant::now()));
+        }
         self.release_withdrawn().await?;
         self.dispatcher.kick();
         self.steering.top_up(&self.db).await?;

@@ -130,6 +130,42 @@ async fn an_8_mb_row_is_delivered_and_rows_behind_it_keep_moving() {
     wait_settled(&db, 21).await;
 }
 
+/// A backlog of very large events: a route statement carries every payload of its
+/// batch, and a batch of them outlasted the statement timeout. The same batch was
+/// tried again after every backoff, for good, and nothing behind it moved.
+#[tokio::test]
+async fn a_backlog_too_large_to_route_in_one_batch_is_routed_fewer_at_a_time() {
+    const EVENTS: i64 = 24;
+    let db = TestDb::migrated().await;
+    // Written before the relay starts: one backlog of 8 MB events.
+    db.client()
+        .await
+        .execute(
+            "SELECT count(webhook_emit('lead_scraped', 'lead', g,
+                 jsonb_build_object('blob', repeat(md5(g::text), 262144))))
+               FROM generate_series(1, $1::int8) g",
+            &[&EVENTS],
+        )
+        .await
+        .expect("the backlog");
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_DATABASE__STATEMENT_TIMEOUT_SECONDS", 1)
+        .spawn();
+    let got = sink
+        .wait_for(
+            usize::try_from(EVENTS).expect("count"),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(sink.distinct_ids().len(), got.len(), "each once");
+    assert!(
+        relay.log().contains("taking fewer at a time"),
+        "the batch had to shrink, or this test proves nothing: {}",
+        relay.log()
+    );
+}
+
 #[tokio::test]
 async fn payloads_at_the_edge_of_json_are_delivered_exactly_and_never_block_the_queue() {
     let db = TestDb::migrated().await;

@@ -264,7 +264,6 @@ pub(crate) const RELEASE_EXPIRED_LEASES: &str = "WITH released AS (
 /// The claim settings that come from configuration, and the relay's marker.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClaimLimits {
-    pub(crate) batch_size: i64,
     /// Rows one URL may hold claimed (ready or in flight): `queue.max_per_endpoint`
     /// in flight and more ready behind them (see [`AHEAD`]). One cap for every URL:
     /// a URL held deeper for its pace is counted as holding less (`crate::pace`).
@@ -277,7 +276,6 @@ pub(crate) struct ClaimLimits {
 impl ClaimLimits {
     pub(crate) fn new(config: &relay_core::Config, marker: relay_core::db::Marker) -> ClaimLimits {
         ClaimLimits {
-            batch_size: i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX),
             per_endpoint: i32::try_from(config.queue.max_per_endpoint.saturating_mul(AHEAD))
                 .unwrap_or(i32::MAX),
             lease: Duration::from_secs(config.queue.lease_seconds),

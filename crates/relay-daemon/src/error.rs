@@ -19,6 +19,18 @@ pub enum DaemonError {
 }
 
 impl DaemonError {
+    /// A statement that ran out of time: the relay's own bound on it, or the
+    /// server's `statement_timeout`.
+    pub(crate) fn is_timeout(&self) -> bool {
+        match self {
+            DaemonError::Timeout(..) => true,
+            DaemonError::Db(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+            }
+            _ => false,
+        }
+    }
+
     /// The relay's tables are missing: `n8n-relay migrate` has not been run.
     pub(crate) fn is_missing_schema(&self) -> bool {
         let code = match self {

@@ -37,6 +37,7 @@
 //! back as soon as its last database session has been gone for [`liveness::GRACE`]),
 //! lost every session for that long, or stalled past `queue.lease_seconds`.
 
+mod batch;
 pub mod claim;
 mod db;
 mod delivery;
@@ -122,6 +123,7 @@ pub async fn run(
         db: db.clone(),
         routes,
         limits: claim::ClaimLimits::new(&config, marker),
+        batch: batch::BatchSize::new(i64::try_from(config.queue.batch_size).unwrap_or(i64::MAX)),
         dispatcher,
         last_due_claim: tokio::time::Instant::now(),
         left: None,

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::batch::BatchSize;
 use crate::claim::{self, ClaimLimits};
 use crate::db::Db;
 use crate::dispatcher::Dispatcher;
@@ -79,6 +80,8 @@ pub(crate) struct Pump {
     pub(crate) db: Db,
     pub(crate) routes: RouteTable,
     pub(crate) limits: ClaimLimits,
+    /// Events a route, rows a due claim, take at a time (`crate::batch`).
+    pub(crate) batch: BatchSize,
     pub(crate) dispatcher: Dispatcher,
     /// When the due claim last ran.
     pub(crate) last_due_claim: tokio::time::Instant,
@@ -187,6 +190,28 @@ impl Pacing {
 }
 
 impl Pump {
+    /// A route or due claim that ran out of time halves the batch; a run of passes
+    /// that did not lets it grow back (`crate::batch`).
+    fn size_batch(&mut self, passed: &Result<Pass, DaemonError>) {
+        match passed {
+            Err(e) if e.is_timeout() => {
+                if let Some(size) = self.batch.timed_out() {
+                    warn!(
+                        batch = size,
+                        "a route or claim ran out of time (very large events?): taking \
+                         fewer at a time"
+                    );
+                }
+            }
+            Err(_) => {}
+            Ok(_) => {
+                if let Some(size) = self.batch.went_through() {
+                    info!(batch = size, "routes and claims take more at a time again");
+                }
+            }
+        }
+    }
+
     /// Claims due rows for the free slots and starts them: how many, of how many
     /// wanted.
     async fn claim_due(&mut self) -> Result<(usize, usize), DaemonError> {
@@ -199,7 +224,7 @@ impl Pump {
         let (load, total) = self.load();
         let want = free
             .min(total)
-            .min(usize::try_from(self.limits.batch_size).unwrap_or(usize::MAX));
+            .min(usize::try_from(self.batch.get()).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok((0, 0));
         }
@@ -257,7 +282,9 @@ impl Pump {
             let next = if recheck {
                 self.settle(&mut pacing, false).await
             } else {
-                match self.pass().await {
+                let passed = self.pass().await;
+                self.size_batch(&passed);
+                match passed {
                     Ok(Pass::Worked) => {
                         pacing.reset();
                         Next::Pass
@@ -509,9 +536,9 @@ impl Pump {
         let route = if delivering && total > 0 {
             i64::try_from(free.min(head_room.unwrap_or(usize::MAX)))
                 .unwrap_or(i64::MAX)
-                .min(self.limits.batch_size)
+                .min(self.batch.get())
         } else {
-            self.limits.batch_size
+            self.batch.get()
         };
         let route = if self.trickle && delivering && route > 0 {
             match claim::lean_fit(&self.routes, &load, self.limits.per_endpoint, free) {

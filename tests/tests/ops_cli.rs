@@ -1064,6 +1064,28 @@ async fn emit_refuses_unknown_events_and_bad_data_and_records_nothing() {
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 0);
 }
 
+/// `check-config --json` on an invalid configuration printed nothing on stdout (the
+/// message went to stderr only): a script reading its JSON got empty input.
+#[test]
+fn check_config_json_says_invalid_in_json_naming_the_key() {
+    let out = std::process::Command::new(relay_tests::relay::binary())
+        .args(["check-config", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", "postgres://relay@db.internal/app")
+        .env("WEBHOOK_SECRET", "a-secret-that-must-not-show")
+        .env("WEBHOOK_MAX_RETRIES", "many")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run check-config");
+    assert_eq!(out.status.code(), Some(2));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["valid"], false);
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("queue.max_retries"), "{json}");
+    assert!(!out.stdout.windows(6).any(|w| w == b"a-secr"), "{json}");
+}
+
 /// `check-config` in a scratch working directory with a real `config/relay.toml`, a
 /// `.env` and the environment: each key's value and the layer (and variable) that set
 /// it, secrets redacted.

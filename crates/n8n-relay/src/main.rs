@@ -42,7 +42,20 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     if let Command::Sign(args) = &cli.command {
         return commands::sign::run(&sources, args);
     }
-    let loaded = Config::load(&sources)?;
+    let loaded = match Config::load(&sources) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // A script reading `check-config --json` gets JSON either way; the
+            // message (which names the key, never a secret) is on stderr too.
+            if let Command::CheckConfig(args) = &cli.command {
+                if args.json {
+                    let out = serde_json::json!({"valid": false, "error": e.to_string()});
+                    commands::write_stdout(&format!("{out}\n"))?;
+                }
+            }
+            return Err(e.into());
+        }
+    };
     match cli.command {
         Command::CheckConfig(args) => commands::check_config::run(&loaded, &args),
         Command::Run => {

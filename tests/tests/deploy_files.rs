@@ -368,7 +368,6 @@ fn the_image_runs_the_relay_unprivileged_reachable_and_health_checked() {
     );
 }
 
-/// `environment:` in compose, as a map or a list of KEY=VALUE.
 /// The older system's settings a migrating user keeps in deploy/.env reach the relay
 /// (compose passed none of them: `N8N_ENABLED=false` there did not pause delivery),
 /// and where `.env` leaves one out compose gives the relay's own default.
@@ -432,6 +431,7 @@ fn compose_passes_the_older_settings_from_env_with_the_relays_own_defaults() {
     }
 }
 
+/// `environment:` in compose, as a map or a list of KEY=VALUE.
 fn compose_env(service: &Value) -> BTreeMap<String, String> {
     match &service["environment"] {
         Value::Object(map) => map

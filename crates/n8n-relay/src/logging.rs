@@ -3,9 +3,12 @@
 use relay_core::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// The database driver logs every statement's parameters at debug level, route URLs
-/// with their `user:password@` among them; kept at info unless a directive names it.
-const QUIET_DRIVER: &str = "tokio_postgres=info";
+/// The database driver logs every statement and its parameters at debug level (route
+/// URLs with their `user:password@` among them): those of its modules are kept at
+/// info unless a directive names the driver. Only those: its notices and warnings
+/// come from another module, at the level asked for.
+const QUIET_DRIVER: &str =
+    "tokio_postgres::query=info,tokio_postgres::prepare=info,tokio_postgres::simple_query=info";
 
 pub fn init(config: &LogConfig) {
     let quiet = |directives: &str| {

@@ -71,15 +71,33 @@ enum Sampled {
     TimedOut,
 }
 
-/// When to count again, given how this count ended and how long the last one that
-/// ended took (`before`, updated). A count given up at [`SAMPLE_TIMEOUT`] counts as
-/// one that took that long: one alone sets no pace either (it used to put the next
-/// count 10 minutes away, the gauges frozen that long after a database that hung for
-/// a moment).
-fn next_wait(before: &mut Option<Duration>, sampled: Sampled) -> Duration {
+/// How the counts have gone: the last one that ended, and how many in a row were
+/// given up.
+#[derive(Debug, Default)]
+struct Counting {
+    before: Option<Duration>,
+    given_up: u32,
+}
+
+/// When to count again, given how this count ended. A count given up at
+/// [`SAMPLE_TIMEOUT`] says nothing of the table's size (a lock, a hung link, a busy
+/// moment), so it sets no pace: the next try is [`SAMPLE_INTERVAL`] away, doubling
+/// with each one given up in a row (a count that always needs longer still runs at
+/// most every [`SAMPLE_LONGEST_WAIT`]). A timeout used to put the next count ten
+/// minutes away, the gauges frozen that long after the database answered again.
+fn next_wait(counting: &mut Counting, sampled: Sampled) -> Duration {
     match sampled {
-        Sampled::Took(took) => next_after(before.replace(took), took),
-        Sampled::TimedOut => next_after(before.replace(SAMPLE_TIMEOUT), SAMPLE_TIMEOUT),
+        Sampled::Took(took) => {
+            counting.given_up = 0;
+            next_after(counting.before.replace(took), took)
+        }
+        Sampled::TimedOut => {
+            let doublings = counting.given_up.min(16);
+            counting.given_up += 1;
+            SAMPLE_INTERVAL
+                .saturating_mul(1 << doublings)
+                .min(SAMPLE_LONGEST_WAIT)
+        }
         Sampled::Failed => SAMPLE_INTERVAL,
     }
 }
@@ -246,7 +264,7 @@ async fn ping(pool: &Pool) -> anyhow::Result<()> {
 /// `n8n_relay_queue_sampled_timestamp_seconds` says how old they are, `/readyz`
 /// reports the database, and the first failure of a streak is logged as a warning.
 async fn sample(pool: Pool, shutdown: CancellationToken) {
-    let mut before = None;
+    let mut counting = Counting::default();
     let mut failing = false;
     loop {
         let result = async {
@@ -290,7 +308,7 @@ async fn sample(pool: Pool, shutdown: CancellationToken) {
                 Sampled::TimedOut
             }
         };
-        let wait = next_wait(&mut before, sampled);
+        let wait = next_wait(&mut counting, sampled);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
@@ -324,18 +342,38 @@ mod tests {
     }
 
     #[test]
-    fn one_count_given_up_does_not_set_the_pace_two_in_a_row_do() {
-        let mut before = Some(Duration::from_millis(2));
-        assert_eq!(next_wait(&mut before, Sampled::TimedOut), SAMPLE_INTERVAL);
-        assert_eq!(next_wait(&mut before, Sampled::Failed), SAMPLE_INTERVAL);
+    fn counts_given_up_set_no_pace_and_are_tried_again_sooner_than_ten_minutes() {
+        let mut counting = Counting {
+            before: Some(Duration::from_millis(2)),
+            given_up: 0,
+        };
+        // A lock held for a few minutes: 5, 10, 20, 40 s between tries, then a
+        // count that goes through is back at the usual pace.
+        let waits: Vec<Duration> = (0..4)
+            .map(|_| next_wait(&mut counting, Sampled::TimedOut))
+            .collect();
         assert_eq!(
-            next_wait(&mut before, Sampled::TimedOut),
-            SAMPLE_LONGEST_WAIT
+            waits,
+            [5, 10, 20, 40].map(Duration::from_secs),
+            "never the ten minutes a slow table earns"
+        );
+        assert_eq!(next_wait(&mut counting, Sampled::Failed), SAMPLE_INTERVAL);
+        assert_eq!(
+            next_wait(&mut counting, Sampled::Took(Duration::from_millis(2))),
+            SAMPLE_INTERVAL
         );
         assert_eq!(
-            next_wait(&mut before, Sampled::Took(Duration::from_millis(2))),
+            next_wait(&mut counting, Sampled::TimedOut),
             SAMPLE_INTERVAL,
-            "a quick count after them"
+            "the streak starts again"
+        );
+        // A count that never finishes is still tried at most every ten minutes.
+        for _ in 0..20 {
+            next_wait(&mut counting, Sampled::TimedOut);
+        }
+        assert_eq!(
+            next_wait(&mut counting, Sampled::TimedOut),
+            SAMPLE_LONGEST_WAIT
         );
     }
 

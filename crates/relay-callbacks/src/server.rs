@@ -50,6 +50,9 @@ pub struct State {
     pub pool: Pool,
     pub verifier: Verifier,
     logs: log::Writer,
+    /// The health endpoint found the database unreachable last time: it warns once
+    /// per outage, since anyone who can reach it may ask as often as they like.
+    pub(crate) health_failing: std::sync::atomic::AtomicBool,
 }
 
 /// Serves callbacks on `listener` until `shutdown` is cancelled, then drains.
@@ -72,6 +75,7 @@ pub async fn serve(
         config: config.clone(),
         pool: pool.clone(),
         logs: log::Writer::start(pool.clone(), &tasks, logs_done.clone()),
+        health_failing: std::sync::atomic::AtomicBool::new(false),
     });
     tasks.spawn(receipts::clean_periodically(
         pool,

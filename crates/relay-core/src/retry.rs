@@ -14,7 +14,7 @@ pub enum RetryDecision {
 
 /// Each scheduled delay is multiplied by a random factor in `1 ± JITTER`, so rows
 /// that failed together (n8n down for a minute) do not all come back in the same
-/// second. A server's `Retry-After` is honoured as given, unless it asks for no wait.
+/// second. A server's `Retry-After` is honoured as given.
 pub const JITTER: f64 = 0.2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +47,8 @@ impl RetrySchedule {
 
     /// After a failed attempt on a row with `retry_count` retries already done out
     /// of `max_retries`: retry (when, and the new count) or give up. A server's
-    /// `Retry-After` replaces the schedule's delay, capped at `max_retry_after`; one
-    /// that asks for no wait at all (`0`, or a date already past: a proxy's answer, a
-    /// skewed clock) is no reason to retry at once, and the schedule holds (it used to
-    /// spend every retry within a second).
+    /// `Retry-After` replaces the schedule's delay, capped at `max_retry_after` (one
+    /// that asks for no wait at all never gets here: the delivery takes it for none).
     pub fn after_failure(
         &self,
         retry_count: i32,
@@ -62,8 +60,8 @@ impl RetrySchedule {
         }
         let next = retry_count + 1;
         let delay = match retry_after {
-            Some(d) if !d.is_zero() => d.min(Duration::from_secs(self.max_retry_after)),
-            _ => jittered(self.delay_for(next), fastrand::f64()),
+            Some(d) => d.min(Duration::from_secs(self.max_retry_after)),
+            None => jittered(self.delay_for(next), fastrand::f64()),
         };
         RetryDecision::RetryIn(delay, next)
     }
@@ -173,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_replaces_the_schedule_but_is_capped_and_zero_is_no_answer() {
+    fn retry_after_replaces_the_schedule_but_is_capped() {
         let s = RetrySchedule::new(vec![5], 60);
         assert_eq!(
             s.after_failure(0, 3, Some(Duration::from_secs(2))),
@@ -182,14 +180,6 @@ mod tests {
         assert_eq!(
             s.after_failure(0, 3, Some(Duration::from_secs(9999))),
             RetryDecision::RetryIn(Duration::from_secs(60), 1)
-        );
-        // `Retry-After: 0`, or a date already past: the schedule, with its jitter.
-        let RetryDecision::RetryIn(delay, 1) = s.after_failure(0, 3, Some(Duration::ZERO)) else {
-            panic!("a retry");
-        };
-        assert!(
-            (Duration::from_secs(4)..=Duration::from_secs(6)).contains(&delay),
-            "{delay:?}"
         );
     }
 

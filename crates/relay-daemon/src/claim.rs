@@ -401,6 +401,7 @@ pub(crate) async fn route_and_claim(
         routed_from(&rows)
     })
     .await
+    .map_err(|e| e.batch_outran("routing events"))
 }
 
 /// What a route statement's rows say.
@@ -499,6 +500,7 @@ pub(crate) async fn claim_due(
         Ok(jobs)
     })
     .await
+    .map_err(|e| e.batch_outran("claiming due rows"))
 }
 
 /// Returns rows (id, claim token) to `pending`; how many were still ours.

@@ -16,18 +16,28 @@ pub enum DaemonError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0} did not finish within {1:?}")]
     Timeout(&'static str, Duration),
+    /// A route or due claim that ran out of time, by the relay's bound on it or the
+    /// server's `statement_timeout`: its batch is too heavy (`crate::batch`).
+    #[error("{0} ran out of time (a batch of very large events?): {1}")]
+    BatchTooSlow(&'static str, Box<DaemonError>),
 }
 
 impl DaemonError {
-    /// A statement that ran out of time: the relay's own bound on it, or the
-    /// server's `statement_timeout`.
-    pub(crate) fn is_timeout(&self) -> bool {
-        match self {
-            DaemonError::Timeout(..) => true,
+    /// `self`, from the route or due claim `what`, as [`DaemonError::BatchTooSlow`]
+    /// when that statement itself ran out of time (not, say, the wait for a
+    /// connection before it).
+    pub(crate) fn batch_outran(self, what: &'static str) -> DaemonError {
+        let slow = match &self {
+            DaemonError::Timeout(bound, _) => *bound == what,
             DaemonError::Db(e) => {
                 e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
             }
             _ => false,
+        };
+        if slow {
+            DaemonError::BatchTooSlow(what, Box::new(self))
+        } else {
+            self
         }
     }
 

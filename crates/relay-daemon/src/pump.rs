@@ -194,7 +194,7 @@ impl Pump {
     /// that did not lets it grow back (`crate::batch`).
     fn size_batch(&mut self, passed: &Result<Pass, DaemonError>) {
         match passed {
-            Err(e) if e.is_timeout() => {
+            Err(DaemonError::BatchTooSlow(..)) => {
                 if let Some(size) = self.batch.timed_out() {
                     warn!(
                         batch = size,

@@ -2,6 +2,7 @@
 //! answers, 503 when it does not. Unsigned (monitors call it), and it reveals no
 //! secret: `security_enabled` only says whether one is set.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -61,14 +62,21 @@ async fn database(state: &State) -> Value {
             .await
             .map_err(|e| ("the database did not answer SELECT 1", e.to_string()))
     };
-    match tokio::time::timeout(limit, probe).await {
-        Ok(Ok(_)) => json!({"reachable": true}),
-        Ok(Err((why, detail))) => {
-            tracing::warn!(error = %detail, "health: {why}");
-            json!({"reachable": false, "error": why})
+    let (why, detail) = match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(_)) => {
+            state.health_failing.store(false, Ordering::Relaxed);
+            return json!({"reachable": true});
         }
-        Err(_) => json!({"reachable": false, "error": format!("no answer within {limit:?}")}),
+        Ok(Err((why, detail))) => (why.to_string(), detail),
+        Err(_) => {
+            let why = format!("no answer within {limit:?}");
+            (why.clone(), why)
+        }
+    };
+    if !state.health_failing.swap(true, Ordering::Relaxed) {
+        tracing::warn!(error = %detail, "health: {why}");
     }
+    json!({"reachable": false, "error": why})
 }
 
 /// `2025-11-04T12:00:00Z` from unix seconds (UTC).

@@ -189,7 +189,9 @@ impl Provider for Layer {
                     return Err(e);
                 };
                 Value::from(list)
-            } else if matches!(defaults.find_value(key), Ok(Value::Bool(..))) {
+            } else if matches!(defaults.find_value(key), Ok(Value::Bool(..)))
+                || key.starts_with("routes.") && key.ends_with(".enabled")
+            {
                 // As the older system's settings read them: True, yes, on, 1 ...
                 match raw.trim().to_ascii_lowercase().as_str() {
                     "true" | "yes" | "on" | "1" => Value::from(true),

@@ -57,9 +57,16 @@ fn switches_take_the_spellings_the_older_system_took() {
         Jail::expect_with(|jail| {
             jail.set_env("N8N_ENABLED", off);
             jail.create_file(".env", &format!("WEBHOOK_QUEUE_ENABLED={on}\n"))?;
+            jail.set_env("RELAY_ROUTES__LEAD_SCRAPED__ENABLED", off);
             let c = load_in_jail().expect("load");
             assert!(!c.n8n.enabled, "{off}");
             assert!(c.queue.enabled, "{on}");
+            let scraped = c
+                .routes()
+                .into_iter()
+                .find(|r| r.event == EventType::LeadScraped)
+                .expect("the route");
+            assert!(!scraped.enabled, "a route's switch too: {off}");
             Ok(())
         });
     }

@@ -201,6 +201,43 @@ async fn a_2xx_whose_body_outlasts_the_timeout_is_delivered_once() {
     );
 }
 
+/// A route whose n8n moved (http to https, a renamed webhook) answers 301: only a 2xx
+/// is a delivery, so it is retried and fails, and `last_error` said just "HTTP 301",
+/// without where it pointed.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_last_error_says_where_it_points() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| {
+        Reply::status(301).with_header("Location", "https://user:pw@n8n.example/webhook/moved")
+    })
+    .await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_MAX_RETRIES", 0)
+        .spawn();
+    emit_many(&db, "lead_scraped", 1..=1).await;
+    let error = wait_until("the row failed", T, || async {
+        db.client()
+            .await
+            .query_opt(
+                "SELECT last_error FROM webhook_queue WHERE status = 'failed'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|row| row.get::<_, String>(0))
+    })
+    .await;
+    assert!(
+        error.starts_with("HTTP 301")
+            && error.contains("not followed")
+            && error.contains("https://n8n.example/webhook/moved"),
+        "{error}"
+    );
+    assert!(!error.contains("pw@"), "{error}");
+    assert_eq!(sink.count(), 1, "one attempt, not followed");
+}
+
 #[tokio::test]
 async fn a_response_cut_short_after_a_2xx_status_counts_as_delivered() {
     let db = TestDb::migrated().await;

@@ -55,6 +55,8 @@ const HEADER_ID: &str = "x-webhook-id";
 const HEADER_EVENT: &str = "x-webhook-event";
 const HEADER_ATTEMPT: &str = "x-webhook-attempt";
 const HEADER_API_KEY: &str = "x-n8n-api-key";
+/// Kept of a redirect's `Location` for `last_error`.
+const LOCATION_KEEP: usize = 512;
 /// An answer header that refuses an event for good: no further attempt.
 const HEADER_ABORT: &str = "x-webhook-abort";
 
@@ -191,9 +193,15 @@ impl Deliverer {
                 });
                 Attempt {
                     status: Some(status),
-                    error: (!ok).then(|| match &abort {
-                        Some(reason) => format!("HTTP {status}, aborted: {reason}"),
-                        None => format!("HTTP {status}"),
+                    error: (!ok).then(|| match (&abort, &answer.location) {
+                        (Some(reason), _) => format!("HTTP {status}, aborted: {reason}"),
+                        // Only a 2xx is a delivery, so a redirect is a failure; where
+                        // it pointed is what the operator needs to fix the route.
+                        (None, Some(to)) if (300..400).contains(&status) => format!(
+                            "HTTP {status}: redirects are not followed; it points to {to} \
+                             (give the route that URL)"
+                        ),
+                        (None, _) => format!("HTTP {status}"),
                     }),
                     body: Some(answer.body),
                     duration: started.elapsed(),
@@ -287,6 +295,11 @@ impl Deliverer {
             // `0`, or a date already past: no wait asked for, so none is taken as asked
             // (the schedule holds, and the URL gets no cool-down).
             .filter(|after| !after.is_zero());
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .map(|v| relay_core::config::url_without_userinfo(&truncate_text(v.as_bytes())))
+            .map(|to| to.chars().take(LOCATION_KEEP).collect());
         let abort = response
             .headers()
             .get(HEADER_ABORT)
@@ -316,6 +329,7 @@ impl Deliverer {
             status,
             retry_after,
             abort,
+            location,
             body: truncate_text(&kept),
         }
     }
@@ -326,6 +340,8 @@ struct Answer {
     status: u16,
     retry_after: Option<Duration>,
     abort: Option<String>,
+    /// A redirect's target, without credentials, cut at [`LOCATION_KEEP`] characters.
+    location: Option<String>,
     body: String,
 }
 

@@ -245,6 +245,29 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<S
     }
 }
 
+/// An n8n expression inside quotes sends `"demo_id": "456"` and `"approved": "true"`;
+/// the backend this replaces took them, and they were a 400 here.
+#[tokio::test]
+async fn an_approval_with_its_id_and_decision_as_text_is_applied() {
+    let l = Listener::start().await;
+    let (_lead, demo, _video) = l.lead_with_assets().await;
+    let answer = l
+        .post(
+            "demo-approval",
+            &json!({"demo_id": demo.to_string(), "approved": "true"}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    assert_eq!(answer.json()["demo_id"], demo);
+    assert_eq!(
+        l.json(&format!(
+            "SELECT to_jsonb(status) FROM demo_sites WHERE id = {demo}"
+        ))
+        .await,
+        "approved"
+    );
+}
+
 #[tokio::test]
 async fn demo_approval_updates_the_row_emits_demo_completed_and_answers_like_the_guide() {
     let l = Listener::start().await;
@@ -503,7 +526,8 @@ async fn every_refusal_has_its_status_and_changes_nothing() {
         "x".repeat(4000)
     )
     .into_bytes();
-    let mistyped = json!({"demo_id": demo.to_string(), "approved": true})
+    // Digits as text are an id (the older backend took them); words are not.
+    let mistyped = json!({"demo_id": format!("demo {demo}"), "approved": true})
         .to_string()
         .into_bytes();
     let missing = json!({"approved": true}).to_string().into_bytes();

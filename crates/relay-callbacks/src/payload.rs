@@ -47,7 +47,9 @@ pub struct Approval {
 
 #[derive(Deserialize)]
 struct DemoApprovalBody {
+    #[serde(deserialize_with = "lax::int")]
     demo_id: i64,
+    #[serde(deserialize_with = "lax::switch")]
     approved: bool,
     reviewer: Option<String>,
     notes: Option<String>,
@@ -55,7 +57,9 @@ struct DemoApprovalBody {
 
 #[derive(Deserialize)]
 struct VideoApprovalBody {
+    #[serde(deserialize_with = "lax::int")]
     video_id: i64,
+    #[serde(deserialize_with = "lax::switch")]
     approved: bool,
     reviewer: Option<String>,
     notes: Option<String>,
@@ -70,7 +74,9 @@ pub struct WorkflowUpdate {
     pub execution_id: Option<String>,
     pub status: Option<String>,
     pub current_step: Option<String>,
+    #[serde(default, deserialize_with = "lax::opt_int")]
     pub duration_ms: Option<i64>,
+    #[serde(default, deserialize_with = "lax::opt_int")]
     pub lead_id: Option<i64>,
 }
 
@@ -94,7 +100,9 @@ struct WorkflowErrorBody {
     workflow_id: Option<String>,
     execution_id: Option<String>,
     current_step: Option<String>,
+    #[serde(default, deserialize_with = "lax::opt_int")]
     duration_ms: Option<i64>,
+    #[serde(default, deserialize_with = "lax::opt_int")]
     lead_id: Option<i64>,
 }
 
@@ -102,6 +110,7 @@ struct WorkflowErrorBody {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TestTrigger {
     pub event_type: String,
+    #[serde(default, deserialize_with = "lax::opt_int")]
     pub lead_id: Option<i64>,
     #[serde(default)]
     pub data: Map<String, Value>,
@@ -269,6 +278,63 @@ fn error_message(error: Option<&Value>) -> Result<String, PayloadError> {
 }
 
 /// Deserialises with the path of the failing field in the message.
+/// Ids, counts and switches as the backend this replaces took them: a JSON number or
+/// boolean, or the same written as a string (`"456"`, `"true"`), which is what an n8n
+/// expression inside quotes produces; that backend's models coerced them, so the
+/// workflows migrating users bring send them both ways.
+mod lax {
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    fn int_of<E: Error>(value: Value) -> Result<i64, E> {
+        match value {
+            Value::Number(n) => n
+                .as_i64()
+                .ok_or_else(|| E::custom(format!("expected an integer, got {n}"))),
+            Value::String(text) => text.trim().parse().map_err(|_| {
+                E::custom(format!(
+                    "expected an integer (or its digits as text), got {:?}",
+                    text.chars().take(40).collect::<String>()
+                ))
+            }),
+            other => Err(E::custom(format!(
+                "expected an integer, got {}",
+                super::kind(&other)
+            ))),
+        }
+    }
+
+    pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        int_of(Value::deserialize(d)?)
+    }
+
+    pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            value => int_of(value).map(Some),
+        }
+    }
+
+    pub fn switch<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(b),
+            Value::String(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Ok(true),
+                "false" | "no" | "0" => Ok(false),
+                _ => Err(D::Error::custom(format!(
+                    "expected true or false, got {:?}",
+                    text.chars().take(40).collect::<String>()
+                ))),
+            },
+            other => Err(D::Error::custom(format!(
+                "expected true or false, got {}",
+                super::kind(&other)
+            ))),
+        }
+    }
+}
+
 fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, PayloadError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -411,16 +477,22 @@ mod tests {
         assert_eq!(field_of(e), "demo_id");
         let e = decode(
             Endpoint::DemoApproval,
-            br#"{"demo_id":"456","approved":true}"#,
+            br#"{"demo_id":"four","approved":true}"#,
         )
         .expect_err("type");
         assert_eq!(field_of(e), "demo_id");
         let e = decode(
             Endpoint::VideoApproval,
-            br#"{"video_id":1,"approved":"yes"}"#,
+            br#"{"video_id":1,"approved":"maybe"}"#,
         )
         .expect_err("type");
         assert_eq!(field_of(e), "approved");
+        let e = decode(
+            Endpoint::VideoApproval,
+            br#"{"video_id":1.5,"approved":true}"#,
+        )
+        .expect_err("type");
+        assert_eq!(field_of(e), "video_id");
         let e = decode(
             Endpoint::WorkflowStatus,
             br#"{"workflow_id":"w","execution_id":"e","duration_ms":1.5}"#,
@@ -433,6 +505,38 @@ mod tests {
         )
         .expect_err("empty");
         assert_eq!(field_of(e), "execution_id");
+    }
+
+    /// What the older backend's models took, and n8n expressions in quotes send.
+    #[test]
+    fn ids_and_switches_may_come_as_text() {
+        assert_eq!(
+            decode(
+                Endpoint::DemoApproval,
+                br#"{"demo_id":" 456 ","approved":"True"}"#
+            ),
+            Ok(Callback::DemoApproval(Approval {
+                id: 456,
+                approved: true,
+                reviewer: None,
+                notes: None,
+            }))
+        );
+        let Ok(Callback::VideoApproval(a)) = decode(
+            Endpoint::VideoApproval,
+            br#"{"video_id":"789","approved":"false"}"#,
+        ) else {
+            panic!("decodes");
+        };
+        assert_eq!((a.id, a.approved), (789, false));
+        let Ok(Callback::WorkflowStatus(run, body)) = decode(
+            Endpoint::WorkflowStatus,
+            br#"{"workflow_id":"w","lead_id":"123","duration_ms":"45000"}"#,
+        ) else {
+            panic!("decodes");
+        };
+        assert_eq!((run.lead_id, run.duration_ms), (Some(123), Some(45000)));
+        assert_eq!(body["lead_id"], "123", "the request is kept as sent");
     }
 
     #[test]

@@ -270,10 +270,11 @@ impl Deliverer {
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let size = hyper::body::Body::size_hint(request.body()).exact();
         self.client
             .request(request)
             .await
-            .map_err(|e| format!("connection error: {}", describe_chain(&e)))
+            .map_err(|e| connection_error(&describe_chain(&e), size))
     }
 
     /// The status and headers that arrived, and the start of the body read until
@@ -335,6 +336,22 @@ impl Deliverer {
     }
 }
 
+/// Bodies from this size on are named in a connection error: a server that refuses
+/// a large body (n8n's `N8N_PAYLOAD_SIZE_MAX`, 16 MB by default) often closes the
+/// connection while it is being written, and "Broken pipe" alone does not say why.
+const LARGE_BODY: u64 = 1024 * 1024;
+
+fn connection_error(chain: &str, body_size: Option<u64>) -> String {
+    match body_size {
+        Some(size) if size >= LARGE_BODY => format!(
+            "connection error with a {:.1} MB body (a receiver that refuses large bodies \
+             may close the connection while it is sent): {chain}",
+            size as f64 / 1_048_576.0
+        ),
+        _ => format!("connection error: {chain}"),
+    }
+}
+
 /// What came back from n8n.
 struct Answer {
     status: u16,
@@ -391,6 +408,20 @@ mod tests {
         assert_eq!(cut.len(), RESPONSE_BODY_KEEP - 1);
         assert!(cut[1..].chars().all(|c| c == 'é'), "{cut}");
         assert_eq!(truncate_text(b"short"), "short");
+    }
+
+    #[test]
+    fn a_connection_error_names_a_large_body() {
+        assert_eq!(
+            connection_error("Broken pipe (os error 32)", Some(100)),
+            "connection error: Broken pipe (os error 32)"
+        );
+        let large = connection_error("Broken pipe (os error 32)", Some(52 * 1024 * 1024));
+        assert!(
+            large.starts_with("connection error with a 52.0 MB body")
+                && large.ends_with(": Broken pipe (os error 32)"),
+            "{large}"
+        );
     }
 
     #[test]

@@ -180,16 +180,7 @@ async fn a_2xx_whose_body_outlasts_the_timeout_is_delivered_once() {
         .env("WEBHOOK_RETRY_DELAYS", 1)
         .spawn();
     emit_many(&db, "lead_scraped", 1..=3).await;
-    wait_until("sent", T, || async {
-        (count(
-            &db,
-            "SELECT count(*) FROM webhook_queue WHERE status = 'sent'",
-        )
-        .await
-            == 3)
-            .then_some(())
-    })
-    .await;
+    db.wait_for_queue_status("sent", 3, T).await;
     assert_eq!(sink.count(), 3, "each sent once");
     assert_eq!(
         count(

@@ -217,8 +217,7 @@ async fn stats_counts_the_events_not_yet_routed() {
 }
 
 /// A row's id and `--event`/`--since` (which narrow `--all-failed` only) were taken
-/// together, the flags silently ignored; and output cut short by its reader (`| head
-/// -1`) panicked these commands (exit 101).
+/// together, the flags silently ignored.
 #[tokio::test]
 async fn retry_of_one_row_refuses_the_all_failed_filters() {
     let db = TestDb::migrated().await;

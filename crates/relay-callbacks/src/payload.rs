@@ -319,14 +319,12 @@ mod lax {
     pub fn switch<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         match Value::deserialize(d)? {
             Value::Bool(b) => Ok(b),
-            Value::String(text) => match text.trim().to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => Ok(true),
-                "false" | "no" | "0" => Ok(false),
-                _ => Err(D::Error::custom(format!(
+            Value::String(text) => relay_core::config::switch_word(&text).ok_or_else(|| {
+                D::Error::custom(format!(
                     "expected true or false, got {:?}",
                     text.chars().take(40).collect::<String>()
-                ))),
-            },
+                ))
+            }),
             other => Err(D::Error::custom(format!(
                 "expected true or false, got {}",
                 super::kind(&other)

@@ -175,42 +175,37 @@ impl Deliverer {
             Ok(r) => r,
             Err(e) => return failed(started, e),
         };
-        let answered = match tokio::time::timeout_at(deadline, self.send(request)).await {
-            Ok(Ok(response)) => Ok(Ok(Self::answer(response, deadline).await)),
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(elapsed) => Err(elapsed),
+        let response = match tokio::time::timeout_at(deadline, self.send(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return failed(started, e),
+            Err(_) => return failed(started, format!("timed out after {} s", timeout.as_secs())),
         };
-        match answered {
-            Ok(Ok(answer)) => {
-                let status = answer.status;
-                let ok = (200..300).contains(&status);
-                let abort = answer.abort.filter(|_| !ok).map(|value| {
-                    if value.eq_ignore_ascii_case("true") && !answer.body.is_empty() {
-                        format!("true ({})", answer.body)
-                    } else {
-                        value
-                    }
-                });
-                Attempt {
-                    status: Some(status),
-                    error: (!ok).then(|| match (&abort, &answer.location) {
-                        (Some(reason), _) => format!("HTTP {status}, aborted: {reason}"),
-                        // Only a 2xx is a delivery, so a redirect is a failure; where
-                        // it pointed is what the operator needs to fix the route.
-                        (None, Some(to)) if (300..400).contains(&status) => format!(
-                            "HTTP {status}: redirects are not followed; it points to {to} \
-                             (give the route that URL)"
-                        ),
-                        (None, _) => format!("HTTP {status}"),
-                    }),
-                    body: Some(answer.body),
-                    duration: started.elapsed(),
-                    retry_after: if ok { None } else { answer.retry_after },
-                    abort,
-                }
+        let answer = Self::answer(response, deadline).await;
+        let status = answer.status;
+        let ok = (200..300).contains(&status);
+        let abort = answer.abort.filter(|_| !ok).map(|value| {
+            if value.eq_ignore_ascii_case("true") && !answer.body.is_empty() {
+                format!("true ({})", answer.body)
+            } else {
+                value
             }
-            Ok(Err(e)) => failed(started, e),
-            Err(_) => failed(started, format!("timed out after {} s", timeout.as_secs())),
+        });
+        Attempt {
+            status: Some(status),
+            error: (!ok).then(|| match (&abort, &answer.location) {
+                (Some(reason), _) => format!("HTTP {status}, aborted: {reason}"),
+                // Only a 2xx is a delivery, so a redirect is a failure; where it
+                // pointed is what the operator needs to fix the route.
+                (None, Some(to)) if (300..400).contains(&status) => format!(
+                    "HTTP {status}: redirects are not followed; it points to {to} \
+                     (give the route that URL)"
+                ),
+                (None, _) => format!("HTTP {status}"),
+            }),
+            body: Some(answer.body),
+            duration: started.elapsed(),
+            retry_after: if ok { None } else { answer.retry_after },
+            abort,
         }
     }
 

@@ -193,11 +193,7 @@ impl Provider for Layer {
                 || key.starts_with("routes.") && key.ends_with(".enabled")
             {
                 // As the older system's settings read them: True, yes, on, 1 ...
-                match raw.trim().to_ascii_lowercase().as_str() {
-                    "true" | "yes" | "on" | "1" => Value::from(true),
-                    "false" | "no" | "off" | "0" => Value::from(false),
-                    _ => Value::from(raw.clone()),
-                }
+                switch_word(raw).map_or_else(|| Value::from(raw.clone()), Value::from)
             } else if text {
                 Value::from(raw.clone())
             } else {

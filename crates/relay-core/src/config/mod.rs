@@ -31,6 +31,16 @@ pub use secret::{
     REDACTED,
 };
 
+/// A switch as the older backend took it in settings and request bodies: `true`,
+/// `yes`, `on`, `1` and their opposites, in any case and with spaces around.
+pub fn switch_word(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/relay.toml";
 

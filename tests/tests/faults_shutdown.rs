@@ -203,3 +203,49 @@ async fn rows_too_late_to_start_go_back_to_the_queue_and_a_stop_leaves_none_send
         relay.log()
     );
 }
+
+/// Sessions of this database that ended without the client's goodbye (Postgres logs
+/// each as "could not receive data from client: Connection reset by peer").
+async fn abandoned_sessions(db: &TestDb) -> i64 {
+    count(
+        db,
+        "SELECT sessions_abandoned FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .await
+}
+
+/// A relay restarted, or a CLI command run, must not leave a line in the Postgres log
+/// for every connection it held: a DBA reads those as a network fault to chase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_relay_and_a_cli_command_say_goodbye_to_postgres() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let builder = RelayBuilder::new(&db.url, &sink.url());
+    let before = abandoned_sessions(&db).await;
+
+    let mut relay = builder.spawn();
+    db.insert_lead().await;
+    sink.wait_for(1, T).await;
+    db.wait_for_queue_status("sent", 1, T).await;
+    assert_eq!(relay.terminate(Duration::from_secs(15)).await, Some(0));
+    let stats = builder.clone().args(["queue", "stats"]).output().await;
+    assert!(stats.status.success(), "queue stats: {stats:?}");
+
+    // A backend leaves pg_stat_activity only after it has counted how its session
+    // ended, so once the relay's sessions are gone the count is final.
+    wait_until("the relay's and the CLI's sessions to end", T, || async {
+        let left = count(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE 'n8n-relay%'",
+        )
+        .await;
+        (left == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        abandoned_sessions(&db).await - before,
+        0,
+        "sessions the relay and the CLI dropped without a Terminate message"
+    );
+}

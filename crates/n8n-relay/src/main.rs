@@ -14,6 +14,10 @@ use relay_core::config::{Config, Sources};
 use crate::cli::{Cli, Command};
 use crate::error::Failure;
 
+/// How long the process waits at its end for its database connections to close
+/// cleanly (each normally takes a round trip).
+const CLOSE_CONNECTIONS_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -26,7 +30,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // Every client and pool is dropped by now: let their connections say goodbye.
+    runtime.block_on(relay_core::db::drivers::close(CLOSE_CONNECTIONS_WITHIN));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {}", crate::error::describe(failure.error()));

@@ -84,7 +84,7 @@ async fn session(
         .map_err(|e| failed(e.into()))?;
 
     let forward = wake.clone();
-    let mut driver = tokio::spawn(async move {
+    let mut driver = relay_core::db::drivers::spawn(async move {
         loop {
             match poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(AsyncMessage::Notification(n))) => {
@@ -150,8 +150,15 @@ async fn session(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                driver.abort();
+                // Without its client the connection says goodbye and ends, so
+                // Postgres does not count the session as abandoned.
                 drop(client);
+                if tokio::time::timeout(relay_core::db::drivers::GOODBYE, &mut driver)
+                    .await
+                    .is_err()
+                {
+                    driver.abort();
+                }
                 return Ok(());
             }
             ended = &mut driver => {

@@ -29,7 +29,7 @@ pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, Failure>
             anyhow::Error::new(other).context("could not connect to the database (database.url)"),
         ),
     })?;
-    tokio::spawn(async move {
+    relay_core::db::drivers::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("database connection closed: {e}");
         }

@@ -29,6 +29,7 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(10);
 /// so without this a silently dead link would be handed out again and again.
 pub const POOL_CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
 
+pub mod drivers;
 pub mod marker;
 pub mod pgpass;
 pub mod tls;
@@ -166,7 +167,7 @@ impl Connector {
     /// they chose.
     pub async fn check(&self) -> Result<(), DbError> {
         let (client, connection) = self.connect().await?;
-        let driver = tokio::spawn(connection);
+        let driver = drivers::spawn(connection);
         let row = client.query_opt(SESSION_ENCRYPTED, &[]).await;
         drop(client);
         let _ = driver.await;
@@ -323,12 +324,7 @@ impl deadpool_postgres::Connect for ReadAgain {
         };
         Box::pin(async move {
             let (client, connection) = connector.config.connect(connector.tls).await?;
-            let task = tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "pooled database connection ended");
-                }
-            });
-            Ok((client, task))
+            Ok((client, drivers::spawn_pooled(connection)))
         })
     }
 }

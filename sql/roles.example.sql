@@ -1,6 +1,7 @@
 -- n8n-relay: least-privilege roles. An example for DBAs: read it, adapt the names,
 -- then run it as the owner of the relay's schema, after `n8n-relay migrate` (or the
--- numbered scripts):
+-- numbered scripts). That role creates the two roles and grants CONNECT, so it needs
+-- CREATEROLE and to own the database (or run it as a superuser):
 --     psql -v ON_ERROR_STOP=1 -d leads -f sql/roles.example.sql
 --     psql -d leads -c '\password n8n_relay'
 -- Idempotent: run it again after an upgrade that added tables.
@@ -100,6 +101,13 @@ $$;
 REVOKE EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb)
     TO n8n_relay, n8n_relay_emitters;
+
+-- The built-in trigger functions write the outbox as their owner too: a role that may
+-- attach them to a table of its own (a temporary one will do) emits any event with any
+-- data. Nobody but their owner needs EXECUTE: Postgres checks it when a trigger is
+-- created, not when one fires, so the triggers already attached keep firing for every
+-- writer.
+REVOKE EXECUTE ON FUNCTION webhook_leads_emit(), webhook_asset_emit() FROM PUBLIC;
 
 -- Not granted, because not needed:
 --  * pg_locks (the relay looks for open writers on webhook_events before it sleeps)

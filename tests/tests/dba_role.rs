@@ -194,6 +194,25 @@ async fn a_writer_outside_the_emitters_group_emits_through_the_triggers_but_cann
             .is_some_and(|e| e.message().contains("webhook_emit")),
         "{err}"
     );
+
+    // Nor may it attach the built-in trigger functions to a table of its own: they
+    // write the outbox as their owner, so that would emit any event with any data.
+    app.batch_execute("CREATE TEMP TABLE forged (id bigint, status text)")
+        .await
+        .expect("a temporary table of its own");
+    for function in ["webhook_leads_emit", "webhook_asset_emit"] {
+        permission_denied(
+            app.execute(
+                &format!(
+                    "CREATE TRIGGER forge AFTER INSERT ON forged \
+                     FOR EACH ROW EXECUTE FUNCTION {function}()"
+                ),
+                &[],
+            )
+            .await,
+            &format!("attaching {function}() to a table of its own"),
+        );
+    }
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 }
 

@@ -102,5 +102,18 @@ BEGIN
 END;
 $$;
 
+-- The fixed search_path names the schema this script created the function in, not
+-- `public` as written above: installed in a schema of its own (the installer's
+-- search_path starting with it), the function must find the outbox there, whatever
+-- the search_path of the session that calls it.
+DO $$
+DECLARE
+    f regprocedure := 'webhook_emit(text, text, bigint, jsonb)'::regprocedure;
+BEGIN
+    EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %s, pg_temp',
+                   f, (SELECT pronamespace::regnamespace FROM pg_proc WHERE oid = f));
+END;
+$$;
+
 COMMENT ON FUNCTION webhook_emit(text, text, bigint, jsonb) IS
     'n8n-relay: record an event in the outbox (same transaction) and wake the relay if it is idle';

@@ -160,6 +160,21 @@ BEGIN
 END;
 $$;
 
+-- Their fixed search_path names the schema they were created in, as webhook_emit()'s
+-- does (002_webhook_emit.sql): installed in a schema of its own, the relay's outbox is
+-- there, and a business write from any search_path must still find it.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['webhook_leads_emit()'::regprocedure,
+                             'webhook_asset_emit()'::regprocedure] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %s, pg_temp',
+                       f, (SELECT pronamespace::regnamespace FROM pg_proc WHERE oid = f));
+    END LOOP;
+END;
+$$;
+
 -- Attaching them. A trigger already attached as this script would attach it is left
 -- alone: an upgrade replaces the functions above (which takes no lock on your tables)
 -- and does not touch the triggers, so it never waits for, or holds up, a business

@@ -30,7 +30,14 @@ BEGIN
 END;
 $$;
 
-GRANT USAGE ON SCHEMA public TO n8n_relay;
+-- The schema the relay's tables are in (public, unless installed in one of its own).
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %s TO n8n_relay',
+                   (SELECT relnamespace::regnamespace FROM pg_class
+                     WHERE oid = 'webhook_queue'::regclass));
+END;
+$$;
 
 -- The outbox: the router claims events (SELECT ... FOR UPDATE SKIP LOCKED, which needs
 -- UPDATE) and deletes them as it queues them; retention deletes routed events that

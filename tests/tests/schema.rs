@@ -411,3 +411,48 @@ async fn attaching_a_trigger_behind_a_business_transaction_gives_up_after_a_boun
         .expect("once it ends, the script attaches the trigger");
     assert_eq!(trigger_states(&installer).await.len(), before.len() + 1);
 }
+
+/// A DBA may keep the relay's objects in a schema of their own (installed with that
+/// schema first in the search_path). The functions that write the outbox must find it
+/// there, whatever the search_path of the business session that fires them.
+#[tokio::test]
+async fn a_relay_installed_in_a_schema_of_its_own_records_writes_from_any_search_path() {
+    let db = TestDb::empty().await;
+    let mut installer = db.client().await;
+    installer
+        .batch_execute("CREATE SCHEMA relay; SET search_path = relay")
+        .await
+        .expect("a schema for the relay");
+    relay_core::schema::migrate(&mut installer, true)
+        .await
+        .expect("migrate into the relay schema");
+
+    // A business session that knows nothing of that schema but the table's name.
+    let app = db.client().await;
+    app.batch_execute("SET search_path = public")
+        .await
+        .expect("search_path");
+    app.execute(
+        "INSERT INTO relay.leads (business_name, status) VALUES ('Acme Inc', 'qualified')",
+        &[],
+    )
+    .await
+    .expect("a business write fires the triggers installed in the relay schema");
+    app.execute(
+        "UPDATE relay.demo_sites SET status = 'completed' WHERE false",
+        &[],
+    )
+    .await
+    .expect("demo_sites too");
+    app.query_one(
+        "SELECT relay.webhook_emit('workflow_error', 'workflow', NULL, '{}')",
+        &[],
+    )
+    .await
+    .expect("webhook_emit from another search_path");
+    assert_eq!(
+        db.count("SELECT count(*) FROM relay.webhook_events").await,
+        3,
+        "lead_scraped, lead_qualified and workflow_error in the relay schema's outbox"
+    );
+}

@@ -9,7 +9,11 @@ async fn migrate_twice_is_a_no_op_the_second_time() {
     let again = relay_core::schema::migrate(&mut client, true)
         .await
         .expect("second migrate");
-    assert!(again.iter().all(|a| !a.ran), "{again:?}");
+    use relay_core::schema::Outcome;
+    assert!(
+        again.iter().all(|a| a.outcome != Outcome::Applied),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
@@ -454,5 +458,49 @@ async fn a_relay_installed_in_a_schema_of_its_own_records_writes_from_any_search
         db.count("SELECT count(*) FROM relay.webhook_events").await,
         3,
         "lead_scraped, lead_qualified and workflow_error in the relay schema's outbox"
+    );
+}
+
+/// `migrate` before the business tables exist, then again after: the second run
+/// attaches the triggers (the scripts' checksums have not changed), and the first one
+/// says which tables it found no trigger for.
+#[tokio::test]
+async fn migrate_attaches_the_triggers_to_tables_created_after_the_first_run() {
+    let db = TestDb::empty().await;
+    let sink = relay_tests::Sink::start().await;
+    let migrate = relay_tests::RelayBuilder::new(&db.url, &sink.url()).args(["migrate"]);
+    let first = migrate.output().await;
+    assert!(first.status.success(), "{first:?}");
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        said.contains("note: n8n-relay: table leads not found"),
+        "migrate says which tables got no trigger: {said}"
+    );
+    assert!(
+        !said.contains("already exists"),
+        "Postgres's own notices stay out: {said}"
+    );
+
+    let client = db.client().await;
+    client
+        .batch_execute(include_str!("../../sql/003_example_tables.sql"))
+        .await
+        .expect("the business tables, created after the relay's");
+    let second = migrate.output().await;
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stdout)
+            .contains("004_triggers.sql           up to date; triggers checked"),
+        "{second:?}"
+    );
+    client
+        .execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect("a lead");
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_events WHERE event_type = 'lead_scraped'")
+            .await,
+        1,
+        "the lead's trigger was attached by the second migrate"
     );
 }

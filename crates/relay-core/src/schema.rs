@@ -58,9 +58,35 @@ const RECORD_APPLIED: &str = "INSERT INTO relay_schema_migrations (name, checksu
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub name: &'static str,
-    /// False when the same content was applied before.
-    pub ran: bool,
+    pub outcome: Outcome,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// New, or changed since it was last applied.
+    Applied,
+    /// The same content was applied before.
+    UpToDate,
+    /// The triggers' script, unchanged, run again to attach them to business tables
+    /// created (or triggers dropped or disabled) since.
+    Rechecked,
+}
+
+impl Outcome {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::UpToDate => "up to date",
+            Outcome::Rechecked => "up to date; triggers checked",
+        }
+    }
+}
+
+/// The script `migrate` runs every time: it attaches the triggers only to tables that
+/// exist, and a DBA creates their tables before or after the relay's. Unchanged, it
+/// replaces the functions in place and takes no lock on a table whose trigger is
+/// attached as it would attach it.
+const TRIGGERS: &str = "004_triggers.sql";
 
 pub fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
@@ -93,26 +119,24 @@ async fn apply_all(client: &mut Client, example_tables: bool) -> Result<Vec<Appl
         let same = previous
             .map(|row| row.get::<_, String>(0) == sum)
             .unwrap_or(false);
-        // The triggers attach only to tables that exist, so they are re-applied
-        // whenever the example tables were just created.
-        let rerun_triggers = script.name == "004_triggers.sql"
-            && out
-                .iter()
-                .any(|a: &Applied| a.name == "003_example_tables.sql" && a.ran);
-        if same && !rerun_triggers {
-            out.push(Applied {
-                name: script.name,
-                ran: false,
-            });
-            continue;
-        }
+        let outcome = match (same, script.name == TRIGGERS) {
+            (false, _) => Outcome::Applied,
+            (true, true) => Outcome::Rechecked,
+            (true, false) => {
+                out.push(Applied {
+                    name: script.name,
+                    outcome: Outcome::UpToDate,
+                });
+                continue;
+            }
+        };
         let tx = client.transaction().await?;
         tx.batch_execute(script.sql).await?;
         tx.execute(RECORD_APPLIED, &[&script.name, &sum]).await?;
         tx.commit().await?;
         out.push(Applied {
             name: script.name,
-            ran: true,
+            outcome,
         });
     }
     Ok(out)

@@ -11,7 +11,7 @@ pub mod run;
 pub mod sign;
 
 use anyhow::Context as _;
-use relay_core::db::DbError;
+use relay_core::db::{DbError, PgConnection};
 use relay_core::Config;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -21,20 +21,53 @@ use crate::error::Failure;
 /// A short-lived single connection for CLI commands. Settings that cannot work (TLS
 /// refused, a certificate that fails its check) are a usage error, exit 2.
 pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, Failure> {
-    let pg = relay_core::db::Connector::new(&config.database, "n8n-relay-cli")
-        .map_err(Failure::usage)?;
-    let (client, connection) = pg.connect().await.map_err(|e| match e {
-        DbError::Setup(_) => Failure::usage(e),
-        other => Failure::from(
-            anyhow::Error::new(other).context("could not connect to the database (database.url)"),
-        ),
-    })?;
+    let (client, connection) = open(config).await?;
     relay_core::db::drivers::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("database connection closed: {e}");
         }
     });
     Ok(client)
+}
+
+/// [`connect`], keeping the server's notices (`RAISE NOTICE`) for the command to show.
+pub async fn connect_noting(
+    config: &Config,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ),
+    Failure,
+> {
+    let (client, mut connection) = open(config).await?;
+    let (notes, noted) = tokio::sync::mpsc::unbounded_channel();
+    relay_core::db::drivers::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                    let _ = notes.send(notice.message().to_string());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("database connection closed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    Ok((client, noted))
+}
+
+async fn open(config: &Config) -> Result<(tokio_postgres::Client, PgConnection), Failure> {
+    let pg = relay_core::db::Connector::new(&config.database, "n8n-relay-cli")
+        .map_err(Failure::usage)?;
+    pg.connect().await.map_err(|e| match e {
+        DbError::Setup(_) => Failure::usage(e),
+        other => Failure::from(
+            anyhow::Error::new(other).context("could not connect to the database (database.url)"),
+        ),
+    })
 }
 
 /// The start-up check of `run`, `callbacks` and `console`: settings that cannot work stop the

@@ -5,6 +5,20 @@
 -- the relay routes each event into webhook_queue (one row per target), delivers it, and
 -- records every attempt in webhook_logs and webhook_retry_history.
 
+-- An upgrade changes the relay's tables (ADD COLUMN, CREATE INDEX lock the table even
+-- when there is nothing to add), and one from a release that indexed unrouted events
+-- drops that index, which locks the outbox every business write inserts into. Behind a
+-- long transaction such a lock would wait, and every write queued behind it with it:
+-- so each waits at most lock_timeout (5 s unless the session sets a nonzero one), then
+-- the script stops with "canceling statement due to lock timeout". Run it again.
+DO $$
+BEGIN
+    IF current_setting('lock_timeout') = '0' THEN
+        PERFORM set_config('lock_timeout', '5s', false);
+    END IF;
+END;
+$$;
+
 -- The outbox: events not yet routed, and nothing else. Kept lean on purpose: the
 -- business INSERT pays for this row and its primary key, nothing more. The relay
 -- deletes each event in the statement that creates its queue rows (which carry

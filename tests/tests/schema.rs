@@ -504,3 +504,50 @@ async fn migrate_attaches_the_triggers_to_tables_created_after_the_first_run() {
         "the lead's trigger was attached by the second migrate"
     );
 }
+
+/// Upgrading from a release that indexed unrouted events drops that index, which locks
+/// the outbox. Behind a business transaction that holds it, the script must give up
+/// within its lock timeout: waiting, it would queue every business write behind it.
+#[tokio::test]
+async fn upgrading_the_tables_behind_an_open_business_write_gives_up_instead_of_queueing_writes() {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "CREATE INDEX webhook_events_unrouted_idx ON webhook_events (id) \
+             WHERE routed_at IS NULL",
+        )
+        .await
+        .expect("the index an older release had");
+    let mut business = db.client().await;
+    let open = business.transaction().await.expect("begin");
+    open.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[])
+        .await
+        .expect("a business write, not yet committed");
+
+    let upgrade = db.client().await;
+    let ran = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        upgrade.batch_execute(include_str!("../../sql/001_webhook_tables.sql")),
+    )
+    .await
+    .expect("the upgrade gives up instead of waiting for the business transaction");
+    let err = ran.expect_err("the outbox is locked by the open write");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("55P03"),
+        "{err}"
+    );
+
+    open.commit().await.expect("the business write commits");
+    upgrade
+        .batch_execute(include_str!("../../sql/001_webhook_tables.sql"))
+        .await
+        .expect("run again once that transaction ended");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'webhook_events_unrouted_idx'")
+            .await,
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
+}

@@ -551,3 +551,95 @@ async fn upgrading_the_tables_behind_an_open_business_write_gives_up_instead_of_
     );
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 }
+
+/// A trigger of the DBA's own that calls webhook_emit() (sql/README, "Your own
+/// tables") would fail every write of its table once the function is gone: uninstall
+/// refuses, naming it and its trigger, and removes nothing.
+#[tokio::test]
+async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_removes_nothing() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE customers (id bigint PRIMARY KEY);
+             CREATE FUNCTION customers_emit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM webhook_emit('lead_scraped', 'customer', NEW.id, '{}');
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER customers_webhook AFTER INSERT ON customers
+                 FOR EACH ROW EXECUTE FUNCTION customers_emit();",
+        )
+        .await
+        .expect("a trigger of the DBA's own");
+    let err = client
+        .batch_execute(relay_core::schema::UNINSTALL_SQL)
+        .await
+        .expect_err("uninstall refuses");
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "2BP01", "{err}");
+    assert!(
+        db_err.message().contains("customers_emit()")
+            && db_err.message().contains("customers_webhook ON customers"),
+        "names the function and its trigger: {}",
+        db_err.message()
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_trigger WHERE tgname = 'webhook_leads_insert'")
+            .await,
+        1,
+        "nothing was removed"
+    );
+    client
+        .execute("INSERT INTO customers VALUES (1)", &[])
+        .await
+        .expect("the DBA's table still takes writes");
+
+    client
+        .batch_execute(
+            "DROP TRIGGER customers_webhook ON customers; DROP FUNCTION customers_emit()",
+        )
+        .await
+        .expect("the DBA drops their own first");
+    client
+        .batch_execute(relay_core::schema::UNINSTALL_SQL)
+        .await
+        .expect("then uninstall runs");
+}
+
+/// Dropping a business table's trigger locks out its reads too: behind a long
+/// transaction on it, uninstall gives up within its lock timeout instead of holding
+/// up every read and write queued behind it.
+#[tokio::test]
+async fn uninstall_behind_a_long_business_transaction_gives_up_instead_of_blocking_reads() {
+    let db = TestDb::migrated().await;
+    let mut reader = db.client().await;
+    let open = reader.transaction().await.expect("begin");
+    open.execute("SELECT count(*) FROM leads", &[])
+        .await
+        .expect("a long report on leads");
+    let client = db.client().await;
+    let ran = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.batch_execute(relay_core::schema::UNINSTALL_SQL),
+    )
+    .await
+    .expect("uninstall gives up instead of waiting for the reader");
+    let err = ran.expect_err("leads is held");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("55P03"),
+        "{err}"
+    );
+    open.rollback().await.expect("the report ends");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'webhook_%'")
+            .await,
+        4,
+        "nothing was removed"
+    );
+    client
+        .batch_execute(relay_core::schema::UNINSTALL_SQL)
+        .await
+        .expect("run again once the reader is done");
+}

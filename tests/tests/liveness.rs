@@ -258,3 +258,50 @@ async fn a_stalled_relay_keeps_its_rows_until_its_lease_expires() {
         "{notes:?}"
     );
 }
+
+/// A relay cut off from Postgres (a partition) stops starting deliveries, and after
+/// 2 s another relay takes its rows back and delivers them. When the link returns, the
+/// rows it had claimed but not started are no longer its own: it must give them back,
+/// not send them a second time. Only what it had in flight at the cut may arrive twice.
+#[tokio::test]
+async fn a_relay_cut_off_from_postgres_does_not_send_the_rows_another_relay_took_back() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|_| Reply::ok().after(Duration::from_secs(3))).await;
+    let proxy = relay_tests::proxy::Proxy::start(relay_tests::proxy::upstream_of(&db.url)).await;
+    let cut_off = relay(&db, &sink)
+        .env("DATABASE_URL", proxy.url_via(&db.url))
+        .env("RUST_LOG", "info,relay_daemon::dispatcher=debug")
+        .spawn();
+    let marker = marker_of(&cut_off).await;
+    emit(&db, 40).await;
+    // Its four workers wait on n8n, and it holds more rows, claimed ahead.
+    wait_until("the relay to hold rows it has not started", T, || async {
+        (sink.count() >= 4 && held_by(&db, marker).await.len() > 4).then_some(())
+    })
+    .await;
+    let other = relay(&db, &sink).spawn();
+    marker_of(&other).await;
+
+    let started_before_cut = sink.count();
+    proxy.cut();
+    sink.set_behaviour(|_| Reply::ok());
+    db.wait_for_queue_status("sent", 40, T).await;
+    proxy.restore();
+    wait_until(
+        "the reconnected relay to give back what it had claimed",
+        T,
+        || async {
+            strip_ansi(&cut_off.log())
+                .contains("claimed before this relay lost its database sessions")
+                .then_some(())
+        },
+    )
+    .await;
+
+    assert_eq!(sink.distinct_ids().len(), 40);
+    let twice = sink.count() - 40;
+    assert!(
+        twice <= started_before_cut,
+        "{twice} deliveries arrived twice; only the {started_before_cut} started before the cut may"
+    );
+}

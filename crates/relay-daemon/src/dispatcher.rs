@@ -54,6 +54,8 @@ struct Ready {
     slot: Slot,
     /// When its lease runs out (measured from before the claim was sent, so early).
     lease_until: Instant,
+    /// [`crate::shared::Confirmed::lapses`] when it was claimed.
+    lapses: u64,
 }
 
 /// What the workers share.
@@ -363,6 +365,7 @@ impl Dispatcher {
         if jobs.is_empty() {
             return;
         }
+        let lapses = self.shared.confirmed.lapses();
         let spawn = {
             let mut state = self.shared.state();
             for job in jobs {
@@ -379,6 +382,7 @@ impl Dispatcher {
                     job,
                     slot: Slot::new(permit),
                     lease_until,
+                    lapses,
                 });
             }
             more_workers(self.workers, &mut state)
@@ -509,19 +513,33 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
         job,
         slot,
         lease_until,
+        lapses,
     } = ready;
     let policy = shared.policies.of(&job.event_type);
     // A request's whole allowance: a ready row is started only with this much lease
-    // left.
-    if lease_until.saturating_duration_since(Instant::now()) < policy.timeout {
-        // Another relay may take it once the lease runs out; sending it now could
-        // race that. It goes back to the queue at the pump's next pass (or at
-        // shutdown), not at its lease's end: left `sending`, a clean stop left it so
-        // until the next relay started.
-        warn!(
-            queue_id = job.id,
-            "a claimed row waited too long for its endpoint; given back to the queue"
-        );
+    // left, and only if this relay's hold on it was confirmed throughout since it was
+    // claimed.
+    let too_late = lease_until.saturating_duration_since(Instant::now()) < policy.timeout;
+    let lapsed = lapses != shared.confirmed.lapses();
+    if too_late || lapsed {
+        // Another relay may take it once the lease runs out, or took it back while
+        // this relay's sessions were gone (a partition): sending it now could race
+        // that, or send it again. It goes back to the queue at the pump's next pass
+        // (or at shutdown), not at its lease's end: left `sending`, a clean stop left
+        // it so until the next relay started. Its claim token keeps the release from
+        // touching a row another relay holds or delivered.
+        if lapsed {
+            debug!(
+                queue_id = job.id,
+                "claimed before this relay lost its database sessions for a while; \
+                 given back to the queue"
+            );
+        } else {
+            warn!(
+                queue_id = job.id,
+                "a claimed row waited too long for its endpoint; given back to the queue"
+            );
+        }
         let mut state = shared.state();
         state.give_back(job.id, &job.url);
         state.late.push((job.id, job.lease_token));

@@ -21,7 +21,10 @@
 //! restart it could not reconnect after) cannot record outcomes; its rows are taken
 //! back, and a delivery it still had in flight may arrive twice (same `X-Webhook-Id`),
 //! as it would after an expired lease. Its late outcome is refused by the claim
-//! token, as before.
+//! token, as before. The rows it had claimed and not started are not started when it
+//! reconnects: a confirmation after such a gap counts a lapse
+//! (`crate::shared::Confirmed`), and a row claimed before the last lapse goes back to
+//! the queue, its claim token keeping that from touching a row another relay took.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -79,6 +79,10 @@ impl Job {
 pub(crate) struct Confirmed {
     at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     within: std::time::Duration,
+    /// How many times a confirmation came after a gap longer than `within`: rows
+    /// claimed before such a gap may have been taken back by another relay meanwhile
+    /// (its marker gone), so they are not started ([`Confirmed::lapses`]).
+    lapses: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Confirmed {
@@ -86,11 +90,23 @@ impl Confirmed {
         Confirmed {
             at: std::sync::Arc::new(std::sync::Mutex::new(Some(std::time::Instant::now()))),
             within,
+            lapses: std::sync::Arc::default(),
         }
     }
 
     pub(crate) fn set(&self) {
-        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_none_or(|t| t.elapsed() >= self.within) {
+            self.lapses
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        *at = Some(std::time::Instant::now());
+    }
+
+    /// Changes whenever this relay's hold on its rows was unconfirmed for a while:
+    /// a row claimed under an earlier count is given back to the queue, not started.
+    pub(crate) fn lapses(&self) -> u64 {
+        self.lapses.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn get(&self) -> bool {

@@ -174,7 +174,9 @@ pub async fn run(
 }
 
 /// Backoff for database reconnects and retried statements: 100 ms doubling to 5 s,
-/// with jitter so several relays do not retry in step.
+/// with jitter so several relays do not retry in step. backon's jitter adds up to the
+/// delay itself, so the exponential part stops at half the cap (it stopped at the cap,
+/// and waits reached 10 s: deliveries resumed seconds after Postgres was back).
 pub(crate) fn db_backoff() -> impl Iterator<Item = Duration> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -182,9 +184,29 @@ pub(crate) fn db_backoff() -> impl Iterator<Item = Duration> {
         .unwrap_or(0u64);
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(DB_BACKOFF_CAP / 2)
         .without_max_times()
         .with_jitter()
         .with_jitter_seed(seed ^ u64::from(std::process::id()))
         .build()
+        .map(|delay| delay.min(DB_BACKOFF_CAP))
+}
+
+/// The longest wait between two tries of the database.
+pub(crate) const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn database_backoff_never_waits_longer_than_its_cap_and_reaches_it() {
+        let delays: Vec<Duration> = db_backoff().take(200).collect();
+        assert!(delays.iter().all(|d| *d <= DB_BACKOFF_CAP), "{delays:?}");
+        assert!(delays[0] < Duration::from_millis(250), "{delays:?}");
+        assert!(
+            delays[20..].iter().all(|d| *d >= DB_BACKOFF_CAP / 2),
+            "{delays:?}"
+        );
+    }
 }

@@ -320,9 +320,28 @@ impl Pump {
                     } else {
                         warn!(error = %e, retry_in = ?delay, "database error; backing off");
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        () = tokio::time::sleep(delay) => {}
+                    // The listener's reconnect ends the wait: Postgres is back, and
+                    // deliveries resume within a round trip, not at the next try.
+                    let pause = tokio::time::sleep(delay);
+                    tokio::pin!(pause);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = &mut pause => break,
+                            w = wake.recv() => match w {
+                                Some(w) => {
+                                    let back = w == Wake::Reconnected;
+                                    self.woken(w);
+                                    if back {
+                                        break;
+                                    }
+                                }
+                                None => {
+                                    (&mut pause).await;
+                                    break;
+                                }
+                            },
+                        }
                     }
                     continue;
                 }

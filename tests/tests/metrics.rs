@@ -587,3 +587,34 @@ fn the_parser_rejects_what_prometheus_would() {
     assert_eq!(ok.samples[0].labels["a"], "q\"\n");
     assert_eq!(ok.value("x", &[("a", "q\"\n"), ("b", "")]), 2.0);
 }
+
+/// A relay started before `migrate` answers nothing but errors: Kubernetes must not
+/// route n8n's callbacks to it, so it is not ready until the tables are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_until_the_relays_tables_are_installed() {
+    let db = TestDb::empty().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let addr = relay.builder.metrics_addr();
+    let unready = wait_until("/readyz to answer", T, || async {
+        let r = get(&addr, "/readyz").await?;
+        r.body.contains("tables").then_some(r)
+    })
+    .await;
+    assert_eq!(unready.status, 503, "{}", unready.body);
+    assert!(
+        unready.body.contains("n8n-relay migrate") && unready.body.contains("webhook_queue"),
+        "{}",
+        unready.body
+    );
+
+    let mut client = db.client().await;
+    relay_core::schema::migrate(&mut client, false)
+        .await
+        .expect("migrate");
+    wait_until("/readyz 200 once migrated", T, || async {
+        let r = get(&addr, "/readyz").await?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+}

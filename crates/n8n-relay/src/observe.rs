@@ -5,8 +5,8 @@
 //!   database: the queue gauges come from one GROUP BY every [`SAMPLE_INTERVAL`], or
 //!   less often when that count is slow ([`next_sample_in`]).
 //! - `/healthz`: 200 while the process serves HTTP (a liveness probe).
-//! - `/readyz`: 200 only when the database answers `SELECT 1` within
-//!   [`READY_TIMEOUT`] and the LISTEN connection is up; else 503 with a JSON reason.
+//! - `/readyz`: 200 only when the database answers within [`READY_TIMEOUT`] and has
+//!   the relay's tables, and the LISTEN connection is up; else 503 with a JSON reason.
 //!
 //! It has a pool of its own (two connections, one the queue count may hold), so a
 //! probe is never stuck behind busy delivery workers or a slow count, and never takes
@@ -104,8 +104,6 @@ fn next_wait(counting: &mut Counting, sampled: Sampled) -> Duration {
 
 /// How long `/readyz` waits for the database.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
-
-const PING: &str = "SELECT 1";
 
 /// What `/readyz` requires besides the database.
 #[derive(Debug, Clone, Copy)]
@@ -217,7 +215,7 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("database: {e}")),
         Err(_) => Err(format!(
-            "database: no answer to SELECT 1 within {} ms",
+            "database: no answer within {} ms",
             READY_TIMEOUT.as_millis()
         )),
     };
@@ -254,9 +252,19 @@ async fn ready(state: &State) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The database answers and has the relay's tables: a relay started before `migrate`
+/// can deliver nothing and take no callback, so it is not ready.
 async fn ping(pool: &Pool) -> anyhow::Result<()> {
     let client = pool.get().await.context("no connection")?;
-    client.query_one(PING, &[]).await.context("SELECT 1")?;
+    let missing = relay_core::schema::missing_tables(&client)
+        .await
+        .context("no answer")?;
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the relay's tables are missing ({}): run `n8n-relay migrate`",
+            missing.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -42,6 +42,32 @@ pub const SCRIPTS: &[Script] = &[
 
 pub const UNINSTALL_SQL: &str = include_str!("../../../sql/uninstall.sql");
 
+/// The relay's tables, as `001_webhook_tables.sql` creates them.
+pub const TABLES: &[&str] = &[
+    "webhook_events",
+    "webhook_queue",
+    "webhook_logs",
+    "webhook_retry_history",
+    "workflow_runs",
+    "webhook_callback_receipts",
+    "webhook_pauses",
+    "webhook_rate_budget",
+    "webhook_endpoints",
+];
+
+/// Which of `$1` the session's search_path does not find. A catalog lookup: it takes
+/// no lock on a table, so it answers while the queue is locked by a long statement.
+const MISSING_TABLES: &str =
+    "SELECT coalesce(array_agg(t ORDER BY t) FILTER (WHERE to_regclass(t) IS NULL), '{}')
+    FROM unnest($1::text[]) t";
+
+/// The relay's tables that this session cannot find (none once `migrate` ran): a
+/// probe's answer for a database that answers but cannot be worked with.
+pub async fn missing_tables(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let row = client.query_one(MISSING_TABLES, &[&TABLES]).await?;
+    row.try_get(0)
+}
+
 /// Serialises concurrent `migrate` runs (two relays starting at once).
 const MIGRATE_LOCK_KEY: i64 = 0x6e38_6e72_656c_6179; // "n8nrelay"
 

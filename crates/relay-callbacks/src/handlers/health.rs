@@ -57,10 +57,17 @@ async fn database(state: &State) -> Value {
             };
             (why, e.to_string())
         })?;
-        client
-            .simple_query("SELECT 1")
+        let missing = relay_core::schema::missing_tables(&client)
             .await
-            .map_err(|e| ("the database did not answer SELECT 1", e.to_string()))
+            .map_err(|e| ("the database did not answer", e.to_string()))?;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err((
+                "the relay's tables are missing: run `n8n-relay migrate`",
+                format!("missing: {}", missing.join(", ")),
+            ))
+        }
     };
     let (why, detail) = match tokio::time::timeout(limit, probe).await {
         Ok(Ok(_)) => {

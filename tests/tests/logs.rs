@@ -184,3 +184,45 @@ async fn no_secret_reaches_the_log_or_the_tables() {
         }
     }
 }
+
+/// A database the relay cannot reach: each part says why once, in the server's words,
+/// and its retries after that are at debug level, where they were a warning each (over
+/// 40 lines a minute, the cause said only by one of them).
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_is_said_once_with_the_servers_reason() {
+    let db = TestDb::empty().await;
+    let sink = Sink::start().await;
+    let missing = db.url.replace(&db.name, "relay_no_such_database");
+    let relay = RelayBuilder::new(&missing, &sink.url())
+        .env("RELAY_LOG__FORMAT", "json")
+        .env("RUST_LOG", "info,relay_daemon=debug")
+        .spawn();
+    let retries = |log: &str, level: &str, message: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["level"] == level && l["message"] == message)
+            .map(|l| l["error"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<String>>()
+    };
+    const LISTENER: &str = "listener could not connect; trying again";
+    const PUMP: &str = "database error; backing off";
+    wait_until(
+        "several retries of the listener and the pump",
+        T,
+        || async {
+            let log = relay.log();
+            (retries(&log, "DEBUG", LISTENER).len() >= 3 && retries(&log, "DEBUG", PUMP).len() >= 3)
+                .then_some(())
+        },
+    )
+    .await;
+    let log = relay.log();
+    for message in [LISTENER, PUMP] {
+        let warned = retries(&log, "WARN", message);
+        assert_eq!(warned.len(), 1, "{message}: {warned:?}\n{log}");
+        assert!(
+            warned[0].contains("database \"relay_no_such_database\" does not exist"),
+            "{message} gives the server's reason: {warned:?}"
+        );
+    }
+}

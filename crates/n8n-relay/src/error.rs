@@ -48,7 +48,9 @@ pub fn describe(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for link in e.chain() {
         let said = link.to_string();
-        if text.contains(&said) {
+        // tokio-postgres's own word for an error the server sent, whose message the
+        // link before (relay_core::db::describe_pg) or after it says.
+        if text.contains(&said) || said == "db error" {
             continue;
         }
         if !text.is_empty() {

@@ -299,9 +299,9 @@ async fn sample(pool: Pool, shutdown: CancellationToken) {
             }
             Ok(Err(e)) => {
                 if std::mem::replace(&mut failing, true) {
-                    debug!(error = %format!("{e:#}"), "queue depth sample failed");
+                    debug!(error = %crate::error::describe(&e), "queue depth sample failed");
                 } else {
-                    warn!(error = %format!("{e:#}"), "queue depth sample failed: the queue gauges keep their last values until one succeeds");
+                    warn!(error = %crate::error::describe(&e), "queue depth sample failed: the queue gauges keep their last values until one succeeds");
                 }
                 Sampled::Failed
             }

@@ -560,6 +560,12 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
             let since_event_ms = (now - job.occurred_at_unix) * 1000.0;
             debug!(status = attempt.status, ms, since_event_ms, "delivered");
         }
+        // Once the URL is unhealthy (said once, with its last error, by
+        // crate::health), each of its rows' retries is one of many: at debug.
+        Verdict::Retry { delay, .. } if shared.state().health.is_unhealthy(&job.url) => debug!(
+            status = attempt.status, ms, error, retry_in = ?delay,
+            "delivery failed; will retry"
+        ),
         Verdict::Retry { delay, .. } => warn!(
             status = attempt.status, ms, error, retry_in = ?delay,
             "delivery failed; will retry"

@@ -2,7 +2,6 @@
 //! happens while running (a database restart, a refused connection) is logged and
 //! retried, so these errors mostly travel inside the crate.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +11,7 @@ pub enum DaemonError {
     Setup(String),
     #[error("database: {}", describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
-    #[error("database pool: {}", describe_chain(.0))]
+    #[error("database pool: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0} did not finish within {1:?}")]
     Timeout(&'static str, Duration),
@@ -59,26 +58,13 @@ impl DaemonError {
 
 impl From<relay_core::db::DbError> for DaemonError {
     fn from(e: relay_core::db::DbError) -> Self {
-        DaemonError::Setup(e.to_string())
+        match e {
+            // What the server said (a database that does not exist, a refused login),
+            // not "relay setup": it is retried like any database error.
+            relay_core::db::DbError::Query(e) => DaemonError::Db(e),
+            other => DaemonError::Setup(other.to_string()),
+        }
     }
 }
 
-/// tokio-postgres prints only "db error"; the server's message is what an operator
-/// needs. Server messages never carry our secrets (they are not sent as SQL text).
-pub(crate) fn describe_pg(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => describe_chain(e),
-    }
-}
-
-/// An error and its sources on one line.
-pub(crate) fn describe_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
-}
+pub(crate) use relay_core::db::{describe_chain, describe_pg, describe_pool};

@@ -53,6 +53,7 @@ mod pump;
 mod router;
 mod shared;
 mod steering;
+mod streak;
 mod sweeper;
 pub mod wakeup;
 

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{describe_pg, DaemonError};
 use crate::shared::Wake;
+use crate::streak::{Say, Streak};
 
 /// Shown in `pg_stat_activity.application_name` for the LISTEN connection (unless
 /// the database URL sets its own application_name).
@@ -40,8 +41,17 @@ pub(crate) async fn run(
 ) {
     let mut backoff = crate::db_backoff();
     let mut connected_before = false;
+    let mut failing = Streak::default();
     loop {
-        let ended = session(&db, marker, &wake, &shutdown, connected_before).await;
+        let ended = session(
+            &db,
+            marker,
+            &wake,
+            &shutdown,
+            connected_before,
+            &mut failing,
+        )
+        .await;
         metrics::global().set_listener_connected(false);
         match ended {
             Ok(()) => return,
@@ -54,7 +64,17 @@ pub(crate) async fn run(
                     return;
                 }
                 let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                warn!(error = %e, retry_in = ?delay, "listener connection lost; reconnecting");
+                let what = if established {
+                    "listener connection lost; reconnecting"
+                } else if connected_before {
+                    "listener could not reconnect; trying again"
+                } else {
+                    "listener could not connect; trying again"
+                };
+                match failing.failed() {
+                    Say::Warn => warn!(error = %e, retry_in = ?delay, "{what}"),
+                    Say::Quietly => debug!(error = %e, retry_in = ?delay, "{what}"),
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
@@ -72,6 +92,7 @@ async fn session(
     wake: &mpsc::Sender<Wake>,
     shutdown: &CancellationToken,
     reconnect: bool,
+    failing: &mut Streak,
 ) -> Result<(), (bool, String)> {
     let failed = |e: DaemonError| (false, e.to_string());
     // Built per connection, so TLS files and a libpq passfile are read again on reconnect
@@ -132,11 +153,22 @@ async fn session(
         }
     }
     metrics::global().set_listener_connected(true);
+    let outage = failing.ended();
+    let (failed_tries, down_for) = outage.map_or((0, None), |(n, d)| (n, Some(d)));
     if reconnect {
         metrics::global().listener_reconnected();
         info!(
             channel = NOTIFY_CHANNEL,
+            failed_tries,
+            down_for = ?down_for,
             "listener reconnected; catching up on the outbox"
+        );
+    } else if outage.is_some() {
+        info!(
+            channel = NOTIFY_CHANNEL,
+            failed_tries,
+            down_for = ?down_for,
+            "listening for notifications"
         );
     } else {
         info!(channel = NOTIFY_CHANNEL, "listening for notifications");

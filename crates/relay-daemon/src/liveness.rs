@@ -139,7 +139,7 @@ pub(crate) async fn run(
                     warn!(
                         relays = ?gone,
                         count = ids.len(),
-                        ids = ?ids,
+                        ids = %crate::streak::some_ids(&ids),
                         "rows held by relays that are gone returned to pending"
                     );
                     let _ = wake.try_send(Wake::Released);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::batch::BatchSize;
 use crate::claim::{self, ClaimLimits};
@@ -30,6 +30,7 @@ use crate::error::DaemonError;
 use crate::router::RouteTable;
 use crate::shared::{EndpointLoad, Wake};
 use crate::steering::Steering;
+use crate::streak::{Say, Streak};
 use crate::wakeup::{self, Settled};
 
 /// Re-checks for writers (wakeup.rs): every WRITERS_FIRST for WRITERS_FAST_FOR, then
@@ -272,6 +273,7 @@ impl Pump {
     ) -> Dispatcher {
         let mut backoff = crate::db_backoff();
         let mut failing = false;
+        let mut streak = Streak::default();
         let mut pacing = Pacing::new();
         let mut recheck = false;
         while !shutdown.is_cancelled() {
@@ -314,11 +316,14 @@ impl Pump {
                     self.none_due_until = None;
                     self.armed = false;
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                    if e.is_missing_schema() {
-                        warn!(error = %e, retry_in = ?delay,
-                            "the relay's tables or functions are missing: run `n8n-relay migrate`");
+                    let what = if e.is_missing_schema() {
+                        "the relay's tables or functions are missing: run `n8n-relay migrate`"
                     } else {
-                        warn!(error = %e, retry_in = ?delay, "database error; backing off");
+                        "database error; backing off"
+                    };
+                    match streak.failed() {
+                        Say::Warn => warn!(error = %e, retry_in = ?delay, "{what}"),
+                        Say::Quietly => debug!(error = %e, retry_in = ?delay, "{what}"),
                     }
                     // The listener's reconnect ends the wait: Postgres is back, and
                     // deliveries resume within a round trip, not at the next try.
@@ -347,7 +352,9 @@ impl Pump {
                 }
             };
             if failing {
-                info!("database reachable again; relay resumed");
+                let (failed_tries, down_for) =
+                    streak.ended().map_or((0, None), |(n, d)| (n, Some(d)));
+                info!(failed_tries, down_for = ?down_for, "database reachable again; relay resumed");
                 failing = false;
                 backoff = crate::db_backoff();
             }

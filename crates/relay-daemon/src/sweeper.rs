@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use relay_core::queue_admin::{self, CleanupOptions};
 
 use crate::claim;
 use crate::db::Db;
 use crate::shared::Wake;
+use crate::streak::{Say, Streak};
 
 /// How often retention runs (when enabled).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -34,6 +35,7 @@ pub(crate) async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_retention = tokio::time::Instant::now() + interval;
     let mut retention_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut failing = Streak::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -44,14 +46,25 @@ pub(crate) async fn run(
             }
             _ = tick.tick() => {}
         }
-        let wake_with = match claim::release_expired_leases(&db).await {
+        let released = claim::release_expired_leases(&db).await;
+        if released.is_ok() {
+            failing.ended();
+        }
+        let wake_with = match released {
             Ok(ids) if !ids.is_empty() => {
-                warn!(count = ids.len(), ids = ?ids, "leases expired; rows returned to pending");
+                warn!(
+                    count = ids.len(),
+                    ids = %crate::streak::some_ids(&ids),
+                    "leases expired; rows returned to pending"
+                );
                 Wake::Released
             }
             Ok(_) => Wake::Sweep,
             Err(e) => {
-                warn!(error = %e, "could not release expired leases");
+                match failing.failed() {
+                    Say::Warn => warn!(error = %e, "could not release expired leases"),
+                    Say::Quietly => debug!(error = %e, "could not release expired leases"),
+                }
                 Wake::Sweep
             }
         };

@@ -55,8 +55,44 @@ pub enum DbError {
     Pool(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe_pg(.0))]
     Query(#[from] tokio_postgres::Error),
+}
+
+/// tokio-postgres prints only "db error"; the server's message is what an operator
+/// needs. Server messages never carry our secrets (they are not sent as SQL text).
+pub fn describe_pg(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => describe_chain(e),
+    }
+}
+
+/// A pool's failure to hand out a connection: for one it could not open, what the
+/// server or the network said.
+pub fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => {
+            format!("could not open a connection: {}", describe_pg(e))
+        }
+        other => describe_chain(other),
+    }
+}
+
+/// An error and its sources on one line, each said once (tokio-postgres's errors
+/// repeat their source in their own text).
+pub fn describe_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let said = s.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl From<deadpool_postgres::PoolError> for DbError {

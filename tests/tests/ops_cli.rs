@@ -537,10 +537,12 @@ async fn retry_refuses_rows_that_have_not_failed() {
         }
         let out = cli(&db, &format!("queue retry {id} --json")).await;
         assert_eq!(out.code, Some(1), "{status}: {}", out.stderr);
-        let expected = if status == "sending" {
-            format!("queue row {id} is in flight")
-        } else {
-            format!("queue row {id} is {status}; only failed rows can be retried")
+        let expected = match status {
+            "sending" => format!("queue row {id} is in flight"),
+            "pending" => format!("queue row {id} is pending and due already: nothing to retry"),
+            _ => format!(
+                "queue row {id} is {status}; only failed or waiting (pending, not yet due) rows can be retried"
+            ),
         };
         assert!(out.stderr.contains(&expected), "{status}: {}", out.stderr);
         assert_eq!(status_of(&client, id).await, status, "unchanged");
@@ -549,6 +551,56 @@ async fn retry_refuses_rows_that_have_not_failed() {
         db.count("SELECT count(*) FROM webhook_retry_history").await,
         0
     );
+}
+
+/// A row waiting out a long retry delay (a `Retry-After` of an hour), or parked with
+/// `next_attempt_at = 'infinity'`, goes out now when the operator retries it: its
+/// retry count stays, and its history says when it was due.
+#[tokio::test]
+async fn retry_makes_a_waiting_or_parked_row_due_now() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    for (due, said) in [
+        ("now() + interval '1 hour'", "it was due at 20"),
+        ("'infinity'", "it was due never: parked"),
+    ] {
+        let id: i64 = client
+            .query_one(
+                &format!(
+                    "INSERT INTO webhook_queue (event_type, webhook_url, status, retry_count, next_attempt_at)
+                     VALUES ('lead_scraped', 'http://127.0.0.1:9/webhook/lead-scraped', 'pending', 2, {due})
+                     RETURNING id"
+                ),
+                &[],
+            )
+            .await
+            .expect("a waiting row")
+            .get(0);
+        let out = cli(&db, &format!("queue retry {id}")).await;
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let row = client
+            .query_one(
+                "SELECT status, retry_count, next_attempt_at <= now() FROM webhook_queue WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .expect("the row");
+        assert_eq!(row.get::<_, String>(0), "pending");
+        assert_eq!(row.get::<_, i32>(1), 2, "its retry count stays");
+        assert!(row.get::<_, bool>(2), "due now");
+        let note: String = client
+            .query_one(
+                "SELECT note FROM webhook_retry_history WHERE webhook_queue_id = $1",
+                &[&id],
+            )
+            .await
+            .expect("a history note")
+            .get(0);
+        assert!(
+            note.starts_with("manual retry (cli ") && note.contains(said),
+            "{note}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -392,9 +392,11 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
             @if let Some(f) = flash { p class="flash" { (f) } }
             @if ctx.operator() {
                 div class="actions" {
-                    @if r.status == "failed" {
+                    @if r.status == "failed" || r.waiting {
                         form method="post" action=(format!("/row/{}/retry", r.id)) class="inline" {
-                            (hidden_csrf(ctx)) button type="submit" id="retry" { "Retry" }
+                            (hidden_csrf(ctx)) button type="submit" id="retry" {
+                                @if r.waiting { "Send now" } @else { "Retry" }
+                            }
                         }
                     }
                     @if r.status == "failed" || r.status == "pending" {
@@ -628,6 +630,7 @@ mod tests {
                 sent_at: None,
                 created_at: String::new(),
                 updated_at: String::new(),
+                waiting: false,
             },
             payload: serde_json::json!({"name": "</pre><script>alert(3)</script>"}),
             attempts: Vec::new(),

@@ -522,9 +522,11 @@ impl Console {
                     &format!("No queue row with id {id}."),
                     Some(ctx),
                 ),
-                Err(e @ (QueueAdminError::InFlight(_) | QueueAdminError::WrongStatus { .. })) => {
-                    error_page(StatusCode::CONFLICT, &e.to_string(), Some(ctx))
-                }
+                Err(
+                    e @ (QueueAdminError::InFlight(_)
+                    | QueueAdminError::WrongStatus { .. }
+                    | QueueAdminError::DueAlready(_)),
+                ) => error_page(StatusCode::CONFLICT, &e.to_string(), Some(ctx)),
                 Err(e) => db_error(&e.to_string(), ctx),
             };
         }

@@ -65,6 +65,11 @@ pub enum QueueAdminError {
          try again once it has finished"
     )]
     InFlight(i64),
+    #[error(
+        "queue row {0} is pending and due already: nothing to retry (if it does not go \
+         out, `n8n-relay queue show {0}` says what it waits for)"
+    )]
+    DueAlready(i64),
     #[error("queue row {id} is {status}; only {allowed} rows can be {action}")]
     WrongStatus {
         id: i64,
@@ -213,6 +218,9 @@ pub struct QueueRow {
     pub sent_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Pending and not yet due (a retry delay, a `Retry-After`, parked): `queue retry`
+    /// makes it due now.
+    pub waiting: bool,
 }
 
 /// One `webhook_retry_history` entry: a delivery attempt, or an operator's note.
@@ -279,7 +287,8 @@ macro_rules! row_columns {
             ", ",
             crate::utc_text!("q.created_at"),
             ", ",
-            crate::utc_text!("q.updated_at")
+            crate::utc_text!("q.updated_at"),
+            ", q.status = 'pending' AND q.next_attempt_at > now()"
         )
     };
 }
@@ -366,6 +375,31 @@ const RETRY_FAILED: &str = "
         SELECT id, retry_count, now(), $4 FROM picked
     )
     SELECT id FROM reset ORDER BY id";
+
+/// A pending row not yet due (a retry waiting out its delay or a `Retry-After`, a row
+/// parked with `next_attempt_at = 'infinity'`), due now: the operator says not to wait.
+/// Its retry count stays (it has not failed for good); the history records when it
+/// was due.
+const RETRY_WAITING: &str = "
+    WITH picked AS (
+        SELECT id, retry_count, next_attempt_at FROM webhook_queue
+        WHERE id = $1 AND status = 'pending' AND next_attempt_at > now()
+        FOR UPDATE
+    ), reset AS (
+        UPDATE webhook_queue q
+        SET next_attempt_at = now(), updated_at = now()
+        FROM picked
+        WHERE q.id = picked.id
+        RETURNING q.id
+    ), noted AS (
+        INSERT INTO webhook_retry_history (webhook_queue_id, attempt, next_attempt_at, note)
+        SELECT id, least(retry_count, 2147483646) + 1, now(),
+               $2 || ' (it was due ' || CASE WHEN isfinite(next_attempt_at)
+                   THEN 'at ' || to_char(next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                   ELSE 'never: parked' END || ')'
+        FROM picked
+    )
+    SELECT id FROM reset";
 
 const CANCEL: &str = "
     WITH picked AS (
@@ -507,7 +541,7 @@ pub async fn show(client: &Client, id: i64) -> Result<Detail> {
         })
         .collect();
     Ok(Detail {
-        payload: payload_for_display(row.get(18)),
+        payload: payload_for_display(row.get(19)),
         row: queue_row(&row),
         attempts,
         logs,
@@ -536,19 +570,36 @@ pub struct FailedFilter {
     pub failed_by: Option<SystemTime>,
 }
 
-/// Puts one failed row back to pending, due now; any other status is refused. `note`
-/// goes into `webhook_retry_history`, and says who did it (`manual retry (cli
-/// ops@db1)`, `manual retry (console ...)`).
+/// Puts one failed row back to pending, due now, with a fresh retry budget; or makes a
+/// pending row that is not yet due (waiting out a retry delay, parked) due now. A row
+/// in flight, due already, sent or cancelled is refused. `note` goes into
+/// `webhook_retry_history`, and says who did it (`manual retry (cli ops@db1)`,
+/// `manual retry (console ...)`).
 pub async fn retry(client: &Client, id: i64, note: &str) -> Result<()> {
     let none = FailedFilter::default();
     let which = Some(id);
     let reset = client
         .query(RETRY_FAILED, &retry_params(&which, &none, &note))
         .await?;
-    if reset.is_empty() {
-        return Err(refusal(client, id, "retried", "failed").await);
+    if !reset.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    if !client.query(RETRY_WAITING, &[&id, &note]).await?.is_empty() {
+        return Ok(());
+    }
+    match refusal(
+        client,
+        id,
+        "retried",
+        "failed or waiting (pending, not yet due)",
+    )
+    .await
+    {
+        QueueAdminError::WrongStatus { status, .. } if status == QueueStatus::Pending.as_str() => {
+            Err(QueueAdminError::DueAlready(id))
+        }
+        other => Err(other),
+    }
 }
 
 /// Puts every failed row (of one event type, created since a time) back to pending,
@@ -906,6 +957,7 @@ fn queue_row(r: &Row) -> QueueRow {
         sent_at: r.get(15),
         created_at: r.get(16),
         updated_at: r.get(17),
+        waiting: r.get(18),
     }
 }
 

@@ -636,6 +636,16 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
         by.starts_with("console, operator from ") && by.ends_with("maintenance"),
         "{by}"
     );
+    // The overview it leads to shows the pause at once, not the sample from before it.
+    let location = r.header("location").unwrap_or_default().to_string();
+    assert_eq!(location, "/?done=paused");
+    let after = http(&addr, "GET", &location, Some(&cookie), None).await;
+    assert!(
+        after.body.contains("Paused.") && after.body.contains("maintenance"),
+        "{}",
+        after.body
+    );
+    assert!(!after.body.contains("Nothing is paused."), "{}", after.body);
     let r = http(
         &addr,
         "POST",
@@ -686,6 +696,23 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
         )
         .await;
         assert_eq!(r.status, 400, "{scope}");
+        assert!(
+            r.body.contains("not one of this console") && !r.body.contains("--event"),
+            "{scope}: names the console's scopes, not the CLI's flags: {}",
+            r.body
+        );
+    }
+    // An action other than pause or resume is refused, and pauses nothing.
+    for action in ["do=frobnicate", "do=", ""] {
+        let r = http(
+            &addr,
+            "POST",
+            "/pause",
+            Some(&cookie),
+            Some(&format!("csrf={token}&scope=event:lead_scraped&{action}")),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{action}: {}", r.body);
     }
     assert_eq!(db.count("SELECT count(*) FROM webhook_pauses").await, 0);
     let r = http(

@@ -328,6 +328,10 @@ async fn a_paused_route_holds_its_events_across_relays_and_a_restart_and_resume_
     let stats: serde_json::Value =
         serde_json::from_str(&cli(&builder, &["queue", "stats", "--json"]).await).expect("json");
     assert_eq!(stats["held_by_pauses"], 500, "{stats}");
+    assert_eq!(
+        stats["due_now"], 0,
+        "rows a pause holds are not due: nothing will go out: {stats}"
+    );
 
     // A restarted relay reads the pause from the database.
     assert_eq!(first.terminate(T).await, Some(0));

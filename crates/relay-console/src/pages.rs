@@ -183,7 +183,8 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
             }
             div {
                 h2 { "Pauses" }
-                @if snap.pauses.is_empty() { p { "Nothing is paused." } }
+                @if snap.taken.is_none() { p { "Reading the pauses…" } }
+                @else if snap.pauses.is_empty() { p { "Nothing is paused." } }
                 @else {
                     table { thead { tr { th { "paused" } th { "since" } th { "by" } th { "held" } th { "reason" } } }
                         tbody { @for p in &snap.pauses { tr {
@@ -244,12 +245,13 @@ pub(crate) fn route_urls(routes: &[Route]) -> Vec<&str> {
     urls
 }
 
-pub fn overview(ctx: &Ctx, snap: &Snapshot, routes: &[Route]) -> Markup {
+pub fn overview(ctx: &Ctx, snap: &Snapshot, routes: &[Route], flash: Option<&str>) -> Markup {
     layout(
         "Overview",
         Some(ctx),
         html! {
             h1 { "Overview" }
+            @if let Some(f) = flash { p class="flash" { (f) } }
             div id="live" data-refresh="/overview/live" { (overview_live(snap, routes)) }
             @if ctx.operator() {
                 section class="actions" {

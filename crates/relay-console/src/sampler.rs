@@ -102,6 +102,8 @@ pub struct Shared {
     snapshot: Arc<RwLock<Snapshot>>,
     viewed: Arc<std::sync::Mutex<Option<Instant>>>,
     wake: Arc<tokio::sync::Notify>,
+    /// Told after every sample, for [`Shared::refreshed`].
+    sampled: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -120,6 +122,31 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Has the sampler look again now and waits for that sample, at most `within`:
+    /// after an action (a pause), the overview it redirects to shows its effect, not
+    /// the sample from before it.
+    pub async fn refreshed(&self, within: Duration) {
+        let asked = Instant::now();
+        self.wake.notify_one();
+        let fresh = async {
+            loop {
+                let next = self.sampled.notified();
+                tokio::pin!(next);
+                next.as_mut().enable();
+                let taken = self
+                    .snapshot
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .taken;
+                if taken.is_some_and(|t| t > asked) {
+                    return;
+                }
+                next.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, fresh).await;
     }
 
     fn watched(&self) -> bool {
@@ -193,11 +220,14 @@ pub fn spawn(pool: Pool, shutdown: CancellationToken) -> Shared {
                     Err(_) => snap.error = Some("sampling the queue took over a minute".into()),
                 }
             }
+            shared.sampled.notify_waiters();
             // Keep the database at most 1 % busy with this, however large the queue.
             let pause = EVERY.max(took * 100).min(Duration::from_secs(600));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
+                // An action asked for a fresh look (Shared::refreshed).
+                () = shared.wake.notified() => {}
             }
         }
     });

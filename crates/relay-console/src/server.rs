@@ -385,7 +385,11 @@ impl Console {
         match path {
             "/" => {
                 let snap = self.snapshot.view();
-                Answer::page(StatusCode::OK, pages::overview(ctx, &snap, &self.routes))
+                let flash = field(&q, "done").and_then(flash_text);
+                Answer::page(
+                    StatusCode::OK,
+                    pages::overview(ctx, &snap, &self.routes, flash.as_deref()),
+                )
             }
             "/overview/live" => {
                 let snap = self.snapshot.view();
@@ -613,14 +617,36 @@ impl Console {
             }
             "/pause" => {
                 let urls = pages::route_urls(&self.routes);
+                let resume = match field(form, "do") {
+                    Some("pause") => false,
+                    Some("resume") => true,
+                    other => {
+                        return error_page(
+                            StatusCode::BAD_REQUEST,
+                            &format!(
+                                "do: {:?} is not an action here; pause or resume",
+                                other.unwrap_or_default()
+                            ),
+                            Some(ctx),
+                        )
+                    }
+                };
+                // The form's own values; anything else is not a scope of this console.
+                let unknown = || {
+                    format!(
+                        "scope: {:?} is not one of this console's: all, event:NAME or url:N \
+                         (a route's URL by its place in the list)",
+                        field(form, "scope").unwrap_or_default()
+                    )
+                };
                 let scope = match field(form, "scope").unwrap_or_default().split_once(':') {
                     None if field(form, "scope") == Some("all") => Scope::parse(true, None, None),
                     Some(("event", e)) => Scope::parse(false, Some(e), None),
                     Some(("url", n)) => match n.parse::<usize>().ok().and_then(|n| urls.get(n)) {
                         Some(u) => Scope::parse(false, None, Some(u)),
-                        None => Err(QueueAdminError::BadScope),
+                        None => return error_page(StatusCode::BAD_REQUEST, &unknown(), Some(ctx)),
                     },
-                    _ => Err(QueueAdminError::BadScope),
+                    _ => return error_page(StatusCode::BAD_REQUEST, &unknown(), Some(ctx)),
                 };
                 let scope = match scope {
                     Ok(s) => s,
@@ -635,14 +661,20 @@ impl Console {
                 let reason = field(form, "reason")
                     .map(str::trim)
                     .filter(|r| !r.is_empty());
-                let result = match field(form, "do") {
-                    Some("resume") => pause::resume(&client, &scope).await,
-                    _ => pause::pause(&client, &scope, reason, &by).await,
+                let result = if resume {
+                    pause::resume(&client, &scope).await
+                } else {
+                    pause::pause(&client, &scope, reason, &by).await
                 };
                 match result {
                     Ok(()) => {
                         info!(client = %ip, %scope, "console action: pause or resume");
-                        Answer::redirect("/")
+                        self.snapshot.refreshed(REFRESH_AFTER_ACTION).await;
+                        Answer::redirect(if resume {
+                            "/?done=resumed"
+                        } else {
+                            "/?done=paused"
+                        })
                     }
                     Err(e @ QueueAdminError::NotPaused(_)) => {
                         error_page(StatusCode::CONFLICT, &e.to_string(), Some(ctx))
@@ -708,11 +740,17 @@ fn asked_by_another_site<B>(request: &Request<B>) -> bool {
     foreign && !followed
 }
 
+/// How long a pause or resume waits for the overview's next sample before it
+/// redirects there, so the page shows what the action did.
+const REFRESH_AFTER_ACTION: Duration = Duration::from_secs(2);
+
 /// Fixed texts for the `done=` of a redirect: never the query's own text.
 fn flash_text(done: &str) -> Option<String> {
     match done {
         "retried" => Some("Retried: the row is pending again, due now.".into()),
         "cancelled" => Some("Cancelled.".into()),
+        "paused" => Some("Paused.".into()),
+        "resumed" => Some("Resumed.".into()),
         _ => done
             .strip_prefix("bulk-retried-")
             .and_then(|n| n.parse::<u64>().ok())

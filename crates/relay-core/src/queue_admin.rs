@@ -166,7 +166,8 @@ pub struct Stats {
     pub counts: StatusCounts,
     /// Seconds since the oldest pending row was created; `None` when nothing is pending.
     pub oldest_pending_age_seconds: Option<f64>,
-    /// Pending rows whose next attempt is due (the backlog the workers face now).
+    /// Pending rows whose next attempt is due (the backlog the workers face now),
+    /// but not those a pause holds.
     pub due_now: i64,
     /// Pending rows held by a run-time pause (`queue pause`), not counted as due.
     pub held_by_pauses: i64,
@@ -293,12 +294,22 @@ macro_rules! row_columns {
     };
 }
 
+/// Due now leaves out the rows a pause holds (they are counted apart): the pauses,
+/// a handful of rows, are read once into arrays, not probed per queue row.
 const STATS: &str = "
-    SELECT event_type, status, count(*)::bigint,
-           (count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()))::bigint,
-           extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8
-    FROM webhook_queue
-    GROUP BY event_type, status";
+    WITH paused AS (
+        SELECT coalesce(bool_or(scope = 'all'), false) AS everything,
+               coalesce(array_agg(target) FILTER (WHERE scope = 'event'), '{}') AS events,
+               coalesce(array_agg(target) FILTER (WHERE scope = 'url'), '{}') AS urls
+        FROM webhook_pauses
+    )
+    SELECT q.event_type, q.status, count(*)::bigint,
+           (count(*) FILTER (WHERE q.status = 'pending' AND q.next_attempt_at <= now()
+                AND NOT (p.everything OR q.event_type = ANY (p.events)
+                         OR q.webhook_url = ANY (p.urls))))::bigint,
+           extract(epoch FROM now() - min(q.created_at) FILTER (WHERE q.status = 'pending'))::float8
+    FROM webhook_queue q CROSS JOIN paused p
+    GROUP BY q.event_type, q.status";
 
 /// The outbox holds only events not yet routed (routing deletes them; `routed_at` is
 /// set only by versions before that, whose routed rows `migrate` removes).

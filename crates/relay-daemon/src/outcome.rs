@@ -482,7 +482,7 @@ fn ordering_note(job: &Job) -> String {
     match job.ordering.as_deref() {
         Some("skip") => format!(
             "; ordered (on_failure = skip): later events of {entity} {scope} are delivered \
-             without it"
+             without it (retried by hand, it arrives after them, out of order)"
         ),
         Some("block") => format!(
             "; ordered (on_failure = block): later events of {entity} {scope} wait until \

@@ -228,6 +228,37 @@ async fn on_failure_block_holds_the_entity_until_an_operator_retries_and_never_o
         .iter()
         .all(|r| entity_seq(r) <= (1, 2) || entity_seq(r).0 == 2));
 
+    // An operator who starts from a held row is pointed at the failed one.
+    let held: i64 = db
+        .count("SELECT min(id) FROM webhook_queue WHERE status = 'pending' AND entity_id = 1")
+        .await;
+    let show = relay
+        .builder
+        .clone()
+        .args(["queue", "show", &held.to_string()])
+        .output()
+        .await;
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("waits for") && l.contains(&format!("row {failed_id} (")))
+            && shown.contains(&format!("queue retry {failed_id}")),
+        "{shown}"
+    );
+    let show = relay
+        .builder
+        .clone()
+        .args(["queue", "show", &held.to_string(), "--json"])
+        .output()
+        .await;
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show --json");
+    assert_eq!(shown["ordering"]["waits_for"][0], failed_id, "{shown}");
+    assert_eq!(
+        shown["id"], held,
+        "the row's own fields stay at the top: {shown}"
+    );
+
     // The operator fixes n8n and retries the failed row: 2, then 3 and 4, in order.
     sink.set_behaviour(|_| Reply::ok().after(SLOW));
     let out = relay

@@ -107,6 +107,17 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// Whether this pause holds a row of `event` to `url`.
+    pub fn holds(&self, event: &str, url: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Event(e) => e == event,
+            Scope::Url(u) => u == url,
+        }
+    }
+}
+
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -708,6 +708,62 @@ pub async fn cancel(client: &Client, id: i64, note: &str) -> Result<String> {
     }
 }
 
+/// One row's ordering, in one statement: its setting and scope, whether the relay's
+/// own gate (`webhook_order_gate()`, the function the claims call, so the page cannot
+/// drift from them) lets it go, and the earliest unfinished earlier row of its entity
+/// that holds it (to its URL or, under `lifecycle`, to any lifecycle route). `$2` is
+/// the routed event types, as the relay passes them.
+const ORDERING: &str = "SELECT q.ordering, q.ordering_scope,
+        (SELECT g.clear FROM webhook_order_gate(q.webhook_url, q.entity_type, q.entity_id,
+                                                q.event_id, q.ordering_scope, $2::text[]) g),
+        w.id, w.event_type, w.status, w.webhook_url
+    FROM webhook_queue q
+    LEFT JOIN LATERAL (
+        SELECT o.id, o.event_type, o.status, o.webhook_url
+        FROM webhook_queue o
+        WHERE o.entity_type = q.entity_type AND o.entity_id = q.entity_id
+          AND o.event_id < q.event_id AND o.ordering IS NOT NULL
+          AND (o.webhook_url = q.webhook_url
+               OR (q.ordering_scope = 'lifecycle' AND o.ordering_scope = 'lifecycle'))
+          AND (o.status IN ('pending', 'sending') OR (o.status = 'failed' AND o.ordering = 'block'))
+        ORDER BY o.event_id
+        LIMIT 1) w ON q.ordering IS NOT NULL
+    WHERE q.id = $1";
+
+/// The ordering of one row.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct OrderingState {
+    /// `skip` or `block` (the route's on_failure); `None` for an unordered row.
+    pub ordering: Option<String>,
+    pub scope: Option<String>,
+    /// The earlier row it waits for: `(id, event, status, url)`.
+    pub waits_for: Option<(i64, String, String, String)>,
+    /// Held by an earlier event of its entity that is still in the outbox.
+    pub behind_outbox: bool,
+}
+
+/// `routed`: the event types the relay routes (the configured routes').
+pub async fn ordering(
+    client: &Client,
+    id: i64,
+    routed: &[String],
+) -> std::result::Result<OrderingState, tokio_postgres::Error> {
+    let Some(r) = client.query_opt(ORDERING, &[&id, &routed]).await? else {
+        return Ok(OrderingState::default());
+    };
+    let ordering: Option<String> = r.get(0);
+    let clear: Option<bool> = r.get(2);
+    let waits_for = r
+        .get::<_, Option<i64>>(3)
+        .map(|w| (w, r.get(4), r.get(5), r.get(6)));
+    Ok(OrderingState {
+        behind_outbox: ordering.is_some() && clear == Some(false) && waits_for.is_none(),
+        ordering,
+        scope: r.get(1),
+        waits_for,
+    })
+}
+
 /// Why a guarded update touched nothing: the row is missing, in flight, or in a
 /// status the action does not apply to.
 async fn refusal(

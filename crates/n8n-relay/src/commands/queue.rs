@@ -46,10 +46,16 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
         }
         QueueCommand::Show { id, json } => {
             let detail = queue_admin::show(&client, id).await.map_err(failure)?;
+            let waits = waits_for(&client, config, &detail).await?;
             if json {
-                to_json(&detail)
+                let mut shown = serde_json::to_value(&detail).unwrap_or_default();
+                if let Some(object) = shown.as_object_mut() {
+                    object.insert("ordering".into(), json!(waits.ordering));
+                    object.insert("held_by_pause".into(), json!(waits.pause));
+                }
+                to_json(&shown)
             } else {
-                render_detail(&detail)
+                render_detail(&detail, &waits)
             }
         }
         QueueCommand::Retry {
@@ -392,7 +398,43 @@ fn render_list(rows: &[QueueRow]) -> String {
     table.render()
 }
 
-fn render_detail(d: &Detail) -> String {
+/// What a pending row waits for besides its time: a pause, an earlier row of its
+/// entity (the relay's own ordering gate answers), an earlier event still in the
+/// outbox. An operator starting from a row that does not go out finds the row to
+/// retry or cancel here.
+struct Waits {
+    ordering: queue_admin::OrderingState,
+    /// The pause that holds it, as `queue paused` names it.
+    pause: Option<String>,
+}
+
+async fn waits_for(
+    client: &tokio_postgres::Client,
+    config: &Config,
+    d: &Detail,
+) -> Result<Waits, Failure> {
+    let routed: Vec<String> = config
+        .routes()
+        .iter()
+        .map(|r| r.event.as_str().to_string())
+        .collect();
+    let ordering = queue_admin::ordering(client, d.row.id, &routed)
+        .await
+        .map_err(|e| failure(e.into()))?;
+    let pause = if d.row.status == QueueStatus::Pending.as_str() {
+        pause::load(client)
+            .await
+            .map_err(|e| failure(e.into()))?
+            .into_iter()
+            .find(|p| p.holds(&d.row.event_type, &d.row.webhook_url))
+            .map(|p| p.to_string())
+    } else {
+        None
+    };
+    Ok(Waits { ordering, pause })
+}
+
+fn render_detail(d: &Detail, waits: &Waits) -> String {
     let r = &d.row;
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let fields: Vec<(&str, String)> = vec![
@@ -419,6 +461,35 @@ fn render_detail(d: &Detail) -> String {
             dash(r.last_response_status.map(|v| v.to_string())),
         ),
     ];
+    let mut fields = fields;
+    let ordering = &waits.ordering;
+    if let Some(how) = &ordering.ordering {
+        let scope = ordering.scope.as_deref().unwrap_or("entity");
+        fields.push(("ordering", format!("{scope} (on_failure = {how})")));
+    }
+    if r.status == QueueStatus::Pending.as_str() {
+        let mut why = Vec::new();
+        if let Some(p) = &waits.pause {
+            why.push(format!("the pause of {p} (`n8n-relay queue resume`)"));
+        }
+        if let Some((id, event, status, url)) = &ordering.waits_for {
+            let how = if status == QueueStatus::Failed.as_str() {
+                format!(": `n8n-relay queue retry {id}` or `queue cancel {id}` lets it go")
+            } else {
+                String::new()
+            };
+            why.push(format!(
+                "row {id} ({event}, {status}, {}){how}",
+                relay_core::config::url_without_userinfo(url)
+            ));
+        }
+        if ordering.behind_outbox {
+            why.push("an earlier event of its entity, still in the outbox".into());
+        }
+        if !why.is_empty() {
+            fields.push(("waits for", why.join("; ")));
+        }
+    }
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (key, value) in fields {

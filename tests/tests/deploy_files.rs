@@ -148,11 +148,19 @@ fn check(inv: &Invocation) -> Effective {
             inv.origin
         );
     }
-    let env: BTreeMap<String, String> = inv
+    let mut env: BTreeMap<String, String> = inv
         .env
         .iter()
         .map(|(k, v)| (k.clone(), concrete(k, v)))
         .collect();
+    // check-config refuses what `run` refuses, the callback listener without its
+    // secret among it; a `migrate` starts no listener.
+    if !matches!(
+        inv.args.first().map(String::as_str),
+        Some("run" | "callbacks")
+    ) {
+        env.insert("RELAY_CALLBACKS__ENABLED".into(), "false".into());
+    }
     // The files all ship config/relay.toml (the image copies it, the unit points at it).
     let config = repo().join("config/relay.toml");
     let config = config.to_string_lossy().to_string();
@@ -323,10 +331,14 @@ fn the_image_runs_the_relay_unprivileged_reachable_and_health_checked() {
         "the image must not run as root (USER {:?})",
         image.user
     );
+    // The signing secrets come with `docker run -e` (deploy/README), not the image.
+    let mut env = image.env.clone();
+    env.insert("WEBHOOK_SECRET".into(), String::new());
+    env.insert("N8N_WEBHOOK_SECRET".into(), String::new());
     let effective = check(&Invocation {
         origin: "deploy/Dockerfile".into(),
         args: image.cmd.clone(),
-        env: image.env.clone(),
+        env,
     });
     for listen in [&effective.callbacks_listen, &effective.metrics_listen] {
         assert!(
@@ -511,6 +523,23 @@ fn compose_wires_postgres_n8n_migrate_and_the_relay_with_matching_ports() {
                 "service_completed_successfully"
             );
             assert_eq!(deps["postgres"]["condition"], "service_healthy");
+            // Docker kills at stop_grace_period (10 s unless set): the relay needs
+            // queue.shutdown_grace_seconds (10 s) and then the release of the rest.
+            let grace = service["stop_grace_period"].as_str().unwrap_or("10s");
+            let grace: u64 = grace
+                .strip_suffix('s')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: stop_grace_period in seconds: {grace}"));
+            assert!(
+                grace >= 20,
+                "{name}: stop_grace_period {grace} s leaves no room after the relay's 10 s drain"
+            );
+            // Healthy means reachable the way migrate and the relay connect: over TCP.
+            let ready = str_list(&services["postgres"]["healthcheck"]["test"]).join(" ");
+            assert!(
+                ready.contains("pg_isready") && ready.contains("-h 127.0.0.1"),
+                "postgres healthcheck over TCP, not the init server's Unix socket: {ready}"
+            );
             // n8n's callbacks must reach this service on its callbacks port.
             let n8n_env = compose_env(&services["n8n"]);
             assert_eq!(
@@ -725,6 +754,16 @@ fn kubernetes_probes_services_and_secrets_match_the_relay() {
     }
     assert_eq!(relay_containers, 2, "the sidecar and the migrate Job");
     let (container, callbacks_port) = sidecar_ports.expect("a relay running `run`");
+
+    // The relay beside Postgres is not ready before the migrate Job ran, and the Job
+    // reaches Postgres through this Service's name: it must resolve while the pod is
+    // not Ready, or the first install waits on itself.
+    let postgres = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| kind(d) == "Service" && d["metadata"]["name"] == "postgres")
+        .expect("Service postgres");
+    assert_eq!(postgres["spec"]["publishNotReadyAddresses"], true);
 
     let service = docs
         .iter()

@@ -1152,6 +1152,7 @@ fn check_config_names_the_layer_that_set_each_key() {
     std::fs::write(
         dir.join(".env"),
         "WEBHOOK_SECRET=dotenv-Secret-77\nRELAY_QUEUE__BATCH_SIZE=55\n\
+         N8N_WEBHOOK_SECRET=dotenv-Secret-99\n\
          DATABASE_URL=postgres://relay:dotenv-Pw-88@db.internal:5432/app\n",
     )
     .expect(".env");

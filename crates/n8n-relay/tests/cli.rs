@@ -47,11 +47,41 @@ fn invalid_config_exits_2_and_names_the_key() {
     assert!(err.contains("queue.workers"), "{err}");
 }
 
+/// `run` refuses to start a callback listener that could verify nothing; a
+/// configuration check that said "valid" for it sent operators to a relay that exits 2.
+#[test]
+fn check_config_refuses_what_run_refuses_a_callback_listener_without_its_secret() {
+    let out = relay()
+        .args(["check-config", "--json"])
+        .env("WEBHOOK_SECRET", "s3cr3t-value-of-some-length")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("N8N_WEBHOOK_SECRET"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["valid"], false, "{report}");
+
+    let out = relay()
+        .args(["check-config"])
+        .env("WEBHOOK_SECRET", "s3cr3t-value-of-some-length")
+        .env("RELAY_CALLBACKS__ENABLED", "false")
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "without the listener it needs no secret: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn check_config_redacts_secrets() {
     let out = relay()
         .args(["check-config", "--json"])
         .env("WEBHOOK_SECRET", "s3cr3t-value")
+        .env("N8N_WEBHOOK_SECRET", "n8n-s3cr3t-value")
         .env("DATABASE_URL", "postgres://u:pa55word@127.0.0.1/db")
         .output()
         .expect("run");

@@ -5,12 +5,23 @@
 use relay_core::config::{Loaded, SEED_ENV_KEYS};
 
 use crate::cli::CheckConfigArgs;
-use crate::error::CmdResult;
+use crate::error::{CmdResult, Failure};
 
 /// Values longer than this push the source column out instead of widening it.
 const MAX_VALUE_WIDTH: usize = 48;
 
 pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
+    // What `run` refuses at start besides the configuration's own checks: a callback
+    // listener that could verify nothing. A configuration said valid here starts.
+    if loaded.config.callbacks.enabled {
+        if let Err(e) = relay_callbacks::check(&loaded.config) {
+            if args.json {
+                let out = serde_json::json!({"valid": false, "error": e.to_string()});
+                super::write_stdout(&format!("{out}\n"))?;
+            }
+            return Err(Failure::usage(e));
+        }
+    }
     let redacted = loaded.config.redacted();
     let mut values = Vec::new();
     flatten("", &redacted, &mut values);

@@ -11,8 +11,11 @@
 -- long transaction such a lock would wait, and every write queued behind it with it:
 -- so each waits at most lock_timeout (5 s unless the session sets a nonzero one), then
 -- the script stops with "canceling statement due to lock timeout". Run it again.
+-- The session's own lock_timeout comes back at the end of the script (a DBA's psql
+-- session, or a pooled server connection, keeps no 5 s of ours).
 DO $$
 BEGIN
+    PERFORM set_config('n8n_relay.lock_timeout_before', current_setting('lock_timeout'), false);
     IF current_setting('lock_timeout') = '0' THEN
         PERFORM set_config('lock_timeout', '5s', false);
     END IF;
@@ -36,11 +39,6 @@ CREATE TABLE IF NOT EXISTS webhook_events (
     -- Always NULL now: earlier versions kept routed events, marked here.
     routed_at    timestamptz
 );
-
--- Upgrading from those: their routed events are already in webhook_queue, and the
--- index on unrouted ones cost every business INSERT a second index entry.
-DELETE FROM webhook_events WHERE routed_at IS NOT NULL;
-DROP INDEX IF EXISTS webhook_events_unrouted_idx;
 
 -- The delivery queue: one row per (event, target). Column names follow the older
 -- system's monitoring SQL, which keeps working unchanged.
@@ -300,3 +298,17 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
     last_error           text,
     changed_at           timestamptz NOT NULL DEFAULT now()
 );
+
+-- Upgrading from releases that kept routed events in the outbox: they are already in
+-- webhook_queue, and the index on unrouted ones cost every business INSERT a second
+-- index entry. Last in the script: dropping the index locks the outbox, and `migrate`
+-- runs the script as one transaction, which holds that lock until it commits; here
+-- nothing comes after it that could wait.
+DELETE FROM webhook_events WHERE routed_at IS NOT NULL;
+DROP INDEX IF EXISTS webhook_events_unrouted_idx;
+
+DO $$
+BEGIN
+    PERFORM set_config('lock_timeout', current_setting('n8n_relay.lock_timeout_before'), false);
+END;
+$$;

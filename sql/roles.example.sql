@@ -30,10 +30,11 @@ BEGIN
 END;
 $$;
 
--- The schema the relay's tables are in (public, unless installed in one of its own).
+-- The schema the relay's tables are in (public, unless installed in one of its own):
+-- the relay works there, and the emitters call webhook_emit() there.
 DO $$
 BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %s TO n8n_relay',
+    EXECUTE format('GRANT USAGE ON SCHEMA %s TO n8n_relay, n8n_relay_emitters',
                    (SELECT relnamespace::regnamespace FROM pg_class
                      WHERE oid = 'webhook_queue'::regclass));
 END;

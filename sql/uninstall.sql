@@ -13,22 +13,34 @@ DO $$
 DECLARE
     v_functions text;
     v_triggers  text;
+    v_ours      oid[] := array_remove(ARRAY[
+        to_regprocedure('webhook_emit(text, text, bigint, jsonb)')::oid,
+        to_regprocedure('webhook_leads_emit()')::oid,
+        to_regprocedure('webhook_asset_emit()')::oid,
+        to_regprocedure('webhook_wake_relay(bigint)')::oid,
+        to_regprocedure('webhook_event_types()')::oid,
+        to_regprocedure('webhook_order_gate(text, text, bigint, bigint, text, text[])')::oid
+    ], NULL);
 BEGIN
+    -- A call in any spelling: Webhook_Emit(, "webhook_emit"(, public.webhook_emit (;
+    -- not a name that merely ends in it (customers_webhook_emit).
     SELECT string_agg(DISTINCT p.oid::regprocedure::text, ', '),
            string_agg(DISTINCT t.tgname || ' ON ' || t.tgrelid::regclass::text, ', ')
       INTO v_functions, v_triggers
       FROM pg_proc p
       LEFT JOIN pg_trigger t ON t.tgfoid = p.oid AND NOT t.tgisinternal
-     WHERE p.prosrc ~ 'webhook_emit\s*\('
+     WHERE p.prosrc ~* '"?\mwebhook_emit"?\s*\('
        AND p.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-       AND p.proname NOT IN ('webhook_emit', 'webhook_leads_emit', 'webhook_asset_emit',
-                             'webhook_wake_relay', 'webhook_event_types', 'webhook_order_gate');
-    IF v_functions IS NOT NULL THEN
+       AND NOT (p.oid = ANY (v_ours));
+    IF v_functions IS NOT NULL
+       AND lower(coalesce(current_setting('n8n_relay.uninstall_anyway', true), 'off'))
+           NOT IN ('on', 'true', 'yes', '1') THEN
         RAISE EXCEPTION 'n8n-relay uninstall: % call webhook_emit(), which this script removes (triggers running them: %)',
             v_functions, coalesce(v_triggers, 'none')
             USING ERRCODE = 'dependent_objects_still_exist',
-                  HINT = 'Drop those triggers and functions first (or replace them), then run this script again. Nothing was removed.';
+                  HINT = 'Drop those triggers and functions first (or replace them), then run this script again; nothing was removed. If they do not call it after all, SET n8n_relay.uninstall_anyway = on first.';
     END IF;
+    PERFORM set_config('n8n_relay.lock_timeout_before', current_setting('lock_timeout'), false);
     IF current_setting('lock_timeout') = '0' THEN
         PERFORM set_config('lock_timeout', '5s', false);
     END IF;
@@ -62,6 +74,12 @@ DROP TABLE IF EXISTS webhook_pauses;
 DROP TABLE IF EXISTS webhook_rate_budget;
 DROP TABLE IF EXISTS webhook_endpoints;
 DROP TABLE IF EXISTS relay_schema_migrations;
+
+DO $$
+BEGIN
+    PERFORM set_config('lock_timeout', current_setting('n8n_relay.lock_timeout_before'), false);
+END;
+$$;
 
 -- DROP TABLE IF EXISTS videos;
 -- DROP TABLE IF EXISTS demo_sites;

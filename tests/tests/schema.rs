@@ -490,7 +490,7 @@ async fn migrate_attaches_the_triggers_to_tables_created_after_the_first_run() {
     assert!(second.status.success(), "{second:?}");
     assert!(
         String::from_utf8_lossy(&second.stdout)
-            .contains("004_triggers.sql           up to date; triggers checked"),
+            .contains("004_triggers.sql           run again: a table had no trigger"),
         "{second:?}"
     );
     client
@@ -502,6 +502,23 @@ async fn migrate_attaches_the_triggers_to_tables_created_after_the_first_run() {
             .await,
         1,
         "the lead's trigger was attached by the second migrate"
+    );
+
+    // A trigger the DBA disabled on purpose stays so: with every trigger there, an
+    // unchanged script is not run again.
+    client
+        .batch_execute("ALTER TABLE leads DISABLE TRIGGER webhook_leads_insert")
+        .await
+        .expect("disable");
+    let third = migrate.output().await;
+    assert!(
+        String::from_utf8_lossy(&third.stdout).contains("004_triggers.sql           up to date\n"),
+        "{third:?}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_trigger WHERE tgname = 'webhook_leads_insert' AND tgenabled = 'D'")
+            .await,
+        1
     );
 }
 
@@ -550,6 +567,15 @@ async fn upgrading_the_tables_behind_an_open_business_write_gives_up_instead_of_
         0
     );
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
+    assert_eq!(
+        upgrade
+            .query_one("SHOW lock_timeout", &[])
+            .await
+            .expect("lock_timeout")
+            .get::<_, String>(0),
+        "0",
+        "the session's lock_timeout is its own again after the script"
+    );
 }
 
 /// A trigger of the DBA's own that calls webhook_emit() (sql/README, "Your own
@@ -568,7 +594,15 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
                  RETURN NULL;
              END $$;
              CREATE TRIGGER customers_webhook AFTER INSERT ON customers
-                 FOR EACH ROW EXECUTE FUNCTION customers_emit();",
+                 FOR EACH ROW EXECUTE FUNCTION customers_emit();
+             CREATE FUNCTION shouting_emit() RETURNS void LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM public.\"webhook_emit\"('lead_scraped', 'customer', 1, '{}');
+                 PERFORM Webhook_Emit('lead_scraped', 'customer', 1, '{}');
+             END $$;
+             CREATE FUNCTION my_webhook_emit(n int) RETURNS int LANGUAGE sql AS 'SELECT n';
+             CREATE FUNCTION calls_its_own() RETURNS int LANGUAGE sql
+                 AS 'SELECT my_webhook_emit(1)';",
         )
         .await
         .expect("a trigger of the DBA's own");
@@ -580,8 +614,14 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
     assert_eq!(db_err.code().code(), "2BP01", "{err}");
     assert!(
         db_err.message().contains("customers_emit()")
-            && db_err.message().contains("customers_webhook ON customers"),
-        "names the function and its trigger: {}",
+            && db_err.message().contains("customers_webhook ON customers")
+            && db_err.message().contains("shouting_emit()"),
+        "names the functions and the trigger, however the call is spelled: {}",
+        db_err.message()
+    );
+    assert!(
+        !db_err.message().contains("calls_its_own"),
+        "a function of another name ending in webhook_emit is not the relay's: {}",
         db_err.message()
     );
     assert_eq!(
@@ -597,7 +637,8 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
 
     client
         .batch_execute(
-            "DROP TRIGGER customers_webhook ON customers; DROP FUNCTION customers_emit()",
+            "DROP TRIGGER customers_webhook ON customers; DROP FUNCTION customers_emit(); \
+             DROP FUNCTION shouting_emit()",
         )
         .await
         .expect("the DBA drops their own first");
@@ -605,6 +646,15 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
         .batch_execute(relay_core::schema::UNINSTALL_SQL)
         .await
         .expect("then uninstall runs");
+    assert_eq!(
+        client
+            .query_one("SHOW lock_timeout", &[])
+            .await
+            .expect("lock_timeout")
+            .get::<_, String>(0),
+        "0",
+        "the session's lock_timeout is its own again"
+    );
 }
 
 /// Dropping a business table's trigger locks out its reads too: behind a long

@@ -93,8 +93,9 @@ pub enum Outcome {
     Applied,
     /// The same content was applied before.
     UpToDate,
-    /// The triggers' script, unchanged, run again to attach them to business tables
-    /// created (or triggers dropped or disabled) since.
+    /// The triggers' script, unchanged, run again: a business table it attaches to
+    /// has no trigger of that name (created after the relay's tables, or the trigger
+    /// dropped since).
     Rechecked,
 }
 
@@ -103,16 +104,40 @@ impl Outcome {
         match self {
             Outcome::Applied => "applied",
             Outcome::UpToDate => "up to date",
-            Outcome::Rechecked => "up to date; triggers checked",
+            Outcome::Rechecked => "run again: a table had no trigger",
         }
     }
 }
 
-/// The script `migrate` runs every time: it attaches the triggers only to tables that
-/// exist, and a DBA creates their tables before or after the relay's. Unchanged, it
-/// replaces the functions in place and takes no lock on a table whose trigger is
-/// attached as it would attach it.
+/// The script that attaches the triggers, only to tables that exist: a DBA creates
+/// their tables before or after the relay's, so `migrate` runs it again, unchanged,
+/// when one of them has no trigger of the name it gives. Not otherwise: a trigger a
+/// DBA disabled stays so, and an unchanged script takes no lock.
 const TRIGGERS: &str = "004_triggers.sql";
+
+/// The tables `004_triggers.sql` attaches to, and the trigger it names on each.
+const ATTACHED: &[(&str, &str)] = &[
+    ("leads", "webhook_leads_insert"),
+    ("leads", "webhook_leads_update"),
+    ("demo_sites", "webhook_demo_sites_change"),
+    ("videos", "webhook_videos_change"),
+];
+
+/// Whether a table of $1 exists without its trigger $2 (a catalog read, no lock).
+const TRIGGER_MISSING: &str = "SELECT EXISTS (
+    SELECT 1 FROM unnest($1::text[], $2::text[]) AS v(tbl, name)
+    WHERE to_regclass(v.tbl) IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM pg_trigger t
+                      WHERE t.tgrelid = to_regclass(v.tbl) AND t.tgname = v.name))";
+
+async fn trigger_missing(client: &Client) -> Result<bool, DbError> {
+    let tables: Vec<&str> = ATTACHED.iter().map(|(t, _)| *t).collect();
+    let names: Vec<&str> = ATTACHED.iter().map(|(_, n)| *n).collect();
+    Ok(client
+        .query_one(TRIGGER_MISSING, &[&tables, &names])
+        .await?
+        .try_get(0)?)
+}
 
 pub fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
@@ -145,16 +170,16 @@ async fn apply_all(client: &mut Client, example_tables: bool) -> Result<Vec<Appl
         let same = previous
             .map(|row| row.get::<_, String>(0) == sum)
             .unwrap_or(false);
-        let outcome = match (same, script.name == TRIGGERS) {
-            (false, _) => Outcome::Applied,
-            (true, true) => Outcome::Rechecked,
-            (true, false) => {
-                out.push(Applied {
-                    name: script.name,
-                    outcome: Outcome::UpToDate,
-                });
-                continue;
-            }
+        let outcome = if !same {
+            Outcome::Applied
+        } else if script.name == TRIGGERS && trigger_missing(client).await? {
+            Outcome::Rechecked
+        } else {
+            out.push(Applied {
+                name: script.name,
+                outcome: Outcome::UpToDate,
+            });
+            continue;
         };
         let tx = client.transaction().await?;
         tx.batch_execute(script.sql).await?;
@@ -166,4 +191,23 @@ async fn apply_all(client: &mut Client, example_tables: bool) -> Result<Vec<Appl
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_triggers_migrate_looks_for_are_those_the_script_attaches() {
+        let script = SCRIPTS
+            .iter()
+            .find(|s| s.name == TRIGGERS)
+            .expect("the triggers script");
+        for (table, trigger) in ATTACHED {
+            assert!(
+                script.sql.contains(&format!("('{table}', '{trigger}'")),
+                "004 attaches {trigger} to {table}"
+            );
+        }
+    }
 }

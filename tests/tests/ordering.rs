@@ -253,7 +253,13 @@ async fn on_failure_block_holds_the_entity_until_an_operator_retries_and_never_o
         .output()
         .await;
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show --json");
-    assert_eq!(shown["ordering"]["waits_for"][0], failed_id, "{shown}");
+    assert_eq!(shown["ordering"]["waits_for"]["id"], failed_id, "{shown}");
+    assert!(
+        shown["ordering"]["waits_for"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http")),
+        "{shown}"
+    );
     assert_eq!(
         shown["id"], held,
         "the row's own fields stay at the top: {shown}"

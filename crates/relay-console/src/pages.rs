@@ -425,7 +425,7 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
                         None => "none",
                         Some(o) => {
                             (ordering.scope.clone().unwrap_or_else(|| "entity".into())) " (on_failure = " (o) ")"
-                            @if let Some((id, event, status, url)) = &ordering.waits_for {
+                            @if let Some(relay_core::queue_admin::Blocker { id, event_type: event, status, url }) = &ordering.waits_for {
                                 ": waits for " a href=(format!("/row/{id}")) { "row " (id) } " (" (event) ", " (status) ", " (url_without_userinfo(url)) ")"
                             }
                             @if ordering.behind_outbox {

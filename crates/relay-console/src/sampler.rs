@@ -210,7 +210,10 @@ pub fn spawn(pool: Pool, shutdown: CancellationToken) -> Shared {
                 let mut snap = shared.snapshot.write().unwrap_or_else(|p| p.into_inner());
                 match result {
                     Ok(Ok(mut next)) => {
-                        next.taken = Some(Instant::now());
+                        // When it began: what it shows is the database as of then,
+                        // and a sample begun before an action does not count as one
+                        // taken after it (Shared::refreshed).
+                        next.taken = Some(started);
                         *snap = next;
                     }
                     Ok(Err(e)) => {

@@ -666,6 +666,9 @@ impl Console {
                 } else {
                     pause::pause(&client, &scope, reason, &by).await
                 };
+                // Back to the pool before the wait for a sample: the sampler needs one
+                // of the console's two connections.
+                drop(client);
                 match result {
                     Ok(()) => {
                         info!(client = %ip, %scope, "console action: pause or resume");

@@ -736,10 +736,20 @@ pub struct OrderingState {
     /// `skip` or `block` (the route's on_failure); `None` for an unordered row.
     pub ordering: Option<String>,
     pub scope: Option<String>,
-    /// The earlier row it waits for: `(id, event, status, url)`.
-    pub waits_for: Option<(i64, String, String, String)>,
+    /// The earlier row it waits for.
+    pub waits_for: Option<Blocker>,
     /// Held by an earlier event of its entity that is still in the outbox.
     pub behind_outbox: bool,
+}
+
+/// An earlier row of an entity that holds a later one back. Named fields, so the
+/// CLI's JSON redaction finds its `url` as it does every row's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Blocker {
+    pub id: i64,
+    pub event_type: String,
+    pub status: String,
+    pub url: String,
 }
 
 /// `routed`: the event types the relay routes (the configured routes').
@@ -753,9 +763,12 @@ pub async fn ordering(
     };
     let ordering: Option<String> = r.get(0);
     let clear: Option<bool> = r.get(2);
-    let waits_for = r
-        .get::<_, Option<i64>>(3)
-        .map(|w| (w, r.get(4), r.get(5), r.get(6)));
+    let waits_for = r.get::<_, Option<i64>>(3).map(|id| Blocker {
+        id,
+        event_type: r.get(4),
+        status: r.get(5),
+        url: r.get(6),
+    });
     Ok(OrderingState {
         behind_outbox: ordering.is_some() && clear == Some(false) && waits_for.is_none(),
         ordering,

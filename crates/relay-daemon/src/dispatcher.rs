@@ -365,6 +365,10 @@ impl Dispatcher {
         if jobs.is_empty() {
             return;
         }
+        // The claim that found these rows is a session's answer: counted before the
+        // rows take the lapse count, so rows claimed right after a reconnect (before
+        // the liveness look confirms it) are not taken for rows of before the gap.
+        self.shared.confirmed.set();
         let lapses = self.shared.confirmed.lapses();
         let spawn = {
             let mut state = self.shared.state();

@@ -81,7 +81,11 @@ pub(crate) struct Confirmed {
     within: std::time::Duration,
     /// How many times a confirmation came after a gap longer than `within`: rows
     /// claimed before such a gap may have been taken back by another relay meanwhile
-    /// (its marker gone), so they are not started ([`Confirmed::lapses`]).
+    /// (its marker gone), so they are not started ([`Confirmed::lapses`]). Other
+    /// relays wait `crate::liveness::GRACE` (2 s) before they take rows back; the
+    /// shorter `within` (1.25 s) leaves room for a look that answered slowly, since
+    /// a gap is measured between answers, not between the moments the server saw
+    /// the marker.
     lapses: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -94,6 +98,8 @@ impl Confirmed {
         }
     }
 
+    /// A session answered just now: the liveness look, or a claim (every session
+    /// holds the marker, so either proves it held).
     pub(crate) fn set(&self) {
         let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
         if at.is_none_or(|t| t.elapsed() >= self.within) {

@@ -472,7 +472,13 @@ fn render_detail(d: &Detail, waits: &Waits) -> String {
         if let Some(p) = &waits.pause {
             why.push(format!("the pause of {p} (`n8n-relay queue resume`)"));
         }
-        if let Some((id, event, status, url)) = &ordering.waits_for {
+        if let Some(queue_admin::Blocker {
+            id,
+            event_type: event,
+            status,
+            url,
+        }) = &ordering.waits_for
+        {
             let how = if status == QueueStatus::Failed.as_str() {
                 format!(": `n8n-relay queue retry {id}` or `queue cancel {id}` lets it go")
             } else {

@@ -699,6 +699,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_row_a_shown_row_waits_for_is_given_without_its_urls_credentials() {
+        let ordering = queue_admin::OrderingState {
+            ordering: Some("block".into()),
+            scope: None,
+            waits_for: Some(queue_admin::Blocker {
+                id: 3,
+                event_type: "lead_scraped".into(),
+                status: "failed".into(),
+                url: "https://relay:s3cret@n8n.example/webhook/x".into(),
+            }),
+            behind_outbox: false,
+        };
+        let mut shown = json!({ "ordering": ordering });
+        without_credentials(&mut shown);
+        let text = shown.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("n8n.example/webhook/x"), "{text}");
+    }
+
+    #[test]
     fn tables_align_columns_and_right_align_numbers() {
         let mut t = Table::new(&["status", "count"]);
         t.row(vec!["pending".into(), "5".into()]);

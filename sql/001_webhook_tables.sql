@@ -6,18 +6,17 @@
 -- records every attempt in webhook_logs and webhook_retry_history.
 
 -- An upgrade changes the relay's tables (ADD COLUMN, CREATE INDEX lock the table even
--- when there is nothing to add), and one from a release that indexed unrouted events
--- drops that index, which locks the outbox every business write inserts into. Behind a
--- long transaction such a lock would wait, and every write queued behind it with it:
--- so each waits at most lock_timeout (5 s unless the session sets a nonzero one), then
--- the script stops with "canceling statement due to lock timeout". Run it again.
--- The session's own lock_timeout comes back at the end of the script (a DBA's psql
--- session, or a pooled server connection, keeps no 5 s of ours).
+-- when there is nothing to add). Behind a long transaction such a lock would wait, and
+-- every statement queued behind it with it: so each waits at most lock_timeout (5 s
+-- unless the session sets one), then the script stops with "canceling statement due to
+-- lock timeout". Run it again. A session that set no lock_timeout has none again at
+-- the end (n8n_relay.lock_timeout_ours marks that this script set it, so a run stopped
+-- half way and run again still ends with none); one that set its own keeps it.
 DO $$
 BEGIN
-    PERFORM set_config('n8n_relay.lock_timeout_before', current_setting('lock_timeout'), false);
     IF current_setting('lock_timeout') = '0' THEN
         PERFORM set_config('lock_timeout', '5s', false);
+        PERFORM set_config('n8n_relay.lock_timeout_ours', 'on', false);
     END IF;
 END;
 $$;
@@ -299,16 +298,11 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
     changed_at           timestamptz NOT NULL DEFAULT now()
 );
 
--- Upgrading from releases that kept routed events in the outbox: they are already in
--- webhook_queue, and the index on unrouted ones cost every business INSERT a second
--- index entry. Last in the script: dropping the index locks the outbox, and `migrate`
--- runs the script as one transaction, which holds that lock until it commits; here
--- nothing comes after it that could wait.
-DELETE FROM webhook_events WHERE routed_at IS NOT NULL;
-DROP INDEX IF EXISTS webhook_events_unrouted_idx;
-
 DO $$
 BEGIN
-    PERFORM set_config('lock_timeout', current_setting('n8n_relay.lock_timeout_before'), false);
+    IF current_setting('n8n_relay.lock_timeout_ours', true) = 'on' THEN
+        PERFORM set_config('lock_timeout', '0', false);
+        PERFORM set_config('n8n_relay.lock_timeout_ours', '', false);
+    END IF;
 END;
 $$;

@@ -26,6 +26,24 @@
 -- queue.processing_interval_seconds). The setting is read only when the flag is
 -- armed, so other writes pay nothing for it.
 
+-- Upgrading from releases that kept routed events in the outbox: they are already in
+-- webhook_queue, and their index on unrouted events cost every business INSERT a
+-- second index entry. Here rather than in 001: dropping the index locks the outbox,
+-- and in a script of its own (one transaction under `migrate`) that lock is held only
+-- as long as this script, which waits on no lock of the relay's other tables (a route
+-- locks the outbox first, then the queue: 001 locking them the other way round could
+-- deadlock with a relay still routing). At most lock_timeout (5 s unless the session
+-- sets one) behind a business transaction, then it stops; run it again.
+DO $$
+BEGIN
+    IF current_setting('lock_timeout') = '0' THEN
+        PERFORM set_config('lock_timeout', '5s', true);
+    END IF;
+    DELETE FROM webhook_events WHERE routed_at IS NOT NULL;
+    DROP INDEX IF EXISTS webhook_events_unrouted_idx;
+END;
+$$;
+
 CREATE SEQUENCE IF NOT EXISTS webhook_relay_wakeup
     AS integer MINVALUE 0 MAXVALUE 1 START WITH 0 NO CYCLE;
 

@@ -3,16 +3,22 @@
 -- Undelivered events are lost with the tables: check `n8n-relay queue stats` first
 -- (pending, sending and "not yet routed", the events still in the outbox, all 0).
 -- Idempotent: psql -v ON_ERROR_STOP=1 -f sql/uninstall.sql may run any number of times.
-
--- Refused, changing nothing, while functions of yours call webhook_emit() (sql/README,
--- "Your own tables"): without it every write of the tables whose triggers run them
--- would fail. And like the install scripts, it waits at most lock_timeout (5 s unless
--- the session sets a nonzero one) for a business table: DROP TRIGGER locks out its
--- reads and writes, and behind a long transaction it would hold up all of them.
+--
+-- One statement, so one transaction whatever psql's settings: it removes all of it or,
+-- on any error, nothing.
+-- - Refused while something of yours uses webhook_emit() (sql/README, "Your own
+--   tables"): without it every write of the tables whose triggers call it would fail.
+--   A function whose body calls it (in any spelling; plpgsql bodies are text, which
+--   Postgres does not track), or anything Postgres records as depending on it (a
+--   BEGIN ATOMIC function, a view, a column default). A false alarm (a call in a
+--   comment) passes with: PGOPTIONS='-c n8n_relay.uninstall_anyway=on' psql ...
+-- - Each lock waits at most lock_timeout (5 s unless the session sets one; for this
+--   transaction only): DROP TRIGGER locks out a business table's reads and writes,
+--   and behind a long transaction it would hold up all of them. Stop the relay first,
+--   or its sessions may hold the relay's tables.
 DO $$
 DECLARE
-    v_functions text;
-    v_triggers  text;
+    v_emit      oid := to_regprocedure('webhook_emit(text, text, bigint, jsonb)')::oid;
     v_ours      oid[] := array_remove(ARRAY[
         to_regprocedure('webhook_emit(text, text, bigint, jsonb)')::oid,
         to_regprocedure('webhook_leads_emit()')::oid,
@@ -21,29 +27,37 @@ DECLARE
         to_regprocedure('webhook_event_types()')::oid,
         to_regprocedure('webhook_order_gate(text, text, bigint, bigint, text, text[])')::oid
     ], NULL);
+    v_users     text;
+    v_triggers  text;
+    v_dependent text;
 BEGIN
     -- A call in any spelling: Webhook_Emit(, "webhook_emit"(, public.webhook_emit (;
     -- not a name that merely ends in it (customers_webhook_emit).
     SELECT string_agg(DISTINCT p.oid::regprocedure::text, ', '),
            string_agg(DISTINCT t.tgname || ' ON ' || t.tgrelid::regclass::text, ', ')
-      INTO v_functions, v_triggers
+      INTO v_users, v_triggers
       FROM pg_proc p
       LEFT JOIN pg_trigger t ON t.tgfoid = p.oid AND NOT t.tgisinternal
      WHERE p.prosrc ~* '"?\mwebhook_emit"?\s*\('
        AND p.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
        AND NOT (p.oid = ANY (v_ours));
-    IF v_functions IS NOT NULL
+    SELECT string_agg(DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid), ', ')
+      INTO v_dependent
+      FROM pg_depend d
+     WHERE d.refclassid = 'pg_proc'::regclass AND d.refobjid = v_emit
+       AND d.deptype = 'n';
+    IF (v_users IS NOT NULL OR v_dependent IS NOT NULL)
        AND lower(coalesce(current_setting('n8n_relay.uninstall_anyway', true), 'off'))
            NOT IN ('on', 'true', 'yes', '1') THEN
-        RAISE EXCEPTION 'n8n-relay uninstall: % call webhook_emit(), which this script removes (triggers running them: %)',
-            v_functions, coalesce(v_triggers, 'none')
+        RAISE EXCEPTION 'n8n-relay uninstall: % use webhook_emit(), which this script removes (triggers running them: %)',
+            concat_ws(', ', v_users, v_dependent), coalesce(v_triggers, 'none')
             USING ERRCODE = 'dependent_objects_still_exist',
-                  HINT = 'Drop those triggers and functions first (or replace them), then run this script again; nothing was removed. If they do not call it after all, SET n8n_relay.uninstall_anyway = on first.';
+                  HINT = 'Drop those first (or replace them), then run this script again; nothing was removed. For a false alarm (a call in a comment): PGOPTIONS=''-c n8n_relay.uninstall_anyway=on'' psql ...';
     END IF;
-    PERFORM set_config('n8n_relay.lock_timeout_before', current_setting('lock_timeout'), false);
     IF current_setting('lock_timeout') = '0' THEN
-        PERFORM set_config('lock_timeout', '5s', false);
+        PERFORM set_config('lock_timeout', '5s', true);
     END IF;
+
     IF to_regclass('leads') IS NOT NULL THEN
         DROP TRIGGER IF EXISTS webhook_leads_insert ON leads;
         DROP TRIGGER IF EXISTS webhook_leads_update ON leads;
@@ -54,30 +68,24 @@ BEGIN
     IF to_regclass('videos') IS NOT NULL THEN
         DROP TRIGGER IF EXISTS webhook_videos_change ON videos;
     END IF;
-END;
-$$;
 
-DROP FUNCTION IF EXISTS webhook_leads_emit();
-DROP FUNCTION IF EXISTS webhook_asset_emit();
-DROP FUNCTION IF EXISTS webhook_emit(text, text, bigint, jsonb);
-DROP FUNCTION IF EXISTS webhook_wake_relay(bigint);
-DROP FUNCTION IF EXISTS webhook_event_types();
-DROP FUNCTION IF EXISTS webhook_order_gate(text, text, bigint, bigint, text, text[]);
-DROP SEQUENCE IF EXISTS webhook_relay_wakeup;
-DROP TABLE IF EXISTS webhook_retry_history;
-DROP TABLE IF EXISTS webhook_logs;
-DROP TABLE IF EXISTS webhook_queue;
-DROP TABLE IF EXISTS webhook_events;
-DROP TABLE IF EXISTS workflow_runs;
-DROP TABLE IF EXISTS webhook_callback_receipts;
-DROP TABLE IF EXISTS webhook_pauses;
-DROP TABLE IF EXISTS webhook_rate_budget;
-DROP TABLE IF EXISTS webhook_endpoints;
-DROP TABLE IF EXISTS relay_schema_migrations;
-
-DO $$
-BEGIN
-    PERFORM set_config('lock_timeout', current_setting('n8n_relay.lock_timeout_before'), false);
+    DROP FUNCTION IF EXISTS webhook_leads_emit();
+    DROP FUNCTION IF EXISTS webhook_asset_emit();
+    DROP FUNCTION IF EXISTS webhook_emit(text, text, bigint, jsonb);
+    DROP FUNCTION IF EXISTS webhook_wake_relay(bigint);
+    DROP FUNCTION IF EXISTS webhook_event_types();
+    DROP FUNCTION IF EXISTS webhook_order_gate(text, text, bigint, bigint, text, text[]);
+    DROP SEQUENCE IF EXISTS webhook_relay_wakeup;
+    DROP TABLE IF EXISTS webhook_retry_history;
+    DROP TABLE IF EXISTS webhook_logs;
+    DROP TABLE IF EXISTS webhook_queue;
+    DROP TABLE IF EXISTS webhook_events;
+    DROP TABLE IF EXISTS workflow_runs;
+    DROP TABLE IF EXISTS webhook_callback_receipts;
+    DROP TABLE IF EXISTS webhook_pauses;
+    DROP TABLE IF EXISTS webhook_rate_budget;
+    DROP TABLE IF EXISTS webhook_endpoints;
+    DROP TABLE IF EXISTS relay_schema_migrations;
 END;
 $$;
 

@@ -525,8 +525,10 @@ async fn migrate_attaches_the_triggers_to_tables_created_after_the_first_run() {
 /// Upgrading from a release that indexed unrouted events drops that index, which locks
 /// the outbox. Behind a business transaction that holds it, the script must give up
 /// within its lock timeout: waiting, it would queue every business write behind it.
+/// The tables' script (001) does not touch the outbox at all, so it goes through, and
+/// each leaves the session's lock_timeout as it found it.
 #[tokio::test]
-async fn upgrading_the_tables_behind_an_open_business_write_gives_up_instead_of_queueing_writes() {
+async fn upgrading_behind_an_open_business_write_gives_up_instead_of_queueing_writes() {
     let db = TestDb::migrated().await;
     let admin = db.client().await;
     admin
@@ -543,9 +545,17 @@ async fn upgrading_the_tables_behind_an_open_business_write_gives_up_instead_of_
         .expect("a business write, not yet committed");
 
     let upgrade = db.client().await;
-    let ran = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
+    let limit = std::time::Duration::from_secs(30);
+    tokio::time::timeout(
+        limit,
         upgrade.batch_execute(include_str!("../../sql/001_webhook_tables.sql")),
+    )
+    .await
+    .expect("001 waits for no business transaction")
+    .expect("001 runs beside an open business write");
+    let ran = tokio::time::timeout(
+        limit,
+        upgrade.batch_execute(include_str!("../../sql/002_webhook_emit.sql")),
     )
     .await
     .expect("the upgrade gives up instead of waiting for the business transaction");
@@ -558,7 +568,7 @@ async fn upgrading_the_tables_behind_an_open_business_write_gives_up_instead_of_
 
     open.commit().await.expect("the business write commits");
     upgrade
-        .batch_execute(include_str!("../../sql/001_webhook_tables.sql"))
+        .batch_execute(include_str!("../../sql/002_webhook_emit.sql"))
         .await
         .expect("run again once that transaction ended");
     assert_eq!(
@@ -574,7 +584,24 @@ async fn upgrading_the_tables_behind_an_open_business_write_gives_up_instead_of_
             .expect("lock_timeout")
             .get::<_, String>(0),
         "0",
-        "the session's lock_timeout is its own again after the script"
+        "the session's lock_timeout is its own again after the scripts"
+    );
+    // A session that set its own keeps it.
+    upgrade
+        .batch_execute("SET lock_timeout = '3s'")
+        .await
+        .expect("set");
+    upgrade
+        .batch_execute(include_str!("../../sql/001_webhook_tables.sql"))
+        .await
+        .expect("001 again");
+    assert_eq!(
+        upgrade
+            .query_one("SHOW lock_timeout", &[])
+            .await
+            .expect("lock_timeout")
+            .get::<_, String>(0),
+        "3s"
     );
 }
 
@@ -600,6 +627,10 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
                  PERFORM public.\"webhook_emit\"('lead_scraped', 'customer', 1, '{}');
                  PERFORM Webhook_Emit('lead_scraped', 'customer', 1, '{}');
              END $$;
+             CREATE FUNCTION atomic_emit() RETURNS bigint LANGUAGE sql
+             BEGIN ATOMIC
+                 SELECT webhook_emit('lead_scraped', 'customer', 1, '{}');
+             END;
              CREATE FUNCTION my_webhook_emit(n int) RETURNS int LANGUAGE sql AS 'SELECT n';
              CREATE FUNCTION calls_its_own() RETURNS int LANGUAGE sql
                  AS 'SELECT my_webhook_emit(1)';",
@@ -615,7 +646,8 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
     assert!(
         db_err.message().contains("customers_emit()")
             && db_err.message().contains("customers_webhook ON customers")
-            && db_err.message().contains("shouting_emit()"),
+            && db_err.message().contains("shouting_emit()")
+            && db_err.message().contains("atomic_emit()"),
         "names the functions and the trigger, however the call is spelled: {}",
         db_err.message()
     );
@@ -638,7 +670,7 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
     client
         .batch_execute(
             "DROP TRIGGER customers_webhook ON customers; DROP FUNCTION customers_emit(); \
-             DROP FUNCTION shouting_emit()",
+             DROP FUNCTION shouting_emit(); DROP FUNCTION atomic_emit()",
         )
         .await
         .expect("the DBA drops their own first");

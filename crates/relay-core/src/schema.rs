@@ -115,26 +115,32 @@ impl Outcome {
 /// DBA disabled stays so, and an unchanged script takes no lock.
 const TRIGGERS: &str = "004_triggers.sql";
 
-/// The tables `004_triggers.sql` attaches to, and the trigger it names on each.
-const ATTACHED: &[(&str, &str)] = &[
-    ("leads", "webhook_leads_insert"),
-    ("leads", "webhook_leads_update"),
-    ("demo_sites", "webhook_demo_sites_change"),
-    ("videos", "webhook_videos_change"),
+/// The tables `004_triggers.sql` attaches to, the trigger it names on each, and the
+/// column it needs there (without it the script skips the table, with a notice).
+const ATTACHED: &[(&str, &str, &str)] = &[
+    ("leads", "webhook_leads_insert", ""),
+    ("leads", "webhook_leads_update", ""),
+    ("demo_sites", "webhook_demo_sites_change", "status"),
+    ("videos", "webhook_videos_change", "status"),
 ];
 
-/// Whether a table of $1 exists without its trigger $2 (a catalog read, no lock).
+/// Whether a table of $1 that 004 would attach to (it has the column $3 names) lacks
+/// its trigger $2. A catalog read, no lock.
 const TRIGGER_MISSING: &str = "SELECT EXISTS (
-    SELECT 1 FROM unnest($1::text[], $2::text[]) AS v(tbl, name)
+    SELECT 1 FROM unnest($1::text[], $2::text[], $3::text[]) AS v(tbl, name, col)
     WHERE to_regclass(v.tbl) IS NOT NULL
+      AND (v.col = '' OR EXISTS (SELECT 1 FROM pg_attribute a
+                                 WHERE a.attrelid = to_regclass(v.tbl)
+                                   AND a.attname = v.col AND NOT a.attisdropped))
       AND NOT EXISTS (SELECT 1 FROM pg_trigger t
                       WHERE t.tgrelid = to_regclass(v.tbl) AND t.tgname = v.name))";
 
 async fn trigger_missing(client: &Client) -> Result<bool, DbError> {
-    let tables: Vec<&str> = ATTACHED.iter().map(|(t, _)| *t).collect();
-    let names: Vec<&str> = ATTACHED.iter().map(|(_, n)| *n).collect();
+    let tables: Vec<&str> = ATTACHED.iter().map(|(t, _, _)| *t).collect();
+    let names: Vec<&str> = ATTACHED.iter().map(|(_, n, _)| *n).collect();
+    let columns: Vec<&str> = ATTACHED.iter().map(|(_, _, c)| *c).collect();
     Ok(client
-        .query_one(TRIGGER_MISSING, &[&tables, &names])
+        .query_one(TRIGGER_MISSING, &[&tables, &names, &columns])
         .await?
         .try_get(0)?)
 }
@@ -203,11 +209,23 @@ mod tests {
             .iter()
             .find(|s| s.name == TRIGGERS)
             .expect("the triggers script");
-        for (table, trigger) in ATTACHED {
+        for (table, trigger, column) in ATTACHED {
             assert!(
                 script.sql.contains(&format!("('{table}', '{trigger}'")),
                 "004 attaches {trigger} to {table}"
             );
+            let needs = if column.is_empty() {
+                "NULL".to_string()
+            } else {
+                format!("'{column}'")
+            };
+            let line = script
+                .sql
+                .lines()
+                .skip_while(|l| !l.contains(&format!("('{table}', '{trigger}'")))
+                .take(2)
+                .collect::<String>();
+            assert!(line.contains(&needs), "{trigger} needs {needs}: {line}");
         }
     }
 }

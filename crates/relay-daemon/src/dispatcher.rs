@@ -359,16 +359,17 @@ impl Dispatcher {
         state.cooldown.values().map(|until| *until - now).min()
     }
 
-    /// Queues claimed rows and starts workers for them.
-    pub(crate) fn start(&mut self, jobs: Vec<Job>, lease_until: Instant) {
+    /// Queues rows claimed by a statement sent at `sent` and starts workers for them.
+    pub(crate) fn start(&mut self, jobs: Vec<Job>, sent: Instant, lease_until: Instant) {
         while self.tasks.try_join_next().is_some() {}
         if jobs.is_empty() {
             return;
         }
-        // The claim that found these rows is a session's answer: counted before the
-        // rows take the lapse count, so rows claimed right after a reconnect (before
-        // the liveness look confirms it) are not taken for rows of before the gap.
-        self.shared.confirmed.set();
+        // The claim that found these rows is a session's answer, proof of the marker
+        // as of when it was sent: counted before the rows take the lapse count, so
+        // rows claimed right after a reconnect (before the liveness look confirms it)
+        // are not taken for rows of before the gap.
+        self.shared.confirmed.set_at(sent.into_std());
         let lapses = self.shared.confirmed.lapses();
         let spawn = {
             let mut state = self.shared.state();

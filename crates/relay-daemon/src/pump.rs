@@ -232,7 +232,7 @@ impl Pump {
         let jobs = claim::claim_due(&self.db, &self.routes, &load, self.limits, want).await?;
         let claimed = jobs.len();
         self.steering.spend(&jobs);
-        self.dispatcher.start(jobs, now + self.limits.lease);
+        self.dispatcher.start(jobs, now, now + self.limits.lease);
         Ok((claimed, want))
     }
 
@@ -540,7 +540,8 @@ impl Pump {
         } else {
             0
         };
-        let lease_until = tokio::time::Instant::now() + self.limits.lease;
+        let sent = tokio::time::Instant::now();
+        let lease_until = sent + self.limits.lease;
         // While delivering, route only as many events as there are free slots: they
         // are inserted already claimed and go out at once. The route statement leaves
         // in the outbox the events an endpoint with room could not take in this batch,
@@ -596,7 +597,7 @@ impl Pump {
         // Paused, there is nothing to claim.
         let mut due_exhausted = !delivering;
         self.steering.spend(&routed.jobs);
-        self.dispatcher.start(routed.jobs, lease_until);
+        self.dispatcher.start(routed.jobs, sent, lease_until);
         if delivering {
             let free = self.dispatcher.free_slots();
             if free == 0 {

@@ -101,12 +101,22 @@ impl Confirmed {
     /// A session answered just now: the liveness look, or a claim (every session
     /// holds the marker, so either proves it held).
     pub(crate) fn set(&self) {
+        self.set_at(std::time::Instant::now());
+    }
+
+    /// A session's answer to a statement sent at `sent`: the marker was held then (not
+    /// necessarily when the answer arrived, which a partition can delay).
+    pub(crate) fn set_at(&self, sent: std::time::Instant) {
         let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
-        if at.is_none_or(|t| t.elapsed() >= self.within) {
-            self.lapses
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match *at {
+            Some(last) if sent <= last => return,
+            Some(last) if sent.duration_since(last) < self.within => {}
+            _ => {
+                self.lapses
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
-        *at = Some(std::time::Instant::now());
+        *at = Some(sent);
     }
 
     /// Changes whenever this relay's hold on its rows was unconfirmed for a while:
@@ -183,5 +193,30 @@ mod tests {
         assert_eq!(load.room(&urls(&["b"]), 8), 0, "over its cap");
         assert_eq!(load.room(&urls(&["a", "b", "idle"]), 8), 5 + 8);
         assert_eq!(load.room(&[], 8), 0);
+    }
+
+    #[test]
+    fn a_confirmation_after_a_gap_counts_a_lapse_and_an_older_one_changes_nothing() {
+        let within = std::time::Duration::from_millis(1250);
+        let confirmed = Confirmed::new(within);
+        let start = std::time::Instant::now();
+        let at = |ms: u64| start + std::time::Duration::from_millis(ms);
+        confirmed.set_at(at(0));
+        let before = confirmed.lapses();
+        confirmed.set_at(at(500));
+        confirmed.set_at(at(1000));
+        assert_eq!(confirmed.lapses(), before, "answers half a second apart");
+        confirmed.set_at(at(900));
+        assert_eq!(
+            confirmed.lapses(),
+            before,
+            "a claim sent before the last look"
+        );
+        confirmed.set_at(at(3000));
+        assert_eq!(
+            confirmed.lapses(),
+            before + 1,
+            "two seconds without an answer"
+        );
     }
 }

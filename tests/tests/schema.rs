@@ -522,6 +522,15 @@ async fn migrate_attaches_the_triggers_to_tables_created_after_the_first_run() {
     );
 }
 
+/// The session's lock_timeout, as SHOW gives it.
+async fn lock_timeout(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one("SHOW lock_timeout", &[])
+        .await
+        .expect("lock_timeout")
+        .get(0)
+}
+
 /// Upgrading from a release that indexed unrouted events drops that index, which locks
 /// the outbox. Behind a business transaction that holds it, the script must give up
 /// within its lock timeout: waiting, it would queue every business write behind it.
@@ -578,11 +587,7 @@ async fn upgrading_behind_an_open_business_write_gives_up_instead_of_queueing_wr
     );
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
     assert_eq!(
-        upgrade
-            .query_one("SHOW lock_timeout", &[])
-            .await
-            .expect("lock_timeout")
-            .get::<_, String>(0),
+        lock_timeout(&upgrade).await,
         "0",
         "the session's lock_timeout is its own again after the scripts"
     );
@@ -595,14 +600,7 @@ async fn upgrading_behind_an_open_business_write_gives_up_instead_of_queueing_wr
         .batch_execute(include_str!("../../sql/001_webhook_tables.sql"))
         .await
         .expect("001 again");
-    assert_eq!(
-        upgrade
-            .query_one("SHOW lock_timeout", &[])
-            .await
-            .expect("lock_timeout")
-            .get::<_, String>(0),
-        "3s"
-    );
+    assert_eq!(lock_timeout(&upgrade).await, "3s");
 }
 
 /// A trigger of the DBA's own that calls webhook_emit() (sql/README, "Your own
@@ -679,11 +677,7 @@ async fn uninstall_refuses_while_a_function_of_yours_calls_webhook_emit_and_remo
         .await
         .expect("then uninstall runs");
     assert_eq!(
-        client
-            .query_one("SHOW lock_timeout", &[])
-            .await
-            .expect("lock_timeout")
-            .get::<_, String>(0),
+        lock_timeout(&client).await,
         "0",
         "the session's lock_timeout is its own again"
     );

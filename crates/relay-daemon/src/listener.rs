@@ -71,7 +71,7 @@ pub(crate) async fn run(
                 } else {
                     "listener could not connect; trying again"
                 };
-                match failing.failed() {
+                match failing.failed(what) {
                     Say::Warn => warn!(error = %e, retry_in = ?delay, "{what}"),
                     Say::Quietly => debug!(error = %e, retry_in = ?delay, "{what}"),
                 }

@@ -321,7 +321,7 @@ impl Pump {
                     } else {
                         "database error; backing off"
                     };
-                    match streak.failed() {
+                    match streak.failed(what) {
                         Say::Warn => warn!(error = %e, retry_in = ?delay, "{what}"),
                         Say::Quietly => debug!(error = %e, retry_in = ?delay, "{what}"),
                     }

@@ -15,6 +15,9 @@ pub(crate) struct Streak {
     since: Option<Instant>,
     warned: Option<Instant>,
     failures: u32,
+    /// What the last failure was (its log message): a different one is said at once
+    /// (the database came back without the relay's tables: "run migrate").
+    what: &'static str,
 }
 
 /// How a failure is to be logged.
@@ -27,9 +30,9 @@ pub(crate) enum Say {
 }
 
 impl Streak {
-    /// Counts a failure.
-    pub(crate) fn failed(&mut self) -> Say {
-        self.failed_at(Instant::now())
+    /// Counts a failure, `what` being how it is logged.
+    pub(crate) fn failed(&mut self, what: &'static str) -> Say {
+        self.failed_at(Instant::now(), what)
     }
 
     /// A success: the run that ended, if any, as (failures, how long since the first).
@@ -37,11 +40,12 @@ impl Streak {
         self.ended_at(Instant::now())
     }
 
-    fn failed_at(&mut self, now: Instant) -> Say {
+    fn failed_at(&mut self, now: Instant, what: &'static str) -> Say {
         self.since.get_or_insert(now);
         self.failures = self.failures.saturating_add(1);
+        let same = std::mem::replace(&mut self.what, what) == what;
         match self.warned {
-            Some(at) if now.saturating_duration_since(at) < REMIND_EVERY => Say::Quietly,
+            Some(at) if same && now.saturating_duration_since(at) < REMIND_EVERY => Say::Quietly,
             _ => {
                 self.warned = Some(now);
                 Say::Warn
@@ -53,6 +57,7 @@ impl Streak {
         let since = self.since.take()?;
         let failures = std::mem::take(&mut self.failures);
         self.warned = None;
+        self.what = "";
         Some((failures, now.saturating_duration_since(since)))
     }
 }
@@ -78,21 +83,33 @@ mod tests {
         let at = |s: u64| start + Duration::from_secs(s);
         let mut streak = Streak::default();
         assert_eq!(streak.ended_at(at(0)), None, "no run, nothing ended");
-        assert_eq!(streak.failed_at(at(0)), Say::Warn);
+        const DOWN: &str = "database error; backing off";
+        assert_eq!(streak.failed_at(at(0), DOWN), Say::Warn);
         for i in 1..12 {
-            assert_eq!(streak.failed_at(at(5 * i)), Say::Quietly);
+            assert_eq!(streak.failed_at(at(5 * i), DOWN), Say::Quietly);
         }
         assert_eq!(
-            streak.failed_at(at(60)),
+            streak.failed_at(at(60), DOWN),
             Say::Warn,
             "a reminder after a minute"
         );
         assert_eq!(streak.ended_at(at(61)), Some((13, Duration::from_secs(61))));
         assert_eq!(
-            streak.failed_at(at(62)),
+            streak.failed_at(at(62), DOWN),
             Say::Warn,
             "the next run warns at once"
         );
+    }
+
+    #[test]
+    fn a_different_failure_in_a_run_is_said_at_once() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut streak = Streak::default();
+        assert_eq!(streak.failed_at(at(0), "database error"), Say::Warn);
+        assert_eq!(streak.failed_at(at(5), "database error"), Say::Quietly);
+        assert_eq!(streak.failed_at(at(10), "tables missing"), Say::Warn);
+        assert_eq!(streak.failed_at(at(15), "tables missing"), Say::Quietly);
     }
 
     #[test]

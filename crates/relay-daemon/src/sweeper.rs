@@ -61,7 +61,7 @@ pub(crate) async fn run(
             }
             Ok(_) => Wake::Sweep,
             Err(e) => {
-                match failing.failed() {
+                match failing.failed("could not release expired leases") {
                     Say::Warn => warn!(error = %e, "could not release expired leases"),
                     Say::Quietly => debug!(error = %e, "could not release expired leases"),
                 }

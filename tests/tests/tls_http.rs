@@ -220,3 +220,84 @@ async fn sighup_without_tls_leaves_the_relay_running() {
     .await;
     assert!(relay.is_running(), "{}", relay.log());
 }
+
+/// A certificate and a key that are each valid but not a pair: `run` said "relay
+/// started", answered ready, and never opened the callback port. Refused at start, by
+/// `check-config` too, naming both files; a half-written certificate says so in words.
+#[tokio::test]
+async fn a_certificate_and_a_key_that_are_no_pair_stop_run_and_check_config() {
+    let pki = Pki::new("mismatch");
+    let one = pki.server("one", &["127.0.0.1"], Validity::Current);
+    let other = pki.server("other", &["127.0.0.1"], Validity::Current);
+    let db = TestDb::migrated().await;
+    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("RELAY_CALLBACKS__TLS_CERT", one.cert.display())
+        .env("RELAY_CALLBACKS__TLS_KEY", other.key.display());
+    for command in [vec!["check-config"], vec!["run"]] {
+        let out = tokio::time::timeout(T, builder.clone().args(command.clone()).output())
+            .await
+            .expect("it stops at once");
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("callbacks.tls_key")
+                && said.contains(&other.key.display().to_string())
+                && said.contains(&one.cert.display().to_string())
+                && said.contains("does not go with the certificate"),
+            "{command:?}: {said}"
+        );
+        assert!(
+            !said.contains("invalid configuration: invalid configuration"),
+            "{said}"
+        );
+    }
+
+    let half = pki.dir.join("half.crt");
+    let text = std::fs::read_to_string(&one.cert).expect("cert");
+    std::fs::write(&half, &text[..text.len() / 2]).expect("half a certificate");
+    let out = builder
+        .clone()
+        .env("RELAY_CALLBACKS__TLS_CERT", half.display())
+        .env("RELAY_CALLBACKS__TLS_KEY", one.key.display())
+        .args(["check-config"])
+        .output()
+        .await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no END CERTIFICATE line") && !said.contains("[67, 69"),
+        "{said}"
+    );
+}
+
+/// A self-signed n8n certificate made as OpenSSL 3 makes one by default is a CA
+/// certificate, which no client takes as a server's own, listed in ca_file or not.
+/// last_error says that and what to do, where it said `CaUsedAsEndEntity`.
+#[tokio::test]
+async fn an_n8n_presenting_a_ca_certificate_as_its_own_gets_a_last_error_that_says_what_to_do() {
+    let pki = Pki::new("n8n-ca-leaf");
+    let server = pki.self_signed_ca_for("n8n", &["127.0.0.1"]);
+    let sink = Sink::https(&server, None).await;
+    let db = TestDb::migrated().await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_N8N__CA_FILE", server.cert.display())
+        .spawn();
+    db.insert_lead().await;
+    let client = db.client().await;
+    let error: String = wait_until("a failed attempt", T, || async {
+        client
+            .query_opt(
+                "SELECT last_error FROM webhook_queue WHERE last_error IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("queue")
+            .map(|r| r.get(0))
+    })
+    .await;
+    assert!(
+        error.contains("is a CA certificate")
+            && error.contains("basicConstraints=critical,CA:FALSE"),
+        "{error}"
+    );
+    assert_eq!(sink.count(), 0);
+}

@@ -24,15 +24,10 @@ pub(crate) struct Certificates {
 
 impl Certificates {
     fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, relay_core::ConfigError> {
-        let chain = relay_core::tls::load_certs("callbacks.tls_cert", cert)?;
-        let private = relay_core::tls::load_key("callbacks.tls_key", key)?;
-        CertifiedKey::from_der(chain, private, &relay_core::tls::provider()).map_err(|e| {
-            relay_core::ConfigError::Invalid(format!(
-                "callbacks.tls_key: {} does not go with the certificate in {} ({e})",
-                key.display(),
-                cert.display()
-            ))
-        })
+        Ok(relay_core::tls::certified_key(
+            ("callbacks.tls_cert", cert),
+            ("callbacks.tls_key", key),
+        )?)
     }
 
     /// Reads both files again and serves them from the next handshake on.

@@ -40,8 +40,9 @@ pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>
         .collect::<Result<_, _>>()
         .map_err(|e| {
             TlsFileError(format!(
-                "{key}: {} is not a PEM file of certificates ({e})",
-                path.display()
+                "{key}: {} is not a PEM file of certificates ({})",
+                path.display(),
+                pem_problem(&e)
             ))
         })?;
     if certs.is_empty() {
@@ -56,7 +57,10 @@ pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>
 /// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1). The file must be private
 /// (see [`crate::secrets::check_private`]), as libpq requires of `sslkey`.
 pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileError> {
-    crate::secrets::check_private(key, path).map_err(|e| TlsFileError(e.to_string()))?;
+    crate::secrets::check_private(key, path).map_err(|e| match e {
+        crate::ConfigError::Invalid(message) => TlsFileError(message),
+        other => TlsFileError(other.to_string()),
+    })?;
     let bytes = std::fs::read(path)
         .map_err(|e| TlsFileError(format!("{key}: cannot read {}: {e}", path.display())))?;
     // `BEGIN ENCRYPTED PRIVATE KEY`, or an old-style `Proc-Type: 4,ENCRYPTED` header:
@@ -72,10 +76,46 @@ pub fn load_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsFil
     }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
         TlsFileError(format!(
-            "{key}: {} holds no PEM private key ({e})",
-            path.display()
+            "{key}: {} holds no PEM private key ({})",
+            path.display(),
+            pem_problem(&e)
         ))
     })
+}
+
+/// A certificate chain and the private key that goes with it, as a server serves them
+/// ((setting, file) of each): a key of another certificate is refused here, naming
+/// both files, not at the first handshake.
+pub fn certified_key(
+    (cert_key, cert): (&str, &Path),
+    (key_key, key): (&str, &Path),
+) -> Result<rustls::sign::CertifiedKey, TlsFileError> {
+    let chain = load_certs(cert_key, cert)?;
+    let private = load_key(key_key, key)?;
+    rustls::sign::CertifiedKey::from_der(chain, private, &provider()).map_err(|e| {
+        TlsFileError(format!(
+            "{key_key}: {} does not go with the certificate in {} ({cert_key}; {e})",
+            key.display(),
+            cert.display()
+        ))
+    })
+}
+
+/// What is wrong with a PEM file, in words: the parser names a missing end marker as
+/// its bytes ("[67, 69, 82, ...]"), which is how a file still being written looks.
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "incomplete: no END {} line; a file still being written?",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a BEGIN line that is not PEM: {}",
+            String::from_utf8_lossy(line)
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// A root store of the CA certificates in `path`.

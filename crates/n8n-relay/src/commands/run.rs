@@ -86,9 +86,37 @@ pub async fn run(config: Config) -> CmdResult {
         ))
     });
 
-    let result = daemon.await;
-    // Whatever ended the daemon ends the rest too.
+    // A callback listener that stops on its own (it never stops but on shutdown, or
+    // on an error) stops the relay at once, with its error: n8n's callbacks would go
+    // unanswered while the relay looked alive and ready.
+    let mut daemon = daemon;
+    let mut callbacks = callbacks;
+    let (result, callbacks_failed) = match callbacks.as_mut() {
+        Some(listener) => tokio::select! {
+            result = &mut daemon => (Some(result), None),
+            ended = listener => {
+                callbacks = None;
+                let why = match ended {
+                    Ok(Ok(())) => "the callback listener stopped".to_string(),
+                    Ok(Err(e)) => format!("callback listener failed: {e}"),
+                    Err(e) => format!("callback listener task failed: {e}"),
+                };
+                // At a shutdown it stops first, as it should.
+                let failed = !shutdown.is_cancelled();
+                if failed {
+                    error!(error = %why, "stopping the relay: its callback listener is gone");
+                }
+                (None, failed.then_some(why))
+            }
+        },
+        None => (Some((&mut daemon).await), None),
+    };
+    // Whatever ended first ends the rest too.
     shutdown.cancel();
+    let result = match result {
+        Some(result) => result,
+        None => daemon.await,
+    };
     if let Some(observe) = observe {
         let _ = observe.await;
     }
@@ -103,11 +131,15 @@ pub async fn run(config: Config) -> CmdResult {
         }
     }
     match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(anyhow::Error::new(e).into()),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).into()),
         Err(e) => {
             error!(error = %e, "relay task failed");
-            Err(anyhow::anyhow!("relay task failed: {e}").into())
+            return Err(anyhow::anyhow!("relay task failed: {e}").into());
         }
+    }
+    match callbacks_failed {
+        Some(why) => Err(anyhow::anyhow!(why).into()),
+        None => Ok(()),
     }
 }

@@ -26,7 +26,10 @@ impl Config {
         builder.with_client_auth_cert(chain, key).map_err(|e| {
             ConfigError::invalid(
                 "n8n.client_key",
-                format!("does not match the certificate in n8n.client_cert ({e})"),
+                format!(
+                    "{} does not match the certificate in {} (n8n.client_cert; {e})",
+                    self.n8n.client_key, self.n8n.client_cert
+                ),
             )
         })
     }
@@ -117,8 +120,12 @@ impl Config {
             ));
         }
         if !self.callbacks.tls_cert.is_empty() {
-            crate::tls::load_certs("callbacks.tls_cert", Path::new(&self.callbacks.tls_cert))?;
-            crate::tls::load_key("callbacks.tls_key", Path::new(&self.callbacks.tls_key))?;
+            // The pair, as the listener will serve it: each file valid on its own is
+            // not enough (a key of another certificate left the listener unopened).
+            crate::tls::certified_key(
+                ("callbacks.tls_cert", Path::new(&self.callbacks.tls_cert)),
+                ("callbacks.tls_key", Path::new(&self.callbacks.tls_key)),
+            )?;
         }
         seconds("security.max_age_seconds", self.security.max_age_seconds)?;
         self.security.signing_keys()?;

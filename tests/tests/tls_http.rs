@@ -16,6 +16,22 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 const T: Duration = Duration::from_secs(20);
 
+/// The first `last_error` a failed attempt writes.
+async fn first_last_error(db: &TestDb) -> String {
+    let client = db.client().await;
+    wait_until("a failed attempt", T, || async {
+        client
+            .query_opt(
+                "SELECT last_error FROM webhook_queue WHERE last_error IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("queue")
+            .map(|r| r.get(0))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn deliveries_to_an_https_n8n_behind_a_private_ca_verify_with_its_ca_file_and_fail_without() {
     let pki = Pki::new("n8n");
@@ -27,18 +43,7 @@ async fn deliveries_to_an_https_n8n_behind_a_private_ca_verify_with_its_ca_file_
     // Without the CA: a certificate error in last_error, nothing reaches n8n.
     let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
     db.insert_lead().await;
-    let client = db.client().await;
-    let error: String = wait_until("a failed attempt", T, || async {
-        client
-            .query_opt(
-                "SELECT last_error FROM webhook_queue WHERE last_error IS NOT NULL",
-                &[],
-            )
-            .await
-            .expect("queue")
-            .map(|r| r.get(0))
-    })
-    .await;
+    let error = first_last_error(&db).await;
     assert!(
         error.contains("certificate") && error.contains("UnknownIssuer"),
         "{error}"
@@ -282,18 +287,7 @@ async fn an_n8n_presenting_a_ca_certificate_as_its_own_gets_a_last_error_that_sa
         .env("RELAY_N8N__CA_FILE", server.cert.display())
         .spawn();
     db.insert_lead().await;
-    let client = db.client().await;
-    let error: String = wait_until("a failed attempt", T, || async {
-        client
-            .query_opt(
-                "SELECT last_error FROM webhook_queue WHERE last_error IS NOT NULL",
-                &[],
-            )
-            .await
-            .expect("queue")
-            .map(|r| r.get(0))
-    })
-    .await;
+    let error = first_last_error(&db).await;
     assert!(
         error.contains("is a CA certificate")
             && error.contains("basicConstraints=critical,CA:FALSE"),

@@ -458,11 +458,11 @@ async fn the_operator_commands_work_as_the_relay_role() {
         .batch_execute(
             "INSERT INTO leads (business_name) VALUES ('Acme Inc');
              INSERT INTO webhook_queue (event_type, entity_type, entity_id, webhook_url,
-                                        status, created_at)
+                                        status, created_at, updated_at)
              VALUES ('lead_scraped', 'lead', 1, 'http://n8n.test/webhook/lead-scraped',
-                     'failed', now() - interval '40 days'),
+                     'failed', now() - interval '40 days', now() - interval '40 days'),
                     ('lead_scraped', 'lead', 2, 'http://n8n.test/webhook/lead-scraped',
-                     'sent', now() - interval '40 days');",
+                     'sent', now() - interval '40 days', now() - interval '40 days');",
         )
         .await
         .expect("rows");

@@ -226,3 +226,29 @@ async fn a_database_that_cannot_be_reached_is_said_once_with_the_servers_reason(
         );
     }
 }
+
+/// Every delivery leaves a dead row; without autovacuum the claim slows down as they
+/// pile up, and nothing said why. The relay says so once, at start, naming the tables.
+#[tokio::test]
+async fn a_relay_whose_tables_autovacuum_skips_says_so_at_start() {
+    let db = TestDb::migrated().await;
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE webhook_logs SET (autovacuum_enabled = false)")
+        .await
+        .expect("autovacuum off for one table");
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let line = wait_until("the autovacuum warning", T, || async {
+        relay
+            .log()
+            .lines()
+            .find(|l| l.contains("autovacuum does not clean these tables"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        line.contains("WARN") && line.contains("webhook_logs"),
+        "{line}"
+    );
+}

@@ -52,9 +52,11 @@ async fn cli_args(db: &TestDb, args: &[&str]) -> Out {
 const INSERT_ROW: &str = "
     INSERT INTO webhook_queue
         (event_type, entity_type, entity_id, webhook_url, payload, status, retry_count,
-         max_retries, last_error, last_response_status, created_at, next_attempt_at, event_id)
+         max_retries, last_error, last_response_status, created_at, updated_at,
+         next_attempt_at, event_id)
     VALUES ($1, 'lead', $2, 'http://n8n.test/webhook/' || $1, $3, $4, $5, 3, $6, $7,
-            now() - make_interval(days => $8), now() - interval '1 second', $9)
+            now() - make_interval(days => $8), now() - make_interval(days => $8),
+            now() - interval '1 second', $9)
     RETURNING id";
 
 /// A queue row as the dispatcher would have left it in `status`.
@@ -926,14 +928,53 @@ async fn cleanup_removes_old_sent_and_cancelled_rows_with_their_logs_and_keeps_f
     assert_eq!(left, ["pending", "sending", "sent"]);
 }
 
+/// A row of last quarter retried today and delivered a minute ago is history of
+/// today: cleanup counts from when a row finished, not from when it was queued.
+#[tokio::test]
+async fn cleanup_keeps_an_old_row_that_finished_recently_with_its_history() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "sent")
+        .days_old(90)
+        .insert(&client)
+        .await;
+    client
+        .execute(
+            "UPDATE webhook_queue SET updated_at = now() - interval '1 minute' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("delivered a minute ago");
+    let old = Row::new("lead_scraped", "sent")
+        .days_old(90)
+        .insert(&client)
+        .await;
+    let dry = cli(&db, "queue cleanup --days 30 --dry-run --json")
+        .await
+        .ok()
+        .json();
+    assert_eq!(dry["queue_rows"], 1, "{dry}");
+    cli(&db, "queue cleanup --days 30").await.ok();
+    assert_eq!(status_of(&client, id).await, "sent", "kept");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM webhook_queue WHERE id = {old}"
+        ))
+        .await,
+        0,
+        "the row that finished 90 days ago goes"
+    );
+}
+
 #[tokio::test]
 async fn cleanup_deletes_in_bounded_batches() {
     let db = TestDb::migrated().await;
     let client = db.client().await;
     client
         .batch_execute(
-            "INSERT INTO webhook_queue (event_type, webhook_url, status, created_at)
-             SELECT 'lead_scraped', 'http://n8n.test/' || g, 'sent', now() - interval '10 days'
+            "INSERT INTO webhook_queue (event_type, webhook_url, status, created_at, updated_at)
+             SELECT 'lead_scraped', 'http://n8n.test/' || g, 'sent', now() - interval '10 days',
+                    now() - interval '10 days'
              FROM generate_series(1, 2500) g;
              INSERT INTO webhook_logs (direction, webhook_queue_id)
              SELECT 'outgoing', id FROM webhook_queue;",

@@ -269,11 +269,15 @@ async fn retention_removes_old_finished_rows_and_keeps_failed_and_recent_ones() 
     let client = db.client().await;
     client
         .batch_execute(
-            "INSERT INTO webhook_queue (id, event_type, webhook_url, status, created_at)
-             VALUES (1, 'lead_scraped', 'http://x/a', 'sent', now() - interval '3 days'),
-                    (2, 'lead_scraped', 'http://x/a', 'cancelled', now() - interval '3 days'),
-                    (3, 'lead_scraped', 'http://x/a', 'failed', now() - interval '3 days'),
-                    (4, 'lead_scraped', 'http://x/a', 'sent', now());
+            "INSERT INTO webhook_queue (id, event_type, webhook_url, status, created_at,
+                                        updated_at)
+             VALUES (1, 'lead_scraped', 'http://x/a', 'sent', now() - interval '3 days',
+                     now() - interval '3 days'),
+                    (2, 'lead_scraped', 'http://x/a', 'cancelled', now() - interval '3 days',
+                     now() - interval '3 days'),
+                    (3, 'lead_scraped', 'http://x/a', 'failed', now() - interval '3 days',
+                     now() - interval '3 days'),
+                    (4, 'lead_scraped', 'http://x/a', 'sent', now(), now());
              INSERT INTO webhook_logs (direction, webhook_queue_id, created_at)
              VALUES ('outgoing', 1, now() - interval '3 days'),
                     ('outgoing', 3, now() - interval '3 days'),

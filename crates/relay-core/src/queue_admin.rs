@@ -830,6 +830,11 @@ macro_rules! cleanup_doomed {
     () => {
         "SELECT id FROM webhook_queue
          WHERE status = ANY($1::text[]) AND created_at < now() - make_interval(days => $2)
+           -- Finished that long ago too: a row of last quarter retried (or given back
+           -- by a relay that died) and delivered a minute ago keeps its history for as
+           -- long as one delivered today. created_at narrows the search (its BRIN
+           -- index); updated_at, never earlier, decides.
+           AND updated_at < now() - make_interval(days => $2)
            -- A failed row under ordering 'block' holds its entity's later events until
            -- it is retried or cancelled: deleting it would release them unannounced.
            AND NOT (status = 'failed' AND ordering IS NOT DISTINCT FROM 'block')"
@@ -934,24 +939,32 @@ pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<Cleanup
             .get::<_, i64>(0);
         return Ok(report);
     }
-    loop {
-        let row = client
-            .query_one(CLEANUP_QUEUE_BATCH, &[&statuses, &days, &CLEANUP_BATCH])
-            .await?;
-        report.batches += 1;
-        let removed: i64 = row.get(0);
-        report.queue_rows += removed;
-        report.logs += row.get::<_, i64>(1);
-        report.retry_history += row.get::<_, i64>(2);
-        if removed < CLEANUP_BATCH {
-            break;
+    // Each part goes as far as it can: a queue whose last batch outlasts the statement
+    // timeout (a very large one) must not keep the incoming logs, unsigned requests
+    // among them, from being trimmed.
+    let queue: Result<()> = async {
+        loop {
+            let row = client
+                .query_one(CLEANUP_QUEUE_BATCH, &[&statuses, &days, &CLEANUP_BATCH])
+                .await?;
+            report.batches += 1;
+            let removed: i64 = row.get(0);
+            report.queue_rows += removed;
+            report.logs += row.get::<_, i64>(1);
+            report.retry_history += row.get::<_, i64>(2);
+            if removed < CLEANUP_BATCH {
+                return Ok(());
+            }
         }
     }
+    .await;
     // Events after queue rows: a failed row kept above keeps its event too.
-    report.events =
-        delete_in_batches(client, CLEANUP_EVENTS_BATCH, days, &mut report.batches).await?;
-    report.logs +=
-        delete_in_batches(client, CLEANUP_LOOSE_LOGS_BATCH, days, &mut report.batches).await?;
+    let events = delete_in_batches(client, CLEANUP_EVENTS_BATCH, days, &mut report.batches).await;
+    let loose =
+        delete_in_batches(client, CLEANUP_LOOSE_LOGS_BATCH, days, &mut report.batches).await;
+    queue?;
+    report.events = events?;
+    report.logs += loose?;
     Ok(report)
 }
 

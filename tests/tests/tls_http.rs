@@ -16,6 +16,28 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 const T: Duration = Duration::from_secs(20);
 
+/// A relay whose callback listener serves HTTPS with `cert` and `key`, once it says
+/// it is ready; and the listener's address.
+async fn https_listener(
+    db: &TestDb,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (relay_tests::Relay, String) {
+    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("RELAY_CALLBACKS__TLS_CERT", cert.display())
+        .env("RELAY_CALLBACKS__TLS_KEY", key.display());
+    let addr = builder.callbacks_addr();
+    let relay = builder.spawn();
+    wait_until("the HTTPS listener", T, || async {
+        relay
+            .log()
+            .contains("callback listener ready")
+            .then_some(())
+    })
+    .await;
+    (relay, addr)
+}
+
 /// The first `last_error` a failed attempt writes.
 async fn first_last_error(db: &TestDb) -> String {
     let client = db.client().await;
@@ -154,18 +176,7 @@ async fn the_callback_listener_serves_https_and_sighup_swaps_its_certificate_kee
     std::fs::copy(&first.key, &live_key).expect("copy key");
 
     let db = TestDb::migrated().await;
-    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
-        .env("RELAY_CALLBACKS__TLS_CERT", live_cert.display())
-        .env("RELAY_CALLBACKS__TLS_KEY", live_key.display());
-    let addr = builder.callbacks_addr();
-    let relay = builder.spawn();
-    wait_until("the HTTPS listener", T, || async {
-        relay
-            .log()
-            .contains("callback listener ready")
-            .then_some(())
-    })
-    .await;
+    let (relay, addr) = https_listener(&db, &live_cert, &live_key).await;
 
     let (shown, mut kept) = https_connection(&addr, &pki).await;
     assert_eq!(shown, der_of(&first.cert));
@@ -294,4 +305,40 @@ async fn an_n8n_presenting_a_ca_certificate_as_its_own_gets_a_last_error_that_sa
         "{error}"
     );
     assert_eq!(sink.count(), 0);
+}
+
+/// An n8n left on http:// while the listener speaks HTTPS: a plain 400 that says so,
+/// where it got a TLS alert (curl: "Received HTTP/0.9"). HTTPS on the same port
+/// still works.
+#[tokio::test]
+async fn plain_http_on_the_https_listener_gets_a_400_that_says_to_use_https() {
+    let pki = Pki::new("plain-on-tls");
+    let server = pki.server("listener", &["127.0.0.1"], Validity::Current);
+    let db = TestDb::migrated().await;
+    let (_relay, addr) = https_listener(&db, &server.cert, &server.key).await;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    plain
+        .write_all(
+            b"POST /api/v1/webhooks/n8n/workflow-status HTTP/1.1\r\nHost: relay\r\n\
+              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    tokio::time::timeout(T, plain.read_to_string(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("this port speaks HTTPS"),
+        "{answer}"
+    );
+
+    let (shown, mut tls) = https_connection(&addr, &pki).await;
+    assert_eq!(shown, der_of(&server.cert));
+    assert_eq!(post_status(&mut tls, "exec-plain").await, 200);
 }

@@ -161,6 +161,20 @@ pub async fn serve(
             let io = match tls {
                 None => Either::Left(stream),
                 Some(acceptor) => {
+                    // An n8n left on http:// sends its request in plain text: answered
+                    // in plain HTTP, saying why, where a TLS alert read as "HTTP/0.9"
+                    // or garbage on the other side.
+                    let mut first = [0u8; 1];
+                    let peeked = tokio::select! {
+                        done = tokio::time::timeout(idle_limit, stream.peek(&mut first)) => done.ok(),
+                        () = evict.notified() => None,
+                    };
+                    if matches!(peeked, Some(Ok(1))) && first[0].is_ascii_uppercase() {
+                        tracing::info!("plain HTTP on the HTTPS callback listener: answered 400");
+                        refuse_plain_http(stream).await;
+                        open.remove(id);
+                        return;
+                    }
                     let handshake = tokio::select! {
                         done = tokio::time::timeout(idle_limit, acceptor.accept(stream)) => done.ok(),
                         () = evict.notified() => None,
@@ -348,4 +362,30 @@ impl Drop for Busy {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The answer to a plain-HTTP request on the HTTPS listener: a 400 in the relay's
+/// JSON error shape, naming the fix, then the connection closes.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":"this port speaks HTTPS","detail":"send the callback to https:// (N8N_RELAY_CALLBACK_BASE_URL in n8n)"}"#;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        // Read what the client sent: closed with its request unread, the socket
+        // would reset the connection and the answer could be lost.
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }

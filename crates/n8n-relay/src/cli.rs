@@ -151,7 +151,7 @@ pub enum QueueCommand {
     /// rows with their logs and retry history, incoming callback logs, and routed
     /// outbox events nothing waits on.
     Cleanup {
-        /// Age in days (by created_at) past which rows go (1 to 36500).
+        /// Rows queued and finished more than this many days ago go (1 to 36500).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         days: u32,
         /// Count what would be deleted, delete nothing.

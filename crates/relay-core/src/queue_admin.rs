@@ -824,8 +824,9 @@ pub struct CleanupReport {
     pub batches: i64,
 }
 
-/// The queue rows old enough to go. `created_at` (not the last update) keeps the
-/// rule simple to state and matches `webhook_queue_created_brin`.
+/// The queue rows old enough to go: queued and finished (last changed) that long ago.
+/// `created_at`, never later than `updated_at`, lets `webhook_queue_created_brin`
+/// narrow the search.
 macro_rules! cleanup_doomed {
     () => {
         "SELECT id FROM webhook_queue

@@ -92,12 +92,17 @@ pub fn certified_key(
 ) -> Result<rustls::sign::CertifiedKey, TlsFileError> {
     let chain = load_certs(cert_key, cert)?;
     let private = load_key(key_key, key)?;
-    rustls::sign::CertifiedKey::from_der(chain, private, &provider()).map_err(|e| {
-        TlsFileError(format!(
+    rustls::sign::CertifiedKey::from_der(chain, private, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsFileError(format!(
             "{key_key}: {} does not go with the certificate in {} ({cert_key}; {e})",
             key.display(),
             cert.display()
-        ))
+        )),
+        other => TlsFileError(format!(
+            "{key_key}: {} cannot be used: a key of a kind the relay does not sign with \
+             (RSA, ECDSA P-256 or P-384, Ed25519 are; {other})",
+            key.display()
+        )),
     })
 }
 

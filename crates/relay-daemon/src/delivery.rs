@@ -339,13 +339,15 @@ const LARGE_BODY: u64 = 1024 * 1024;
 fn connection_error(chain: &str, body_size: Option<u64>) -> String {
     // rustls names this by its variant; an operator needs what to do about it. A
     // self-signed certificate made with OpenSSL 3's defaults (`openssl req -x509`) is
-    // a CA certificate, which no client accepts as a server's own, ca_file or not.
+    // a CA certificate, which rustls refuses as a server's own, ca_file or not (curl
+    // and OpenSSL accept it, so a check with curl passes).
     if chain.contains("CaUsedAsEndEntity") {
         return format!(
             "connection error: n8n's certificate is a CA certificate (basicConstraints \
-             CA:TRUE), which cannot be a server's own, even listed in n8n.ca_file; \
-             reissue it with -addext basicConstraints=critical,CA:FALSE, or sign it with \
-             a CA and put that CA in n8n.ca_file ({chain})"
+             CA:TRUE), which the relay's TLS library (rustls) refuses as a server's own, \
+             even listed in n8n.ca_file, though curl accepts it; reissue it with -addext \
+             basicConstraints=critical,CA:FALSE, or sign it with a CA and put that CA in \
+             n8n.ca_file ({chain})"
         );
     }
     match body_size {

@@ -111,7 +111,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    tokio::spawn(warn_without_autovacuum(db.clone()));
+    tokio::spawn(warn_without_autovacuum(db.clone(), shutdown.clone()));
     if !routes.delivering {
         warn!("delivery is paused (n8n.enabled or queue.enabled is false): events are queued, not sent");
     }
@@ -176,37 +176,49 @@ pub async fn run(
 }
 
 /// The relay's tables whose dead rows no autovacuum removes: off for the server, or
-/// for the table (`autovacuum_enabled = false`).
+/// for the table (`autovacuum_enabled`, however it was spelled: Postgres keeps the
+/// option as typed, `f`, `OFF`, `fals`).
 const WITHOUT_AUTOVACUUM: &str = "SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
     FROM pg_class c
     WHERE c.oid = ANY (ARRAY[to_regclass('webhook_queue'), to_regclass('webhook_events'),
                              to_regclass('webhook_logs')]::oid[])
       AND (NOT current_setting('autovacuum')::bool
-           OR coalesce(c.reloptions::text[] && ARRAY['autovacuum_enabled=false',
-                       'autovacuum_enabled=off', 'autovacuum_enabled=0',
-                       'autovacuum_enabled=no'], false))";
+           OR EXISTS (SELECT 1 FROM pg_options_to_table(c.reloptions) o
+                      WHERE o.option_name = 'autovacuum_enabled'
+                        AND NOT o.option_value::bool))";
 
-/// Says once, at start, when autovacuum will not clean the relay's tables: every
-/// delivery leaves a dead row, and without a vacuum the claim steps over all of them
-/// (sql/README: 16 deliveries a second after 230,000). Nothing said so before a relay
-/// had slowed down.
-async fn warn_without_autovacuum(db: db::Db) {
-    let found = db
-        .bounded("checking autovacuum", async {
-            let client = db.client().await?;
-            let row = client.query_one(WITHOUT_AUTOVACUUM, &[]).await?;
-            Ok(row.try_get::<_, Option<String>>(0)?)
-        })
-        .await;
-    match found {
-        Ok(Some(tables)) => warn!(
-            tables = %tables,
-            "autovacuum does not clean these tables (off for the server or the table): \
-             deliveries slow down as dead rows pile up; turn it on, or VACUUM them \
-             regularly (sql/README.md, the relay's own tables)"
-        ),
-        Ok(None) => {}
-        Err(e) => debug!(error = %e, "could not check autovacuum"),
+/// Says once, when the database first answers, whether autovacuum will clean the
+/// relay's tables: every delivery leaves a dead row, and without a vacuum the claim
+/// steps over all of them (sql/README: 16 deliveries a second after 230,000).
+/// Nothing said so before a relay had slowed down.
+async fn warn_without_autovacuum(db: db::Db, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let found = db
+            .bounded("checking autovacuum", async {
+                let client = db.client().await?;
+                let row = client.query_one(WITHOUT_AUTOVACUUM, &[]).await?;
+                Ok(row.try_get::<_, Option<String>>(0)?)
+            })
+            .await;
+        match found {
+            Ok(Some(tables)) => {
+                warn!(
+                    tables = %tables,
+                    "autovacuum does not clean these tables (off for the server or the \
+                     table): deliveries slow down as dead rows pile up; turn it on, or \
+                     VACUUM them regularly (sql/README.md, the relay's own tables)"
+                );
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => debug!(error = %e, "could not check autovacuum yet"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
     }
 }
 

@@ -13,7 +13,7 @@ pub async fn run(config: Config) -> CmdResult {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     relay_callbacks::check(&config).map_err(Failure::usage)?;
-    super::check_database(&config).await?;
+    super::check_database(&config, &shutdown).await?;
     let pool = relay_core::db::pool(&config.database, "n8n-relay-callbacks")
         .context("could not set up the database pool")?;
     let listener = super::bind_callbacks(&config).await?;

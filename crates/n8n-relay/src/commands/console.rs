@@ -13,7 +13,7 @@ pub async fn run(config: Config) -> CmdResult {
     tokio::spawn(super::cancel_on_signal(shutdown.clone()));
     // Served whatever console.enabled says, so checked whatever it says.
     config.validate_console().map_err(Failure::usage)?;
-    super::check_database(&config).await?;
+    super::check_database(&config, &shutdown).await?;
     let pool = super::console_pool(&config)?;
     let listener = super::bind_console(&config).await?;
     relay_console::serve(Arc::new(config), pool, listener, shutdown).await;

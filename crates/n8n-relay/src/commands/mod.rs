@@ -62,18 +62,36 @@ pub async fn connect_noting(
 async fn open(config: &Config) -> Result<(tokio_postgres::Client, PgConnection), Failure> {
     let pg = relay_core::db::Connector::new(&config.database, "n8n-relay-cli")
         .map_err(Failure::usage)?;
-    pg.connect().await.map_err(|e| match e {
-        DbError::Setup(_) => Failure::usage(e),
-        other => Failure::from(
-            anyhow::Error::new(other).context("could not connect to the database (database.url)"),
-        ),
-    })
+    let limit = connect_limit(config);
+    match tokio::time::timeout(limit, pg.connect()).await {
+        Ok(connected) => connected.map_err(|e| match e {
+            DbError::Setup(_) => Failure::usage(e),
+            other => Failure::from(
+                anyhow::Error::new(other)
+                    .context("could not connect to the database (database.url)"),
+            ),
+        }),
+        Err(_) => Err(Failure::from(anyhow::anyhow!(
+            "could not connect to the database (database.url): no answer within {limit:?} \
+             (database.connect_timeout_seconds bounds the TCP connect; a server or proxy \
+             that accepts it and then says nothing is given the statement timeout more)"
+        ))),
+    }
+}
+
+/// How long opening a connection may take in all: the TCP connect has
+/// `database.connect_timeout_seconds`, but a server (or a proxy in front of it) that
+/// accepts and then never answers the start-up would hold it for good.
+fn connect_limit(config: &Config) -> std::time::Duration {
+    std::time::Duration::from_secs(
+        config.database.connect_timeout_seconds + config.database.statement_timeout_seconds,
+    )
 }
 
 /// The start-up check of `run`, `callbacks` and `console`: settings that cannot work stop the
 /// process with exit 2 before anything starts; a database that is only down is
 /// logged, and the relay waits for it as it always does.
-pub async fn check_database(config: &Config) -> Result<(), Failure> {
+pub async fn check_database(config: &Config, shutdown: &CancellationToken) -> Result<(), Failure> {
     let ignored = relay_core::db::libpq_variables_set();
     if !ignored.is_empty() {
         tracing::warn!(
@@ -84,7 +102,19 @@ pub async fn check_database(config: &Config) -> Result<(), Failure> {
     }
     let pg =
         relay_core::db::Connector::new(&config.database, "n8n-relay").map_err(Failure::usage)?;
-    match pg.check().await {
+    let limit = connect_limit(config);
+    // A SIGTERM while the check waits stops the start-up here, as it would later.
+    let checked = tokio::select! {
+        checked = tokio::time::timeout(limit, pg.check()) => match checked {
+            Ok(checked) => checked,
+            Err(_) => Err(DbError::Unavailable(format!(
+                "no answer within {limit:?} (a server or proxy that accepted the connection \
+                 and said nothing)"
+            ))),
+        },
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    match checked {
         Ok(()) => Ok(()),
         Err(e @ DbError::Setup(_)) => Err(Failure::usage(e)),
         Err(e) => {

@@ -29,7 +29,7 @@ pub async fn run(config: Config) -> CmdResult {
     } else {
         None
     };
-    super::check_database(&config).await?;
+    super::check_database(&config, &shutdown).await?;
     let config = Arc::new(config);
     let marker = relay_core::db::Marker::random();
     let pool = relay_core::db::relay_pool(&config.database, "n8n-relay", marker)
@@ -101,10 +101,12 @@ pub async fn run(config: Config) -> CmdResult {
                     Ok(Err(e)) => format!("callback listener failed: {e}"),
                     Err(e) => format!("callback listener task failed: {e}"),
                 };
-                // At a shutdown it stops first, as it should.
+                // At a shutdown it stops first, as it should; an error is still said.
                 let failed = !shutdown.is_cancelled();
                 if failed {
                     error!(error = %why, "stopping the relay: its callback listener is gone");
+                } else if why != "the callback listener stopped" {
+                    error!(error = %why, "callback listener failed");
                 }
                 (None, failed.then_some(why))
             }

@@ -315,7 +315,7 @@ async fn plain_http_on_the_https_listener_gets_a_400_that_says_to_use_https() {
     let pki = Pki::new("plain-on-tls");
     let server = pki.server("listener", &["127.0.0.1"], Validity::Current);
     let db = TestDb::migrated().await;
-    let (_relay, addr) = https_listener(&db, &server.cert, &server.key).await;
+    let (relay, addr) = https_listener(&db, &server.cert, &server.key).await;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut plain = tokio::net::TcpStream::connect(&addr)
@@ -341,4 +341,24 @@ async fn plain_http_on_the_https_listener_gets_a_400_that_says_to_use_https() {
     let (shown, mut tls) = https_connection(&addr, &pki).await;
     assert_eq!(shown, der_of(&server.cert));
     assert_eq!(post_status(&mut tls, "exec-plain").await, 200);
+
+    // A handshake that fails (here a broken TLS record) is a warning, not only a
+    // debug line: a certificate n8n does not trust fails every callback this way.
+    let mut broken = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    broken
+        .write_all(b"\x16\x03\x01\x00\x05hello")
+        .await
+        .expect("send");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(T, broken.read_to_end(&mut rest)).await;
+    wait_until("the failed handshake in the log", T, || async {
+        relay
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("callback TLS handshake failed"))
+            .then_some(())
+    })
+    .await;
 }

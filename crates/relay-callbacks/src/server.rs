@@ -103,6 +103,7 @@ pub async fn serve(
     };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(OpenConnections::default());
+    let handshakes = Arc::new(FailedHandshakes::default());
     let graceful = GracefulShutdown::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, https = tls.is_some(), "callback listener ready");
@@ -155,6 +156,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let handshakes = handshakes.clone();
         tokio::spawn(async move {
             // The TLS handshake counts as idle time: bounded like a client that
             // sends nothing, and the first to go when room is needed.
@@ -182,7 +184,7 @@ pub async fn serve(
                     match handshake {
                         Some(Ok(tls_stream)) => Either::Right(tls_stream),
                         Some(Err(e)) => {
-                            tracing::debug!(error = %e, "callback TLS handshake failed");
+                            handshakes.failed(&e);
                             open.remove(id);
                             return;
                         }
@@ -361,6 +363,37 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Failed TLS handshakes, as the log tells them: n8n refusing an expired certificate or
+/// one without its intermediate fails every callback this way, which at debug level
+/// alone nobody saw; a scanner's garbage must not flood the log either. The first is a
+/// warning, then at most one a minute (with how many since), the rest at debug.
+#[derive(Default)]
+struct FailedHandshakes {
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl FailedHandshakes {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn failed(&self, e: &std::io::Error) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some((at, ref mut since)) if at.elapsed() < Self::EVERY => {
+                *since += 1;
+                tracing::debug!(error = %e, "callback TLS handshake failed");
+            }
+            Some((_, since)) => {
+                tracing::warn!(error = %e, failed_since_last = since, "callback TLS handshakes failing (a client that does not trust the certificate, or one not speaking TLS)");
+                *last = Some((std::time::Instant::now(), 0));
+            }
+            None => {
+                tracing::warn!(error = %e, "callback TLS handshake failed (a client that does not trust the certificate, or one not speaking TLS); later ones are summed once a minute");
+                *last = Some((std::time::Instant::now(), 0));
+            }
+        }
     }
 }
 

@@ -522,6 +522,23 @@ async fn migrate_attaches_the_triggers_to_tables_created_after_the_first_run() {
     );
 }
 
+/// Runs `sql`, which must stop with lock_not_available (55P03) by its own lock timeout,
+/// well before 30 s, instead of waiting for the lock `what` is held behind.
+async fn gives_up_within_its_lock_timeout(client: &tokio_postgres::Client, sql: &str, what: &str) {
+    let ran = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.batch_execute(sql),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: gave up waiting for the lock, not by its timeout"));
+    let err = ran.expect_err(what);
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("55P03"),
+        "{what}: {err}"
+    );
+}
+
 /// The session's lock_timeout, as SHOW gives it.
 async fn lock_timeout(client: &tokio_postgres::Client) -> String {
     client
@@ -562,18 +579,12 @@ async fn upgrading_behind_an_open_business_write_gives_up_instead_of_queueing_wr
     .await
     .expect("001 waits for no business transaction")
     .expect("001 runs beside an open business write");
-    let ran = tokio::time::timeout(
-        limit,
-        upgrade.batch_execute(include_str!("../../sql/002_webhook_emit.sql")),
+    gives_up_within_its_lock_timeout(
+        &upgrade,
+        include_str!("../../sql/002_webhook_emit.sql"),
+        "002, behind the open write that holds the outbox",
     )
-    .await
-    .expect("the upgrade gives up instead of waiting for the business transaction");
-    let err = ran.expect_err("the outbox is locked by the open write");
-    assert_eq!(
-        err.as_db_error().map(|e| e.code().code()),
-        Some("55P03"),
-        "{err}"
-    );
+    .await;
 
     open.commit().await.expect("the business write commits");
     upgrade
@@ -695,18 +706,12 @@ async fn uninstall_behind_a_long_business_transaction_gives_up_instead_of_blocki
         .await
         .expect("a long report on leads");
     let client = db.client().await;
-    let ran = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        client.batch_execute(relay_core::schema::UNINSTALL_SQL),
+    gives_up_within_its_lock_timeout(
+        &client,
+        relay_core::schema::UNINSTALL_SQL,
+        "uninstall, behind the reader of leads",
     )
-    .await
-    .expect("uninstall gives up instead of waiting for the reader");
-    let err = ran.expect_err("leads is held");
-    assert_eq!(
-        err.as_db_error().map(|e| e.code().code()),
-        Some("55P03"),
-        "{err}"
-    );
+    .await;
     open.rollback().await.expect("the report ends");
     assert_eq!(
         db.count("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'webhook_%'")

@@ -45,19 +45,7 @@ pub type CmdResult = Result<(), Failure>;
 /// database error repeats its cause in its own text, so `{:#}` said "db error: db
 /// error: FATAL: ..."), and for a relay table that does not exist, where to start.
 pub fn describe(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for link in e.chain() {
-        let said = link.to_string();
-        // tokio-postgres's own word for an error the server sent, whose message the
-        // link before (relay_core::db::describe_pg) or after it says.
-        if text.contains(&said) || said == "db error" {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&said);
-    }
+    let mut text = relay_core::db::describe_chain(e.as_ref());
     let missing_table = e.chain().any(|link| {
         link.downcast_ref::<tokio_postgres::Error>()
             .and_then(tokio_postgres::Error::as_db_error)

@@ -51,8 +51,7 @@ struct Console {
     auth: Auth,
     snapshot: sampler::Shared,
     routes: Vec<Route>,
-    /// The routes' event types, as the relay's ordering gate takes them.
-    routed: Vec<String>,
+    /// The known event types, for the queue page's filter.
     events: Vec<&'static str>,
 }
 
@@ -71,11 +70,6 @@ pub async fn serve(
         ),
         snapshot: sampler::spawn(pool, shutdown.clone()),
         routes: config.routes(),
-        routed: config
-            .routes()
-            .iter()
-            .map(|r| r.event.as_str().to_string())
-            .collect(),
         events: EventType::names(),
     });
     if let Ok(addr) = listener.local_addr() {
@@ -444,7 +438,7 @@ impl Console {
             Err(e) => return db_error(&e, ctx),
         };
         match queue_admin::show(&client, id).await {
-            Ok(detail) => match data::ordering(&client, id, &self.routed).await {
+            Ok(detail) => match data::ordering(&client, id).await {
                 Ok(ordering) => {
                     let flash = done.and_then(flash_text);
                     Answer::page(

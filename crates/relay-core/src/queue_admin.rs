@@ -294,22 +294,28 @@ macro_rules! row_columns {
     };
 }
 
-/// Due now leaves out the rows a pause holds (they are counted apart): the pauses,
-/// a handful of rows, are read once into arrays, not probed per queue row.
+/// Due now leaves out the pending rows a pause holds, which are counted apart in the
+/// same pass: the pauses, a handful of rows, are read once into arrays, not probed
+/// per queue row.
 const STATS: &str = "
     WITH paused AS (
         SELECT coalesce(bool_or(scope = 'all'), false) AS everything,
                coalesce(array_agg(target) FILTER (WHERE scope = 'event'), '{}') AS events,
                coalesce(array_agg(target) FILTER (WHERE scope = 'url'), '{}') AS urls
         FROM webhook_pauses
+    ), rows AS (
+        SELECT q.event_type, q.status, q.next_attempt_at, q.created_at,
+               (p.everything OR q.event_type = ANY (p.events)
+                OR q.webhook_url = ANY (p.urls)) AS held
+        FROM webhook_queue q CROSS JOIN paused p
     )
-    SELECT q.event_type, q.status, count(*)::bigint,
-           (count(*) FILTER (WHERE q.status = 'pending' AND q.next_attempt_at <= now()
-                AND NOT (p.everything OR q.event_type = ANY (p.events)
-                         OR q.webhook_url = ANY (p.urls))))::bigint,
-           extract(epoch FROM now() - min(q.created_at) FILTER (WHERE q.status = 'pending'))::float8
-    FROM webhook_queue q CROSS JOIN paused p
-    GROUP BY q.event_type, q.status";
+    SELECT event_type, status, count(*)::bigint,
+           (count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()
+                             AND NOT held))::bigint,
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8,
+           (count(*) FILTER (WHERE status = 'pending' AND held))::bigint
+    FROM rows
+    GROUP BY event_type, status";
 
 /// The outbox holds only events not yet routed (routing deletes them; `routed_at` is
 /// set only by versions before that, whose routed rows `migrate` removes).
@@ -431,14 +437,15 @@ const CANCEL: &str = "
 
 const RESOLVE_AGE: &str = "SELECT now() - make_interval(secs => $1::float8)";
 
-/// Stats, optionally broken down by event type; one GROUP BY over the queue.
+/// Stats, optionally broken down by event type; one GROUP BY over the queue, which
+/// counts the rows pauses hold too.
 pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
     let rows = client.query(STATS, &[]).await?;
     let mut stats = Stats {
         counts: StatusCounts::default(),
         oldest_pending_age_seconds: None,
         due_now: 0,
-        held_by_pauses: crate::pause::held(client).await?,
+        held_by_pauses: 0,
         not_yet_routed: client.query_one(NOT_YET_ROUTED, &[]).await?.get(0),
         unhealthy_endpoints: client
             .query(UNHEALTHY, &[])
@@ -462,6 +469,7 @@ pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
         let age: Option<f64> = row.get(4);
         stats.counts.add(&status, n);
         stats.due_now += due;
+        stats.held_by_pauses += row.get::<_, i64>(5);
         if let Some(age) = age {
             let oldest = stats.oldest_pending_age_seconds.get_or_insert(age);
             *oldest = oldest.max(age);
@@ -752,12 +760,13 @@ pub struct Blocker {
     pub url: String,
 }
 
-/// `routed`: the event types the relay routes (the configured routes').
+/// The gate is asked with every known event type: each has a route
+/// (`Config::routes`), so these are the types the relay routes.
 pub async fn ordering(
     client: &Client,
     id: i64,
-    routed: &[String],
 ) -> std::result::Result<OrderingState, tokio_postgres::Error> {
+    let routed = EventType::names();
     let Some(r) = client.query_opt(ORDERING, &[&id, &routed]).await? else {
         return Ok(OrderingState::default());
     };

@@ -11,6 +11,9 @@ pub enum DaemonError {
     Setup(String),
     #[error("database: {}", describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// The database did not answer (relay_core::db::DbError::Unavailable).
+    #[error("database: {0}")]
+    Unavailable(String),
     #[error("database pool: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0} did not finish within {1:?}")]
@@ -62,6 +65,7 @@ impl From<relay_core::db::DbError> for DaemonError {
             // What the server said (a database that does not exist, a refused login),
             // not "relay setup": it is retried like any database error.
             relay_core::db::DbError::Query(e) => DaemonError::Db(e),
+            relay_core::db::DbError::Unavailable(why) => DaemonError::Unavailable(why),
             other => DaemonError::Setup(other.to_string()),
         }
     }

@@ -66,7 +66,7 @@ use relay_core::db::Marker;
 use relay_core::Config;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 pub use error::DaemonError;
 
@@ -111,7 +111,6 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    tokio::spawn(warn_without_autovacuum(db.clone(), shutdown.clone()));
     if !routes.delivering {
         warn!("delivery is paused (n8n.enabled or queue.enabled is false): events are queued, not sent");
     }
@@ -173,53 +172,6 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), health_task).await;
     info!("relay stopped");
     Ok(())
-}
-
-/// The relay's tables whose dead rows no autovacuum removes: off for the server, or
-/// for the table (`autovacuum_enabled`, however it was spelled: Postgres keeps the
-/// option as typed, `f`, `OFF`, `fals`).
-const WITHOUT_AUTOVACUUM: &str = "SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
-    FROM pg_class c
-    WHERE c.oid = ANY (ARRAY[to_regclass('webhook_queue'), to_regclass('webhook_events'),
-                             to_regclass('webhook_logs')]::oid[])
-      AND (NOT current_setting('autovacuum')::bool
-           OR EXISTS (SELECT 1 FROM pg_options_to_table(c.reloptions) o
-                      WHERE o.option_name = 'autovacuum_enabled'
-                        AND NOT o.option_value::bool))";
-
-/// Says once, when the database first answers, whether autovacuum will clean the
-/// relay's tables: every delivery leaves a dead row, and without a vacuum the claim
-/// steps over all of them (sql/README: 16 deliveries a second after 230,000).
-/// Nothing said so before a relay had slowed down.
-async fn warn_without_autovacuum(db: db::Db, shutdown: CancellationToken) {
-    let mut wait = Duration::from_secs(1);
-    loop {
-        let found = db
-            .bounded("checking autovacuum", async {
-                let client = db.client().await?;
-                let row = client.query_one(WITHOUT_AUTOVACUUM, &[]).await?;
-                Ok(row.try_get::<_, Option<String>>(0)?)
-            })
-            .await;
-        match found {
-            Ok(Some(tables)) => {
-                warn!(
-                    tables = %tables,
-                    "autovacuum does not clean these tables (off for the server or the \
-                     table): deliveries slow down as dead rows pile up; turn it on, or \
-                     VACUUM them regularly (sql/README.md, the relay's own tables)"
-                );
-                return;
-            }
-            Ok(None) => return,
-            Err(e) => debug!(error = %e, "could not check autovacuum yet"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(60));
-    }
 }
 
 /// Backoff for database reconnects and retried statements: 100 ms doubling to 5 s,

@@ -98,11 +98,9 @@ async fn session(
     // Built per connection, so TLS files and a libpq passfile are read again on reconnect
     // (database.password_file is read once, with the configuration).
     let pg = relay_core::db::Connector::new(db, APPLICATION_NAME).map_err(|e| failed(e.into()))?;
+    // Connecting is bounded by the connector itself; the setup after it by this.
     let limit = Duration::from_secs(db.connect_timeout_seconds + db.statement_timeout_seconds);
-    let (client, mut connection) = tokio::time::timeout(limit, pg.connect())
-        .await
-        .map_err(|_| failed(DaemonError::Timeout("connecting the listener", limit)))?
-        .map_err(|e| failed(e.into()))?;
+    let (client, mut connection) = pg.connect().await.map_err(|e| failed(e.into()))?;
 
     let forward = wake.clone();
     let mut driver = relay_core::db::drivers::spawn(async move {

@@ -62,30 +62,12 @@ pub async fn connect_noting(
 async fn open(config: &Config) -> Result<(tokio_postgres::Client, PgConnection), Failure> {
     let pg = relay_core::db::Connector::new(&config.database, "n8n-relay-cli")
         .map_err(Failure::usage)?;
-    let limit = connect_limit(config);
-    match tokio::time::timeout(limit, pg.connect()).await {
-        Ok(connected) => connected.map_err(|e| match e {
-            DbError::Setup(_) => Failure::usage(e),
-            other => Failure::from(
-                anyhow::Error::new(other)
-                    .context("could not connect to the database (database.url)"),
-            ),
-        }),
-        Err(_) => Err(Failure::from(anyhow::anyhow!(
-            "could not connect to the database (database.url): no answer within {limit:?} \
-             (database.connect_timeout_seconds bounds the TCP connect; a server or proxy \
-             that accepts it and then says nothing is given the statement timeout more)"
-        ))),
-    }
-}
-
-/// How long opening a connection may take in all: the TCP connect has
-/// `database.connect_timeout_seconds`, but a server (or a proxy in front of it) that
-/// accepts and then never answers the start-up would hold it for good.
-fn connect_limit(config: &Config) -> std::time::Duration {
-    std::time::Duration::from_secs(
-        config.database.connect_timeout_seconds + config.database.statement_timeout_seconds,
-    )
+    pg.connect().await.map_err(|e| match e {
+        DbError::Setup(_) => Failure::usage(e),
+        other => Failure::from(
+            anyhow::Error::new(other).context("could not connect to the database (database.url)"),
+        ),
+    })
 }
 
 /// The start-up check of `run`, `callbacks` and `console`: settings that cannot work stop the
@@ -102,16 +84,9 @@ pub async fn check_database(config: &Config, shutdown: &CancellationToken) -> Re
     }
     let pg =
         relay_core::db::Connector::new(&config.database, "n8n-relay").map_err(Failure::usage)?;
-    let limit = connect_limit(config);
     // A SIGTERM while the check waits stops the start-up here, as it would later.
     let checked = tokio::select! {
-        checked = tokio::time::timeout(limit, pg.check()) => match checked {
-            Ok(checked) => checked,
-            Err(_) => Err(DbError::Unavailable(format!(
-                "no answer within {limit:?} (a server or proxy that accepted the connection \
-                 and said nothing)"
-            ))),
-        },
+        checked = pg.check() => checked,
         () = shutdown.cancelled() => return Ok(()),
     };
     match checked {

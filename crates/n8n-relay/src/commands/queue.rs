@@ -46,7 +46,7 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
         }
         QueueCommand::Show { id, json } => {
             let detail = queue_admin::show(&client, id).await.map_err(failure)?;
-            let waits = waits_for(&client, config, &detail).await?;
+            let waits = waits_for(&client, &detail).await?;
             if json {
                 let mut shown = serde_json::to_value(&detail).unwrap_or_default();
                 if let Some(object) = shown.as_object_mut() {
@@ -408,17 +408,8 @@ struct Waits {
     pause: Option<String>,
 }
 
-async fn waits_for(
-    client: &tokio_postgres::Client,
-    config: &Config,
-    d: &Detail,
-) -> Result<Waits, Failure> {
-    let routed: Vec<String> = config
-        .routes()
-        .iter()
-        .map(|r| r.event.as_str().to_string())
-        .collect();
-    let ordering = queue_admin::ordering(client, d.row.id, &routed)
+async fn waits_for(client: &tokio_postgres::Client, d: &Detail) -> Result<Waits, Failure> {
+    let ordering = queue_admin::ordering(client, d.row.id)
         .await
         .map_err(|e| failure(e.into()))?;
     let pause = if d.row.status == QueueStatus::Pending.as_str() {

@@ -96,19 +96,22 @@ pub async fn run(config: Config) -> CmdResult {
             result = &mut daemon => (Some(result), None),
             ended = listener => {
                 callbacks = None;
-                let why = match ended {
-                    Ok(Ok(())) => "the callback listener stopped".to_string(),
-                    Ok(Err(e)) => format!("callback listener failed: {e}"),
-                    Err(e) => format!("callback listener task failed: {e}"),
+                let error = match ended {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("callback listener failed: {e}")),
+                    Err(e) => Some(format!("callback listener task failed: {e}")),
                 };
                 // At a shutdown it stops first, as it should; an error is still said.
-                let failed = !shutdown.is_cancelled();
-                if failed {
+                if shutdown.is_cancelled() {
+                    if let Some(why) = &error {
+                        error!(error = %why, "callback listener failed");
+                    }
+                    (None, None)
+                } else {
+                    let why = error.unwrap_or_else(|| "the callback listener stopped".into());
                     error!(error = %why, "stopping the relay: its callback listener is gone");
-                } else if why != "the callback listener stopped" {
-                    error!(error = %why, "callback listener failed");
+                    (None, Some(why))
                 }
-                (None, failed.then_some(why))
             }
         },
         None => (Some((&mut daemon).await), None),

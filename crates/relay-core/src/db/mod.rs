@@ -80,13 +80,15 @@ pub fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
 }
 
 /// An error and its sources on one line, each said once (tokio-postgres's errors
-/// repeat their source in their own text).
-pub fn describe_chain(e: &dyn std::error::Error) -> String {
+/// repeat their source in their own text), without "db error", tokio-postgres's own
+/// word for an error the server sent, whose message a link before it
+/// ([`describe_pg`]) or after it says.
+pub fn describe_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
         let said = s.to_string();
-        if !text.contains(&said) {
+        if !text.contains(&said) && said != "db error" {
             text.push_str(": ");
             text.push_str(&said);
         }
@@ -143,6 +145,11 @@ pub struct Connector {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     settings: TlsSettings,
+    /// How long [`Connector::connect`] may take in all: `connect_timeout` bounds the
+    /// TCP connect only, and a server (or a proxy in front of it) that accepts and
+    /// then never answers the start-up would hold a connect for good; the statement
+    /// timeout is added for that.
+    limit: Duration,
 }
 
 impl Connector {
@@ -184,16 +191,25 @@ impl Connector {
             config,
             tls,
             settings,
+            limit: Duration::from_secs(
+                db.connect_timeout_seconds
+                    .saturating_add(db.statement_timeout_seconds),
+            ),
         })
     }
 
     /// One connection; a TLS refusal comes back as [`DbError::Setup`] saying which
     /// check failed.
     pub async fn connect(&self) -> Result<(tokio_postgres::Client, PgConnection), DbError> {
-        self.config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| self.explain(e))
+        match tokio::time::timeout(self.limit, self.config.connect(self.tls.clone())).await {
+            Ok(connected) => connected.map_err(|e| self.explain(e)),
+            Err(_) => Err(DbError::Unavailable(format!(
+                "no answer within {:?} (database.connect_timeout_seconds bounds the TCP \
+                 connect; a server or proxy that accepts it and then says nothing is given \
+                 the statement timeout more)",
+                self.limit
+            ))),
+        }
     }
 
     /// Connects once and says how: for a start-up check. Under `sslmode=prefer` a
@@ -204,10 +220,22 @@ impl Connector {
     pub async fn check(&self) -> Result<(), DbError> {
         let (client, connection) = self.connect().await?;
         let driver = drivers::spawn(connection);
-        let row = client.query_opt(SESSION_ENCRYPTED, &[]).await;
+        let row = tokio::time::timeout(self.limit, client.query_opt(SESSION_ENCRYPTED, &[])).await;
         drop(client);
-        let _ = driver.await;
-        let encrypted = row?.map(|r| r.get::<_, bool>(0)).unwrap_or(false);
+        let row = match row {
+            Ok(row) => {
+                let _ = driver.await;
+                row?
+            }
+            Err(_) => {
+                driver.abort();
+                return Err(DbError::Unavailable(format!(
+                    "no answer to a query within {:?}",
+                    self.limit
+                )));
+            }
+        };
+        let encrypted = row.map(|r| r.get::<_, bool>(0)).unwrap_or(false);
         match (encrypted, self.settings.mode) {
             (false, SslMode::Prefer) if tls::sockets_only(&self.config) => {
                 tracing::debug!("connected to Postgres over its Unix socket (no TLS there)")

@@ -1,7 +1,9 @@
 //! A TCP proxy between the relay and Postgres, to break the link without touching the
 //! server: [`Proxy::cut`] severs every connection (the relay sees the close), and
 //! [`Proxy::blackhole`] silently stops forwarding on the open ones (no FIN, no RST:
-//! like a dropped NAT entry or an unplugged peer) while new connections still work.
+//! like a dropped NAT entry or an unplugged peer) while new connections still work,
+//! and [`Proxy::silence`] does that to new connections too (a server that has stopped
+//! answering).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,7 @@ use tokio::task::AbortHandle;
 pub struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
     /// Bumped by every blackhole: connections open at that moment stop forwarding.
     blackholes: watch::Sender<u64>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
@@ -26,10 +29,12 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let cut = Arc::new(AtomicBool::new(false));
+        let silent = Arc::new(AtomicBool::new(false));
         let (blackholes, _) = watch::channel(0u64);
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accept = tokio::spawn({
             let cut = cut.clone();
+            let silent = silent.clone();
             let conns = conns.clone();
             let blackholes = blackholes.clone();
             async move {
@@ -41,7 +46,12 @@ impl Proxy {
                     let upstream = upstream.clone();
                     let mut hole = blackholes.subscribe();
                     hole.mark_unchanged();
+                    let quiet = silent.load(Ordering::SeqCst);
                     let task = tokio::spawn(async move {
+                        if quiet {
+                            // Accepted (the task holds the socket), never answered.
+                            std::future::pending::<()>().await;
+                        }
                         let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
                             return;
                         };
@@ -63,6 +73,7 @@ impl Proxy {
         Proxy {
             addr,
             cut,
+            silent,
             blackholes,
             conns,
             accept,
@@ -90,6 +101,13 @@ impl Proxy {
     /// connections made afterwards are forwarded as usual.
     pub fn blackhole(&self) {
         self.blackholes.send_modify(|n| *n += 1);
+    }
+
+    /// Every connection, open now or made afterwards, goes silent: accepted, never
+    /// answered, never closed (until the proxy is dropped).
+    pub fn silence(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+        self.blackhole();
     }
 
     /// Connections forwarded or held open right now.

@@ -1,12 +1,14 @@
 //! Bounded access to the query pool. Postgres enforces `statement_timeout`, but a
 //! half-open TCP link or a wedged pool would still hang an await; every query the
-//! daemon runs goes through [`Db::bounded`] so nothing waits forever.
+//! daemon runs goes through [`Db::bounded`] so nothing waits forever, and a stopping
+//! relay waits on none of them longer than [`unless_stopped`] allows.
 
 use std::future::Future;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::DaemonError;
 
@@ -42,6 +44,29 @@ impl Db {
             Ok(result) => result,
             Err(_) => Err(DaemonError::Timeout(what, self.limit)),
         }
+    }
+}
+
+/// Runs `fut` to its end, unless `shutdown` comes and `fut` is still running
+/// `patience` later: then `None`, and `fut` is dropped where it stood.
+///
+/// A statement already sent runs on or not in the server; what the relay does not
+/// learn of it is what a crash would leave (rows claimed and never started go back
+/// once the relay's sessions are gone: `crate::liveness`). Against a database that
+/// has stopped answering, every part of a stopping relay waited out its statement's
+/// bound one after the other: 38 s after SIGTERM, where systemd, compose and
+/// Kubernetes kill at 30.
+pub(crate) async fn unless_stopped<F: Future>(
+    shutdown: &CancellationToken,
+    patience: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        out = fut => Some(out),
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(patience).await;
+        } => None,
     }
 }
 

@@ -143,27 +143,33 @@ pub async fn run(
     info!("shutting down: no new claims");
     let grace = Duration::from_secs(config.queue.shutdown_grace_seconds);
     let unfinished = dispatcher.drain(grace).await;
+    // What is left to write down gets WRITE_DOWN in all, however the database answers.
+    let write_down_until = tokio::time::Instant::now() + WRITE_DOWN;
     if !unfinished.is_empty() {
-        match claim::release(&db, &unfinished).await {
-            Ok(n) => info!(
+        let released =
+            tokio::time::timeout_at(write_down_until, claim::release(&db, &unfinished)).await;
+        match released {
+            Ok(Ok(n)) => info!(
                 released = n,
                 "deliveries still in flight were returned to the queue"
             ),
-            Err(e) => error!(error = %e, rows = unfinished.len(),
-                "could not release rows; they return to pending when their lease expires"),
+            Ok(Err(e)) => error!(error = %e, rows = unfinished.len(),
+                "could not release rows; they return to pending once this relay is gone"),
+            Err(_) => error!(rows = unfinished.len(), within = ?WRITE_DOWN,
+                "the database did not take the rows back in time; they return to pending once this relay is gone"),
         }
     }
     // Every Recorder handle is gone now (dispatcher and tasks dropped): the recorder
-    // writes what it holds and ends. Past the grace period it stops retrying.
-    let stop_after = tokio::spawn({
+    // writes what it holds and ends, or stops where it stands at the deadline.
+    let stop_at = tokio::spawn({
         let stop = recorder_stop.clone();
         async move {
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep_until(write_down_until).await;
             stop.cancel();
         }
     });
     let _ = recorder_task.await;
-    stop_after.abort();
+    stop_at.abort();
     let _ = listener_task.await;
     let _ = sweeper_task.await;
     let _ = liveness_task.await;
@@ -192,6 +198,20 @@ pub(crate) fn db_backoff() -> impl Iterator<Item = Duration> {
         .build()
         .map(|delay| delay.min(DB_BACKOFF_CAP))
 }
+
+/// How long a stopping relay may take, after the deliveries' grace, to write down what
+/// is left: the rows it gives back and the outcomes it holds. Milliseconds against a
+/// database that answers; against one that does not, the end of the wait, so that a
+/// stop takes at most `queue.shutdown_grace_seconds` + [`STOP_PATIENCE`] + this + the
+/// sessions' goodbye (1 s): 23 s with the defaults, under the 30 s after which
+/// systemd (`TimeoutStopSec`), compose and Kubernetes kill the process. What is not
+/// written is what a crash would leave: the rows go back once the relay's sessions are
+/// gone (`crate::liveness`).
+pub(crate) const WRITE_DOWN: Duration = Duration::from_secs(10);
+
+/// How long the pump's statement in flight at SIGTERM may run on before the pump stops
+/// without its answer (`db::unless_stopped`).
+pub(crate) const STOP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The longest wait between two tries of the database.
 pub(crate) const DB_BACKOFF_CAP: Duration = Duration::from_secs(5);

@@ -25,6 +25,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::db::unless_stopped;
 use crate::error::{describe_pg, DaemonError};
 use crate::shared::Wake;
 use crate::streak::{Say, Streak};
@@ -43,15 +44,21 @@ pub(crate) async fn run(
     let mut connected_before = false;
     let mut failing = Streak::default();
     loop {
-        let ended = session(
+        // Connecting, setting up and each liveness check wait on the server; a stop
+        // waits for none of them (crate::db::unless_stopped). Dropped, the session's
+        // driver still says goodbye (relay_core::db::drivers).
+        let session = session(
             &db,
             marker,
             &wake,
             &shutdown,
             connected_before,
             &mut failing,
-        )
-        .await;
+        );
+        let Some(ended) = unless_stopped(&shutdown, Duration::ZERO, session).await else {
+            metrics::global().set_listener_connected(false);
+            return;
+        };
         metrics::global().set_listener_connected(false);
         match ended {
             Ok(()) => return,

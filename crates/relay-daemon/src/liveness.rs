@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::db::Db;
+use crate::db::{unless_stopped, Db};
 use crate::error::DaemonError;
 use crate::shared::{Confirmed, Wake};
 
@@ -99,7 +99,12 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let missing = match absent(&db, marker).await {
+        // Neither look holds up a stop (crate::db::unless_stopped).
+        let Some(looked) = unless_stopped(&shutdown, Duration::ZERO, absent(&db, marker)).await
+        else {
+            return;
+        };
+        let missing = match looked {
             Ok(missing) => {
                 // A session answered, so the marker is held (every session takes it).
                 let was = confirmed.get();
@@ -130,7 +135,11 @@ pub(crate) async fn run(
         if gone.is_empty() {
             continue;
         }
-        match release(&db, &gone).await {
+        let Some(released) = unless_stopped(&shutdown, Duration::ZERO, release(&db, &gone)).await
+        else {
+            return;
+        };
+        match released {
             Ok(ids) => {
                 for m in &gone {
                     missing_since.remove(m);

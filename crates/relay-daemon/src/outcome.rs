@@ -41,9 +41,6 @@ const QUIET_GATHER: Duration = Duration::from_millis(20);
 const QUIET_ROWS: usize = 8;
 /// Batches written at once, each on its own pooled connection.
 const WRITERS: usize = 2;
-/// During shutdown, how often a failing write is retried before giving up (the rows
-/// then return to pending when their lease expires).
-const SHUTDOWN_WRITE_ATTEMPTS: u32 = 3;
 
 /// The queue update only applies while the row still carries this relay's lease
 /// (see [`crate::claim`]); the ids it did not apply to are returned.
@@ -323,12 +320,21 @@ fn ordered(f: &Finished) -> bool {
     f.job.ordering.is_some() || f.job.lifecycle
 }
 
-async fn write_with_retry(db: &Db, batch: &[Finished], shutdown: &CancellationToken) {
+/// Writes `batch`, trying again until it is written or `stop` (the stopping relay's
+/// deadline, `crate::WRITE_DOWN`) comes: then it gives up where it stands, a write in
+/// flight included, and the rows return to pending once the relay is gone.
+async fn write_with_retry(db: &Db, batch: &[Finished], stop: &CancellationToken) {
     let mut backoff = crate::db_backoff();
-    let mut tries = 0u32;
     loop {
-        tries += 1;
-        match write(db, batch).await {
+        let written = tokio::select! {
+            written = write(db, batch) => written,
+            () = stop.cancelled() => {
+                error!(rows = batch.len(),
+                    "could not record outcomes before exiting; the rows return to pending once this relay is gone");
+                return;
+            }
+        };
+        match written {
             Ok(stale) => {
                 for id in stale {
                     warn!(
@@ -339,14 +345,16 @@ async fn write_with_retry(db: &Db, batch: &[Finished], shutdown: &CancellationTo
                 return;
             }
             Err(e) => {
-                if shutdown.is_cancelled() && tries >= SHUTDOWN_WRITE_ATTEMPTS {
-                    error!(error = %e, rows = batch.len(),
-                        "could not record outcomes before exiting; the rows return to pending when their lease expires");
-                    return;
-                }
                 let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                 warn!(error = %e, rows = batch.len(), retry_in = ?delay, "could not record outcomes; retrying");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => {
+                        error!(error = %e, rows = batch.len(),
+                            "could not record outcomes before exiting; the rows return to pending once this relay is gone");
+                        return;
+                    }
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::batch::BatchSize;
 use crate::claim::{self, ClaimLimits};
-use crate::db::Db;
+use crate::db::{unless_stopped, Db};
 use crate::dispatcher::Dispatcher;
 use crate::error::DaemonError;
 use crate::router::RouteTable;
@@ -281,10 +281,20 @@ impl Pump {
                 self.woken(w);
                 recheck = false;
             }
+            // At SIGTERM a statement in flight may finish (STOP_PATIENCE), not wait
+            // out its timeout against a database that stopped answering.
             let next = if recheck {
-                self.settle(&mut pacing, false).await
+                let settled = self.settle(&mut pacing, false);
+                match unless_stopped(shutdown, crate::STOP_PATIENCE, settled).await {
+                    Some(next) => next,
+                    None => break,
+                }
             } else {
-                let passed = self.pass().await;
+                let passed = match unless_stopped(shutdown, crate::STOP_PATIENCE, self.pass()).await
+                {
+                    Some(passed) => passed,
+                    None => break,
+                };
                 self.size_batch(&passed);
                 match passed {
                     Ok(Pass::Worked) => {
@@ -301,8 +311,14 @@ impl Pump {
                     // a NOTIFY per delivery window. Poll briefly instead, so new events
                     // for other endpoints never wait on a slow one.
                     Ok(Pass::InFlight) => Next::Wait(Some(IN_FLIGHT_POLL)),
-                    Ok(Pass::Nothing) => self.settle(&mut pacing, false).await,
-                    Ok(Pass::Unasked) => self.settle(&mut pacing, true).await,
+                    Ok(nothing @ (Pass::Nothing | Pass::Unasked)) => {
+                        let unasked = matches!(nothing, Pass::Unasked);
+                        let settled = self.settle(&mut pacing, unasked);
+                        match unless_stopped(shutdown, crate::STOP_PATIENCE, settled).await {
+                            Some(next) => next,
+                            None => break,
+                        }
+                    }
                     Err(e) => Next::Backoff(e),
                 }
             };

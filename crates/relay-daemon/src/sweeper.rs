@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use relay_core::queue_admin::{self, CleanupOptions};
 
 use crate::claim;
-use crate::db::Db;
+use crate::db::{unless_stopped, Db};
 use crate::shared::Wake;
 use crate::streak::{Say, Streak};
 
@@ -49,10 +49,19 @@ pub(crate) async fn run(
             }
             _ = tick.tick() => {}
         }
-        if !autovacuum_checked {
-            autovacuum_checked = warn_without_autovacuum(&db).await;
-        }
-        let released = claim::release_expired_leases(&db).await;
+        // Nothing here must hold up a stop (crate::db::unless_stopped).
+        let looked = async {
+            if !autovacuum_checked {
+                autovacuum_checked = warn_without_autovacuum(&db).await;
+            }
+            claim::release_expired_leases(&db).await
+        };
+        let Some(released) = unless_stopped(&shutdown, Duration::ZERO, looked).await else {
+            if let Some(task) = retention_task {
+                task.abort();
+            }
+            return;
+        };
         if released.is_ok() {
             failing.ended();
         }

@@ -29,6 +29,8 @@ pub enum Validity {
     Current,
     /// Both dates in the past.
     Expired,
+    /// Valid since a month ago, until this long from now.
+    ExpiresIn(std::time::Duration),
 }
 
 impl Pki {
@@ -118,9 +120,17 @@ impl Pki {
     }
 
     fn issue(&self, file: &str, mut params: CertificateParams, validity: Validity) -> CertFiles {
-        if validity == Validity::Expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        match validity {
+            Validity::Current => {}
+            Validity::Expired => {
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+            Validity::ExpiresIn(left) => {
+                let now = time::OffsetDateTime::now_utc();
+                params.not_before = now - time::Duration::days(30);
+                params.not_after = now + left;
+            }
         }
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");

@@ -198,6 +198,11 @@ async fn the_callback_listener_serves_https_and_sighup_swaps_its_certificate_kee
         "{}",
         relay.log()
     );
+    assert!(
+        !relay.log().contains("the certificate in"),
+        "a certificate good for a year is not warned of: {}",
+        relay.log()
+    );
 
     // The connection opened before the swap still works.
     assert_eq!(post_status(&mut kept, "exec-2").await, 200);
@@ -361,4 +366,86 @@ async fn plain_http_on_the_https_listener_gets_a_400_that_says_to_use_https() {
             .then_some(())
     })
     .await;
+}
+
+/// The listener's certificate five days from expiry (its renewal stopped): rustls
+/// serves it without a word, and n8n would refuse it from the sixth day on. `run` says
+/// so at start, naming the file, the date and what to do; `/metrics` publishes its
+/// expiry for an alert; `check-config` lists the certificate with its dates and warns.
+#[tokio::test]
+async fn a_callback_certificate_near_its_expiry_is_said_at_start_in_metrics_and_by_check_config() {
+    let pki = Pki::new("expiring");
+    let left = Duration::from_secs(5 * 86_400 + 3_600);
+    let soon = pki.server("soon", &["127.0.0.1"], Validity::ExpiresIn(left));
+    let path = soon.cert.display().to_string();
+    let db = TestDb::migrated().await;
+    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("RELAY_CALLBACKS__TLS_CERT", soon.cert.display())
+        .env("RELAY_CALLBACKS__TLS_KEY", soon.key.display());
+
+    let out = builder.clone().args(["check-config"]).output().await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let listed = text
+        .lines()
+        .skip_while(|l| *l != "certificates the relay presents:")
+        .find(|l| l.trim_start().starts_with("callbacks.tls_cert") && l.contains(&path))
+        .unwrap_or_else(|| panic!("the certificate is listed:\n{text}"));
+    assert!(
+        listed.contains("expires on ") && listed.ends_with("(5 days left)"),
+        "{listed}"
+    );
+    assert!(
+        text.contains(&format!(
+            "warning: callbacks.tls_cert: the certificate in {path} expires on"
+        )) && text.contains("renew it, then send the relay SIGHUP"),
+        "{text}"
+    );
+    let out = builder
+        .clone()
+        .args(["check-config", "--json"])
+        .output()
+        .await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let listed = &json["certificates"][0];
+    assert_eq!(listed["key"], "callbacks.tls_cert", "{json}");
+    assert_eq!(listed["file"], path.as_str());
+    assert!(listed["problem"]
+        .as_str()
+        .is_some_and(|p| p.contains("expires on")));
+
+    let relay = builder.clone().spawn();
+    wait_until("the warning at start", T, || async {
+        let log = relay.log();
+        (log.contains(&format!("the certificate in {path} expires on"))
+            && log.contains("(5 days left)"))
+        .then_some(())
+    })
+    .await;
+    let expires = relay_core::tls::Validity::of(&der_of(&soon.cert))
+        .expect("dates")
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let metrics = http_get(&builder.metrics_addr(), "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "n8n_relay_callback_certificate_expiry_timestamp_seconds {expires}\n"
+        )),
+        "{metrics}"
+    );
+}
+
+/// The body of a plain HTTP/1.0 GET.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("reply");
+    reply
 }

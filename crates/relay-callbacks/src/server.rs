@@ -96,7 +96,7 @@ pub async fn serve(
 
     let tls = match crate::tls::acceptor(&limits)? {
         Some((acceptor, certificates)) => {
-            crate::tls::reload_on_sighup(certificates, &tasks, shutdown.clone());
+            crate::tls::watch(certificates, &tasks, shutdown.clone());
             Some(acceptor)
         }
         None => None,

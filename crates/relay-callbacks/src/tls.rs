@@ -3,10 +3,14 @@
 //! handshake picks up the current one, connections already open keep theirs, so a
 //! renewal by cert-manager or certbot needs a signal, not a restart. A reload that
 //! fails (a half-written file, a key that does not match) is logged and the
-//! certificate in use stays.
+//! certificate in use stays. The served certificate's expiry is a metric, and a
+//! warning from two weeks before it (at start, at each reload, then daily): n8n
+//! refuses an expired one, and every callback failed on n8n's side with nothing said
+//! here.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -39,17 +43,37 @@ impl Certificates {
         }
         Ok(())
     }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Publishes the served certificate's expiry and warns when it is near or past.
+    fn say_dates(&self) {
+        let current = self.current();
+        let Some(dates) = current.cert.first().and_then(relay_core::tls::Validity::of) else {
+            return;
+        };
+        relay_core::metrics::global().set_callback_certificate_expiry(dates.not_after);
+        let then = "then send the relay SIGHUP";
+        match dates.problem("callbacks.tls_cert", &self.cert, SystemTime::now(), then) {
+            Some(problem) => tracing::warn!("{problem}"),
+            None => tracing::debug!(expires = dates.expires(), "callback listener certificate"),
+        }
+    }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let current = match self.current.read() {
-            Ok(current) => current.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        Some(current)
+        Some(self.current())
     }
 }
+
+/// How often the served certificate's dates are looked at again.
+const DATES_EVERY: Duration = Duration::from_secs(86_400);
 
 /// The acceptor for `callbacks.tls_cert`/`tls_key`, or `None` for plain HTTP.
 pub(crate) fn acceptor(
@@ -71,14 +95,16 @@ pub(crate) fn acceptor(
     Ok(Some((TlsAcceptor::from(Arc::new(server)), certificates)))
 }
 
-/// Reloads the certificate on every SIGHUP until shutdown. The signal is watched
-/// from the moment this returns (before the listener says it is ready), so a SIGHUP
-/// sent after that never falls on the default action, which would end the process.
-pub(crate) fn reload_on_sighup(
+/// Reloads the certificate on every SIGHUP until shutdown, and says its dates now, at
+/// each reload and daily. The signal is watched from the moment this returns (before
+/// the listener says it is ready), so a SIGHUP sent after that never falls on the
+/// default action, which would end the process.
+pub(crate) fn watch(
     certificates: Arc<Certificates>,
     tasks: &tokio_util::task::TaskTracker,
     shutdown: CancellationToken,
 ) {
+    certificates.say_dates();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -90,9 +116,17 @@ pub(crate) fn reload_on_sighup(
             }
         };
         tasks.spawn(async move {
+            let mut daily = tokio::time::interval_at(
+                tokio::time::Instant::now() + DATES_EVERY,
+                DATES_EVERY,
+            );
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
+                    _ = daily.tick() => {
+                        certificates.say_dates();
+                        continue;
+                    }
                     got = hangup.recv() => {
                         if got.is_none() {
                             return;
@@ -100,10 +134,13 @@ pub(crate) fn reload_on_sighup(
                     }
                 }
                 match certificates.reload() {
-                    Ok(()) => tracing::info!(
-                        cert = %certificates.cert.display(),
-                        "SIGHUP: callback listener certificate reloaded; new connections use it"
-                    ),
+                    Ok(()) => {
+                        tracing::info!(
+                            cert = %certificates.cert.display(),
+                            "SIGHUP: callback listener certificate reloaded; new connections use it"
+                        );
+                        certificates.say_dates();
+                    }
                     Err(e) => tracing::error!(
                         error = %e,
                         "SIGHUP: callback listener certificate not reloaded; the previous one stays in use"

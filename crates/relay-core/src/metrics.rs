@@ -120,6 +120,7 @@ pub struct Metrics {
     listener_reconnects: Counter,
     listener_connected: Gauge,
     callbacks: Family<CallbackLabels, Counter>,
+    callback_certificate_expiry: Gauge,
 }
 
 /// The process-wide registry that the daemon, the callbacks listener and `/metrics`
@@ -152,6 +153,7 @@ impl Metrics {
             listener_reconnects: Counter::default(),
             listener_connected: Gauge::default(),
             callbacks: Family::default(),
+            callback_certificate_expiry: Gauge::default(),
         };
         m.register()
     }
@@ -226,6 +228,12 @@ impl Metrics {
             "callbacks",
             "Callback requests from n8n by endpoint and HTTP status answered",
             self.callbacks.clone(),
+        );
+        r.register(
+            "callback_certificate_expiry_timestamp_seconds",
+            "Unix time at which the callback listener's certificate expires (0 without \
+             HTTPS): alert on it minus time() falling under a few weeks",
+            self.callback_certificate_expiry.clone(),
         );
         // Series that exist from the start, so rate() sees their first increment.
         for event in EventType::ALL {
@@ -311,6 +319,14 @@ impl Metrics {
         self.queue_held.set(rows);
     }
 
+    /// The callback listener's certificate (as served now) expires at `not_after`.
+    pub fn set_callback_certificate_expiry(&self, not_after: std::time::SystemTime) {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.callback_certificate_expiry.set(secs);
+    }
+
     pub fn set_listener_connected(&self, connected: bool) {
         self.listener_connected.set(i64::from(connected));
     }
@@ -377,6 +393,7 @@ mod tests {
             "n8n_relay_queue_held",
             "n8n_relay_queue_sampled_timestamp_seconds",
             "n8n_relay_endpoint_unhealthy",
+            "n8n_relay_callback_certificate_expiry_timestamp_seconds",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");

@@ -1,9 +1,11 @@
 //! TLS material from files, shared by every TLS user (Postgres, n8n, the callback
 //! listener): PEM certificates and private keys, read with errors that name the
-//! setting and the file, and the one crypto provider (ring) they all use.
+//! setting and the file, the dates a certificate is good between, and the one crypto
+//! provider (ring) they all use.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -106,6 +108,117 @@ pub fn certified_key(
     })
 }
 
+/// How long before a certificate expires the relay starts saying so. Automated
+/// renewals (certbot, cert-manager) renew a month or more ahead: two weeks left means
+/// the renewal has stopped, with time left to mend it.
+pub const EXPIRY_NOTICE: Duration = Duration::from_secs(14 * 86_400);
+
+/// The dates between which a certificate is valid. rustls checks a peer's, never the
+/// relay's own: an expired certificate of the callback listener was served without a
+/// word while n8n refused every callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// The two dates as the certificate states them (UTC, RFC 3339).
+    shown: (String, String),
+}
+
+impl Validity {
+    /// The dates of `cert`, or `None` if it is not an X.509 certificate rustls would
+    /// have refused anyway.
+    pub fn of(cert: &CertificateDer<'_>) -> Option<Validity> {
+        use x509_cert::der::Decode as _;
+        let parsed = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
+        let dates = &parsed.tbs_certificate.validity;
+        Some(Validity {
+            not_before: dates.not_before.to_system_time(),
+            not_after: dates.not_after.to_system_time(),
+            shown: (
+                dates.not_before.to_date_time().to_string(),
+                dates.not_after.to_date_time().to_string(),
+            ),
+        })
+    }
+
+    /// When it expires, UTC.
+    pub fn expires(&self) -> &str {
+        &self.shown.1
+    }
+
+    /// When it became valid, UTC.
+    pub fn starts(&self) -> &str {
+        &self.shown.0
+    }
+
+    /// Its state at `now` in a few words: "valid until 2027-03-01T00:00:00Z (84 days
+    /// left)", "expires on ... (3 days left)", "expired on ... (2 days ago)", "not
+    /// valid before ...".
+    pub fn state(&self, now: SystemTime) -> String {
+        if now < self.not_before {
+            return format!("not valid before {}", self.shown.0);
+        }
+        match self.not_after.duration_since(now) {
+            Err(ago) => format!(
+                "expired on {} ({})",
+                self.shown.1,
+                days(ago.duration(), "ago")
+            ),
+            Ok(left) if left <= EXPIRY_NOTICE => {
+                format!("expires on {} ({})", self.shown.1, days(left, "left"))
+            }
+            Ok(left) => format!("valid until {} ({})", self.shown.1, days(left, "left")),
+        }
+    }
+
+    /// What is wrong at `now`, or about to be ([`EXPIRY_NOTICE`]), with the certificate
+    /// that `setting` names in `path`, ending with `then` (what the operator does after
+    /// renewing the file: a signal, a restart). `None` while it is good for longer.
+    pub fn problem(
+        &self,
+        setting: &str,
+        path: &Path,
+        now: SystemTime,
+        then: &str,
+    ) -> Option<String> {
+        let state = self.state(now);
+        let file = path.display();
+        if now < self.not_before {
+            Some(format!(
+                "{setting}: the certificate in {file} is {state}: peers refuse it until then \
+                 (is this host's clock right?)"
+            ))
+        } else if self.not_after <= now {
+            Some(format!(
+                "{setting}: the certificate in {file} {state}: peers refuse it; renew it, {then}"
+            ))
+        } else if self.not_after.duration_since(now).unwrap_or_default() <= EXPIRY_NOTICE {
+            Some(format!(
+                "{setting}: the certificate in {file} {state}; renew it, {then}"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// "3 days left", "less than a day ago".
+fn days(d: Duration, which: &str) -> String {
+    match d.as_secs() / 86_400 {
+        0 => format!("less than a day {which}"),
+        1 => format!("1 day {which}"),
+        n => format!("{n} days {which}"),
+    }
+}
+
+/// The dates of the first certificate in `path` (the one a server or client presents),
+/// for reports; `None` when the file cannot be read or holds none (the error that
+/// matters is the one its loading gives).
+pub fn validity_of_file(key: &str, path: &Path) -> Option<Validity> {
+    let chain = load_certs(key, path).ok()?;
+    Validity::of(chain.first()?)
+}
+
 /// What is wrong with a PEM file, in words: the parser names a missing end marker as
 /// its bytes ("[67, 69, 82, ...]"), which is how a file still being written looks.
 fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
@@ -194,5 +307,75 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A self-signed certificate valid from `from` to `until` (Unix seconds).
+    fn dated(from: i64, until: i64) -> CertificateDer<'static> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["relay.test".to_string()]).expect("params");
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(from).expect("from");
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(until).expect("until");
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_800_000_000;
+
+    fn at(unix: i64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).expect("after 1970"))
+    }
+
+    #[test]
+    fn a_certificate_is_said_from_two_weeks_before_it_expires_and_after() {
+        let path = Path::new("/etc/relay/cert.pem");
+        let then = "then send SIGHUP";
+        let says = |from: i64, until: i64| {
+            let dates = Validity::of(&dated(from, until)).expect("dates");
+            (
+                dates.state(at(NOW)),
+                dates.problem("callbacks.tls_cert", path, at(NOW), then),
+            )
+        };
+
+        let (state, problem) = says(NOW - 60 * DAY, NOW + 30 * DAY);
+        assert!(state.starts_with("valid until 2027-"), "{state}");
+        assert!(state.ends_with("(30 days left)"), "{state}");
+        assert_eq!(problem, None);
+
+        let (state, problem) = says(NOW - 60 * DAY, NOW + 3 * DAY + 60);
+        assert!(
+            state.starts_with("expires on ") && state.ends_with("(3 days left)"),
+            "{state}"
+        );
+        let problem = problem.expect("near expiry is said");
+        assert!(
+            problem.starts_with(
+                "callbacks.tls_cert: the certificate in /etc/relay/cert.pem expires on "
+            ),
+            "{problem}"
+        );
+        assert!(problem.ends_with("renew it, then send SIGHUP"), "{problem}");
+
+        let (state, problem) = says(NOW - 60 * DAY, NOW - 2 * DAY - 60);
+        assert!(
+            state.starts_with("expired on ") && state.ends_with("(2 days ago)"),
+            "{state}"
+        );
+        assert!(problem
+            .expect("expired")
+            .contains("peers refuse it; renew it"));
+
+        let (state, problem) = says(NOW + DAY, NOW + 90 * DAY);
+        assert!(state.starts_with("not valid before "), "{state}");
+        assert!(problem.expect("not yet valid").contains("clock"));
+    }
+
+    #[test]
+    fn what_is_not_a_certificate_has_no_dates() {
+        assert_eq!(
+            Validity::of(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])),
+            None
+        );
     }
 }

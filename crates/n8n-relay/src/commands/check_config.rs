@@ -47,8 +47,26 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
                 (direction.to_string(), serde_json::Value::Array(list))
             })
             .collect();
+        let now = std::time::SystemTime::now();
+        let certificates: Vec<serde_json::Value> = loaded
+            .config
+            .certificates()
+            .iter()
+            .map(|c| {
+                let dates = c.validity.as_ref();
+                serde_json::json!({
+                    "key": c.setting,
+                    "file": c.path.display().to_string(),
+                    "not_before": dates.map(|d| d.starts()),
+                    "not_after": dates.map(|d| d.expires()),
+                    "state": dates.map(|d| d.state(now)),
+                    "problem": c.problem(now),
+                })
+            })
+            .collect();
         let out = serde_json::json!({
             "valid": true, "config": redacted, "keys": keys, "active_secrets": secrets,
+            "certificates": certificates,
         });
         let json = serde_json::to_string_pretty(&out).unwrap_or_default();
         return super::write_stdout(&format!("{json}\n"));
@@ -96,6 +114,31 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
         for (i, (key, sha256)) in list.iter().enumerate() {
             let label = if i == 0 { direction } else { "" };
             let _ = writeln!(text, "  {label:<9}  {}. {sha256}  {key}", i + 1);
+        }
+    }
+    let certificates = loaded.config.certificates();
+    if !certificates.is_empty() {
+        let now = std::time::SystemTime::now();
+        text.push_str("\ncertificates the relay presents:\n");
+        let width = certificates
+            .iter()
+            .map(|c| c.setting.len())
+            .max()
+            .unwrap_or(0);
+        for c in &certificates {
+            let state = c
+                .validity
+                .as_ref()
+                .map_or_else(|| "dates unreadable".to_string(), |d| d.state(now));
+            let _ = writeln!(
+                text,
+                "  {:<width$}  {}  {state}",
+                c.setting,
+                c.path.display()
+            );
+        }
+        for problem in certificates.iter().filter_map(|c| c.problem(now)) {
+            let _ = writeln!(text, "warning: {problem}");
         }
     }
     text.push_str("\nconfiguration is valid\n");

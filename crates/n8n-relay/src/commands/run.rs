@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use relay_core::Config;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::error::{CmdResult, Failure};
 use crate::observe;
@@ -30,6 +30,16 @@ pub async fn run(config: Config) -> CmdResult {
         None
     };
     super::check_database(&config, &shutdown).await?;
+    // The client certificates' dates; the callback listener says its own (and daily).
+    let now = std::time::SystemTime::now();
+    for cert in config.certificates() {
+        if cert.setting == "callbacks.tls_cert" {
+            continue;
+        }
+        if let Some(problem) = cert.problem(now) {
+            warn!("{problem}");
+        }
+    }
     let config = Arc::new(config);
     let marker = relay_core::db::Marker::random();
     let pool = relay_core::db::relay_pool(&config.database, "n8n-relay", marker)

@@ -505,4 +505,64 @@ impl Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.queue.timeout_seconds)
     }
+
+    /// The certificates the relay presents (the callback listener's, its client
+    /// certificates for n8n and Postgres), with their dates: what `check-config`
+    /// reports and `run` warns of. The files were read once when the configuration was
+    /// checked; a file that cannot be read now has no dates.
+    pub fn certificates(&self) -> Vec<CertificateFile> {
+        let mut out = Vec::new();
+        let mut add = |setting: &'static str, path: PathBuf, then: &'static str| {
+            let validity = crate::tls::validity_of_file(setting, &path);
+            out.push(CertificateFile {
+                setting,
+                path,
+                then,
+                validity,
+            });
+        };
+        if self.callbacks.enabled && !self.callbacks.tls_cert.is_empty() {
+            add(
+                "callbacks.tls_cert",
+                PathBuf::from(&self.callbacks.tls_cert),
+                "then send the relay SIGHUP",
+            );
+        }
+        if !self.n8n.client_cert.is_empty() {
+            add(
+                "n8n.client_cert",
+                PathBuf::from(&self.n8n.client_cert),
+                "then restart the relay (it reads this file at start)",
+            );
+        }
+        let database = crate::db::Connector::new(&self.database, "n8n-relay");
+        if let Some((cert, _)) = database.ok().and_then(|c| c.tls().client.clone()) {
+            add(
+                "database.sslcert",
+                cert,
+                "nothing more: the relay reads it again at its next connection",
+            );
+        }
+        out
+    }
+}
+
+/// A certificate the relay presents, from [`Config::certificates`].
+#[derive(Debug, Clone)]
+pub struct CertificateFile {
+    pub setting: &'static str,
+    pub path: PathBuf,
+    /// What to do once the file is renewed.
+    pub then: &'static str,
+    /// `None` if the file could not be read.
+    pub validity: Option<crate::tls::Validity>,
+}
+
+impl CertificateFile {
+    /// What is wrong, or about to be, with its dates at `now`.
+    pub fn problem(&self, now: std::time::SystemTime) -> Option<String> {
+        self.validity
+            .as_ref()?
+            .problem(self.setting, &self.path, now, self.then)
+    }
 }

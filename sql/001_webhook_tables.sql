@@ -188,6 +188,14 @@ AS $$
                  AND e.event_type = ANY (p_events))
 $$;
 
+-- Failed rows: the guide's "Failed Webhooks" and "Identify problematic webhooks"
+-- queries, the console's failed page and `queue retry --failed` read only these,
+-- where without it each read the whole queue, delivered history included (0.9 s at
+-- 1.2 million rows). Only a failed row has an entry, so a delivery pays for it no more
+-- than a test of the predicate: its row versions are never failed, and `status` is
+-- already in other predicates, so no update that was HOT stops being HOT.
+CREATE INDEX IF NOT EXISTS webhook_queue_failed_idx
+    ON webhook_queue (id) WHERE status = 'failed';
 -- The sweeper: leases that expired (a crashed or killed relay).
 CREATE INDEX IF NOT EXISTS webhook_queue_lease_idx
     ON webhook_queue (lease_expires_at) WHERE status = 'sending';

@@ -989,6 +989,41 @@ async fn cleanup_deletes_in_bounded_batches() {
     assert_eq!(table_counts(&db).await, [0, 0, 0, 0]);
 }
 
+/// A cleanup whose last part fails (here a trigger refuses to delete incoming logs)
+/// after the others removed rows: each batch committed, and the error says what was
+/// removed before it, where it said only the error.
+#[tokio::test]
+async fn a_cleanup_that_fails_part_way_says_what_it_removed_before_the_error() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    cleanup_fixture(&client).await;
+    client
+        .batch_execute(
+            "CREATE FUNCTION keep_incoming() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'incoming logs are kept for the audit'; END $$;
+             CREATE TRIGGER keep_incoming BEFORE DELETE ON webhook_logs
+                 FOR EACH ROW WHEN (OLD.direction = 'incoming') EXECUTE FUNCTION keep_incoming();",
+        )
+        .await
+        .expect("a trigger that refuses");
+    let out = cli(&db, "queue cleanup --days 30").await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "cleanup stopped part way, after removing 2 queue rows, 2 logs, 2 retry history \
+             rows and 2 outbox events"
+        ) && out.stderr.contains("incoming logs are kept for the audit"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_logs WHERE direction = 'outgoing'")
+            .await,
+        4,
+        "the two removed stay removed"
+    );
+}
+
 #[tokio::test]
 async fn cleanup_without_days_is_bad_usage() {
     let db = TestDb::migrated().await;

@@ -94,8 +94,18 @@ pub enum QueueAdminError {
     BadScope,
     #[error("{0} is not paused (n8n-relay queue paused lists the pauses)")]
     NotPaused(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", crate::db::describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// A cleanup that removed `done` (each batch committed) and then failed.
+    #[error(
+        "cleanup stopped part way, after removing {} queue rows, {} logs, {} retry history \
+         rows and {} outbox events: {cause}",
+        done.queue_rows, done.logs, done.retry_history, done.events
+    )]
+    CleanupIncomplete {
+        done: Box<CleanupReport>,
+        cause: Box<QueueAdminError>,
+    },
 }
 
 impl QueueAdminError {
@@ -972,24 +982,46 @@ pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<Cleanup
     let events = delete_in_batches(client, CLEANUP_EVENTS_BATCH, days, &mut report.batches).await;
     let loose =
         delete_in_batches(client, CLEANUP_LOOSE_LOGS_BATCH, days, &mut report.batches).await;
-    queue?;
-    report.events = events?;
-    report.logs += loose?;
-    Ok(report)
+    // Each batch committed on its own: what the parts that ran removed is said with the
+    // first error, not lost in it.
+    let mut failed = queue.err();
+    match events {
+        Ok(n) => report.events = n,
+        Err((n, e)) => {
+            report.events = n;
+            failed = failed.or(Some(e));
+        }
+    }
+    match loose {
+        Ok(n) => report.logs += n,
+        Err((n, e)) => {
+            report.logs += n;
+            failed = failed.or(Some(e));
+        }
+    }
+    match failed {
+        None => Ok(report),
+        Some(cause) => Err(QueueAdminError::CleanupIncomplete {
+            done: Box::new(report),
+            cause: Box::new(cause),
+        }),
+    }
 }
 
+/// Rows removed by `statement` run until a batch comes back short; on an error, the
+/// rows removed before it count too (the error is the second half).
 async fn delete_in_batches(
     client: &Client,
     statement: &str,
     days: i32,
     batches: &mut i64,
-) -> Result<i64> {
+) -> std::result::Result<i64, (i64, QueueAdminError)> {
     let mut total = 0;
     loop {
-        let removed: i64 = client
-            .query_one(statement, &[&days, &CLEANUP_BATCH])
-            .await?
-            .get(0);
+        let removed: i64 = match client.query_one(statement, &[&days, &CLEANUP_BATCH]).await {
+            Ok(row) => row.get(0),
+            Err(e) => return Err((total, e.into())),
+        };
         *batches += 1;
         total += removed;
         if removed < CLEANUP_BATCH {

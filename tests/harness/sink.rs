@@ -67,6 +67,8 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         delay: Duration,
     },
+    /// A status with this JSON body (in place of `{"ok":true}`).
+    Body(u16, String),
     /// Never answer (the relay must time out).
     Hang,
     /// Close the connection without a response.
@@ -504,6 +506,15 @@ async fn handle(
                 )
                 .expect("sink response"))
         }
+        Reply::Body(status, body) => Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .expect("sink response")),
         Reply::Hang => {
             std::future::pending::<()>().await;
             unreachable!()

@@ -236,3 +236,80 @@ async fn a_connection_refused_is_retried_like_any_failure() {
         2
     );
 }
+
+/// An endpoint that says why it refuses: the n8n-relay trigger node (a wrong secret
+/// or scheme, a clock minutes off) and n8n itself (a workflow not active) answer with
+/// a reason, and `last_error` and the history carry it, where both read "HTTP 401" or
+/// "HTTP 404" and the reason sat only in `webhook_logs.response_body`.
+#[tokio::test]
+async fn a_refusal_with_a_reason_puts_the_reason_in_last_error() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::with(|r| {
+        if r.path.ends_with("lead-scraped") {
+            Reply::Body(
+                401,
+                r#"{"error":"invalid or expired signature","detail":"missing x-webhook-signature-256 header"}"#
+                    .into(),
+            )
+        } else {
+            Reply::Body(
+                404,
+                r#"{"code":404,"message":"The requested webhook \"POST lead-qualified\" is not registered.","hint":"activate the workflow"}"#
+                    .into(),
+            )
+        }
+    })
+    .await;
+    let _relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("WEBHOOK_MAX_RETRIES", 0)
+        .spawn();
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO leads (id, business_name, status) VALUES (1, 'Acme Inc', 'qualified')",
+        )
+        .await
+        .expect("a lead inserted qualified");
+    wait_until("both failed", T, || async {
+        (db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let errors: Vec<(String, String)> = db
+        .client()
+        .await
+        .query(
+            "SELECT q.event_type, q.last_error FROM webhook_queue q ORDER BY q.event_type",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                "lead_qualified".to_string(),
+                "HTTP 404: The requested webhook \"POST lead-qualified\" is not registered."
+                    .to_string()
+            ),
+            (
+                "lead_scraped".to_string(),
+                "HTTP 401: invalid or expired signature: missing x-webhook-signature-256 header"
+                    .to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM webhook_retry_history WHERE error_message LIKE 'HTTP 40_: %'"
+        )
+        .await,
+        2,
+        "the history says it too"
+    );
+}

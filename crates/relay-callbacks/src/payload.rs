@@ -70,7 +70,9 @@ struct VideoApprovalBody {
 /// is acknowledged and logged, and records no run; a completion needs one.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct WorkflowUpdate {
+    #[serde(deserialize_with = "lax::text")]
     pub workflow_id: String,
+    #[serde(default, deserialize_with = "lax::opt_text")]
     pub execution_id: Option<String>,
     pub status: Option<String>,
     pub current_step: Option<String>,
@@ -97,7 +99,9 @@ pub struct WorkflowError {
 
 #[derive(Deserialize)]
 struct WorkflowErrorBody {
+    #[serde(default, deserialize_with = "lax::opt_text")]
     workflow_id: Option<String>,
+    #[serde(default, deserialize_with = "lax::opt_text")]
     execution_id: Option<String>,
     current_step: Option<String>,
     #[serde(default, deserialize_with = "lax::opt_int")]
@@ -316,6 +320,30 @@ mod lax {
         }
     }
 
+    /// An id that is text, or an integer (n8n's execution ids are digits, and
+    /// `{{ $execution.id }}` outside quotes sends them as a number).
+    fn text_of<E: Error>(value: Value) -> Result<String, E> {
+        match value {
+            Value::String(text) => Ok(text),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            other => Err(E::custom(format!(
+                "expected text or an integer, got {}",
+                super::kind(&other)
+            ))),
+        }
+    }
+
+    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        text_of(Value::deserialize(d)?)
+    }
+
+    pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            value => text_of(value).map(Some),
+        }
+    }
+
     pub fn switch<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         match Value::deserialize(d)? {
             Value::Bool(b) => Ok(b),
@@ -503,6 +531,36 @@ mod tests {
         )
         .expect_err("empty");
         assert_eq!(field_of(e), "execution_id");
+    }
+
+    /// n8n's execution ids are digits: `"execution_id": {{ $execution.id }}` in an
+    /// HTTP Request body sends a number, which was a 400 (and an error workflow's
+    /// alert lost with it).
+    #[test]
+    fn workflow_and_execution_ids_may_come_as_integers() {
+        for endpoint in [Endpoint::WorkflowStatus, Endpoint::WorkflowCompleted] {
+            let body = br#"{"workflow_id":7,"execution_id":42,"status":"success"}"#;
+            let run = match decode(endpoint, body) {
+                Ok(Callback::WorkflowStatus(run, _) | Callback::WorkflowCompleted(run, _)) => run,
+                other => panic!("{endpoint:?}: {other:?}"),
+            };
+            assert_eq!(run.workflow_id, "7");
+            assert_eq!(run.execution_id.as_deref(), Some("42"));
+        }
+        let body = br#"{"workflow_id":7,"execution_id":42,"error":"boom"}"#;
+        let Ok(Callback::ErrorNotification(err, _)) = decode(Endpoint::ErrorNotification, body)
+        else {
+            panic!("decodes");
+        };
+        assert_eq!(
+            (err.workflow_id.as_deref(), err.execution_id.as_deref()),
+            (Some("7"), Some("42"))
+        );
+        for bad in [r#"4.5"#, r#"true"#, r#"{"id":1}"#] {
+            let body = format!(r#"{{"workflow_id":"w","execution_id":{bad}}}"#);
+            let e = decode(Endpoint::WorkflowCompleted, body.as_bytes()).expect_err(bad);
+            assert_eq!(field_of(e), "execution_id", "{bad}");
+        }
     }
 
     /// What the older backend's models took, and n8n expressions in quotes send.

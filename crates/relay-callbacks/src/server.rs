@@ -401,7 +401,7 @@ impl FailedHandshakes {
 /// JSON error shape, naming the fix, then the connection closes.
 async fn refuse_plain_http(mut stream: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
-    let body = r#"{"error":"this port speaks HTTPS","detail":"send the callback to https:// (N8N_RELAY_CALLBACK_BASE_URL in n8n)"}"#;
+    let body = r#"{"error":"this port speaks HTTPS","detail":"send the callback to https:// (in n8n: the n8n-relay credential's Callback Base URL, or N8N_RELAY_CALLBACK_BASE_URL for the templates)"}"#;
     let answer = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

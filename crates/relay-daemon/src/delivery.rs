@@ -200,7 +200,10 @@ impl Deliverer {
                     "HTTP {status}: redirects are not followed; it points to {to} \
                      (give the route that URL)"
                 ),
-                (None, _) => format!("HTTP {status}"),
+                (None, _) => match what_the_body_says(&answer.body) {
+                    Some(said) => format!("HTTP {status}: {said}"),
+                    None => format!("HTTP {status}"),
+                },
             }),
             body: Some(answer.body),
             duration: started.elapsed(),
@@ -331,6 +334,44 @@ impl Deliverer {
     }
 }
 
+/// How much of a refusal's reason goes into `last_error` (the whole body is in
+/// `webhook_logs.response_body`).
+const REASON_KEEP: usize = 200;
+
+/// The reason a refusing endpoint gave, for `last_error`: n8n's own errors
+/// (`{"code":404,"message":"The requested webhook ... is not registered."}`), the
+/// n8n-relay trigger node's (`{"error":"invalid or expired signature","detail":...}`),
+/// or a short text body. Not an HTML page, nor JSON without such a field. Without it a
+/// wrong secret, a wrong scheme, a clock off by minutes and an inactive workflow all
+/// read "HTTP 401" or "HTTP 404" wherever an operator looks first.
+fn what_the_body_says(body: &str) -> Option<String> {
+    let body = body.trim();
+    let said = if body.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::trim);
+        match (text("message"), text("error"), text("detail")) {
+            (Some(message), _, _) if !message.is_empty() => message.to_string(),
+            (_, Some(error), Some(detail)) if !error.is_empty() && !detail.is_empty() => {
+                format!("{error}: {detail}")
+            }
+            (_, Some(error), _) if !error.is_empty() => error.to_string(),
+            _ => return None,
+        }
+    } else if body.is_empty() || body.starts_with('<') {
+        return None;
+    } else {
+        body.lines().next().unwrap_or_default().to_string()
+    };
+    let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
+    if said.is_empty() {
+        return None;
+    }
+    Some(match said.char_indices().nth(REASON_KEEP) {
+        Some((cut, _)) => format!("{}...", &said[..cut]),
+        None => said,
+    })
+}
+
 /// Bodies from this size on are named in a connection error: a server that refuses
 /// a large body (n8n's `N8N_PAYLOAD_SIZE_MAX`, 16 MB by default) often closes the
 /// connection while it is being written, and "Broken pipe" alone does not say why.
@@ -407,6 +448,38 @@ pub(crate) fn truncate_text(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refusal_says_the_reason_its_body_gives() {
+        let n8n = r#"{"code":404,"message":"The requested webhook \"POST lead-scraped\" is not registered.","hint":"Click the 'Execute workflow' button"}"#;
+        assert_eq!(
+            what_the_body_says(n8n).as_deref(),
+            Some("The requested webhook \"POST lead-scraped\" is not registered.")
+        );
+        let node = r#"{"error":"invalid or expired signature","detail":"missing x-webhook-signature-256 header"}"#;
+        assert_eq!(
+            what_the_body_says(node).as_deref(),
+            Some("invalid or expired signature: missing x-webhook-signature-256 header")
+        );
+        assert_eq!(
+            what_the_body_says("Unauthorized\nmore").as_deref(),
+            Some("Unauthorized")
+        );
+        for nothing in [
+            "",
+            "  ",
+            r#"{"ok":true}"#,
+            "<html><body>502</body></html>",
+            "{not json",
+        ] {
+            assert_eq!(what_the_body_says(nothing), None, "{nothing:?}");
+        }
+        let long = what_the_body_says(&"é ".repeat(500)).expect("text");
+        assert!(
+            long.ends_with("...") && long.chars().count() == REASON_KEEP + 3,
+            "{long}"
+        );
+    }
+
     use super::*;
 
     #[test]

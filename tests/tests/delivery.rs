@@ -518,6 +518,63 @@ async fn run_with_an_invalid_config_exits_2_naming_the_key() {
     }
 }
 
+/// Without WEBHOOK_SECRET every delivery went out signed with an empty key (which
+/// anyone can forge) and nothing said so. `run` and `check-config` refuse it, naming
+/// the key; a relay that only queues (n8n disabled) signs nothing and starts.
+#[tokio::test]
+async fn without_a_signing_secret_run_and_check_config_refuse_to_deliver() {
+    let db = TestDb::migrated().await;
+    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9").without_env("WEBHOOK_SECRET");
+    for command in [vec!["check-config"], vec!["run"]] {
+        let out = tokio::time::timeout(T, builder.clone().args(command.clone()).output())
+            .await
+            .expect("it stops at once");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("security.webhook_secret (WEBHOOK_SECRET) is not set"),
+            "{command:?}: {stderr}"
+        );
+    }
+    let queuing = builder.clone().env("N8N_ENABLED", "false");
+    let out = queuing.clone().args(["check-config"]).output().await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut relay = queuing.spawn();
+    wait_until("the relay runs, queuing", T, || async {
+        relay.log().contains("relay started").then_some(())
+    })
+    .await;
+    assert!(relay.is_running(), "{}", relay.log());
+}
+
+/// The older backend's `.env` carries `N8N_API_KEY` "for authenticated requests", an
+/// n8n API key; the relay sends it with every delivery, where n8n stores it in each
+/// execution. Kept (it is the contract's header), but said at start and by
+/// `check-config`.
+#[tokio::test]
+async fn an_n8n_api_key_is_warned_of_at_start_and_by_check_config() {
+    let db = TestDb::migrated().await;
+    let builder = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("N8N_API_KEY", "n8n_api_0123456789abcdef");
+    let out = builder.clone().args(["check-config"]).output().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.contains("warning: n8n.api_key (N8N_API_KEY) is sent as X-N8N-API-KEY"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("n8n_api_0123456789abcdef"), "{stdout}");
+    let relay = builder.spawn();
+    wait_until("the warning at start", T, || async {
+        relay
+            .log()
+            .contains("never to an n8n API key")
+            .then_some(())
+    })
+    .await;
+    assert!(!relay.log().contains("n8n_api_0123456789abcdef"));
+}
+
 /// Outcomes that come one at a time are written together: a statement costs Postgres
 /// far more than a row does (at 200 events/s each outcome was once written alone).
 /// Events 5 ms apart, past the 2 ms every outcome batch waits, are recorded by fewer

@@ -154,12 +154,16 @@ fn check(inv: &Invocation) -> Effective {
         .map(|(k, v)| (k.clone(), concrete(k, v)))
         .collect();
     // check-config refuses what `run` refuses, the callback listener without its
-    // secret among it; a `migrate` starts no listener.
+    // secret and delivering without a signing secret among it; a `migrate` starts no
+    // listener and delivers nothing.
     if !matches!(
         inv.args.first().map(String::as_str),
         Some("run" | "callbacks")
     ) {
         env.insert("RELAY_CALLBACKS__ENABLED".into(), "false".into());
+    }
+    if inv.args.first().map(String::as_str) != Some("run") {
+        env.insert("N8N_ENABLED".into(), "false".into());
     }
     // The files all ship config/relay.toml (the image copies it, the unit points at it).
     let config = repo().join("config/relay.toml");

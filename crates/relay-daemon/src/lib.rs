@@ -70,6 +70,22 @@ use tracing::{error, info, warn};
 
 pub use error::DaemonError;
 
+/// Whether `config` lets the relay deliver: `run` and `check-config` ask before
+/// anything starts. Without a signing secret every delivery was signed with an empty
+/// key (which anyone can forge) and nothing said so; a relay that only queues (n8n or
+/// the queue disabled) signs nothing, so it may start without one.
+pub fn check(config: &Config) -> Result<(), DaemonError> {
+    if config.delivery_enabled() && config.security.signing_secrets().is_empty() {
+        return Err(DaemonError::Setup(
+            "security.webhook_secret (WEBHOOK_SECRET) is not set: deliveries would be signed \
+             with an empty key, which anyone can forge; set it (openssl rand -hex 32) and the \
+             same secret in n8n, or set n8n.enabled = false to queue without delivering"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the relay until `shutdown` is cancelled, then stops claiming, lets in-flight
 /// deliveries finish for `queue.shutdown_grace_seconds`, gives the rest back to the
 /// queue and writes every outcome it has. Database trouble while running is logged and

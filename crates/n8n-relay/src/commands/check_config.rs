@@ -11,16 +11,22 @@ use crate::error::{CmdResult, Failure};
 const MAX_VALUE_WIDTH: usize = 48;
 
 pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
-    // What `run` refuses at start besides the configuration's own checks: a callback
-    // listener that could verify nothing. A configuration said valid here starts.
-    if loaded.config.callbacks.enabled {
-        if let Err(e) = relay_callbacks::check(&loaded.config) {
-            if args.json {
-                let out = serde_json::json!({"valid": false, "error": e.to_string()});
-                super::write_stdout(&format!("{out}\n"))?;
-            }
-            return Err(Failure::usage(e));
+    // What `run` refuses at start besides the configuration's own checks: a relay
+    // that could not sign, a callback listener that could verify nothing. A
+    // configuration said valid here starts.
+    let refused = match relay_daemon::check(&loaded.config) {
+        Err(e) => Some(anyhow::Error::new(e)),
+        Ok(()) if loaded.config.callbacks.enabled => relay_callbacks::check(&loaded.config)
+            .err()
+            .map(anyhow::Error::new),
+        Ok(()) => None,
+    };
+    if let Some(e) = refused {
+        if args.json {
+            let out = serde_json::json!({"valid": false, "error": e.to_string()});
+            super::write_stdout(&format!("{out}\n"))?;
         }
+        return Err(Failure::usage(e));
     }
     let redacted = loaded.config.redacted();
     let mut values = Vec::new();
@@ -66,7 +72,7 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
             .collect();
         let out = serde_json::json!({
             "valid": true, "config": redacted, "keys": keys, "active_secrets": secrets,
-            "certificates": certificates,
+            "certificates": certificates, "warnings": loaded.config.warnings(),
         });
         let json = serde_json::to_string_pretty(&out).unwrap_or_default();
         return super::write_stdout(&format!("{json}\n"));
@@ -140,6 +146,9 @@ pub fn run(loaded: &Loaded, args: &CheckConfigArgs) -> CmdResult {
         for problem in certificates.iter().filter_map(|c| c.problem(now)) {
             let _ = writeln!(text, "warning: {problem}");
         }
+    }
+    for warning in loaded.config.warnings() {
+        let _ = writeln!(text, "\nwarning: {warning}");
     }
     text.push_str("\nconfiguration is valid\n");
     super::write_stdout(&text)

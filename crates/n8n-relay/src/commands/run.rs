@@ -17,7 +17,9 @@ pub async fn run(config: Config) -> CmdResult {
     // default action, which ends the process.
     let shutdown = CancellationToken::new();
     tokio::spawn(super::cancel_on_signal(shutdown.clone()));
-    // Refuse a listener that could not verify anything before starting any part.
+    // Refuse a relay that could not sign, and a listener that could not verify
+    // anything, before starting any part.
+    relay_daemon::check(&config).map_err(Failure::usage)?;
     let callbacks_listener = if config.callbacks.enabled {
         relay_callbacks::check(&config).map_err(Failure::usage)?;
         Some(super::bind_callbacks(&config).await?)
@@ -30,6 +32,9 @@ pub async fn run(config: Config) -> CmdResult {
         None
     };
     super::check_database(&config, &shutdown).await?;
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     // The client certificates' dates; the callback listener says its own (and daily).
     let now = std::time::SystemTime::now();
     for cert in config.certificates() {

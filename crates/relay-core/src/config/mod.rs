@@ -506,6 +506,25 @@ impl Config {
         Duration::from_secs(self.queue.timeout_seconds)
     }
 
+    /// Warnings about settings that are valid but that an operator should look at
+    /// again: `run` logs them at start, `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.n8n.api_key.is_empty() {
+            // The older backend's .env carries N8N_API_KEY "for authenticated
+            // requests": an n8n API key, which this would hand to every workflow run.
+            out.push(
+                "n8n.api_key (N8N_API_KEY) is sent as X-N8N-API-KEY with every delivery, and \
+                 n8n keeps request headers in its executions, where anyone who can see them \
+                 reads it: set it only to a value your workflows check, never to an n8n API \
+                 key (Settings > n8n API); for n8n's Header Auth credential, \
+                 n8n.auth_header_name/value"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     /// The certificates the relay presents (the callback listener's, its client
     /// certificates for n8n and Postgres), with their dates: what `check-config`
     /// reports and `run` warns of. The files were read once when the configuration was

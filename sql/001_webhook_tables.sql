@@ -5,6 +5,34 @@
 -- the relay routes each event into webhook_queue (one row per target), delivers it, and
 -- records every attempt in webhook_logs and webhook_retry_history.
 
+-- Tables of these names made by the older backend this replaces (its
+-- 005_webhook_tables.sql) are not the relay's: CREATE TABLE IF NOT EXISTS would keep
+-- them and the script fail further down on a column they lack ("column event_id does
+-- not exist"), with nothing said about what to do. Each column looked for here has been
+-- in the relay's table of that name since its first release.
+DO $$
+DECLARE
+    foreign_tables text;
+BEGIN
+    SELECT string_agg(t.name, ', ' ORDER BY t.name) INTO foreign_tables
+    FROM (VALUES ('webhook_queue', 'event_id'), ('webhook_logs', 'attempt'),
+                 ('webhook_retry_history', 'note')) AS t (name, relay_column)
+    WHERE to_regclass(format('%I.%I', current_schema(), t.name)) IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                      WHERE a.attrelid = to_regclass(format('%I.%I', current_schema(), t.name))
+                        AND a.attname = t.relay_column AND NOT a.attisdropped);
+    IF foreign_tables IS NOT NULL THEN
+        RAISE EXCEPTION 'n8n-relay: % in schema % % not n8n-relay''s (the older backend''s?); nothing was changed',
+            foreign_tables, current_schema(),
+            CASE WHEN foreign_tables LIKE '%,%' THEN 'are' ELSE 'is' END
+            USING HINT = 'Rename the older tables, e.g. ALTER TABLE webhook_queue RENAME TO webhook_queue_old '
+                         '(and webhook_logs, webhook_retry_history), then run this again; their rows '
+                         'are not carried over: re-send what was still pending with webhook_emit() or '
+                         '`n8n-relay emit` (sql/README.md, "Coming from the older backend").';
+    END IF;
+END;
+$$;
+
 -- An upgrade changes the relay's tables (ADD COLUMN, CREATE INDEX lock the table even
 -- when there is nothing to add). Behind a long transaction such a lock would wait, and
 -- every statement queued behind it with it: so each waits at most lock_timeout (5 s

@@ -724,3 +724,65 @@ async fn uninstall_behind_a_long_business_transaction_gives_up_instead_of_blocki
         .await
         .expect("run again once the reader is done");
 }
+
+/// A database that still has the older backend's tables (its own webhook_queue,
+/// webhook_logs, webhook_retry_history, modelled on the guide's columns): `migrate`
+/// stopped on "column event_id does not exist" with nothing said about what to do. It
+/// stops before changing anything, naming the tables and how to move them aside; once
+/// they are renamed it installs, and the renamed tables are left as they were.
+#[tokio::test]
+async fn migrate_over_the_older_backends_tables_names_them_and_changes_nothing() {
+    let db = TestDb::empty().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE webhook_queue (id serial PRIMARY KEY, event_type text, entity_type text,
+                 entity_id bigint, webhook_url text, payload jsonb, priority int,
+                 status text, retry_count int, max_retries int, next_attempt_at timestamptz,
+                 last_error text, created_at timestamptz, updated_at timestamptz);
+             CREATE TABLE webhook_logs (id serial PRIMARY KEY, direction text, event_type text,
+                 webhook_url text, response_status int, duration_ms int, error_message text,
+                 created_at timestamptz);
+             CREATE TABLE webhook_retry_history (id serial PRIMARY KEY,
+                 webhook_queue_id int REFERENCES webhook_queue (id), attempt_number int,
+                 error_message text, created_at timestamptz);
+             INSERT INTO webhook_queue (event_type, status) VALUES ('lead_scraped', 'pending');",
+        )
+        .await
+        .expect("the older backend's tables");
+    let migrate = relay_tests::RelayBuilder::new(&db.url, "http://127.0.0.1:9").args(["migrate"]);
+    let out = migrate.output().await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "webhook_logs, webhook_queue, webhook_retry_history in schema public are not \
+             n8n-relay's"
+        ) && said.contains("ALTER TABLE webhook_queue RENAME TO webhook_queue_old"),
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("not n8n-relay's").count(),
+        1,
+        "said once: {said}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 'webhook_events'")
+            .await,
+        0,
+        "nothing was created"
+    );
+
+    client
+        .batch_execute(
+            "ALTER TABLE webhook_retry_history RENAME TO webhook_retry_history_old;
+             ALTER TABLE webhook_logs RENAME TO webhook_logs_old;
+             ALTER TABLE webhook_queue RENAME TO webhook_queue_old;",
+        )
+        .await
+        .expect("moved aside as the message says");
+    let out = migrate.output().await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(db.count("SELECT count(*) FROM webhook_queue_old").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM webhook_queue").await, 0);
+}

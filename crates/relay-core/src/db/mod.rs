@@ -63,7 +63,17 @@ pub enum DbError {
 /// needs. Server messages never carry our secrets (they are not sent as SQL text).
 pub fn describe_pg(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        Some(db) => {
+            let mut text = format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+            // What the server says to do about it (the install scripts' refusals).
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("\nDETAIL: {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("\nHINT: {hint}"));
+            }
+            text
+        }
         None => describe_chain(e),
     }
 }
@@ -88,7 +98,10 @@ pub fn describe_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut source = e.source();
     while let Some(s) = source {
         let said = s.to_string();
-        if !text.contains(&said) && said != "db error" {
+        // A server error's own text ("ERROR: ...\nHINT: ...") is said by describe_pg
+        // already, in other words: its first line is enough to know it.
+        let first_line = said.lines().next().unwrap_or_default();
+        if !text.contains(first_line) && said != "db error" {
             text.push_str(": ");
             text.push_str(&said);
         }

@@ -270,17 +270,38 @@ fn holds_secret(key: &str) -> bool {
 fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let file_error = |e: dotenvy::Error| ConfigError::File {
         path: path.to_path_buf(),
-        message: describe_dotenv_error(&e),
+        message: describe_dotenv_error(&e, std::fs::read_to_string(path).ok().as_deref()),
     };
     let iter = dotenvy::from_path_iter(path).map_err(file_error)?;
     iter.map(|item| item.map_err(file_error)).collect()
 }
 
-/// dotenvy's parse error quotes the whole line, which may set a secret: the variable's
-/// name where the line has one, never its value.
-fn describe_dotenv_error(e: &dotenvy::Error) -> String {
+/// dotenvy's parse error quotes the line (or what is left of it), which may set a
+/// secret: the variable's name and the line's number where `text` (the file) shows
+/// them, never its value. A value with a space in it is the usual cause
+/// (`WEBHOOK_RETRY_DELAYS=5, 30, 300`, which the older backend's loader took).
+fn describe_dotenv_error(e: &dotenvy::Error, text: Option<&str>) -> String {
     match e {
-        dotenvy::Error::LineParse(line, at) => {
+        dotenvy::Error::LineParse(fragment, at) => {
+            let found = text.and_then(|text| {
+                let wanted = fragment.trim();
+                text.lines()
+                    .enumerate()
+                    .find(|(_, l)| !wanted.is_empty() && l.contains(wanted))
+            });
+            let line = found.map_or(fragment.as_str(), |(_, l)| l);
+            let number = found
+                .map(|(n, _)| format!(" (line {})", n + 1))
+                .unwrap_or_default();
+            let spaced = line.split_once('=').is_some_and(|(_, v)| {
+                let v = v.trim();
+                !v.starts_with(['"', '\'']) && v.contains(char::is_whitespace)
+            });
+            let quote = if spaced {
+                ": a value with spaces needs quotes (NAME=\"a b\")"
+            } else {
+                ""
+            };
             let name = line
                 .split_once('=')
                 .map(|(name, _)| name.trim().trim_start_matches("export ").trim())
@@ -292,10 +313,10 @@ fn describe_dotenv_error(e: &dotenvy::Error) -> String {
                 });
             match name {
                 Some(name) => format!(
-                    "the line setting {name} cannot be parsed (at character {at}); its value is not shown"
+                    "the line setting {name}{number} cannot be parsed (at character {at}){quote}; its value is not shown"
                 ),
                 None => format!(
-                    "a line cannot be parsed (at character {at}); it is not shown, since it may hold a secret"
+                    "a line{number} cannot be parsed (at character {at}){quote}; it is not shown, since it may hold a secret"
                 ),
             }
         }

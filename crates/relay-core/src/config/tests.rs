@@ -851,6 +851,36 @@ fn a_config_file_that_cannot_be_parsed_is_named_without_its_secret() {
     });
     assert!(msg.contains(".env"), "{msg}");
     assert!(!msg.contains("s3cret"), "{msg}");
+    // A value with spaces, unquoted (the older backend's loader took it): the line,
+    // its variable and what to do, where it said "a line cannot be parsed".
+    let msg = error_in_jail(|jail| {
+        jail.create_file(
+            ".env",
+            "WEBHOOK_MAX_RETRIES=3\nWEBHOOK_RETRY_DELAYS=5, 30, 300\n",
+        )?;
+        Ok(())
+    });
+    assert!(
+        msg.contains("the line setting WEBHOOK_RETRY_DELAYS (line 2) cannot be parsed")
+            && msg.contains("a value with spaces needs quotes"),
+        "{msg}"
+    );
+    assert!(!msg.contains("30, 300"), "{msg}");
+}
+
+/// A timeout raised past the lease names both settings and what to do, where it named
+/// only the lease, which a migrating user never set.
+#[test]
+fn a_timeout_at_or_over_the_lease_names_both_settings() {
+    let msg = error_in_jail(|jail| {
+        jail.set_env("WEBHOOK_TIMEOUT_SECONDS", "120");
+        Ok(())
+    });
+    assert!(
+        msg.contains("queue.lease_seconds: is 120 s and must be longer than queue.timeout_seconds (WEBHOOK_TIMEOUT_SECONDS, 120 s)")
+            && msg.contains("RELAY_QUEUE__LEASE_SECONDS"),
+        "{msg}"
+    );
 }
 
 #[test]

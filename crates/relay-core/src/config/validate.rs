@@ -182,8 +182,10 @@ turn it off with security.scheme = standard-webhooks",
             return Err(ConfigError::invalid(
                 "queue.lease_seconds",
                 format!(
-                    "must be longer than queue.timeout_seconds ({}), or a slow delivery would be taken over while still in flight",
-                    self.queue.timeout_seconds
+                    "is {} s and must be longer than queue.timeout_seconds (WEBHOOK_TIMEOUT_SECONDS, {} s), \
+                     or a slow delivery would be taken over while still in flight: lower the \
+                     timeout, or raise the lease with it (RELAY_QUEUE__LEASE_SECONDS)",
+                    self.queue.lease_seconds, self.queue.timeout_seconds
                 ),
             ));
         }

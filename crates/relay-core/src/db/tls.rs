@@ -137,13 +137,25 @@ impl SplitUrl {
     }
 }
 
-/// Splits a `postgres://` URL or a libpq key=value string.
+/// Splits a `postgres://` URL or a libpq key=value string. SQLAlchemy's form with a
+/// driver (`postgresql+psycopg2://`, `postgresql+asyncpg://`), which the older Python
+/// backend's `DATABASE_URL` carries, is the same URL without it.
 pub(crate) fn split_url(url: &str) -> SplitUrl {
     let trimmed = url.trim();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        split_uri(trimmed)
-    } else {
-        split_key_values(trimmed)
+    let without_driver = ["postgresql+", "postgres+"].iter().find_map(|scheme| {
+        let rest = trimmed.strip_prefix(scheme)?;
+        let (driver, after) = rest.split_once("://")?;
+        driver
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            .then(|| format!("postgresql://{after}"))
+    });
+    match without_driver {
+        Some(url) => split_uri(&url),
+        None if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") => {
+            split_uri(trimmed)
+        }
+        None => split_key_values(trimmed),
     }
 }
 
@@ -665,6 +677,24 @@ mod tests {
         let mut config = crate::Config::default().database;
         config.url = crate::Secret::new(url);
         config
+    }
+
+    #[test]
+    fn a_sqlalchemy_url_with_a_driver_is_the_same_url_without_it() {
+        for url in [
+            "postgresql+psycopg2://u:p@db:5432/leads?sslmode=require",
+            "postgresql+asyncpg://u:p@db:5432/leads?sslmode=require",
+            "postgres+pg8000://u:p@db:5432/leads?sslmode=require",
+        ] {
+            let split = split_url(url);
+            assert_eq!(split.rest, "postgresql://u:p@db:5432/leads", "{url}");
+            assert_eq!(split.get("sslmode"), Some("require"), "{url}");
+        }
+        // Not a driver: left for tokio-postgres to refuse.
+        assert_eq!(
+            split_url("postgresql+x y://u@db/leads").rest,
+            "postgresql+x y://u@db/leads"
+        );
     }
 
     #[test]

@@ -303,3 +303,19 @@ test('action: a missing field or callback secret fails before anything is sent',
 	await assert.rejects(new N8nRelay().execute.call(noSecret), /no callback secret/);
 	assert.equal(noSecret.sent.length, 0);
 });
+
+test('action: More Fields that are not JSON are named, and nothing is sent', async () => {
+	const ctx = actionContext({
+		operation: 'workflowStatus',
+		params: { workflowId: 'wf', executionId: '42', status: 'running', additionalFields: { extra: '{lead: 3}' } },
+		answer: { statusCode: 200, body: {} },
+	});
+	await assert.rejects(new N8nRelay().execute.call(ctx), /More Fields \(JSON\) is not valid JSON: /);
+	assert.equal(ctx.sent.length, 0);
+});
+
+test('action: the Error field\'s default reads an Error Trigger whose workflow failed in its trigger', () => {
+	const error = new N8nRelay().description.properties.find((p) => p.name === 'error');
+	assert.match(error.default, /\$json\.execution\?\.error\?\.message/);
+	assert.match(error.default, /\$json\.trigger\?\.error\?\.message/);
+});

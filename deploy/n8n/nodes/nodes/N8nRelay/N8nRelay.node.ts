@@ -111,10 +111,12 @@ const runFields: INodeProperties[] = [
 		displayName: 'Error',
 		name: 'error',
 		type: 'string',
-		default: '={{ $json.execution?.error?.message }}',
+		// A workflow that failed in its trigger has no execution in the Error Trigger's
+		// output: its error is under trigger.
+		default: '={{ $json.execution?.error?.message ?? $json.trigger?.error?.message }}',
 		required: true,
 		displayOptions: show('errorNotification'),
-		description: 'What went wrong; the default reads it from an Error Trigger',
+		description: 'What went wrong; the default reads it from an Error Trigger (execution.error, or trigger.error when the workflow failed in its trigger)',
 	},
 	{
 		displayName: 'Additional Fields',
@@ -327,7 +329,14 @@ function fields(ctx: IExecuteFunctions, operation: Operation, i: number): Callba
 			const more = param('additionalFields', {}) as IDataObject;
 			let extra: Record<string, unknown> = {};
 			if (more.extra !== undefined && more.extra !== '') {
-				const parsed: unknown = typeof more.extra === 'string' ? JSON.parse(more.extra) : more.extra;
+				let parsed: unknown = more.extra;
+				if (typeof more.extra === 'string') {
+					try {
+						parsed = JSON.parse(more.extra);
+					} catch (e) {
+						throw new Error(`More Fields (JSON) is not valid JSON: ${(e as Error).message}`);
+					}
+				}
 				if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
 					throw new Error('More Fields (JSON) must be a JSON object');
 				}

@@ -252,3 +252,33 @@ async fn a_relay_whose_tables_autovacuum_skips_says_so_at_start() {
         "{line}"
     );
 }
+
+/// A log that is not a terminal (a file, journald, `docker logs`) carries no colour
+/// codes: every line had them (`\x1b[2m...\x1b[32m INFO`), in files and in journald.
+#[tokio::test]
+async fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
+    let db = TestDb::migrated().await;
+    let relay = RelayBuilder::new(&db.url, "http://127.0.0.1:9").spawn();
+    wait_ready(&relay).await;
+    let log = relay.log();
+    assert!(log.contains("relay started"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}
+
+/// An invalid `log.level` stops every command naming it, where it was ignored and the
+/// relay logged at info without a word.
+#[tokio::test]
+async fn an_invalid_log_level_is_named_and_stops_the_relay() {
+    let db = TestDb::migrated().await;
+    let out = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("RELAY_LOG__LEVEL", "bogus[[")
+        .args(["check-config"])
+        .output()
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("log.level: \"bogus[[\" is not a level"),
+        "{stderr}"
+    );
+}

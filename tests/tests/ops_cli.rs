@@ -1364,3 +1364,94 @@ async fn output_into_a_closed_pipe_is_not_an_error() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// Bad filters are bad usage (exit 2, naming them) whether or not the database can be
+/// reached: they were checked only after connecting, so with Postgres down each was
+/// "could not connect", exit 1. Negative numbers are named as values of their flag
+/// (clap said "unexpected argument '-1' found").
+#[tokio::test]
+async fn bad_filters_are_named_before_the_database_is_asked() {
+    for (line, named) in [
+        ("queue list --status bogus", "unknown status \"bogus\""),
+        ("queue list --event nope", "unknown event type \"nope\""),
+        (
+            "queue list --limit -1",
+            "'--limit <LIMIT>': -1 is not in 1..=10000",
+        ),
+        ("queue pause --url ftp://x", "--url \"ftp://x\""),
+        (
+            "queue retry --all-failed --since garbage",
+            "--since \"garbage\" is not a time",
+        ),
+        (
+            "queue cleanup --days -1",
+            "'--days <DAYS>': -1 is not in 1..=36500",
+        ),
+    ] {
+        let out = RelayBuilder::new("postgres://postgres@127.0.0.1:1/unreachable", NO_N8N)
+            .args(line.split_whitespace())
+            .output()
+            .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{line}: {stderr}");
+        assert!(stderr.contains(named), "{line}: {stderr}");
+        assert!(!stderr.contains("could not connect"), "{line}: {stderr}");
+    }
+}
+
+/// Text from outside printed by the CLI: a pause reason or an entity type of any
+/// length made `queue paused` and `queue list` panic (exit 101: a padding width past
+/// 65,535), for every operator until the row went; an escape sequence in n8n's answer
+/// (kept in last_error) reached the terminal raw.
+#[tokio::test]
+async fn long_or_hostile_text_in_the_queue_prints_as_text() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let long = "a".repeat(70_000);
+    let refused = cli_args(
+        &db,
+        &[
+            "queue",
+            "pause",
+            "--event",
+            "demo_failed",
+            "--reason",
+            &long,
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("reason: 70000 characters; at most 200"),
+        "{}",
+        refused.stderr
+    );
+    let url = format!("http://n8n.test/{long}");
+    cli_args(&db, &["queue", "pause", "--url", &url]).await.ok();
+    let paused = cli(&db, "queue paused").await.ok().stdout;
+    assert!(
+        paused.contains("http://n8n.test/aaa") && paused.contains("..."),
+        "{paused}"
+    );
+    client
+        .execute(
+            "INSERT INTO webhook_queue (event_type, entity_type, entity_id, webhook_url, status,
+                 last_error)
+             VALUES ('lead_scraped', $1, 1, 'http://n8n.test/hook', 'failed',
+                     E'HTTP 404: \\x1b]0;PWNED\\x07\\x1b[31mRED')",
+            &[&long],
+        )
+        .await
+        .expect("a row with a long entity type and a hostile error");
+    let listed = cli(&db, "queue list").await.ok().stdout;
+    assert!(
+        !listed.contains('\u{1b}') && !listed.contains('\u{7}'),
+        "{listed:?}"
+    );
+    assert!(listed.contains("\\u{1b}[31mRED"), "{listed}");
+    let id = db.count("SELECT max(id) FROM webhook_queue").await;
+    let shown = cli(&db, &format!("queue show {id}")).await.ok().stdout;
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+}

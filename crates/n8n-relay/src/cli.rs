@@ -79,7 +79,8 @@ pub enum QueueCommand {
         #[arg(long)]
         event: Option<String>,
         /// At most this many rows (1 to 10000).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
         /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
@@ -93,7 +94,9 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put failed rows back to pending now (retry_count reset, noted in the history).
+    /// Put failed rows back to pending now (retry_count reset, noted in the history); a
+    /// pending row waiting out a delay, a Retry-After or a pause-free park is made due
+    /// now, its retry_count kept.
     #[command(group(ArgGroup::new("which").required(true).args(["id", "all_failed"])))]
     Retry {
         /// The row to retry.
@@ -106,7 +109,12 @@ pub enum QueueCommand {
         event: Option<String>,
         /// Only rows created at or after this time: 2025-11-04T12:00:00Z (without a
         /// zone, UTC; or an offset like +02:00), 2025-11-04, or an age like 30m, 6h, 2d.
-        #[arg(long, requires = "all_failed", conflicts_with = "id")]
+        #[arg(
+            long,
+            requires = "all_failed",
+            conflicts_with = "id",
+            allow_hyphen_values = true
+        )]
         since: Option<String>,
         /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
@@ -152,7 +160,8 @@ pub enum QueueCommand {
     /// outbox events nothing waits on.
     Cleanup {
         /// Rows queued and finished more than this many days ago go (1 to 36500).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        #[arg(long, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(u32).range(1..=36_500))]
         days: u32,
         /// Count what would be deleted, delete nothing.
         #[arg(long)]
@@ -189,14 +198,15 @@ pub struct SignArgs {
     #[arg(long)]
     pub secret: Option<String>,
     /// Unix seconds (default: now).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub timestamp: Option<u64>,
     /// x-webhook-signature or standard-webhooks (default: security.scheme when the
     /// secret comes from the configuration, else x-webhook-signature).
     #[arg(long)]
     pub scheme: Option<String>,
-    /// The webhook-id to sign under standard-webhooks (default: a fresh msg_ id).
-    #[arg(long)]
+    /// The webhook-id to sign under standard-webhooks (default: a fresh msg_ id); the
+    /// default scheme signs no id, so it refuses this flag.
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub id: Option<String>,
 }
 

@@ -50,8 +50,14 @@ pub fn describe(e: &anyhow::Error) -> String {
         link.downcast_ref::<tokio_postgres::Error>()
             .and_then(tokio_postgres::Error::as_db_error)
             .is_some_and(|db| {
-                *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE
-                    && db.message().contains("webhook_")
+                // A table of the relay's, or one of its functions (`emit` calls
+                // webhook_emit(), which Postgres then says does not exist, with a
+                // hint about casts that leads nowhere).
+                matches!(
+                    *db.code(),
+                    tokio_postgres::error::SqlState::UNDEFINED_TABLE
+                        | tokio_postgres::error::SqlState::UNDEFINED_FUNCTION
+                ) && db.message().contains("webhook_")
             })
     });
     if missing_table {

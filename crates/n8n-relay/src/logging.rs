@@ -10,6 +10,18 @@ use tracing_subscriber::EnvFilter;
 const QUIET_DRIVER: &str =
     "tokio_postgres::query=info,tokio_postgres::prepare=info,tokio_postgres::simple_query=info";
 
+/// Whether `log.level` is a level or filter: an invalid one was ignored, the relay
+/// logging at info without a word, where every other invalid setting stops it.
+pub fn check(config: &LogConfig) -> Result<(), relay_core::ConfigError> {
+    EnvFilter::try_new(&config.level).map(|_| ()).map_err(|e| {
+        relay_core::ConfigError::Invalid(format!(
+            "log.level: {:?} is not a level (error, warn, info, debug, trace) or a filter \
+             such as info,relay_daemon=debug ({e})",
+            config.level
+        ))
+    })
+}
+
 pub fn init(config: &LogConfig) {
     let quiet = |directives: &str| {
         if directives.contains("tokio_postgres") {
@@ -24,8 +36,12 @@ pub fn init(config: &LogConfig) {
         .and_then(|v| EnvFilter::try_new(quiet(&v)).ok())
         .or_else(|| EnvFilter::try_new(quiet(&config.level)).ok())
         .unwrap_or_else(|| EnvFilter::new(quiet("info")));
+    // Colours only for a terminal: a file or journald got the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

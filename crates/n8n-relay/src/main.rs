@@ -49,7 +49,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     if let Command::Sign(args) = &cli.command {
         return commands::sign::run(&sources, args);
     }
-    let loaded = match Config::load(&sources) {
+    let loaded = match Config::load(&sources)
+        .and_then(|loaded| logging::check(&loaded.config.log).map(|()| loaded))
+    {
         Ok(loaded) => loaded,
         Err(e) => {
             // A script reading `check-config --json` gets JSON either way; the

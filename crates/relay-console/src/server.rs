@@ -676,6 +676,9 @@ impl Console {
                     Err(e @ QueueAdminError::NotPaused(_)) => {
                         error_page(StatusCode::CONFLICT, &e.to_string(), Some(ctx))
                     }
+                    Err(e @ QueueAdminError::ReasonTooLong(_)) => {
+                        error_page(StatusCode::BAD_REQUEST, &e.to_string(), Some(ctx))
+                    }
                     Err(e) => db_error(&e.to_string(), ctx),
                 }
             }

@@ -142,7 +142,12 @@ pub struct Pause {
 }
 
 /// Pauses `scope` (or updates the reason of an existing pause) and wakes the relays.
+/// The longest pause reason: a line for `queue paused` and the console, which shows it
+/// on every refresh (the console's form said 200; the server took 60,000).
+pub const REASON_MAX: usize = 200;
+
 pub async fn pause(client: &Client, scope: &Scope, reason: Option<&str>, by: &str) -> Result<()> {
+    check_reason(reason)?;
     let (kind, target) = scope.columns();
     client
         .execute(PAUSE, &[&kind, &target, &reason, &by])
@@ -191,6 +196,15 @@ async fn notify(client: &Client) -> Result<()> {
         .execute(NOTIFY, &[&crate::db::NOTIFY_CHANNEL, &CONTROL_PAYLOAD])
         .await?;
     Ok(())
+}
+
+/// A reason of at most [`REASON_MAX`] characters; checked before anything is asked of
+/// the database.
+pub fn check_reason(reason: Option<&str>) -> Result<()> {
+    match reason.map(|r| r.chars().count()) {
+        Some(n) if n > REASON_MAX => Err(QueueAdminError::ReasonTooLong(n)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,8 @@ pub enum QueueAdminError {
     BadScope,
     #[error("{0} is not paused (n8n-relay queue paused lists the pauses)")]
     NotPaused(String),
+    #[error("reason: {0} characters; at most {max}", max = crate::pause::REASON_MAX)]
+    ReasonTooLong(usize),
     #[error("database error: {}", crate::db::describe_pg(.0))]
     Db(#[from] tokio_postgres::Error),
     /// A cleanup that removed `done` (each batch committed) and then failed.
@@ -104,6 +106,7 @@ pub enum QueueAdminError {
     )]
     CleanupIncomplete {
         done: Box<CleanupReport>,
+        #[source]
         cause: Box<QueueAdminError>,
     },
 }
@@ -120,6 +123,7 @@ impl QueueAdminError {
                 | QueueAdminError::BadLimit(_)
                 | QueueAdminError::BadUrl(_)
                 | QueueAdminError::BadScope
+                | QueueAdminError::ReasonTooLong(_)
         )
     }
 }
@@ -1001,6 +1005,12 @@ pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<Cleanup
     }
     match failed {
         None => Ok(report),
+        // Nothing removed (no schema, no connection): the error alone says it.
+        Some(cause)
+            if report.queue_rows + report.logs + report.retry_history + report.events == 0 =>
+        {
+            Err(cause)
+        }
         Some(cause) => Err(QueueAdminError::CleanupIncomplete {
             done: Box::new(report),
             cause: Box::new(cause),
@@ -1032,6 +1042,20 @@ async fn delete_in_batches(
 
 fn check_status(name: &str) -> Result<QueueStatus> {
     QueueStatus::parse(name).ok_or_else(|| QueueAdminError::BadStatus(name.to_string()))
+}
+
+/// The checks of a command's filters that need no database, run before connecting: bad
+/// input is bad input (exit 2, naming it) even while the database cannot be reached,
+/// where it was a connection error.
+pub fn check_filters(status: Option<&str>, event: Option<&str>, since: Option<&str>) -> Result<()> {
+    status.map(check_status).transpose()?;
+    event.map(check_event).transpose()?;
+    if let Some(text) = since {
+        if parse_age_seconds(text).is_none() && crate::utc_time::parse(text).is_none() {
+            return Err(QueueAdminError::BadTime(text.to_string()));
+        }
+    }
+    Ok(())
 }
 
 fn check_event(name: &str) -> Result<EventType> {

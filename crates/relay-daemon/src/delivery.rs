@@ -362,6 +362,12 @@ fn what_the_body_says(body: &str) -> Option<String> {
     } else {
         body.lines().next().unwrap_or_default().to_string()
     };
+    // One line of text: no control characters (an escape sequence in a stored error
+    // would drive the terminal of whoever prints it).
+    let said: String = said
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
     if said.is_empty() {
         return None;
@@ -463,6 +469,11 @@ mod tests {
         assert_eq!(
             what_the_body_says("Unauthorized\nmore").as_deref(),
             Some("Unauthorized")
+        );
+        assert_eq!(
+            what_the_body_says(r#"{"message":"\u001b]0;PWNED\u0007\u001b[31mRED boom"}"#)
+                .as_deref(),
+            Some("]0;PWNED [31mRED boom")
         );
         for nothing in [
             "",

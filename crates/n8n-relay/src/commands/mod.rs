@@ -177,16 +177,55 @@ pub fn cancel_on_signal(shutdown: CancellationToken) -> impl std::future::Future
 /// Writes a command's output. A reader that went away (`| head -1`) is not an error
 /// (exit 0, like the rest of the output it did not want); `println!` panicked there
 /// (exit 101).
+/// Writes `text` to stdout, control characters other than newline and tab shown
+/// escaped (`\u{1b}`): what the commands print comes partly from outside (n8n's
+/// answers in `last_error`, payloads, pause reasons), and an escape sequence in it
+/// would otherwise drive the operator's terminal (retitle it, recolour it, hide
+/// text). JSON output carries none raw (serde escapes them), so it is unchanged.
 pub fn write_stdout(text: &str) -> crate::error::CmdResult {
     use std::io::Write;
+    let shown = printable(text);
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(text.as_bytes())
+        .write_all(shown.as_bytes())
         .and_then(|()| stdout.flush())
     {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(anyhow::anyhow!("could not write to stdout: {e}").into())
         }
         _ => Ok(()),
+    }
+}
+
+/// `text` with every control character but `\n` and `\t` escaped.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn escape_sequences_from_outside_reach_the_terminal_as_text() {
+        let said = "HTTP 404: \u{1b}]0;PWNED\u{7}\u{1b}[31mRED\u{1b}[0m boom\n\tnext\r";
+        assert_eq!(
+            super::printable(said),
+            "HTTP 404: \\u{1b}]0;PWNED\\u{7}\\u{1b}[31mRED\\u{1b}[0m boom\n\tnext\\r"
+        );
+        assert!(matches!(
+            super::printable("plain\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -14,6 +14,21 @@ use crate::cli::{PauseScope, QueueCommand};
 use crate::error::{CmdResult, Failure};
 
 pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
+    // What can be checked without the database is checked first.
+    let checked = match &cmd {
+        QueueCommand::List { status, event, .. } => {
+            queue_admin::check_filters(status.as_deref(), event.as_deref(), None)
+        }
+        QueueCommand::Retry { event, since, .. } => {
+            queue_admin::check_filters(None, event.as_deref(), since.as_deref())
+        }
+        QueueCommand::Pause { what, reason, .. } => {
+            scope_of(what).and_then(|_| pause::check_reason(reason.as_deref()))
+        }
+        QueueCommand::Resume { what, .. } => scope_of(what).map(|_| ()),
+        _ => Ok(()),
+    };
+    checked.map_err(failure)?;
     let client = super::connect(config).await?;
     let out = match cmd {
         QueueCommand::Stats { by_event, json } => {
@@ -625,6 +640,9 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
+/// The widest a table cell gets.
+const CELL_MAX: usize = 200;
+
 /// Columns padded to their widest cell; numbers right-aligned.
 struct Table {
     header: Vec<String>,
@@ -639,8 +657,11 @@ impl Table {
         }
     }
 
+    /// A cell longer than [`CELL_MAX`] is cut (an entity type, a pause reason or a URL
+    /// may be any length; a width past 65,535 made the padding panic).
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.into_iter().map(|c| shorten(&c, CELL_MAX)).collect());
     }
 
     fn render(&self) -> String {
@@ -671,10 +692,11 @@ impl Table {
                 .map(|i| {
                     let cell = cells.get(i).map(String::as_str).unwrap_or("");
                     let w = widths[i];
+                    let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
                     if numeric[i] {
-                        format!("{cell:>w$}")
+                        format!("{pad}{cell}")
                     } else {
-                        format!("{cell:<w$}")
+                        format!("{cell}{pad}")
                     }
                 })
                 .collect();
@@ -730,6 +752,13 @@ mod tests {
 
     #[test]
     fn long_errors_are_cut_to_one_line() {
+        let mut table = Table::new(&["what", "n"]);
+        table.row(vec!["a".repeat(70_000), "1".into()]);
+        let shown = table.render();
+        assert!(
+            shown.lines().all(|l| l.chars().count() <= CELL_MAX + 10),
+            "cut"
+        );
         assert_eq!(shorten("short", 10), "short");
         assert_eq!(shorten("0123456789abc", 10), "0123456...");
         assert_eq!(shorten("line one\nline two", 40), "line one...");

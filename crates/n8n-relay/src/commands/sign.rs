@@ -44,6 +44,12 @@ pub fn run(sources: &Sources, args: &SignArgs) -> CmdResult {
             "no secret: pass --secret or set security.n8n_webhook_secret (N8N_WEBHOOK_SECRET)"
         )));
     }
+    // Silently unused before: the default scheme's signature covers no id.
+    if args.id.is_some() && keys.scheme() != Scheme::StandardWebhooks {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--id: only standard-webhooks signs a webhook-id (--scheme standard-webhooks)"
+        )));
+    }
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)

@@ -598,7 +598,13 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
     )
     .await;
     assert_eq!(dry.status, 200);
-    assert!(dry.body.contains("would delete"), "{}", dry.body);
+    assert!(
+        dry.body
+            .contains("would delete 0 queue rows, 0 logs, 0 retry history rows")
+            && !dry.body.contains("dry_run"),
+        "said in words, not as JSON: {}",
+        dry.body
+    );
     let bad = http(
         &addr,
         "POST",
@@ -885,6 +891,34 @@ async fn connections_that_send_nothing_are_cut_off_and_cannot_shut_the_console()
     }
     let page = http(&addr, "GET", "/login", None, None).await;
     assert_eq!(page.status, 200);
+}
+
+/// A form body sent a byte at a time was bounded only by the connection's five
+/// minutes, so 64 such logins (no token needed) kept every operator out that long.
+/// The body gets 10 s, then a 408, and the place is free again.
+#[tokio::test]
+async fn a_form_that_trickles_in_gets_408_and_frees_its_place() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = console(&db, &sink, &[]).await;
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: \
+                 application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nt"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send the headers and one byte");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered within the body timeout, not the connection's five minutes")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
 #[tokio::test]

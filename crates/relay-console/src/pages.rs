@@ -86,6 +86,19 @@ pub fn login(error: Option<&str>) -> Markup {
     )
 }
 
+/// What an action did, in words (not an error).
+pub fn notice(title: &str, text: &str, ctx: Option<&Ctx>) -> Markup {
+    layout(
+        title,
+        ctx,
+        html! {
+            h1 { (title) }
+            p { (text) }
+            p { a href="/" { "Back to the overview" } }
+        },
+    )
+}
+
 pub fn message(title: &str, text: &str, ctx: Option<&Ctx>) -> Markup {
     layout(
         title,
@@ -168,7 +181,10 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
         section class="two" {
             div {
                 h2 { "Relays on this database" }
-                @if snap.relays.is_empty() {
+                @if snap.taken.is_none() {
+                    // Before the first sample, no relay is known, not absent.
+                    p { "Reading the relays…" }
+                } @else if snap.relays.is_empty() {
                     p class="error" id="no-relay" { "No relay is listening: nothing is being delivered." }
                 } @else {
                     table { thead { tr { th { "connected from" } th { "since" } th { "sessions" } } }

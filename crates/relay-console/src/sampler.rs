@@ -13,7 +13,7 @@ use deadpool_postgres::Pool;
 use relay_core::pause::Pause;
 use relay_core::queue_admin::{self, Stats};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// How often the overview is refreshed at most.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -217,8 +217,13 @@ pub fn spawn(pool: Pool, shutdown: CancellationToken) -> Shared {
                         *snap = next;
                     }
                     Ok(Err(e)) => {
-                        debug!(error = %e, "console overview sample failed");
-                        snap.error = Some(e.to_string());
+                        // Said once per cause: the page shows it while it lasts.
+                        if snap.error.as_deref() != Some(e.as_str()) {
+                            warn!(error = %e, "console overview sample failed");
+                        } else {
+                            debug!(error = %e, "console overview sample failed");
+                        }
+                        snap.error = Some(e);
                     }
                     Err(_) => snap.error = Some("sampling the queue took over a minute".into()),
                 }
@@ -254,7 +259,7 @@ async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {
     let client = pool
         .get()
         .await
-        .map_err(|e| format!("no connection: {e}"))?;
+        .map_err(|e| format!("no connection: {}", relay_core::db::describe_pool(&e)))?;
     let stats = queue_admin::stats(&client, false)
         .await
         .map_err(|e| e.to_string())?;
@@ -264,7 +269,7 @@ async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {
     for row in client
         .query(DELIVERIES, &[&window.last_id])
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| relay_core::db::describe_pg(&e))?
     {
         let minute: i64 = row.get(0);
         let outcome: String = row.get(1);
@@ -297,7 +302,7 @@ async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {
     let relays = client
         .query(RELAYS, &[&relay_core::db::marker::MARKER_CLASS])
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| relay_core::db::describe_pg(&e))?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();

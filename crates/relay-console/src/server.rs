@@ -43,6 +43,10 @@ const MAX_CONNECTIONS: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection (keep-alive included) lasts at most this.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// A form's body must arrive within this. Bounded only by the connection's lifetime,
+/// 64 connections trickling a login form a byte at a time kept every operator out for
+/// five minutes, without a token.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 
@@ -403,7 +407,7 @@ impl Console {
                             StatusCode::OK,
                             pages::queue(ctx, &filter, &rows, next, flash.as_deref(), &self.events),
                         ),
-                        Err(e) => db_error(&e.to_string(), ctx),
+                        Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
                     },
                     Err(e) => db_error(&e, ctx),
                 }
@@ -419,7 +423,7 @@ impl Console {
                             StatusCode::OK,
                             pages::callbacks(ctx, &filter, &rows, next),
                         ),
-                        Err(e) => db_error(&e.to_string(), ctx),
+                        Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
                     },
                     Err(e) => db_error(&e, ctx),
                 }
@@ -446,14 +450,14 @@ impl Console {
                         pages::row(ctx, &detail, &ordering, flash.as_deref()),
                     )
                 }
-                Err(e) => db_error(&e.to_string(), ctx),
+                Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
             },
             Err(QueueAdminError::UnknownId(_)) => error_page(
                 StatusCode::NOT_FOUND,
                 &format!("No queue row with id {id}."),
                 Some(ctx),
             ),
-            Err(e) => db_error(&e.to_string(), ctx),
+            Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
         }
     }
 
@@ -525,7 +529,7 @@ impl Console {
                     | QueueAdminError::WrongStatus { .. }
                     | QueueAdminError::DueAlready(_)),
                 ) => error_page(StatusCode::CONFLICT, &e.to_string(), Some(ctx)),
-                Err(e) => db_error(&e.to_string(), ctx),
+                Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
             };
         }
         match path {
@@ -547,7 +551,7 @@ impl Console {
                             StatusCode::OK,
                             pages::confirm_retry(ctx, &filter, n, unix_micros(as_of)),
                         ),
-                        Err(e) => db_error(&e.to_string(), ctx),
+                        Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
                     };
                 }
                 // The rows the confirmation counted, not those that failed since.
@@ -573,7 +577,7 @@ impl Console {
                             ids.len()
                         ))
                     }
-                    Err(e) => db_error(&e.to_string(), ctx),
+                    Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
                 }
             }
             "/cleanup" => {
@@ -601,12 +605,13 @@ impl Console {
                             "deleted"
                         };
                         let text = format!(
-                            "Cleanup of rows older than {days} days: {verb} {}.",
-                            serde_json::to_string(&report).unwrap_or_default()
+                            "Cleanup of rows older than {days} days: {verb} {} queue rows, {} \
+                             logs, {} retry history rows and {} outbox events.",
+                            report.queue_rows, report.logs, report.retry_history, report.events
                         );
-                        Answer::page(StatusCode::OK, pages::message("Cleanup", &text, Some(ctx)))
+                        Answer::page(StatusCode::OK, pages::notice("Cleanup", &text, Some(ctx)))
                     }
-                    Err(e) => db_error(&e.to_string(), ctx),
+                    Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
                 }
             }
             "/pause" => {
@@ -679,7 +684,7 @@ impl Console {
                     Err(e @ QueueAdminError::ReasonTooLong(_)) => {
                         error_page(StatusCode::BAD_REQUEST, &e.to_string(), Some(ctx))
                     }
-                    Err(e) => db_error(&e.to_string(), ctx),
+                    Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
                 }
             }
             _ => error_page(StatusCode::NOT_FOUND, "No such action.", Some(ctx)),
@@ -691,7 +696,10 @@ impl Console {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, String> {
-        self.pool.get().await.map_err(|e| e.to_string())
+        self.pool
+            .get()
+            .await
+            .map_err(|e| relay_core::db::describe_pool(&e))
     }
 }
 
@@ -747,7 +755,7 @@ const REFRESH_AFTER_ACTION: Duration = Duration::from_secs(2);
 /// Fixed texts for the `done=` of a redirect: never the query's own text.
 fn flash_text(done: &str) -> Option<String> {
     match done {
-        "retried" => Some("Retried: the row is pending again, due now.".into()),
+        "retried" => Some("Due now: the row is pending and goes out at the next claim.".into()),
         "cancelled" => Some("Cancelled.".into()),
         "paused" => Some("Paused.".into()),
         "resumed" => Some("Resumed.".into()),
@@ -786,9 +794,19 @@ async fn read_form(request: Request<Incoming>) -> Result<Vec<(String, String)>, 
             None,
         ));
     }
-    let body = Limited::new(request.into_body(), MAX_FORM)
-        .collect()
-        .await
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(request.into_body(), MAX_FORM).collect(),
+    )
+    .await
+    .map_err(|_| {
+        error_page(
+            StatusCode::REQUEST_TIMEOUT,
+            "The form did not arrive in time.",
+            None,
+        )
+    })?;
+    let body = read
         .map_err(|_| {
             error_page(
                 StatusCode::PAYLOAD_TOO_LARGE,

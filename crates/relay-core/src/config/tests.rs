@@ -944,3 +944,20 @@ fn webhook_urls_are_checked_and_shown_without_their_password() {
         "{msg}"
     );
 }
+
+/// A console token of sixteen spaces, or one character sixteen times, passed the length
+/// check; any login could then be guessed.
+#[test]
+fn a_guessable_console_token_is_refused() {
+    for token in ["                ", "aaaaaaaaaaaaaaaa"] {
+        let msg = error_in_jail(|jail| {
+            jail.set_env("RELAY_CONSOLE__TOKEN", token);
+            Ok(())
+        });
+        assert!(msg.contains("console.token: guessable"), "{msg}");
+        assert!(
+            !msg.contains("aaaaaaaaaaaaaaaa"),
+            "the token is not shown: {msg}"
+        );
+    }
+}

@@ -307,6 +307,18 @@ turn it off with security.scheme = standard-webhooks",
                     "too short: use at least 16 characters (e.g. openssl rand -hex 32)",
                 ));
             }
+            // Sixteen spaces, or one character sixteen times, passed the length check.
+            let mut chars = token.expose().chars();
+            let first = chars.next();
+            if !token.is_empty()
+                && (token.expose().trim().is_empty() || chars.all(|c| Some(c) == first))
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    "guessable (blank, or one character repeated): use a random one \
+                     (e.g. openssl rand -hex 32)",
+                ));
+            }
         }
         if self.console.listen == self.metrics.listen
             || self.console.listen == self.callbacks.listen

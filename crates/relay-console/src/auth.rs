@@ -60,6 +60,9 @@ pub struct Session {
     pub csrf: String,
     started: Instant,
     last_used: Instant,
+    /// Requests that named it (the one that started it included): a session asked for
+    /// once never came back with its cookie (a script, a probe).
+    uses: u32,
 }
 
 impl Session {
@@ -121,9 +124,12 @@ impl Auth {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| s.live());
         if sessions.len() >= MAX_SESSIONS {
+            // One that never came back goes first: without a token every cookie-less
+            // request starts a session, and a monitoring loop's thousand of them
+            // evicted the operator's, whose open forms then failed as forged.
             if let Some(oldest) = sessions
                 .iter()
-                .min_by_key(|(_, s)| s.last_used)
+                .min_by_key(|(_, s)| (s.uses > 1, s.last_used))
                 .map(|(k, _)| k.clone())
             {
                 sessions.remove(&oldest);
@@ -136,6 +142,7 @@ impl Auth {
                 csrf,
                 started: Instant::now(),
                 last_used: Instant::now(),
+                uses: 0,
             },
         );
         Some(id)
@@ -151,6 +158,7 @@ impl Auth {
         }
         let session = sessions.get_mut(id)?;
         session.last_used = Instant::now();
+        session.uses = session.uses.saturating_add(1);
         Some(session.clone())
     }
 
@@ -257,6 +265,23 @@ mod tests {
         auth.end(&id);
         assert!(auth.session(&id).is_none());
         assert!(auth.session("forged").is_none());
+    }
+
+    #[test]
+    fn sessions_that_never_came_back_are_evicted_before_one_in_use() {
+        let auth = Auth::new("", "");
+        let operator = auth.start(Role::Operator).expect("session");
+        auth.session(&operator)
+            .expect("the request that started it");
+        auth.session(&operator).expect("the operator comes back");
+        for _ in 0..MAX_SESSIONS * 2 {
+            let probe = auth.start(Role::Operator).expect("session");
+            auth.session(&probe).expect("the request that started it");
+        }
+        assert!(
+            auth.session(&operator).is_some(),
+            "the operator's session stays"
+        );
     }
 
     #[test]

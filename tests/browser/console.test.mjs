@@ -143,11 +143,14 @@ after(async () => {
   try { psql(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`, SERVER); } catch { /* best effort */ }
 });
 
-/// A fresh browser context logged in with `token`; no dialog (alert) may ever open.
-async function loggedIn(token) {
+/// A fresh browser context logged in with `token`; no dialog (alert) may ever open,
+/// unless the test answers the console's own confirmations (`confirms`).
+async function loggedIn(token, { confirms = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
-  page.on('dialog', (d) => { throw new Error(`a dialog opened: ${d.message()} (script ran)`); });
+  if (!confirms) {
+    page.on('dialog', (d) => { throw new Error(`a dialog opened: ${d.message()} (script ran)`); });
+  }
   await page.goto(`${consoleUrl}/`);
   assert.match(page.url(), /\/login$/, 'sent to the login page');
   await page.fill('#token', token);
@@ -196,6 +199,24 @@ test('a failed delivery is found by its error text, retried from its page, and t
   await page.screenshot({ path: join(SHOTS, 'row-sent.png'), fullPage: true });
   await page.goto(`${consoleUrl}/callbacks`);
   await page.screenshot({ path: join(SHOTS, 'callbacks.png'), fullPage: true });
+  await context.close();
+});
+
+test('cancelling a delivery asks first: dismissed, the row stays pending; confirmed, it is cancelled', async () => {
+  const { context, page } = await loggedIn(OPERATOR, { confirms: true });
+  const id = psql(`INSERT INTO webhook_queue (event_type, webhook_url, status, next_attempt_at)
+                   VALUES ('lead_scraped', 'http://127.0.0.1:9/hook', 'pending', now() + interval '1 hour')
+                   RETURNING id`);
+  await page.goto(`${consoleUrl}/row/${id}`);
+  assert.equal((await page.textContent('#cancel')).trim(), 'Cancel delivery');
+  let asked = null;
+  page.once('dialog', (d) => { asked = d.message(); d.dismiss(); });
+  await page.click('#cancel');
+  assert.match(asked ?? '', new RegExp(`^Cancel the delivery of row ${id}\\?`));
+  assert.equal(psql(`SELECT status FROM webhook_queue WHERE id = ${id}`), 'pending', 'dismissed: nothing sent');
+  page.once('dialog', (d) => d.accept());
+  await Promise.all([page.waitForURL(/done=cancelled/), page.click('#cancel')]);
+  assert.equal(psql(`SELECT status FROM webhook_queue WHERE id = ${id}`), 'cancelled');
   await context.close();
 });
 

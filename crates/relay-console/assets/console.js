@@ -2,6 +2,13 @@
 // The fragment is server-rendered and escaped; nothing here builds markup from data.
 (function () {
   'use strict';
+  // An action that cannot be undone asks first; the form's data-confirm says what it
+  // does (server-rendered text, shown by the browser's own dialog).
+  Array.prototype.forEach.call(document.querySelectorAll('form[data-confirm]'), function (form) {
+    form.addEventListener('submit', function (e) {
+      if (!window.confirm(form.getAttribute('data-confirm'))) e.preventDefault();
+    });
+  });
   var live = document.getElementById('live');
   if (!live) return;
   var url = live.getAttribute('data-refresh');

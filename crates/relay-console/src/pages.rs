@@ -418,8 +418,11 @@ pub fn row(ctx: &Ctx, detail: &Detail, ordering: &OrderingState, flash: Option<&
                         }
                     }
                     @if r.status == "failed" || r.status == "pending" {
-                        form method="post" action=(format!("/row/{}/cancel", r.id)) class="inline" {
-                            (hidden_csrf(ctx)) button type="submit" id="cancel" class="danger" { "Cancel" }
+                        // Irreversible: asked first (console.js; without script it
+                        // goes at once, as a form does).
+                        form method="post" action=(format!("/row/{}/cancel", r.id)) class="inline"
+                            data-confirm=(format!("Cancel the delivery of row {}? It will not be sent, and a cancelled row cannot be retried.", r.id)) {
+                            (hidden_csrf(ctx)) button type="submit" id="cancel" class="danger" { "Cancel delivery" }
                         }
                     }
                 }

@@ -588,6 +588,22 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
         1,
         "the row that failed after the count is left for another decision"
     );
+    // Back to the list under the same filter (it dropped all but the status).
+    let narrowed = http(
+        &addr,
+        "POST",
+        "/queue/retry-failed",
+        Some(&cookie),
+        Some(&format!(
+            "csrf={token}&status=failed&q=no-such-error&confirm=yes&failed_by={failed_by}"
+        )),
+    )
+    .await;
+    assert_eq!(narrowed.status, 303);
+    assert_eq!(
+        narrowed.header("location"),
+        Some("/queue?status=failed&q=no-such-error&done=bulk-retried-0")
+    );
 
     let dry = http(
         &addr,

@@ -297,7 +297,7 @@ pub fn overview(ctx: &Ctx, snap: &Snapshot, routes: &[Route], flash: Option<&str
     )
 }
 
-fn link(filter: &QueueFilter, after: Option<(i32, i64)>) -> String {
+pub fn link(filter: &QueueFilter, after: Option<(i32, i64)>) -> String {
     let mut pairs = filter.pairs();
     if let Some((p, id)) = after {
         pairs.push(("after", format!("{p}:{id}")));

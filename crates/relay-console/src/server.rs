@@ -571,9 +571,13 @@ impl Console {
                 };
                 match queue_admin::retry_failed_matching(&client, &failed, &note("retry")).await {
                     Ok(ids) => {
-                        info!(client = %ip, rows = ids.len(), "console action: retry failed rows");
+                        info!(client = %ip, rows = ids.len(), filter = ?filter.pairs(),
+                            "console action: retry failed rows");
+                        // Back to the same filter (what is still failing among those),
+                        // where it dropped all but the status.
                         Answer::redirect(&format!(
-                            "/queue?status=failed&done=bulk-retried-{}",
+                            "{}&done=bulk-retried-{}",
+                            pages::link(&filter, None),
                             ids.len()
                         ))
                     }

@@ -220,6 +220,17 @@ test('cancelling a delivery asks first: dismissed, the row stays pending; confir
   await context.close();
 });
 
+test('a link to a row from another site (an alert) opens it in the session already there', async () => {
+  const { context, page } = await loggedIn(OPERATOR);
+  const id = psql("SELECT id FROM webhook_queue WHERE status = 'sent' ORDER BY id LIMIT 1");
+  // A page of another origin with a plain link, as a chat message or an email has.
+  const html = `<a id="alert" href="${consoleUrl}/row/${id}">row ${id}</a>`;
+  await page.goto(`data:text/html,${encodeURIComponent(html)}`);
+  await Promise.all([page.waitForURL(new RegExp(`/row/${id}$`)), page.click('#alert')]);
+  assert.match(await page.textContent('h1'), new RegExp(`Row ${id}`), 'not the login page');
+  await context.close();
+});
+
 test('a read-only login sees no action, and a forged POST with its session gets 403', async () => {
   const { context, page } = await loggedIn(READER);
   const id = psql("SELECT id FROM webhook_queue WHERE status = 'sent' ORDER BY id LIMIT 1");

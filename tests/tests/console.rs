@@ -117,7 +117,7 @@ async fn login(addr: &str, token: &str) -> String {
         .expect("a session cookie")
         .to_string();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
     cookie.split(';').next().expect("pair").to_string()

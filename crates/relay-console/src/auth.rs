@@ -1,7 +1,11 @@
 //! Who may use the console: an operator token (views and actions) and an optional
 //! read-only token (views). A login trades a token for a session cookie (`HttpOnly`,
-//! `SameSite=Strict`, `Secure` behind TLS); every action also carries the session's
-//! CSRF token. Tokens are compared in constant time (their SHA-256, so lengths do not
+//! `SameSite=Lax`, `Secure` behind TLS); every action also carries the session's
+//! CSRF token. Lax, not Strict: a link from an alert (Slack, an email) to a row opens
+//! it in the session already there, where Strict sent it to the login page and the new
+//! login replaced the cookie every open tab's forms were made for. A cross-site request
+//! that carries the cookie is a top-level GET, and GETs only show; every action is a
+//! POST, refused without the session's CSRF token, which no other site can read. Tokens are compared in constant time (their SHA-256, so lengths do not
 //! leak either); a failed login is slowed down, more so for an address that keeps
 //! failing, and logged without the token.
 //!
@@ -213,12 +217,12 @@ pub fn same(a: &str, b: &str) -> bool {
 /// proxy's `X-Forwarded-Proto: https`).
 pub fn cookie(id: &str, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}")
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax{secure}")
 }
 
 /// The cookie that ends a session in the browser.
 pub fn expired_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
 /// The session id in a `Cookie` header.
@@ -336,7 +340,7 @@ mod tests {
     #[test]
     fn the_cookie_is_http_only_and_strict_and_found_among_others() {
         let c = cookie("abc", true);
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Secure"));
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Secure"));
         assert!(!cookie("abc", false).contains("Secure"));
         assert_eq!(session_id("a=1; n8n_relay_console=abc; b=2"), Some("abc"));
         assert_eq!(session_id("n8n_relay_console="), None);

@@ -378,7 +378,11 @@ EOF
             -H 'X-Webhook-Event: lead_scraped' -H 'X-Webhook-Attempt: 1' "$@" --data-binary "$body" \
             "http://127.0.0.1:$N8N_PORT/webhook/lead-scraped")" = 401 ]
     }
-    sign() { printf '%s' "$body" | relay sign --scheme "$scheme" --id msg_forged "$@"; }
+    sign() { # --id only where the scheme signs one (the default refuses it)
+        local -a id=()
+        if [ "$scheme" = standard-webhooks ]; then id=(--id msg_forged); fi
+        printf '%s' "$body" | relay sign --scheme "$scheme" "${id[@]}" "$@"
+    }
     local before made_up
     before=$(executions n8n-relay-lead-scraped)
     if [ "$scheme" = standard-webhooks ]; then

@@ -17,7 +17,10 @@ BEGIN
     SELECT string_agg(t.name, ', ' ORDER BY t.name) INTO foreign_tables
     FROM (VALUES ('webhook_queue', 'event_id'), ('webhook_logs', 'attempt'),
                  ('webhook_retry_history', 'note')) AS t (name, relay_column)
-    WHERE to_regclass(format('%I.%I', current_schema(), t.name)) IS NOT NULL
+    -- No schema to create in (a search_path naming none that exists): the CREATE
+    -- TABLE below says so in Postgres's words.
+    WHERE current_schema() IS NOT NULL
+      AND to_regclass(format('%I.%I', current_schema(), t.name)) IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM pg_attribute a
                       WHERE a.attrelid = to_regclass(format('%I.%I', current_schema(), t.name))
                         AND a.attname = t.relay_column AND NOT a.attisdropped);

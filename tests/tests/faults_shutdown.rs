@@ -268,15 +268,43 @@ async fn a_relay_whose_database_stopped_answering_still_stops_before_it_is_kille
     })
     .await;
     let proxy = Proxy::start(upstream_of(&db.url)).await;
-    let mut relay = RelayBuilder::new(&proxy.url_via(&db.url), &sink.url())
+    let builder = RelayBuilder::new(&proxy.url_via(&db.url), &sink.url())
         .env("RELAY_QUEUE__SHUTDOWN_GRACE_SECONDS", 1)
-        .env("RELAY_DATABASE__STATEMENT_TIMEOUT_SECONDS", 30)
-        .spawn();
+        .env("RELAY_DATABASE__STATEMENT_TIMEOUT_SECONDS", 30);
+    let builder_callbacks_addr = builder.callbacks_addr();
+    let mut relay = builder.spawn();
     wait_until("the relay listens", T, || db.listener_pid()).await;
     db.insert_lead().await;
     sink.wait_for(1, T).await;
 
     proxy.silence();
+    // Callbacks in flight too: each waits on the silent database (the listener waited
+    // out its 30 s request timeout, then 30 s more for their log rows).
+    let callbacks = builder_callbacks_addr;
+    let mut in_flight = Vec::new();
+    for n in 0..3 {
+        let body =
+            format!(r#"{{"workflow_id":"w","execution_id":"quiet-{n}","status":"running"}}"#);
+        let ts = relay_core::signature::unix_now();
+        let signature = relay_core::signature::sign(
+            relay_tests::relay::TEST_N8N_SECRET.as_bytes(),
+            ts,
+            body.as_bytes(),
+        );
+        let request = format!(
+            "POST /api/v1/webhooks/n8n/workflow-status HTTP/1.1\r\nHost: {callbacks}\r\n\
+             Content-Type: application/json\r\nX-Webhook-Timestamp: {ts}\r\n\
+             X-Webhook-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(&callbacks)
+            .await
+            .expect("the callback listener");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("a callback sent");
+        in_flight.push(stream);
+    }
     let asked = Instant::now();
     assert_eq!(
         relay.terminate(Duration::from_secs(60)).await,
@@ -286,9 +314,10 @@ async fn a_relay_whose_database_stopped_answering_still_stops_before_it_is_kille
     let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(20),
-        "grace 1 s + at most 2 s for a statement in flight + 10 s to write down + 1 s \
-         of goodbyes; the stop took {took:?}"
+        "grace 1 s + at most 2 s for a statement in flight + 10 s to write down + 2 s \
+         for the health writer + 1 s of goodbyes; the stop took {took:?}"
     );
+    drop(in_flight);
     assert!(
         relay
             .log()

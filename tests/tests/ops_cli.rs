@@ -1450,7 +1450,7 @@ async fn long_or_hostile_text_in_the_queue_prints_as_text() {
         !listed.contains('\u{1b}') && !listed.contains('\u{7}'),
         "{listed:?}"
     );
-    assert!(listed.contains("\\u{1b}[31mRED"), "{listed}");
+    assert!(listed.contains("\\u001b[31mRED"), "{listed}");
     let id = db.count("SELECT max(id) FROM webhook_queue").await;
     let shown = cli(&db, &format!("queue show {id}")).await.ok().stdout;
     assert!(!shown.contains('\u{1b}'), "{shown:?}");

@@ -44,6 +44,12 @@ use tokio_util::task::TaskTracker;
 use crate::verify::Verifier;
 use crate::{log, receipts, routes, CallbackError};
 
+/// At shutdown, how long requests in flight may take to finish (n8n retries one cut
+/// short: every callback is idempotent).
+const STOP_REQUESTS: Duration = Duration::from_secs(10);
+/// At shutdown, how long the `webhook_logs` rows of those requests may take to write.
+const STOP_LOGS: Duration = Duration::from_secs(5);
+
 /// What every request handler shares.
 pub struct State {
     pub config: Arc<Config>,
@@ -226,7 +232,10 @@ pub async fn serve(
     }
     drop(listener);
 
-    let grace = Duration::from_secs(limits.request_timeout_seconds);
+    // Open requests may finish, within the relay's whole stop (README: at most the
+    // grace + 15 s), so a database that stopped answering cannot hold it past the
+    // service manager's kill: each part waited out the request timeout (30 s) before.
+    let grace = Duration::from_secs(limits.request_timeout_seconds).min(STOP_REQUESTS);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -236,7 +245,7 @@ pub async fn serve(
     // Every connection is done: the log writer writes what is queued and ends.
     logs_done.cancel();
     tasks.close();
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_LOGS, tasks.wait()).await.is_err() {
         tracing::warn!("some webhook_logs rows were not written before shutdown");
     }
     tracing::info!("callback listener stopped");

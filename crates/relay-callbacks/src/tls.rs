@@ -55,6 +55,11 @@ impl Certificates {
     fn say_dates(&self) {
         let current = self.current();
         let Some(dates) = current.cert.first().and_then(relay_core::tls::Validity::of) else {
+            // The expiry metric stays 0, which an alert reads as "no HTTPS".
+            tracing::warn!(
+                cert = %self.cert.display(),
+                "callbacks.tls_cert: the certificate's dates cannot be read; its expiry is not watched"
+            );
             return;
         };
         relay_core::metrics::global().set_callback_certificate_expiry(dates.not_after);

@@ -154,16 +154,20 @@ pub async fn run(
         armed: false,
     };
     outbox_ids::catch_up_at_start(&db).await;
-    let dispatcher = pump.run(wake_rx, &shutdown).await;
+    let (dispatcher, withdrawn) = pump.run(wake_rx, &shutdown).await;
 
     info!("shutting down: no new claims");
     let grace = Duration::from_secs(config.queue.shutdown_grace_seconds);
-    let unfinished = dispatcher.drain(grace).await;
-    // What is left to write down gets WRITE_DOWN in all, however the database answers.
+    let mut unfinished = dispatcher.drain(grace).await;
+    unfinished.extend(withdrawn);
+    // What is left to write down gets WRITE_DOWN in all, however the database answers:
+    // the outcomes all of it (a delivery n8n took that is not recorded is sent again),
+    // the rows given back at most RELEASE_PATIENCE of it, in parallel (rows not given
+    // back only wait until this relay is gone).
     let write_down_until = tokio::time::Instant::now() + WRITE_DOWN;
     if !unfinished.is_empty() {
         let released =
-            tokio::time::timeout_at(write_down_until, claim::release(&db, &unfinished)).await;
+            tokio::time::timeout(RELEASE_PATIENCE, claim::release(&db, &unfinished)).await;
         match released {
             Ok(Ok(n)) => info!(
                 released = n,
@@ -171,8 +175,9 @@ pub async fn run(
             ),
             Ok(Err(e)) => error!(error = %e, rows = unfinished.len(),
                 "could not release rows; they return to pending once this relay is gone"),
-            Err(_) => error!(rows = unfinished.len(), within = ?WRITE_DOWN,
-                "the database did not take the rows back in time; they return to pending once this relay is gone"),
+            Err(_) => error!(rows = unfinished.len(), within = ?RELEASE_PATIENCE,
+                "the database did not answer the release in time (it may still take effect); \
+                 rows it did not take return to pending once this relay is gone"),
         }
     }
     // Every Recorder handle is gone now (dispatcher and tasks dropped): the recorder
@@ -219,11 +224,18 @@ pub(crate) fn db_backoff() -> impl Iterator<Item = Duration> {
 /// is left: the rows it gives back and the outcomes it holds. Milliseconds against a
 /// database that answers; against one that does not, the end of the wait, so that a
 /// stop takes at most `queue.shutdown_grace_seconds` + [`STOP_PATIENCE`] + this + the
-/// sessions' goodbye (1 s): 23 s with the defaults, under the 30 s after which
-/// systemd (`TimeoutStopSec`), compose and Kubernetes kill the process. What is not
+/// health writer's 2 s + the sessions' goodbye (1 s): 25 s with the defaults, under
+/// the 30 s after which systemd (`TimeoutStopSec`), compose and Kubernetes kill the
+/// process. What is not
 /// written is what a crash would leave: the rows go back once the relay's sessions are
 /// gone (`crate::liveness`).
 pub(crate) const WRITE_DOWN: Duration = Duration::from_secs(10);
+
+/// How long, of [`WRITE_DOWN`], a stopping relay waits for the database to take back
+/// the rows it has not finished. Shorter than the outcomes' wait: a row not given back
+/// only waits for this relay to be gone, where an outcome not written is a delivery
+/// sent again.
+pub(crate) const RELEASE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// How long the pump's statement in flight at SIGTERM may run on before the pump stops
 /// without its answer (`db::unless_stopped`).

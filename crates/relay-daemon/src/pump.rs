@@ -265,12 +265,14 @@ impl Pump {
         self.exhausted = false;
     }
 
-    /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained.
+    /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained,
+    /// and the rows taken back from it whose release has not been written (a pass cut
+    /// at shutdown, or a release that failed), to be given back with the rest.
     pub(crate) async fn run(
         mut self,
         mut wake: mpsc::Receiver<Wake>,
         shutdown: &CancellationToken,
-    ) -> Dispatcher {
+    ) -> (Dispatcher, Vec<(i64, i64)>) {
         let mut backoff = crate::db_backoff();
         let mut failing = false;
         let mut streak = Streak::default();
@@ -395,7 +397,12 @@ impl Pump {
                 () = until => self.none_due_until = None,
             }
         }
-        self.dispatcher
+        let unreleased = self
+            .unreleased
+            .into_iter()
+            .flat_map(|(rows, _)| rows)
+            .collect();
+        (self.dispatcher, unreleased)
     }
 
     /// A pass found nothing (or, `unasked`, was not asked to look: [`Pass::Unasked`]):

@@ -178,10 +178,11 @@ pub fn cancel_on_signal(shutdown: CancellationToken) -> impl std::future::Future
 /// (exit 0, like the rest of the output it did not want); `println!` panicked there
 /// (exit 101).
 /// Writes `text` to stdout, control characters other than newline and tab shown
-/// escaped (`\u{1b}`): what the commands print comes partly from outside (n8n's
+/// escaped (`\u001b`): what the commands print comes partly from outside (n8n's
 /// answers in `last_error`, payloads, pause reasons), and an escape sequence in it
 /// would otherwise drive the operator's terminal (retitle it, recolour it, hide
-/// text). JSON output carries none raw (serde escapes them), so it is unchanged.
+/// text). The escape is JSON's own, so `--json` output stays valid and means the same
+/// (serde escapes C0 characters itself, but leaves DEL and the C1 range raw).
 pub fn write_stdout(text: &str) -> crate::error::CmdResult {
     use std::io::Write;
     let shown = printable(text);
@@ -206,7 +207,8 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if unsafe_char(c) {
-            out.extend(c.escape_default());
+            // Every control character is below U+00A0: four hex digits.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
         }
@@ -221,8 +223,14 @@ mod printable_tests {
         let said = "HTTP 404: \u{1b}]0;PWNED\u{7}\u{1b}[31mRED\u{1b}[0m boom\n\tnext\r";
         assert_eq!(
             super::printable(said),
-            "HTTP 404: \\u{1b}]0;PWNED\\u{7}\\u{1b}[31mRED\\u{1b}[0m boom\n\tnext\\r"
+            "HTTP 404: \\u001b]0;PWNED\\u0007\\u001b[31mRED\\u001b[0m boom\n\tnext\\u000d"
         );
+        // In JSON output (serde leaves DEL and C1 raw) the escape is JSON's own.
+        let json =
+            serde_json::to_string(&serde_json::json!({"e": "a\u{7f}b\u{85}c"})).expect("json");
+        let shown = super::printable(&json);
+        let back: serde_json::Value = serde_json::from_str(&shown).expect("still valid JSON");
+        assert_eq!(back["e"], "a\u{7f}b\u{85}c");
         assert!(matches!(
             super::printable("plain\n"),
             std::borrow::Cow::Borrowed(_)

@@ -640,8 +640,10 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
-/// The widest a table cell gets.
-const CELL_MAX: usize = 200;
+/// The widest a table cell gets: wide enough for any URL a pause or route has in
+/// practice (`queue resume --url` takes it as shown), and well under the 65,535 a
+/// padding width may be.
+const CELL_MAX: usize = 2048;
 
 /// Columns padded to their widest cell; numbers right-aligned.
 struct Table {
@@ -657,8 +659,8 @@ impl Table {
         }
     }
 
-    /// A cell longer than [`CELL_MAX`] is cut (an entity type, a pause reason or a URL
-    /// may be any length; a width past 65,535 made the padding panic).
+    /// A cell longer than [`CELL_MAX`] is cut (an entity type or a URL may be any
+    /// length; a width past 65,535 made the padding panic).
     fn row(&mut self, cells: Vec<String>) {
         self.rows
             .push(cells.into_iter().map(|c| shorten(&c, CELL_MAX)).collect());

@@ -60,17 +60,17 @@ pub enum DbError {
 }
 
 /// tokio-postgres prints only "db error"; the server's message is what an operator
-/// needs. Server messages never carry our secrets (they are not sent as SQL text).
+/// needs. Server messages never carry our secrets (they are not sent as SQL text), and
+/// the DETAIL that may quote a row is left out.
 pub fn describe_pg(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut text = format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
-            // What the server says to do about it (the install scripts' refusals).
-            if let Some(detail) = db.detail() {
-                text.push_str(&format!("\nDETAIL: {detail}"));
-            }
+            // What the server says to do about it (the install scripts' refusals), on
+            // the same line. Not a DETAIL: it may quote a row ("Failing row contains
+            // ..."), payloads and URLs with credentials among them.
             if let Some(hint) = db.hint() {
-                text.push_str(&format!("\nHINT: {hint}"));
+                text.push_str(&format!("; hint: {hint}"));
             }
             text
         }

@@ -35,16 +35,7 @@ pub async fn run(config: Config) -> CmdResult {
     for warning in config.warnings() {
         warn!("{warning}");
     }
-    // The client certificates' dates; the callback listener says its own (and daily).
-    let now = std::time::SystemTime::now();
-    for cert in config.certificates() {
-        if cert.setting == "callbacks.tls_cert" {
-            continue;
-        }
-        if let Some(problem) = cert.problem(now) {
-            warn!("{problem}");
-        }
-    }
+    say_client_certificates(&config);
     let config = Arc::new(config);
     let marker = relay_core::db::Marker::random();
     let pool = relay_core::db::relay_pool(&config.database, "n8n-relay", marker)
@@ -77,6 +68,21 @@ pub async fn run(config: Config) -> CmdResult {
         %marker,
         "relay started"
     );
+
+    // A relay runs for months: the client certificates' dates are looked at daily too.
+    tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move {
+            let day = std::time::Duration::from_secs(86_400);
+            let mut daily = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = daily.tick() => say_client_certificates(&config),
+                }
+            }
+        }
+    });
 
     let daemon = tokio::spawn(relay_daemon::run(
         config.clone(),
@@ -161,5 +167,19 @@ pub async fn run(config: Config) -> CmdResult {
     match callbacks_failed {
         Some(why) => Err(anyhow::anyhow!(why).into()),
         None => Ok(()),
+    }
+}
+
+/// Warns of the client certificates (`n8n.client_cert`, `database.sslcert`) near or
+/// past their expiry; the callback listener says its own certificate's dates.
+fn say_client_certificates(config: &Config) {
+    let now = std::time::SystemTime::now();
+    for cert in config.certificates() {
+        if cert.setting == "callbacks.tls_cert" {
+            continue;
+        }
+        if let Some(problem) = cert.problem(now) {
+            warn!("{problem}");
+        }
     }
 }

@@ -71,9 +71,14 @@ impl Config {
         match &sources.config_file {
             Some(path) => {
                 if !path.is_file() {
+                    let message = if path.is_dir() {
+                        "a directory, not a file (given with --config: name the TOML file)"
+                    } else {
+                        "not found (given with --config)"
+                    };
                     return Err(ConfigError::File {
                         path: path.clone(),
-                        message: "not found (given with --config)".into(),
+                        message: message.into(),
                     });
                 }
                 figment = figment.merge(Toml::file_exact(path));

@@ -736,6 +736,14 @@ fn a_missing_explicit_config_file_is_an_error() {
     .err()
     .expect("error");
     assert!(err.to_string().contains("/nonexistent/relay.toml"));
+    // A directory was "not found" too.
+    let err = Config::load(&Sources {
+        config_file: Some(std::env::temp_dir()),
+        dotenv: None,
+    })
+    .err()
+    .expect("error");
+    assert!(err.to_string().contains("a directory, not a file"), "{err}");
 }
 
 #[test]

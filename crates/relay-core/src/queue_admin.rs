@@ -983,27 +983,25 @@ pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<Cleanup
     }
     .await;
     // Events after queue rows: a failed row kept above keeps its event too.
-    let events = delete_in_batches(client, CLEANUP_EVENTS_BATCH, days, &mut report.batches).await;
-    let loose =
-        delete_in_batches(client, CLEANUP_LOOSE_LOGS_BATCH, days, &mut report.batches).await;
+    let events = delete_in_batches(
+        client,
+        CLEANUP_EVENTS_BATCH,
+        days,
+        &mut report.batches,
+        &mut report.events,
+    )
+    .await;
+    let loose = delete_in_batches(
+        client,
+        CLEANUP_LOOSE_LOGS_BATCH,
+        days,
+        &mut report.batches,
+        &mut report.logs,
+    )
+    .await;
     // Each batch committed on its own: what the parts that ran removed is said with the
     // first error, not lost in it.
-    let mut failed = queue.err();
-    match events {
-        Ok(n) => report.events = n,
-        Err((n, e)) => {
-            report.events = n;
-            failed = failed.or(Some(e));
-        }
-    }
-    match loose {
-        Ok(n) => report.logs += n,
-        Err((n, e)) => {
-            report.logs += n;
-            failed = failed.or(Some(e));
-        }
-    }
-    match failed {
+    match queue.err().or(events.err()).or(loose.err()) {
         None => Ok(report),
         // Nothing removed (no schema, no connection): the error alone says it.
         Some(cause)
@@ -1018,24 +1016,24 @@ pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<Cleanup
     }
 }
 
-/// Rows removed by `statement` run until a batch comes back short; on an error, the
-/// rows removed before it count too (the error is the second half).
+/// Runs `statement` until a batch comes back short, adding the rows each batch
+/// removed to `removed` as it commits (so they count when a later batch fails).
 async fn delete_in_batches(
     client: &Client,
     statement: &str,
     days: i32,
     batches: &mut i64,
-) -> std::result::Result<i64, (i64, QueueAdminError)> {
-    let mut total = 0;
+    removed: &mut i64,
+) -> Result<()> {
     loop {
-        let removed: i64 = match client.query_one(statement, &[&days, &CLEANUP_BATCH]).await {
-            Ok(row) => row.get(0),
-            Err(e) => return Err((total, e.into())),
-        };
+        let batch: i64 = client
+            .query_one(statement, &[&days, &CLEANUP_BATCH])
+            .await?
+            .get(0);
         *batches += 1;
-        total += removed;
-        if removed < CLEANUP_BATCH {
-            return Ok(total);
+        *removed += batch;
+        if batch < CLEANUP_BATCH {
+            return Ok(());
         }
     }
 }

@@ -151,23 +151,29 @@ impl Validity {
         &self.shown.0
     }
 
+    /// Where `now` falls in its life; what [`Validity::state`] and
+    /// [`Validity::problem`] both say, so they cannot disagree.
+    fn phase(&self, now: SystemTime) -> Phase {
+        if now < self.not_before {
+            return Phase::NotYet;
+        }
+        match self.not_after.duration_since(now) {
+            Err(ago) => Phase::Expired(ago.duration()),
+            Ok(left) if left <= EXPIRY_NOTICE => Phase::Soon(left),
+            Ok(left) => Phase::Valid(left),
+        }
+    }
+
     /// Its state at `now` in a few words: "valid until 2027-03-01T00:00:00Z (84 days
     /// left)", "expires on ... (3 days left)", "expired on ... (2 days ago)", "not
     /// valid before ...".
     pub fn state(&self, now: SystemTime) -> String {
-        if now < self.not_before {
-            return format!("not valid before {}", self.shown.0);
-        }
-        match self.not_after.duration_since(now) {
-            Err(ago) => format!(
-                "expired on {} ({})",
-                self.shown.1,
-                days(ago.duration(), "ago")
-            ),
-            Ok(left) if left <= EXPIRY_NOTICE => {
-                format!("expires on {} ({})", self.shown.1, days(left, "left"))
-            }
-            Ok(left) => format!("valid until {} ({})", self.shown.1, days(left, "left")),
+        let until = &self.shown.1;
+        match self.phase(now) {
+            Phase::NotYet => format!("not valid before {}", self.shown.0),
+            Phase::Expired(ago) => format!("expired on {until} ({})", days(ago, "ago")),
+            Phase::Soon(left) => format!("expires on {until} ({})", days(left, "left")),
+            Phase::Valid(left) => format!("valid until {until} ({})", days(left, "left")),
         }
     }
 
@@ -183,23 +189,29 @@ impl Validity {
     ) -> Option<String> {
         let state = self.state(now);
         let file = path.display();
-        if now < self.not_before {
-            Some(format!(
+        match self.phase(now) {
+            Phase::NotYet => Some(format!(
                 "{setting}: the certificate in {file} is {state}: peers refuse it until then \
                  (is this host's clock right?)"
-            ))
-        } else if self.not_after <= now {
-            Some(format!(
+            )),
+            Phase::Expired(_) => Some(format!(
                 "{setting}: the certificate in {file} {state}: peers refuse it; renew it, {then}"
-            ))
-        } else if self.not_after.duration_since(now).unwrap_or_default() <= EXPIRY_NOTICE {
-            Some(format!(
+            )),
+            Phase::Soon(_) => Some(format!(
                 "{setting}: the certificate in {file} {state}; renew it, {then}"
-            ))
-        } else {
-            None
+            )),
+            Phase::Valid(_) => None,
         }
     }
+}
+
+/// Where a moment falls in a certificate's life.
+enum Phase {
+    NotYet,
+    Expired(Duration),
+    /// Within [`EXPIRY_NOTICE`] of its end.
+    Soon(Duration),
+    Valid(Duration),
 }
 
 /// "3 days left", "less than a day ago".

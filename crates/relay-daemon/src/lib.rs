@@ -226,9 +226,8 @@ pub(crate) fn db_backoff() -> impl Iterator<Item = Duration> {
 /// stop takes at most `queue.shutdown_grace_seconds` + [`STOP_PATIENCE`] + this + the
 /// health writer's 2 s + the sessions' goodbye (1 s): 25 s with the defaults, under
 /// the 30 s after which systemd (`TimeoutStopSec`), compose and Kubernetes kill the
-/// process. What is not
-/// written is what a crash would leave: the rows go back once the relay's sessions are
-/// gone (`crate::liveness`).
+/// process. What is not written is what a crash would leave: the rows go back once
+/// the relay's sessions are gone (`crate::liveness`).
 pub(crate) const WRITE_DOWN: Duration = Duration::from_secs(10);
 
 /// How long, of [`WRITE_DOWN`], a stopping relay waits for the database to take back

@@ -328,11 +328,7 @@ async fn write_with_retry(db: &Db, batch: &[Finished], stop: &CancellationToken)
     loop {
         let written = tokio::select! {
             written = write(db, batch) => written,
-            () = stop.cancelled() => {
-                error!(rows = batch.len(),
-                    "could not record outcomes before exiting; the rows return to pending once this relay is gone");
-                return;
-            }
+            () = stop.cancelled() => break,
         };
         match written {
             Ok(stale) => {
@@ -349,15 +345,15 @@ async fn write_with_retry(db: &Db, batch: &[Finished], stop: &CancellationToken)
                 warn!(error = %e, rows = batch.len(), retry_in = ?delay, "could not record outcomes; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => {
-                        error!(error = %e, rows = batch.len(),
-                            "could not record outcomes before exiting; the rows return to pending once this relay is gone");
-                        return;
-                    }
+                    () = stop.cancelled() => break,
                 }
             }
         }
     }
+    error!(
+        rows = batch.len(),
+        "could not record outcomes before exiting; the rows return to pending once this relay is gone"
+    );
 }
 
 async fn write(db: &Db, batch: &[Finished]) -> Result<Vec<i64>, DaemonError> {

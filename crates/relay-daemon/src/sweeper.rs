@@ -40,27 +40,16 @@ pub(crate) async fn run(
     let mut failing = Streak::default();
     let mut autovacuum_checked = false;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => {
-                if let Some(task) = retention_task {
-                    task.abort();
-                }
-                return;
-            }
-            _ = tick.tick() => {}
-        }
-        // Nothing here must hold up a stop (crate::db::unless_stopped).
+        // Neither the wait nor the look holds up a stop (crate::db::unless_stopped).
         let looked = async {
+            tick.tick().await;
             if !autovacuum_checked {
                 autovacuum_checked = warn_without_autovacuum(&db).await;
             }
             claim::release_expired_leases(&db).await
         };
         let Some(released) = unless_stopped(&shutdown, Duration::ZERO, looked).await else {
-            if let Some(task) = retention_task {
-                task.abort();
-            }
-            return;
+            break;
         };
         if released.is_ok() {
             failing.ended();
@@ -89,6 +78,9 @@ pub(crate) async fn run(
             next_retention = tokio::time::Instant::now() + RETENTION_EVERY;
             retention_task = Some(tokio::spawn(retention(db.clone(), retention_days)));
         }
+    }
+    if let Some(task) = retention_task {
+        task.abort();
     }
 }
 

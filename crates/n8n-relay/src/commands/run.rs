@@ -174,10 +174,7 @@ pub async fn run(config: Config) -> CmdResult {
 /// past their expiry; the callback listener says its own certificate's dates.
 fn say_client_certificates(config: &Config) {
     let now = std::time::SystemTime::now();
-    for cert in config.certificates() {
-        if cert.setting == "callbacks.tls_cert" {
-            continue;
-        }
+    for cert in config.client_certificates() {
         if let Some(problem) = cert.problem(now) {
             warn!("{problem}");
         }

@@ -531,36 +531,35 @@ impl Config {
     /// checked; a file that cannot be read now has no dates.
     pub fn certificates(&self) -> Vec<CertificateFile> {
         let mut out = Vec::new();
-        let mut add = |setting: &'static str, path: PathBuf, then: &'static str| {
-            let validity = crate::tls::validity_of_file(setting, &path);
-            out.push(CertificateFile {
-                setting,
-                path,
-                then,
-                validity,
-            });
-        };
         if self.callbacks.enabled && !self.callbacks.tls_cert.is_empty() {
-            add(
+            out.push(CertificateFile::read(
                 "callbacks.tls_cert",
                 PathBuf::from(&self.callbacks.tls_cert),
                 "then send the relay SIGHUP",
-            );
+            ));
         }
+        out.extend(self.client_certificates());
+        out
+    }
+
+    /// The certificates the relay presents as a client (to n8n, to Postgres): the
+    /// callback listener watches its own.
+    pub fn client_certificates(&self) -> Vec<CertificateFile> {
+        let mut out = Vec::new();
         if !self.n8n.client_cert.is_empty() {
-            add(
+            out.push(CertificateFile::read(
                 "n8n.client_cert",
                 PathBuf::from(&self.n8n.client_cert),
                 "then restart the relay (it reads this file at start)",
-            );
+            ));
         }
         let database = crate::db::Connector::new(&self.database, "n8n-relay");
         if let Some((cert, _)) = database.ok().and_then(|c| c.tls().client.clone()) {
-            add(
+            out.push(CertificateFile::read(
                 "database.sslcert",
                 cert,
                 "nothing more: the relay reads it again at its next connection",
-            );
+            ));
         }
         out
     }
@@ -578,6 +577,16 @@ pub struct CertificateFile {
 }
 
 impl CertificateFile {
+    fn read(setting: &'static str, path: PathBuf, then: &'static str) -> CertificateFile {
+        let validity = crate::tls::validity_of_file(setting, &path);
+        CertificateFile {
+            setting,
+            path,
+            then,
+            validity,
+        }
+    }
+
     /// What is wrong, or about to be, with its dates at `now`.
     pub fn problem(&self, now: std::time::SystemTime) -> Option<String> {
         self.validity

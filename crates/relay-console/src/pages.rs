@@ -88,24 +88,20 @@ pub fn login(error: Option<&str>) -> Markup {
 
 /// What an action did, in words (not an error).
 pub fn notice(title: &str, text: &str, ctx: Option<&Ctx>) -> Markup {
-    layout(
-        title,
-        ctx,
-        html! {
-            h1 { (title) }
-            p { (text) }
-            p { a href="/" { "Back to the overview" } }
-        },
-    )
+    text_page(title, text, None, ctx)
 }
 
 pub fn message(title: &str, text: &str, ctx: Option<&Ctx>) -> Markup {
+    text_page(title, text, Some("error"), ctx)
+}
+
+fn text_page(title: &str, text: &str, class: Option<&str>, ctx: Option<&Ctx>) -> Markup {
     layout(
         title,
         ctx,
         html! {
             h1 { (title) }
-            p class="error" { (text) }
+            p class=[class] { (text) }
             p { a href="/" { "Back to the overview" } }
         },
     )

@@ -407,7 +407,7 @@ impl Console {
                             StatusCode::OK,
                             pages::queue(ctx, &filter, &rows, next, flash.as_deref(), &self.events),
                         ),
-                        Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                        Err(e) => db_failed(&e, ctx),
                     },
                     Err(e) => db_error(&e, ctx),
                 }
@@ -423,7 +423,7 @@ impl Console {
                             StatusCode::OK,
                             pages::callbacks(ctx, &filter, &rows, next),
                         ),
-                        Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                        Err(e) => db_failed(&e, ctx),
                     },
                     Err(e) => db_error(&e, ctx),
                 }
@@ -450,14 +450,14 @@ impl Console {
                         pages::row(ctx, &detail, &ordering, flash.as_deref()),
                     )
                 }
-                Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                Err(e) => db_failed(&e, ctx),
             },
             Err(QueueAdminError::UnknownId(_)) => error_page(
                 StatusCode::NOT_FOUND,
                 &format!("No queue row with id {id}."),
                 Some(ctx),
             ),
-            Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+            Err(e) => db_failed(&e, ctx),
         }
     }
 
@@ -529,7 +529,7 @@ impl Console {
                     | QueueAdminError::WrongStatus { .. }
                     | QueueAdminError::DueAlready(_)),
                 ) => error_page(StatusCode::CONFLICT, &e.to_string(), Some(ctx)),
-                Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                Err(e) => db_failed(&e, ctx),
             };
         }
         match path {
@@ -551,7 +551,7 @@ impl Console {
                             StatusCode::OK,
                             pages::confirm_retry(ctx, &filter, n, unix_micros(as_of)),
                         ),
-                        Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                        Err(e) => db_failed(&e, ctx),
                     };
                 }
                 // The rows the confirmation counted, not those that failed since.
@@ -581,7 +581,7 @@ impl Console {
                             ids.len()
                         ))
                     }
-                    Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                    Err(e) => db_failed(&e, ctx),
                 }
             }
             "/cleanup" => {
@@ -615,7 +615,7 @@ impl Console {
                         );
                         Answer::page(StatusCode::OK, pages::notice("Cleanup", &text, Some(ctx)))
                     }
-                    Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                    Err(e) => db_failed(&e, ctx),
                 }
             }
             "/pause" => {
@@ -688,7 +688,7 @@ impl Console {
                     Err(e @ QueueAdminError::ReasonTooLong(_)) => {
                         error_page(StatusCode::BAD_REQUEST, &e.to_string(), Some(ctx))
                     }
-                    Err(e) => db_error(&relay_core::db::describe_chain(&e), ctx),
+                    Err(e) => db_failed(&e, ctx),
                 }
             }
             _ => error_page(StatusCode::NOT_FOUND, "No such action.", Some(ctx)),
@@ -772,6 +772,12 @@ fn flash_text(done: &str) -> Option<String> {
 
 fn bad_filter(e: &BadFilter, ctx: &Ctx) -> Answer {
     error_page(StatusCode::BAD_REQUEST, &e.to_string(), Some(ctx))
+}
+
+/// [`db_error`] for an error of the database's, said with its whole chain (the
+/// server's own message: "db error" alone otherwise).
+fn db_failed(e: &(dyn std::error::Error + 'static), ctx: &Ctx) -> Answer {
+    db_error(&relay_core::db::describe_chain(e), ctx)
 }
 
 fn db_error(detail: &str, ctx: &Ctx) -> Answer {

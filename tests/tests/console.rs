@@ -139,6 +139,12 @@ async fn console(db: &TestDb, sink: &Sink, extra: &[(&str, &str)]) -> (Relay, St
     for (k, v) in extra {
         builder = builder.env(k, v);
     }
+    listening(builder).await
+}
+
+/// The relay `builder` makes, once its console takes connections, and the console's
+/// address.
+async fn listening(builder: RelayBuilder) -> (Relay, String) {
     let relay = builder.spawn();
     let addr = relay.builder.console_addr();
     wait_until("the console listens", T, || async {
@@ -1011,4 +1017,51 @@ async fn n8n_relay_console_serves_the_console_alone() {
         free.contains("entity (on_failure = skip)") && !free.contains("waits for"),
         "{free}"
     );
+}
+
+/// A log row's id is drawn at its INSERT and seen at its COMMIT: with two outcome
+/// writers per relay (and several relays), a delivery's row can commit after a higher
+/// one the overview has already counted. It still counts.
+#[tokio::test]
+async fn a_delivery_logged_after_a_later_one_was_counted_is_still_counted() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let (_relay, addr) = listening(
+        RelayBuilder::new(&db.url, &sink.url())
+            .env("RELAY_CONSOLE__TOKEN", OPERATOR)
+            .args(["console"]),
+    )
+    .await;
+    let cookie = login(&addr, OPERATOR).await;
+    const LOG: &str =
+        "INSERT INTO webhook_logs (direction, event_type, webhook_url, response_status, outcome)
+        VALUES ('outgoing', $1, 'http://n8n.test/webhook/a', 200, 'sent')";
+    let late = db.client().await;
+    late.batch_execute("BEGIN").await.expect("begin");
+    late.execute(LOG, &[&"lead_responded"])
+        .await
+        .expect("the lower id, not committed yet");
+    db.client()
+        .await
+        .execute(LOG, &[&"lead_qualified"])
+        .await
+        .expect("the higher id, committed");
+    let counts = |event: &'static str| {
+        let (addr, cookie) = (addr.clone(), cookie.clone());
+        async move {
+            let page = http(&addr, "GET", "/", Some(&cookie), None).await;
+            page.body
+                .contains(&format!("{event}</td><td>1<"))
+                .then_some(())
+        }
+    };
+    wait_until("the overview counts the row committed first", T, || {
+        counts("lead_qualified")
+    })
+    .await;
+    late.batch_execute("COMMIT").await.expect("commit");
+    wait_until("the overview counts the row committed last", T, || {
+        counts("lead_responded")
+    })
+    .await;
 }

@@ -22,14 +22,54 @@ pub const MINUTES: i64 = 60;
 /// Sampling stops this long after the last view of the overview.
 pub const IDLE_AFTER: Duration = Duration::from_secs(600);
 
-/// Outgoing attempts per minute and outcome since `$1` (exclusive id), over the last
-/// hour, with the newest id seen: `(minute, outcome, event, url, count, max id)`.
-const DELIVERIES: &str = "SELECT (extract(epoch FROM date_trunc('minute', created_at)))::int8,
+/// What one sample reads of `webhook_logs`: the rows above `$1` (the highest id seen)
+/// and the ids in `$2`, ids below it that were missing when it was read. Ids are drawn
+/// at INSERT and seen at COMMIT, so with two outcome writers per relay (and several
+/// relays) a row may become visible after a higher one was counted: it is looked for
+/// again until it comes or [`MISSING_FOR`] passes (a rolled-back insert never comes).
+/// One row per:
+/// - `count`: outgoing attempts of a minute, outcome, event and URL (`minute`, `outcome`,
+///   `event`, `url`, `n`);
+/// - `found`: an id of `$2` that is there now (`id`);
+/// - `missing`: an id between two rows above `$1`, or between the first of them and
+///   `$1` (at the first sample: the row before it, of any age), that is not (`id`; gaps of more than [`GAP_MAX`] ids are a jump of the
+///   identity, not rows in flight, and are not listed);
+/// - `max`: the highest id above `$1` (`id`).
+const DELIVERIES: &str = "WITH fresh AS (
+        SELECT id, direction, created_at, outcome, response_status, event_type, webhook_url
+        FROM webhook_logs
+        WHERE id > $1 AND created_at > now() - interval '1 hour'
+        UNION ALL
+        SELECT id, direction, created_at, outcome, response_status, event_type, webhook_url
+        FROM webhook_logs
+        WHERE id = ANY($2::int8[]) AND id <= $1 AND created_at > now() - interval '1 hour'
+    ), above AS (
+        SELECT id, coalesce(lag(id) OVER (ORDER BY id), nullif($1, 0),
+                            (SELECT coalesce(max(w.id), 0) FROM webhook_logs w
+                             WHERE w.id < (SELECT min(f.id) FROM fresh f))) AS prev
+        FROM fresh WHERE id > $1
+    )
+    SELECT 'count', (extract(epoch FROM date_trunc('minute', created_at)))::int8,
         coalesce(outcome, CASE WHEN response_status BETWEEN 200 AND 299 THEN 'sent' ELSE 'retry' END),
-        coalesce(event_type, ''), coalesce(webhook_url, ''), count(*), max(id)
-    FROM webhook_logs
-    WHERE direction = 'outgoing' AND id > $1 AND created_at > now() - interval '1 hour'
-    GROUP BY 1, 2, 3, 4";
+        coalesce(event_type, ''), coalesce(webhook_url, ''), count(*), NULL::int8
+    FROM fresh WHERE direction = 'outgoing'
+    GROUP BY 2, 3, 4, 5
+    UNION ALL
+    SELECT 'found', NULL, NULL, NULL, NULL, NULL, id FROM fresh WHERE id <= $1
+    UNION ALL
+    SELECT 'missing', NULL, NULL, NULL, NULL, NULL, g
+    FROM above, generate_series(above.prev + 1, above.id - 1) AS g
+    WHERE above.id - above.prev - 1 BETWEEN 1 AND $3
+    UNION ALL
+    SELECT 'max', NULL, NULL, NULL, NULL, NULL, max(id) FROM above HAVING count(*) > 0";
+
+/// How long an id missing below the highest seen is looked for: far past any outcome
+/// writer's transaction (its statements time out well before).
+const MISSING_FOR: Duration = Duration::from_secs(600);
+/// A gap wider than this is the identity moved on, not rows in flight.
+const GAP_MAX: i64 = 10_000;
+/// Ids looked for at most; past it the oldest are let go.
+const MISSING_MAX: usize = 50_000;
 
 /// The relays on this database: one row per liveness marker (every session of a
 /// relay holds it, whatever `application_name` its database URL sets), with the
@@ -157,16 +197,90 @@ impl Shared {
     }
 }
 
+/// One row of [`DELIVERIES`].
+#[derive(Debug)]
+enum Reading {
+    Count {
+        minute: i64,
+        outcome: String,
+        event: String,
+        url: String,
+        n: i64,
+    },
+    Found(i64),
+    Missing(i64),
+    Max(i64),
+}
+
+impl Reading {
+    fn of(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        let id = || row.try_get::<_, i64>(6);
+        Ok(match row.try_get::<_, &str>(0)? {
+            "count" => Reading::Count {
+                minute: row.try_get(1)?,
+                outcome: row.try_get(2)?,
+                event: row.try_get(3)?,
+                url: row.try_get(4)?,
+                n: row.try_get(5)?,
+            },
+            "found" => Reading::Found(id()?),
+            "missing" => Reading::Missing(id()?),
+            _ => Reading::Max(id()?),
+        })
+    }
+}
+
 /// Per minute, per event, per URL.
 #[derive(Default)]
 struct Window {
     last_id: i64,
+    /// Ids below `last_id` not seen yet, with when they were first missed.
+    missing: BTreeMap<i64, Instant>,
     minutes: BTreeMap<i64, Outcomes>,
     by_event: BTreeMap<(i64, String), Outcomes>,
     by_url: BTreeMap<(i64, String), Outcomes>,
 }
 
 impl Window {
+    /// Takes in one reading of [`DELIVERIES`].
+    fn take(&mut self, readings: Vec<Reading>, now: Instant) {
+        for reading in readings {
+            match reading {
+                Reading::Count {
+                    minute,
+                    outcome,
+                    event,
+                    url,
+                    n,
+                } => self.count(minute, &outcome, event, url, n),
+                Reading::Found(id) => {
+                    self.missing.remove(&id);
+                }
+                Reading::Missing(id) => {
+                    self.missing.insert(id, now);
+                }
+                Reading::Max(id) => self.last_id = self.last_id.max(id),
+            }
+        }
+        self.missing
+            .retain(|_, since| now.duration_since(*since) < MISSING_FOR);
+        while self.missing.len() > MISSING_MAX {
+            self.missing.pop_first();
+        }
+    }
+
+    fn count(&mut self, minute: i64, outcome: &str, event: String, url: String, n: i64) {
+        self.minutes.entry(minute).or_default().add(outcome, n);
+        self.by_event
+            .entry((minute, event))
+            .or_default()
+            .add(outcome, n);
+        self.by_url
+            .entry((minute, url))
+            .or_default()
+            .add(outcome, n);
+    }
+
     fn trim(&mut self, now_minute: i64) {
         let oldest = now_minute - (MINUTES - 1) * 60;
         self.minutes.retain(|m, _| *m >= oldest);
@@ -266,30 +380,16 @@ async fn sample(pool: &Pool, window: &mut Window) -> Result<Snapshot, String> {
     let pauses = relay_core::pause::list(&client)
         .await
         .map_err(|e| e.to_string())?;
-    for row in client
-        .query(DELIVERIES, &[&window.last_id])
+    let missing: Vec<i64> = window.missing.keys().copied().collect();
+    let readings = client
+        .query(DELIVERIES, &[&window.last_id, &missing, &GAP_MAX])
         .await
         .map_err(|e| relay_core::db::describe_pg(&e))?
-    {
-        let minute: i64 = row.get(0);
-        let outcome: String = row.get(1);
-        let event: String = row.get(2);
-        let url: String = row.get(3);
-        let n: i64 = row.get(4);
-        let max: i64 = row.get(5);
-        window.last_id = window.last_id.max(max);
-        window.minutes.entry(minute).or_default().add(&outcome, n);
-        window
-            .by_event
-            .entry((minute, event))
-            .or_default()
-            .add(&outcome, n);
-        window
-            .by_url
-            .entry((minute, url))
-            .or_default()
-            .add(&outcome, n);
-    }
+        .iter()
+        .map(Reading::of)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| relay_core::db::describe_pg(&e))?;
+    window.take(readings, Instant::now());
     let now = i64::try_from(relay_core::signature::unix_now()).unwrap_or(0);
     let now_minute = now - now % 60;
     window.trim(now_minute);
@@ -331,6 +431,41 @@ mod tests {
         assert_eq!(o.total(), 4);
         assert!((o.failure_rate() - 25.0).abs() < 1e-9);
         assert_eq!(Outcomes::default().failure_rate(), 0.0);
+    }
+
+    #[test]
+    fn an_id_missed_is_looked_for_until_it_comes_or_its_time_passes() {
+        let mut w = Window::default();
+        let t0 = Instant::now();
+        let sent = |minute| Reading::Count {
+            minute,
+            outcome: "sent".into(),
+            event: "e".into(),
+            url: "u".into(),
+            n: 1,
+        };
+        w.take(
+            vec![
+                sent(60),
+                Reading::Missing(7),
+                Reading::Missing(8),
+                Reading::Max(9),
+            ],
+            t0,
+        );
+        assert_eq!(w.last_id, 9);
+        assert_eq!(w.missing.keys().copied().collect::<Vec<_>>(), vec![7, 8]);
+        // 8 committed late: counted, and no longer looked for.
+        w.take(
+            vec![sent(60), Reading::Found(8)],
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(w.minutes[&60].sent, 2);
+        assert_eq!(w.missing.keys().copied().collect::<Vec<_>>(), vec![7]);
+        assert_eq!(w.last_id, 9, "a late row does not move the highest id");
+        // 7 never comes (its insert rolled back): let go after MISSING_FOR.
+        w.take(Vec::new(), t0 + MISSING_FOR);
+        assert!(w.missing.is_empty());
     }
 
     #[test]

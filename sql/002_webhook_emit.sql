@@ -81,6 +81,22 @@ BEGIN
 END;
 $$;
 
+-- webhook_emit() runs as its owner with a fixed search_path: the schema this script
+-- installs into (where the outbox is), then pg_temp, last, so that a caller's temporary
+-- table cannot stand in for the outbox (pg_catalog, not named, is searched first, as
+-- always). SET search_path FROM CURRENT takes it from this session, so it is set in the
+-- statement that replaces the function: set by an ALTER FUNCTION after it, a business
+-- write in between (the scripts run without psql -1) found no outbox in a schema of the
+-- relay's own. The installer's search_path is put back right after.
+DO $$
+BEGIN
+    PERFORM set_config('n8n_relay.installer_search_path', current_setting('search_path'), false);
+    IF current_schema() IS NOT NULL THEN
+        PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_temp', false);
+    END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION webhook_emit(
     p_event_type  text,
     p_entity_type text,
@@ -91,8 +107,7 @@ RETURNS bigint
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
--- pg_temp last: otherwise a caller's temporary table could stand in for the outbox.
-SET search_path = pg_catalog, public, pg_temp
+SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_id bigint;
@@ -120,16 +135,9 @@ BEGIN
 END;
 $$;
 
--- The fixed search_path names the schema this script created the function in, not
--- `public` as written above: installed in a schema of its own (the installer's
--- search_path starting with it), the function must find the outbox there, whatever
--- the search_path of the session that calls it.
 DO $$
-DECLARE
-    f regprocedure := 'webhook_emit(text, text, bigint, jsonb)'::regprocedure;
 BEGIN
-    EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %s, pg_temp',
-                   f, (SELECT pronamespace::regnamespace FROM pg_proc WHERE oid = f));
+    PERFORM set_config('search_path', current_setting('n8n_relay.installer_search_path'), false);
 END;
 $$;
 

@@ -37,13 +37,25 @@
 -- object, without building a second one to merge (about 5,000 fewer instructions per
 -- business INSERT, counted by crates/n8n-relay-bench/insert-instructions.sh).
 -- jsonb_set() returns NULL for a NULL value, hence the COALESCE for a table without an
--- id column.
+-- id column, which keeps a lead_id (demo_site_id, video_id) of its own as it is.
+
+-- Both run with the fixed search_path webhook_emit() has, set the same way (see
+-- 002_webhook_emit.sql): in the statement that replaces each, so a business write
+-- while this script runs (without psql -1) always finds the outbox.
+DO $$
+BEGIN
+    PERFORM set_config('n8n_relay.installer_search_path', current_setting('search_path'), false);
+    IF current_schema() IS NOT NULL THEN
+        PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_temp', false);
+    END IF;
+END;
+$$;
 
 CREATE OR REPLACE FUNCTION webhook_leads_emit()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
+SET search_path FROM CURRENT
 AS $$
 DECLARE
     -- Columns are read through JSON, never as NEW.column: a table without one of
@@ -62,12 +74,12 @@ BEGIN
         -- UPDATE's variables computed up front, of 381,000 in all).
         INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
         VALUES ('lead_scraped', 'lead', (v_row ->> 'id')::bigint,
-                jsonb_set(v_row, '{lead_id}', COALESCE(v_row -> 'id', 'null')))
+                jsonb_set(v_row, '{lead_id}', COALESCE(v_row -> 'id', v_row -> 'lead_id', 'null')))
         RETURNING id INTO v_event;
         IF v_row ->> 'status' = 'qualified' THEN
             INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
             VALUES ('lead_qualified', 'lead', (v_row ->> 'id')::bigint,
-                    jsonb_set(v_row, '{lead_id}', COALESCE(v_row -> 'id', 'null')))
+                    jsonb_set(v_row, '{lead_id}', COALESCE(v_row -> 'id', v_row -> 'lead_id', 'null')))
             RETURNING id INTO v_event;
         END IF;
     ELSE
@@ -84,7 +96,7 @@ BEGIN
            AND (v_outreach IN ('sent', 'failed')) IS NOT TRUE THEN
             RETURN NULL;
         END IF;
-        v_data := jsonb_set(v_row, '{lead_id}', COALESCE(v_row -> 'id', 'null'));
+        v_data := jsonb_set(v_row, '{lead_id}', COALESCE(v_row -> 'id', v_row -> 'lead_id', 'null'));
         IF v_status = 'qualified' THEN
             INSERT INTO webhook_events (event_type, entity_type, entity_id, payload)
             VALUES ('lead_qualified', 'lead', (v_row ->> 'id')::bigint, v_data)
@@ -120,7 +132,7 @@ CREATE OR REPLACE FUNCTION webhook_asset_emit()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
+SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_kind   text := CASE TG_TABLE_NAME WHEN 'videos' THEN 'video' ELSE 'demo' END;
@@ -140,7 +152,7 @@ BEGIN
     END IF;
     -- Built only for a change that is announced.
     v_id := (v_row ->> 'id')::bigint;
-    v_data := jsonb_set(v_row, ARRAY[v_entity || '_id'], COALESCE(v_row -> 'id', 'null'));
+    v_data := jsonb_set(v_row, ARRAY[v_entity || '_id'], COALESCE(v_row -> 'id', v_row -> (v_entity || '_id'), 'null'));
     IF v_status IN ('completed', 'approved') THEN
         v_type := v_kind || '_completed';
     ELSIF v_status = 'failed' THEN
@@ -160,18 +172,9 @@ BEGIN
 END;
 $$;
 
--- Their fixed search_path names the schema they were created in, as webhook_emit()'s
--- does (002_webhook_emit.sql): installed in a schema of its own, the relay's outbox is
--- there, and a business write from any search_path must still find it.
 DO $$
-DECLARE
-    f regprocedure;
 BEGIN
-    FOREACH f IN ARRAY ARRAY['webhook_leads_emit()'::regprocedure,
-                             'webhook_asset_emit()'::regprocedure] LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %s, pg_temp',
-                       f, (SELECT pronamespace::regnamespace FROM pg_proc WHERE oid = f));
-    END LOOP;
+    PERFORM set_config('search_path', current_setting('n8n_relay.installer_search_path'), false);
 END;
 $$;
 
@@ -181,16 +184,24 @@ $$;
 -- transaction. Only a missing, disabled or different trigger is (re)created, and
 -- CREATE TRIGGER locks out writes to the table (and DROP TRIGGER, for one that must be
 -- replaced, reads too): behind a long transaction on it, that waits at most lock_timeout
--- (5 s unless your session sets a nonzero one), then stops with an error that names the
--- table, changing nothing.
+-- (5 s unless your session sets a nonzero one) for all the tables together, then stops
+-- with an error that names the table, changing nothing.
 DO $$
 DECLARE
-    t     record;
-    v_rel regclass;
+    t          record;
+    v_rel      regclass;
+    v_id       regtype;
+    -- One lock_timeout for all the tables together: a table locked first stays locked
+    -- while the next one is waited for, so a lock_timeout for each would hold its
+    -- writes up to three times as long.
+    v_timeout  text;
+    v_deadline timestamptz;
 BEGIN
     IF current_setting('lock_timeout') = '0' THEN
         PERFORM set_config('lock_timeout', '5s', true);
     END IF;
+    v_timeout := current_setting('lock_timeout');
+    v_deadline := clock_timestamp() + v_timeout::interval;
     -- tgtype: 1 = FOR EACH ROW, 4 = INSERT, 16 = UPDATE (an AFTER trigger sets no other bit).
     FOR t IN
         SELECT * FROM (VALUES
@@ -205,6 +216,15 @@ BEGIN
         v_rel := to_regclass(t.tbl);
         IF v_rel IS NULL THEN
             RAISE NOTICE 'n8n-relay: table % not found; its trigger % was not installed', t.tbl, t.name;
+            CONTINUE;
+        END IF;
+        -- The event's entity_id is the row's id: one that is not an integer (a uuid, a
+        -- text key) would fail every business write the trigger fires for.
+        SELECT atttypid::regtype INTO v_id FROM pg_attribute
+         WHERE attrelid = v_rel AND attname = 'id' AND attnum > 0 AND NOT attisdropped;
+        IF v_id IS NOT NULL AND v_id NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+            RAISE NOTICE 'n8n-relay: table %''s id is %, not an integer; its trigger % was not installed (sql/README.md shows how to attach your own)',
+                t.tbl, v_id, t.name;
             CONTINUE;
         END IF;
         IF t.update_of IS NOT NULL AND NOT EXISTS (
@@ -225,6 +245,8 @@ BEGIN
                       SELECT a.attnum::text FROM pg_attribute a
                       WHERE a.attrelid = v_rel AND a.attname = t.update_of), ''));
         BEGIN
+            PERFORM set_config('lock_timeout',
+                greatest(1, (extract(epoch FROM v_deadline - clock_timestamp()) * 1000)::int)::text, true);
             -- DROP TRIGGER locks out reads too, even when there is nothing to drop:
             -- only when there is. CREATE TRIGGER alone lets reads through.
             IF EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = v_rel AND g.tgname = t.name) THEN
@@ -233,7 +255,7 @@ BEGIN
             EXECUTE format('CREATE TRIGGER %I %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()',
                            t.name, t.events, v_rel, t.func);
         EXCEPTION WHEN lock_not_available THEN
-            RAISE EXCEPTION 'n8n-relay: could not lock table % within lock_timeout (%) to attach its trigger %: a transaction holds it', t.tbl, current_setting('lock_timeout'), t.name
+            RAISE EXCEPTION 'n8n-relay: could not lock table % within lock_timeout (%) to attach its trigger %: a transaction holds it', t.tbl, v_timeout, t.name
                 USING ERRCODE = 'lock_not_available',
                       HINT = 'No trigger was changed. Run the install again once that transaction ends (pg_locks and pg_stat_activity show which it is).';
         END;

@@ -30,6 +30,26 @@ BEGIN
 END;
 $$;
 
+-- First, so that nothing below can stop the script before it: functions are
+-- executable by PUBLIC by default, and webhook_emit() writes the outbox as its owner,
+-- so only the roles that should emit may call it (granted further down). The built-in
+-- trigger functions (004_triggers.sql; where it was not run, there are none) write it
+-- as their owner too: a role that may attach them to a table of its own (a temporary
+-- one will do) emits any event with any data. Nobody but their owner needs EXECUTE:
+-- Postgres checks it when a trigger is created, not when one fires, so the triggers
+-- already attached keep firing for every writer.
+REVOKE EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb) FROM PUBLIC;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOREACH f IN ARRAY array_remove(ARRAY[to_regprocedure('webhook_leads_emit()'),
+                                          to_regprocedure('webhook_asset_emit()')], NULL) LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END;
+$$;
+
 -- The schema the relay's tables are in (public, unless installed in one of its own):
 -- the relay works there, and the emitters call webhook_emit() there.
 DO $$
@@ -81,41 +101,36 @@ END;
 $$;
 
 -- Approvals from n8n: a demo or video becomes approved or rejected. Only the review
--- columns; reading the row gives the response its lead_id. The UPDATE fires the
--- business triggers (demo_completed, ...), which run as their owner.
+-- columns, those of them the table has (a missing one must not stop this script before
+-- the grants after it); reading the row gives the response its lead_id. The UPDATE
+-- fires the business triggers (demo_completed, ...), which run as their owner.
 DO $$
+DECLARE
+    t    regclass;
+    cols text;
 BEGIN
     -- Which scripts `migrate` applied (read only); absent after a psql install.
     IF to_regclass('relay_schema_migrations') IS NOT NULL THEN
         GRANT SELECT ON relay_schema_migrations TO n8n_relay;
     END IF;
-    IF to_regclass('demo_sites') IS NOT NULL THEN
-        GRANT SELECT ON demo_sites TO n8n_relay;
-        GRANT UPDATE (status, approval_status, reviewer, review_notes, reviewed_at, updated_at)
-            ON demo_sites TO n8n_relay;
-    END IF;
-    IF to_regclass('videos') IS NOT NULL THEN
-        GRANT SELECT ON videos TO n8n_relay;
-        GRANT UPDATE (status, approval_status, reviewer, review_notes, reviewed_at, updated_at)
-            ON videos TO n8n_relay;
-    END IF;
+    FOREACH t IN ARRAY array_remove(ARRAY[to_regclass('demo_sites'), to_regclass('videos')], NULL) LOOP
+        EXECUTE format('GRANT SELECT ON %s TO n8n_relay', t);
+        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+          FROM pg_attribute
+         WHERE attrelid = t AND attnum > 0 AND NOT attisdropped
+           AND attname IN ('status', 'approval_status', 'reviewer', 'review_notes',
+                           'reviewed_at', 'updated_at');
+        IF cols IS NOT NULL THEN
+            EXECUTE format('GRANT UPDATE (%s) ON %s TO n8n_relay', cols, t);
+        END IF;
+    END LOOP;
 END;
 $$;
 
 -- Events: the error-notification callback and `n8n-relay emit` record through
--- webhook_emit; so do triggers of your own that call it.
--- Functions are executable by PUBLIC by default; for a SECURITY DEFINER function
--- that writes the outbox, only the roles that should emit may call it.
-REVOKE EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb) FROM PUBLIC;
+-- webhook_emit; so do triggers of your own that call it (the revoke is at the top).
 GRANT EXECUTE ON FUNCTION webhook_emit(text, text, bigint, jsonb)
     TO n8n_relay, n8n_relay_emitters;
-
--- The built-in trigger functions write the outbox as their owner too: a role that may
--- attach them to a table of its own (a temporary one will do) emits any event with any
--- data. Nobody but their owner needs EXECUTE: Postgres checks it when a trigger is
--- created, not when one fires, so the triggers already attached keep firing for every
--- writer.
-REVOKE EXECUTE ON FUNCTION webhook_leads_emit(), webhook_asset_emit() FROM PUBLIC;
 
 -- Not granted, because not needed:
 --  * pg_locks (the relay looks for open writers on webhook_events before it sleeps)

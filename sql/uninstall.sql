@@ -12,8 +12,8 @@
 --   Postgres does not track), or anything Postgres records as depending on it (a
 --   BEGIN ATOMIC function, a view, a column default). A false alarm (a call in a
 --   comment) passes with: PGOPTIONS='-c n8n_relay.uninstall_anyway=on' psql ...
--- - Each lock waits at most lock_timeout (5 s unless the session sets one; for this
---   transaction only): DROP TRIGGER locks out a business table's reads and writes,
+-- - All its locks together wait at most lock_timeout (5 s unless the session sets one;
+--   for this transaction only): DROP TRIGGER locks out a business table's reads and writes,
 --   and behind a long transaction it would hold up all of them. Stop the relay first,
 --   or its sessions may hold the relay's tables.
 DO $$
@@ -30,7 +30,25 @@ DECLARE
     v_users     text;
     v_triggers  text;
     v_dependent text;
+    v_schemas   text;
+    v_deadline  timestamptz;
+    v_relay_tables text;
+    v_trigger   record;
 BEGIN
+    -- Installed in a schema this session's search_path does not name: everything below
+    -- would look for it in the wrong place and find nothing to remove (or take the
+    -- relay's own functions there for someone else's).
+    SELECT string_agg(DISTINCT c.relnamespace::regnamespace::text, ', ')
+      INTO v_schemas
+      FROM pg_class c
+     WHERE c.relname = 'webhook_events' AND c.relkind IN ('r', 'p');
+    IF to_regclass('webhook_events') IS NULL AND v_schemas IS NOT NULL THEN
+        RAISE EXCEPTION 'n8n-relay uninstall: the relay is installed in schema %, which this session''s search_path (%) does not name',
+            v_schemas, current_setting('search_path')
+            USING ERRCODE = 'undefined_table',
+                  HINT = format('Run it with the install''s search_path: PGOPTIONS=''-c search_path=%s,public'' psql ...; nothing was removed.',
+                                split_part(v_schemas, ', ', 1));
+    END IF;
     -- A call in any spelling: Webhook_Emit(, "webhook_emit"(, public.webhook_emit (;
     -- not a name that merely ends in it (customers_webhook_emit).
     SELECT string_agg(DISTINCT p.oid::regprocedure::text, ', '),
@@ -57,17 +75,32 @@ BEGIN
     IF current_setting('lock_timeout') = '0' THEN
         PERFORM set_config('lock_timeout', '5s', true);
     END IF;
-
-    IF to_regclass('leads') IS NOT NULL THEN
-        DROP TRIGGER IF EXISTS webhook_leads_insert ON leads;
-        DROP TRIGGER IF EXISTS webhook_leads_update ON leads;
+    -- One lock_timeout for all the locks together: a table locked first stays locked
+    -- while the next one is waited for. The relay's own tables first, in one statement,
+    -- so that no business table is held while they are waited for.
+    v_deadline := clock_timestamp() + current_setting('lock_timeout')::interval;
+    SELECT string_agg(r::text, ', ') INTO v_relay_tables
+      FROM unnest(ARRAY[to_regclass('webhook_events'), to_regclass('webhook_queue'),
+                        to_regclass('webhook_logs'), to_regclass('webhook_retry_history'),
+                        to_regclass('workflow_runs'), to_regclass('webhook_callback_receipts'),
+                        to_regclass('webhook_pauses'), to_regclass('webhook_rate_budget'),
+                        to_regclass('webhook_endpoints'), to_regclass('relay_schema_migrations')]) AS r
+     WHERE r IS NOT NULL;
+    IF v_relay_tables IS NOT NULL THEN
+        EXECUTE 'LOCK TABLE ' || v_relay_tables || ' IN ACCESS EXCLUSIVE MODE';
     END IF;
-    IF to_regclass('demo_sites') IS NOT NULL THEN
-        DROP TRIGGER IF EXISTS webhook_demo_sites_change ON demo_sites;
-    END IF;
-    IF to_regclass('videos') IS NOT NULL THEN
-        DROP TRIGGER IF EXISTS webhook_videos_change ON videos;
-    END IF;
+    FOR v_trigger IN
+        SELECT * FROM (VALUES ('leads', 'webhook_leads_insert'), ('leads', 'webhook_leads_update'),
+                              ('demo_sites', 'webhook_demo_sites_change'),
+                              ('videos', 'webhook_videos_change')) AS v(tbl, name)
+        WHERE to_regclass(v.tbl) IS NOT NULL
+    LOOP
+        PERFORM set_config('lock_timeout',
+            greatest(1, (extract(epoch FROM v_deadline - clock_timestamp()) * 1000)::int)::text, true);
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', v_trigger.name, to_regclass(v_trigger.tbl));
+    END LOOP;
+    PERFORM set_config('lock_timeout',
+        greatest(1, (extract(epoch FROM v_deadline - clock_timestamp()) * 1000)::int)::text, true);
 
     DROP FUNCTION IF EXISTS webhook_leads_emit();
     DROP FUNCTION IF EXISTS webhook_asset_emit();

@@ -216,6 +216,53 @@ async fn a_writer_outside_the_emitters_group_emits_through_the_triggers_but_cann
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 }
 
+/// Installed without 004 (tables with a `status` of their own meaning, sql/README) and
+/// with a `demo_sites` that has no review columns: the roles script stopped on the
+/// missing trigger functions or columns, before its REVOKE, so webhook_emit() stayed
+/// executable by every role. It runs through, twice, and the revoke holds.
+#[tokio::test]
+async fn the_roles_script_without_the_built_in_triggers_or_review_columns_still_keeps_webhook_emit_to_its_group(
+) {
+    let db = TestDb::empty().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE demo_sites (id bigint PRIMARY KEY, lead_id bigint, status text)",
+        )
+        .await
+        .expect("a demo_sites of its own");
+    for script in relay_core::schema::SCRIPTS
+        .iter()
+        .filter(|s| ["001_webhook_tables.sql", "002_webhook_emit.sql"].contains(&s.name))
+    {
+        admin.batch_execute(script.sql).await.expect(script.name);
+    }
+    let mut roles = Roles::install(&db).await;
+    let outsider = roles.business_writer(&admin, "demo_sites", false).await;
+    permission_denied(
+        as_role(&db, &outsider)
+            .await
+            .execute(
+                "SELECT webhook_emit('lead_qualified', 'lead', 1, '{}')",
+                &[],
+            )
+            .await,
+        "webhook_emit by a role outside the group",
+    );
+    let may_review: bool = admin
+        .query_one(
+            "SELECT has_column_privilege($1, 'demo_sites', 'status', 'UPDATE')",
+            &[&roles.relay],
+        )
+        .await
+        .expect("privilege")
+        .get(0);
+    assert!(
+        may_review,
+        "the relay may update the review columns there are"
+    );
+}
+
 #[tokio::test]
 async fn a_business_write_wakes_the_idle_relay_role_with_no_extra_grants() {
     let db = TestDb::migrated().await;

@@ -78,12 +78,18 @@ async fn a_table_without_an_id_column_still_records_its_events_with_a_null_id() 
              CREATE TRIGGER mockups_emit AFTER INSERT ON mockups
                  FOR EACH ROW EXECUTE FUNCTION webhook_asset_emit();
              INSERT INTO prospects VALUES ('a@example.com', 'new');
-             INSERT INTO mockups VALUES ('landing', 'completed');",
+             INSERT INTO mockups VALUES ('landing', 'completed');
+             CREATE TABLE accounts (lead_id bigint PRIMARY KEY, status text);
+             CREATE TRIGGER accounts_emit AFTER INSERT ON accounts
+                 FOR EACH ROW EXECUTE FUNCTION webhook_leads_emit();
+             INSERT INTO accounts VALUES (42, 'new');",
         )
         .await
         .expect("business writes to tables keyed otherwise succeed");
     let events = outbox(&client).await;
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
+    // A table keyed on a lead_id of its own keeps it (it was overwritten with null).
+    assert_eq!(events[2].2["lead_id"], 42, "{:?}", events[2].2);
     assert_eq!(events[0].0, "lead_scraped");
     assert_eq!(events[0].1, None);
     assert_eq!(events[0].2["email"], "a@example.com");
@@ -98,6 +104,52 @@ async fn a_table_without_an_id_column_still_records_its_events_with_a_null_id() 
         "{:?}",
         events[1].2
     );
+}
+
+/// The events' entity_id is the row's `id`: a table whose id is a uuid or text would
+/// fail every business write the trigger fires for ("invalid input syntax for type
+/// bigint"), so no trigger is attached to it, and its writes go through.
+#[tokio::test]
+async fn tables_whose_id_is_not_an_integer_get_no_trigger_and_keep_taking_writes() {
+    let db = TestDb::empty().await;
+    let mut client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE leads (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), status text);
+             CREATE TABLE videos (id text PRIMARY KEY, status text);
+             CREATE TABLE demo_sites (id integer PRIMARY KEY, status text);",
+        )
+        .await
+        .expect("own tables");
+    relay_core::schema::migrate(&mut client, false)
+        .await
+        .expect("migrate next to own tables");
+    client
+        .batch_execute(
+            "INSERT INTO leads (status) VALUES ('qualified');
+             INSERT INTO videos VALUES ('intro', 'completed');
+             INSERT INTO demo_sites VALUES (7, 'completed');",
+        )
+        .await
+        .expect("business writes succeed");
+    let attached: Vec<String> = client
+        .query(
+            "SELECT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("triggers")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        attached,
+        ["demo_sites"],
+        "only the table with an integer id"
+    );
+    let events = outbox(&client).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, Some(7));
 }
 
 /// The triggers' events, straight from the outbox: `(event_type, entity_id, payload)`
@@ -416,20 +468,86 @@ async fn attaching_a_trigger_behind_a_business_transaction_gives_up_after_a_boun
     assert_eq!(trigger_states(&installer).await.len(), before.len() + 1);
 }
 
+/// Two triggers to attach, each table behind a business transaction: the first ends
+/// after 2 s, the second never. With a lock_timeout for each lock, the first table was
+/// held (its writes queued) through both waits, 2 s and then the whole timeout again;
+/// the script's `lock_timeout` is for all of its locks together.
+#[tokio::test]
+async fn attaching_several_triggers_waits_at_most_one_lock_timeout_in_all() {
+    let db = TestDb::migrated().await;
+    let installer = db.client().await;
+    installer
+        .batch_execute(
+            "DROP TRIGGER webhook_demo_sites_change ON demo_sites;
+             DROP TRIGGER webhook_videos_change ON videos",
+        )
+        .await
+        .expect("two triggers to attach");
+    let mut briefly = db.client().await;
+    let brief = briefly.transaction().await.expect("begin");
+    brief
+        .batch_execute("LOCK TABLE demo_sites IN ROW EXCLUSIVE MODE")
+        .await
+        .expect("a business write to demo_sites in progress");
+    let mut long = db.client().await;
+    let held = long.transaction().await.expect("begin");
+    held.batch_execute("LOCK TABLE videos IN ROW EXCLUSIVE MODE")
+        .await
+        .expect("a long business write to videos");
+    let started = std::time::Instant::now();
+    let (attached, ()) = tokio::join!(
+        async {
+            installer
+                .batch_execute(&format!("SET lock_timeout = '3s'; {}", triggers_sql()))
+                .await
+        },
+        async {
+            // The brief transaction's own length: the scene, not a wait for a state.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            brief.rollback().await.expect("the brief write ends");
+        }
+    );
+    let took = started.elapsed();
+    let err = attached.expect_err("videos stays held");
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("55P03"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(4_500),
+        "gave up after {took:?}: 2 s for demo_sites and 3 s more for videos, past the 3 s lock_timeout"
+    );
+    held.rollback().await.expect("the long write ends");
+}
+
+/// How many of the relay's triggers are attached.
+async fn webhook_triggers(db: &TestDb) -> i64 {
+    db.count("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'webhook_%'")
+        .await
+}
+
+/// The relay migrated (with the example tables) into a schema of its own, `relay`, as
+/// sql/README shows; the installer's session, its search_path `relay, public`.
+async fn installed_in_schema_relay(db: &TestDb) -> tokio_postgres::Client {
+    let mut installer = db.client().await;
+    installer
+        .batch_execute("CREATE SCHEMA relay; SET search_path = relay, public")
+        .await
+        .expect("a schema for the relay");
+    relay_core::schema::migrate(&mut installer, true)
+        .await
+        .expect("install into the relay schema");
+    installer
+}
+
 /// A DBA may keep the relay's objects in a schema of their own (installed with that
 /// schema first in the search_path). The functions that write the outbox must find it
 /// there, whatever the search_path of the business session that fires them.
 #[tokio::test]
 async fn a_relay_installed_in_a_schema_of_its_own_records_writes_from_any_search_path() {
     let db = TestDb::empty().await;
-    let mut installer = db.client().await;
-    installer
-        .batch_execute("CREATE SCHEMA relay; SET search_path = relay")
-        .await
-        .expect("a schema for the relay");
-    relay_core::schema::migrate(&mut installer, true)
-        .await
-        .expect("migrate into the relay schema");
+    let _installer = installed_in_schema_relay(&db).await;
 
     // A business session that knows nothing of that schema but the table's name.
     let app = db.client().await;
@@ -458,6 +576,121 @@ async fn a_relay_installed_in_a_schema_of_its_own_records_writes_from_any_search
         db.count("SELECT count(*) FROM relay.webhook_events").await,
         3,
         "lead_scraped, lead_qualified and workflow_error in the relay schema's outbox"
+    );
+}
+
+/// `sql` as psql sends it without `-1`: one statement at a time, each ending with a `;`
+/// at the end of a line outside `$$` quotes (comment lines between them dropped).
+fn statements(sql: &str) -> Vec<String> {
+    let (mut out, mut current, mut quoted) = (Vec::new(), String::new(), false);
+    for line in sql.lines() {
+        if !quoted && current.trim().is_empty() && line.trim_start().starts_with("--") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.matches("$$").count() % 2 == 1 {
+            quoted = !quoted;
+        }
+        if !quoted && line.trim_end().ends_with(';') {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    assert!(
+        current.trim().is_empty(),
+        "a statement without its end: {current}"
+    );
+    out
+}
+
+/// An upgrade run with psql but without `-1`, in a schema of the relay's own, while
+/// business writes go on: after every single statement of the scripts that replace the
+/// functions, a business write and a webhook_emit() call from another search_path still
+/// find the outbox. (The functions were replaced naming `public` and pointed at their
+/// schema by the statement after: a write in between failed.)
+#[tokio::test]
+async fn an_upgrade_without_single_transaction_in_a_schema_of_its_own_never_fails_a_business_write()
+{
+    let db = TestDb::empty().await;
+    let installer = installed_in_schema_relay(&db).await;
+    let app = db.client().await;
+    app.batch_execute("SET search_path = public")
+        .await
+        .expect("search_path");
+    let mut writes = 0;
+    for name in ["002_webhook_emit.sql", "004_triggers.sql"] {
+        let script = relay_core::schema::SCRIPTS
+            .iter()
+            .find(|s| s.name == name)
+            .expect("script");
+        for statement in statements(script.sql) {
+            installer
+                .batch_execute(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {statement}: {e:?}"));
+            app.execute(
+                "INSERT INTO relay.leads (business_name) VALUES ('Acme Inc')",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("a business write after {statement}: {e:?}"));
+            app.query_one(
+                "SELECT relay.webhook_emit('workflow_error', 'workflow', NULL, '{}')",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("webhook_emit after {statement}: {e:?}"));
+            writes += 2;
+        }
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM relay.webhook_events").await,
+        writes,
+        "every write's event is in the relay schema's outbox"
+    );
+    let path: String = installer
+        .query_one("SHOW search_path", &[])
+        .await
+        .expect("search_path")
+        .get(0);
+    assert_eq!(
+        path, "relay, public",
+        "the installer's search_path is put back"
+    );
+}
+
+/// Uninstall run without the install's search_path found nothing to remove where it
+/// looked: it took the relay's own trigger functions for functions of the user's, and
+/// with the override it dropped the triggers only. It says where the relay is and
+/// removes nothing; with the search_path, everything goes.
+#[tokio::test]
+async fn uninstall_without_the_installs_search_path_names_the_schema_and_removes_nothing() {
+    let db = TestDb::empty().await;
+    let installer = installed_in_schema_relay(&db).await;
+    let elsewhere = db.client().await;
+    // Even with the override for a false alarm, which it had needed.
+    elsewhere
+        .batch_execute("SET n8n_relay.uninstall_anyway = on; SET search_path = public")
+        .await
+        .expect("settings");
+    let refused = elsewhere
+        .batch_execute(relay_core::schema::UNINSTALL_SQL)
+        .await
+        .expect_err("refused");
+    let said = refused.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        said.as_deref().is_some_and(|m| m.contains("schema relay")),
+        "{refused:?}"
+    );
+    assert_eq!(webhook_triggers(&db).await, 4, "no trigger was removed");
+    installer
+        .batch_execute(relay_core::schema::UNINSTALL_SQL)
+        .await
+        .expect("with the install's search_path");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname LIKE 'webhook%'")
+            .await,
+        0
     );
 }
 
@@ -713,12 +946,7 @@ async fn uninstall_behind_a_long_business_transaction_gives_up_instead_of_blocki
     )
     .await;
     open.rollback().await.expect("the report ends");
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'webhook_%'")
-            .await,
-        4,
-        "nothing was removed"
-    );
+    assert_eq!(webhook_triggers(&db).await, 4, "nothing was removed");
     client
         .batch_execute(relay_core::schema::UNINSTALL_SQL)
         .await

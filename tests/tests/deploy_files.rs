@@ -747,12 +747,30 @@ fn kubernetes_probes_services_and_secrets_match_the_relay() {
                 url.contains("@127.0.0.1:5432/"),
                 "the sidecar's DATABASE_URL points at the pod's own Postgres: {url}"
             );
+            let postgres = containers
+                .iter()
+                .find(|other| {
+                    other["image"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with("postgres:")
+                })
+                .unwrap_or_else(|| {
+                    panic!("{origin}: the relay runs as a sidecar next to Postgres")
+                });
+            // Both containers are stopped at once: Postgres must outlive the relay's
+            // stop (the grace + 15 s), or the relay's last writes are cut.
+            let prestop = postgres["lifecycle"]["preStop"]["exec"]["command"].to_string();
             assert!(
-                containers.iter().any(|other| other["image"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .starts_with("postgres:")),
-                "{origin}: the relay runs as a sidecar next to Postgres"
+                prestop.contains("pg_stat_activity") && prestop.contains("n8n_relay"),
+                "{origin}: Postgres waits for the relay's sessions before it stops: {prestop}"
+            );
+            let grace = pod["spec"]["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(30);
+            assert!(
+                grace >= 10 + 15 + 20,
+                "{origin}: {grace} s for the relay's stop (10 + 15 s) and then Postgres's own"
             );
         }
     }

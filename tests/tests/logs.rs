@@ -282,3 +282,29 @@ async fn an_invalid_log_level_is_named_and_stops_the_relay() {
         "{stderr}"
     );
 }
+
+/// A relay that cannot start under `log.format = "json"` says why as a JSON line, as
+/// the rest of its log: a collector that parses each line dropped the plain
+/// `error: ...` that was the only word on why it exited.
+#[tokio::test]
+async fn a_relay_that_cannot_start_says_why_in_its_log_format() {
+    let db = TestDb::migrated().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
+    let addr = taken.local_addr().expect("address").to_string();
+    let out = RelayBuilder::new(&db.url, "http://127.0.0.1:9")
+        .env("RELAY_LOG__FORMAT", "json")
+        .env("RELAY_CALLBACKS__LISTEN", &addr)
+        .output()
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    let line: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {last}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("callbacks.listen") && error.contains(&addr),
+        "{line}"
+    );
+}

@@ -1,5 +1,7 @@
 //! Tracing setup: human or JSON lines on stderr, `RUST_LOG` over `log.level`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use relay_core::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -47,7 +49,23 @@ pub fn init(config: &LogConfig) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Human => builder.try_init(),
     };
-    if let Err(e) = result {
-        eprintln!("warning: logging already initialised: {e}");
+    match result {
+        Ok(()) => JSON.store(config.format == LogFormat::Json, Ordering::Relaxed),
+        Err(e) => eprintln!("warning: logging already initialised: {e}"),
+    }
+}
+
+/// Set once the log writes JSON.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Says why the process stops, as the last line on stderr: a JSON object where the
+/// log is JSON (a collector that parses each line dropped the one that said why the
+/// relay exited), else `error: ...`.
+pub fn fatal(message: &str) {
+    // A filter that drops errors (RUST_LOG=off) must not drop this too.
+    if JSON.load(Ordering::Relaxed) && tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(error = message, "n8n-relay stopped");
+    } else {
+        eprintln!("error: {message}");
     }
 }

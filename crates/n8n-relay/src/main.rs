@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", crate::error::describe(failure.error()));
+            logging::fatal(&crate::error::describe(failure.error()));
             failure.exit_code()
         }
     }

@@ -136,8 +136,23 @@ END;
 $$;
 
 DO $$
+DECLARE
+    f regprocedure;
 BEGIN
-    PERFORM set_config('search_path', current_setting('n8n_relay.installer_search_path'), false);
+    IF current_setting('n8n_relay.installer_search_path', true) IS NOT NULL THEN
+        PERFORM set_config('search_path', current_setting('n8n_relay.installer_search_path'), false);
+    END IF;
+    -- Run by a session other than the one that set the path above (a connection
+    -- pooler between psql and Postgres), a CREATE took that session's search_path,
+    -- with pg_temp first: each function gets its fixed one here after all.
+    FOREACH f IN ARRAY ARRAY['webhook_emit(text, text, bigint, jsonb)'::regprocedure] LOOP
+        IF (SELECT proconfig IS DISTINCT FROM
+                   ARRAY['search_path=' || pronamespace::regnamespace::text || ', pg_temp']
+              FROM pg_proc WHERE oid = f) THEN
+            EXECUTE format('ALTER FUNCTION %s SET search_path = %s, pg_temp',
+                           f, (SELECT pronamespace::regnamespace FROM pg_proc WHERE oid = f));
+        END IF;
+    END LOOP;
 END;
 $$;
 

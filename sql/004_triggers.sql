@@ -173,8 +173,23 @@ END;
 $$;
 
 DO $$
+DECLARE
+    f regprocedure;
 BEGIN
-    PERFORM set_config('search_path', current_setting('n8n_relay.installer_search_path'), false);
+    IF current_setting('n8n_relay.installer_search_path', true) IS NOT NULL THEN
+        PERFORM set_config('search_path', current_setting('n8n_relay.installer_search_path'), false);
+    END IF;
+    -- Run by a session other than the one that set the path above (a connection
+    -- pooler between psql and Postgres), a CREATE took that session's search_path,
+    -- with pg_temp first: each function gets its fixed one here after all.
+    FOREACH f IN ARRAY ARRAY['webhook_leads_emit()'::regprocedure, 'webhook_asset_emit()'::regprocedure] LOOP
+        IF (SELECT proconfig IS DISTINCT FROM
+                   ARRAY['search_path=' || pronamespace::regnamespace::text || ', pg_temp']
+              FROM pg_proc WHERE oid = f) THEN
+            EXECUTE format('ALTER FUNCTION %s SET search_path = %s, pg_temp',
+                           f, (SELECT pronamespace::regnamespace FROM pg_proc WHERE oid = f));
+        END IF;
+    END LOOP;
 END;
 $$;
 
@@ -190,7 +205,7 @@ DO $$
 DECLARE
     t          record;
     v_rel      regclass;
-    v_id       regtype;
+    v_id       text;
     -- One lock_timeout for all the tables together: a table locked first stays locked
     -- while the next one is waited for, so a lock_timeout for each would hold its
     -- writes up to three times as long.
@@ -218,11 +233,20 @@ BEGIN
             RAISE NOTICE 'n8n-relay: table % not found; its trigger % was not installed', t.tbl, t.name;
             CONTINUE;
         END IF;
-        -- The event's entity_id is the row's id: one that is not an integer (a uuid, a
-        -- text key) would fail every business write the trigger fires for.
-        SELECT atttypid::regtype INTO v_id FROM pg_attribute
-         WHERE attrelid = v_rel AND attname = 'id' AND attnum > 0 AND NOT attisdropped;
-        IF v_id IS NOT NULL AND v_id NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        -- The event's entity_id is the row's id cast to bigint: an id that is not an
+        -- integer (a uuid, a text key, a numeric with decimals or past 18 digits) would
+        -- fail every business write the trigger fires for. An integer type, a domain
+        -- over one, or numeric(p, 0) with p <= 18 is one. (crates/relay-core/src/
+        -- schema.rs, TRIGGER_MISSING, skips the same tables.)
+        SELECT format_type(a.atttypid, a.atttypmod) INTO v_id
+          FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid,
+               LATERAL (SELECT coalesce(nullif(ty.typbasetype, 0), ty.oid) AS base,
+                               CASE WHEN ty.typbasetype <> 0 THEN ty.typtypmod ELSE a.atttypmod END AS m) k
+         WHERE a.attrelid = v_rel AND a.attname = 'id' AND a.attnum > 0 AND NOT a.attisdropped
+           AND k.base NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+           AND NOT (k.base = 'numeric'::regtype AND k.m >= 4 AND ((k.m - 4) & 65535) = 0
+                    AND ((k.m - 4) >> 16) <= 18);
+        IF v_id IS NOT NULL THEN
             RAISE NOTICE 'n8n-relay: table %''s id is %, not an integer; its trigger % was not installed (sql/README.md shows how to attach your own)',
                 t.tbl, v_id, t.name;
             CONTINUE;

@@ -76,10 +76,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_queue TO n8n_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_logs TO n8n_relay;
 GRANT SELECT, INSERT, DELETE ON webhook_retry_history TO n8n_relay;
 
--- Callbacks: workflow runs are upserted by execution id; a receipt is claimed when a
--- signed request arrives, completed with its answer (UPDATE), replayed to a repeated
--- request, and deleted after the signature window.
-GRANT SELECT, INSERT, UPDATE ON workflow_runs TO n8n_relay;
+-- Callbacks: workflow runs are upserted by execution id, and deleted by retention and
+-- `queue cleanup` once n8n has said nothing of them for that long; a receipt is claimed
+-- when a signed request arrives, completed with its answer (UPDATE), replayed to a
+-- repeated request, and deleted after the signature window.
+GRANT SELECT, INSERT, UPDATE, DELETE ON workflow_runs TO n8n_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_callback_receipts TO n8n_relay;
 -- Steering: pauses (read by every relay; written by `n8n-relay queue pause|resume`),
 -- the shared rate-limit buckets, endpoint health changes.

@@ -2,7 +2,9 @@
 -- tables (leads, demo_sites, videos are dropped only if you uncomment the last block).
 -- Undelivered events are lost with the tables: check `n8n-relay queue stats` first
 -- (pending, sending and "not yet routed", the events still in the outbox, all 0).
--- Idempotent: psql -v ON_ERROR_STOP=1 -f sql/uninstall.sql may run any number of times.
+-- Idempotent: psql -v ON_ERROR_STOP=1 -f sql/uninstall.sql may run any number of times
+-- (with the search_path of the install; where the session's finds no relay but another
+-- schema holds one, it stops and names that schema rather than remove nothing quietly).
 --
 -- One statement, so one transaction whatever psql's settings: it removes all of it or,
 -- on any error, nothing.
@@ -41,7 +43,7 @@ BEGIN
     SELECT string_agg(DISTINCT c.relnamespace::regnamespace::text, ', ')
       INTO v_schemas
       FROM pg_class c
-     WHERE c.relname = 'webhook_events' AND c.relkind IN ('r', 'p');
+     WHERE c.relname = 'webhook_events' AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't';
     IF to_regclass('webhook_events') IS NULL AND v_schemas IS NOT NULL THEN
         RAISE EXCEPTION 'n8n-relay uninstall: the relay is installed in schema %, which this session''s search_path (%) does not name',
             v_schemas, current_setting('search_path')
@@ -76,19 +78,10 @@ BEGIN
         PERFORM set_config('lock_timeout', '5s', true);
     END IF;
     -- One lock_timeout for all the locks together: a table locked first stays locked
-    -- while the next one is waited for. The relay's own tables first, in one statement,
-    -- so that no business table is held while they are waited for.
+    -- while the next one is waited for. The business tables first, then the relay's
+    -- own, in the order a business write takes them (its table, then the outbox in its
+    -- trigger): the other way round, a write arriving meanwhile deadlocked with this.
     v_deadline := clock_timestamp() + current_setting('lock_timeout')::interval;
-    SELECT string_agg(r::text, ', ') INTO v_relay_tables
-      FROM unnest(ARRAY[to_regclass('webhook_events'), to_regclass('webhook_queue'),
-                        to_regclass('webhook_logs'), to_regclass('webhook_retry_history'),
-                        to_regclass('workflow_runs'), to_regclass('webhook_callback_receipts'),
-                        to_regclass('webhook_pauses'), to_regclass('webhook_rate_budget'),
-                        to_regclass('webhook_endpoints'), to_regclass('relay_schema_migrations')]) AS r
-     WHERE r IS NOT NULL;
-    IF v_relay_tables IS NOT NULL THEN
-        EXECUTE 'LOCK TABLE ' || v_relay_tables || ' IN ACCESS EXCLUSIVE MODE';
-    END IF;
     FOR v_trigger IN
         SELECT * FROM (VALUES ('leads', 'webhook_leads_insert'), ('leads', 'webhook_leads_update'),
                               ('demo_sites', 'webhook_demo_sites_change'),
@@ -101,6 +94,16 @@ BEGIN
     END LOOP;
     PERFORM set_config('lock_timeout',
         greatest(1, (extract(epoch FROM v_deadline - clock_timestamp()) * 1000)::int)::text, true);
+    SELECT string_agg(r::text, ', ') INTO v_relay_tables
+      FROM unnest(ARRAY[to_regclass('webhook_events'), to_regclass('webhook_queue'),
+                        to_regclass('webhook_logs'), to_regclass('webhook_retry_history'),
+                        to_regclass('workflow_runs'), to_regclass('webhook_callback_receipts'),
+                        to_regclass('webhook_pauses'), to_regclass('webhook_rate_budget'),
+                        to_regclass('webhook_endpoints'), to_regclass('relay_schema_migrations')]) AS r
+     WHERE r IS NOT NULL;
+    IF v_relay_tables IS NOT NULL THEN
+        EXECUTE 'LOCK TABLE ' || v_relay_tables || ' IN ACCESS EXCLUSIVE MODE';
+    END IF;
 
     DROP FUNCTION IF EXISTS webhook_leads_emit();
     DROP FUNCTION IF EXISTS webhook_asset_emit();

@@ -821,19 +821,24 @@ async fn cleanup_fixture(client: &tokio_postgres::Client) -> Vec<(&'static str, 
                  ('incoming', 'demo-approval', now());
              INSERT INTO webhook_events (event_type, entity_type, occurred_at, routed_at) VALUES
                  ('lead_scraped', 'lead', now(), now()),
-                 ('lead_scraped', 'lead', now() - interval '40 days', NULL);",
+                 ('lead_scraped', 'lead', now() - interval '40 days', NULL);
+             INSERT INTO workflow_runs (execution_id, status, updated_at) VALUES
+                 ('ended-long-ago', 'success', now() - interval '40 days'),
+                 ('silent-long-ago', 'running', now() - interval '40 days'),
+                 ('reported-today', 'running', now());",
         )
         .await
-        .expect("fixture logs, history and events");
+        .expect("fixture logs, history, events and workflow runs");
     rows
 }
 
-async fn table_counts(db: &TestDb) -> [i64; 4] {
+async fn table_counts(db: &TestDb) -> [i64; 5] {
     [
         db.count("SELECT count(*) FROM webhook_queue").await,
         db.count("SELECT count(*) FROM webhook_logs").await,
         db.count("SELECT count(*) FROM webhook_retry_history").await,
         db.count("SELECT count(*) FROM webhook_events").await,
+        db.count("SELECT count(*) FROM workflow_runs").await,
     ]
 }
 
@@ -855,6 +860,10 @@ async fn cleanup_dry_run_counts_and_deletes_nothing() {
     assert_eq!(
         json["events"], 2,
         "the events of the sent and cancelled rows"
+    );
+    assert_eq!(
+        json["workflow_runs"], 2,
+        "not reported on for 40 days: {json}"
     );
     assert_eq!(json["statuses"], serde_json::json!(["sent", "cancelled"]));
     assert_eq!(table_counts(&db).await, before);
@@ -888,6 +897,19 @@ async fn cleanup_removes_old_sent_and_cancelled_rows_with_their_logs_and_keeps_f
     assert!(text.contains("  logs              3\n"), "{text}");
     assert!(text.contains("  retry history     2\n"), "{text}");
     assert!(text.contains("  outbox events     2\n"), "{text}");
+    assert!(text.contains("  workflow runs     2\n"), "{text}");
+    let runs: Vec<String> = client
+        .query("SELECT execution_id FROM workflow_runs", &[])
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        runs,
+        ["reported-today"],
+        "runs n8n reported on within 30 days stay"
+    );
     for (status, id) in &rows {
         let exists = db
             .count(&format!(
@@ -984,9 +1006,10 @@ async fn cleanup_deletes_in_bounded_batches() {
     let json = cli(&db, "queue cleanup --days 1 --json").await.ok().json();
     assert_eq!(json["queue_rows"], 2500);
     assert_eq!(json["logs"], 2500);
-    // 1000 + 1000 + 500 queue rows, then one pass each for events and incoming logs.
-    assert_eq!(json["batches"], 5, "{json}");
-    assert_eq!(table_counts(&db).await, [0, 0, 0, 0]);
+    // 1000 + 1000 + 500 queue rows, then one pass each for events, incoming logs and
+    // workflow runs.
+    assert_eq!(json["batches"], 6, "{json}");
+    assert_eq!(table_counts(&db).await, [0, 0, 0, 0, 0]);
 }
 
 /// A cleanup whose last part fails (here a trigger refuses to delete incoming logs)
@@ -1011,7 +1034,7 @@ async fn a_cleanup_that_fails_part_way_says_what_it_removed_before_the_error() {
     assert!(
         out.stderr.contains(
             "cleanup stopped part way, after removing 2 queue rows, 2 logs, 2 retry history \
-             rows and 2 outbox events"
+             rows, 2 outbox events and 2 workflow runs"
         ) && out.stderr.contains("incoming logs are kept for the audit"),
         "{}",
         out.stderr

@@ -2,6 +2,8 @@
 
 use relay_tests::TestDb;
 
+const T: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[tokio::test]
 async fn migrate_twice_is_a_no_op_the_second_time() {
     let db = TestDb::migrated().await;
@@ -117,7 +119,8 @@ async fn tables_whose_id_is_not_an_integer_get_no_trigger_and_keep_taking_writes
         .batch_execute(
             "CREATE TABLE leads (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), status text);
              CREATE TABLE videos (id text PRIMARY KEY, status text);
-             CREATE TABLE demo_sites (id integer PRIMARY KEY, status text);",
+             CREATE DOMAIN site_key AS bigint CHECK (VALUE > 0);
+             CREATE TABLE demo_sites (id site_key PRIMARY KEY, status text);",
         )
         .await
         .expect("own tables");
@@ -132,6 +135,17 @@ async fn tables_whose_id_is_not_an_integer_get_no_trigger_and_keep_taking_writes
         )
         .await
         .expect("business writes succeed");
+    // The tables left without a trigger on purpose are not taken for missing ones:
+    // `migrate` does not run the script again at every start for them.
+    let again = relay_core::schema::migrate(&mut client, false)
+        .await
+        .expect("migrate again");
+    assert!(
+        again
+            .iter()
+            .all(|a| a.outcome == relay_core::schema::Outcome::UpToDate),
+        "{again:?}"
+    );
     let attached: Vec<String> = client
         .query(
             "SELECT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
@@ -145,11 +159,29 @@ async fn tables_whose_id_is_not_an_integer_get_no_trigger_and_keep_taking_writes
     assert_eq!(
         attached,
         ["demo_sites"],
-        "only the table with an integer id"
+        "only the table with an integer id (a domain over bigint)"
     );
     let events = outbox(&client).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].1, Some(7));
+
+    // An id of numeric(12, 0), as tables moved over from Oracle have, is an integer.
+    client
+        .batch_execute(
+            "DROP TABLE videos; CREATE TABLE videos (id numeric(12, 0) PRIMARY KEY, status text)",
+        )
+        .await
+        .expect("videos keyed by numeric");
+    relay_core::schema::migrate(&mut client, false)
+        .await
+        .expect("migrate attaches it");
+    client
+        .batch_execute("INSERT INTO videos VALUES (123456789012, 'completed')")
+        .await
+        .expect("a write to it");
+    let events = outbox(&client).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].1, Some(123_456_789_012));
 }
 
 /// The triggers' events, straight from the outbox: `(event_type, entity_id, payload)`
@@ -659,6 +691,48 @@ async fn an_upgrade_without_single_transaction_in_a_schema_of_its_own_never_fail
     );
 }
 
+/// Behind a connection pooler, the statement that sets the installer's search_path
+/// and the `CREATE OR REPLACE` after it may run in different sessions: the function
+/// then took that session's path (pg_temp first, where a caller's temporary table
+/// could stand in for the outbox). The script gives each its fixed path after all.
+#[tokio::test]
+async fn a_function_replaced_in_another_session_than_its_path_still_gets_its_fixed_path() {
+    let db = TestDb::empty().await;
+    let _installer = installed_in_schema_relay(&db).await;
+    let other = db.client().await;
+    other
+        .batch_execute("SET search_path = relay, public")
+        .await
+        .expect("a session the pooler picked");
+    for name in ["002_webhook_emit.sql", "004_triggers.sql"] {
+        let script = relay_core::schema::SCRIPTS
+            .iter()
+            .find(|s| s.name == name)
+            .expect("script");
+        for statement in statements(script.sql)
+            .iter()
+            .filter(|s| !s.contains("set_config('n8n_relay.installer_search_path'"))
+        {
+            other
+                .batch_execute(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {statement}: {e:?}"));
+        }
+    }
+    let configs: Vec<String> = other
+        .query(
+            "SELECT array_to_string(proconfig, ';') FROM pg_proc
+             WHERE proname IN ('webhook_emit', 'webhook_leads_emit', 'webhook_asset_emit')",
+            &[],
+        )
+        .await
+        .expect("proconfig")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(configs, ["search_path=relay, pg_temp"; 3]);
+}
+
 /// Uninstall run without the install's search_path found nothing to remove where it
 /// looked: it took the relay's own trigger functions for functions of the user's, and
 /// with the override it dropped the triggers only. It says where the relay is and
@@ -951,6 +1025,64 @@ async fn uninstall_behind_a_long_business_transaction_gives_up_instead_of_blocki
         .batch_execute(relay_core::schema::UNINSTALL_SQL)
         .await
         .expect("run again once the reader is done");
+}
+
+async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0)
+}
+
+/// Whether the session `pid` waits for a lock.
+async fn waits_for_a_lock(db: &TestDb, pid: i32) -> bool {
+    db.count(&format!(
+        "SELECT count(*) FROM pg_locks WHERE pid = {pid} AND NOT granted"
+    ))
+    .await
+        > 0
+}
+
+/// Uninstall behind a reader of the relay's logs, and a business INSERT arriving
+/// meanwhile: uninstall took the relay's tables first and the business tables after,
+/// the INSERT its table and then (in its trigger) the outbox, and one of the two died
+/// with "deadlock detected". Both go through once the reader is done.
+#[tokio::test]
+async fn uninstall_beside_a_business_write_never_deadlocks_with_it() {
+    let db = TestDb::migrated().await;
+    let mut reader = db.client().await;
+    let report = reader.transaction().await.expect("begin");
+    report
+        .execute("SELECT count(*) FROM webhook_logs", &[])
+        .await
+        .expect("a report on the logs");
+    let uninstaller = db.client().await;
+    let writer = db.client().await;
+    let (uninstall_pid, writer_pid) = (backend_pid(&uninstaller).await, backend_pid(&writer).await);
+    uninstaller
+        .batch_execute("SET lock_timeout = '20s'")
+        .await
+        .expect("time enough for the scene");
+    let uninstall = uninstaller.batch_execute(relay_core::schema::UNINSTALL_SQL);
+    let scene = async {
+        relay_tests::wait_until("uninstall waits for the reader", T, || async {
+            waits_for_a_lock(&db, uninstall_pid).await.then_some(())
+        })
+        .await;
+        let write = writer.execute("INSERT INTO leads (business_name) VALUES ('Acme Inc')", &[]);
+        let release = async {
+            relay_tests::wait_until("the write waits too", T, || async {
+                waits_for_a_lock(&db, writer_pid).await.then_some(())
+            })
+            .await;
+            report.rollback().await.expect("the report ends");
+        };
+        tokio::join!(write, release).0
+    };
+    let (uninstalled, written) = tokio::join!(uninstall, scene);
+    uninstalled.expect("uninstall goes through");
+    written.expect("the business write goes through");
 }
 
 /// A database that still has the older backend's tables (its own webhook_queue,

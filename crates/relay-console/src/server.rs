@@ -610,8 +610,12 @@ impl Console {
                         };
                         let text = format!(
                             "Cleanup of rows older than {days} days: {verb} {} queue rows, {} \
-                             logs, {} retry history rows and {} outbox events.",
-                            report.queue_rows, report.logs, report.retry_history, report.events
+                             logs, {} retry history rows, {} outbox events and {} workflow runs.",
+                            report.queue_rows,
+                            report.logs,
+                            report.retry_history,
+                            report.events,
+                            report.workflow_runs
                         );
                         Answer::page(StatusCode::OK, pages::notice("Cleanup", &text, Some(ctx)))
                     }

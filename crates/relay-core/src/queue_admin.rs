@@ -101,8 +101,8 @@ pub enum QueueAdminError {
     /// A cleanup that removed `done` (each batch committed) and then failed.
     #[error(
         "cleanup stopped part way, after removing {} queue rows, {} logs, {} retry history \
-         rows and {} outbox events: {cause}",
-        done.queue_rows, done.logs, done.retry_history, done.events
+         rows, {} outbox events and {} workflow runs: {cause}",
+        done.queue_rows, done.logs, done.retry_history, done.events, done.workflow_runs
     )]
     CleanupIncomplete {
         done: Box<CleanupReport>,
@@ -843,8 +843,17 @@ pub struct CleanupReport {
     pub retry_history: i64,
     /// Routed outbox events none of whose queue rows is still pending, sending or failed.
     pub events: i64,
+    /// `workflow_runs` last reported on longer ago than the cut-off.
+    pub workflow_runs: i64,
     /// Deletion statements run; each is its own short transaction.
     pub batches: i64,
+}
+
+impl CleanupReport {
+    /// Rows removed (or, in a dry run, to remove) in all.
+    pub fn removed(&self) -> i64 {
+        self.queue_rows + self.logs + self.retry_history + self.events + self.workflow_runs
+    }
 }
 
 /// The queue rows old enough to go: queued and finished (last changed) that long ago.
@@ -882,6 +891,15 @@ macro_rules! cleanup_loose_logs {
     () => {
         "SELECT id FROM webhook_logs
          WHERE webhook_queue_id IS NULL AND created_at < now() - make_interval(days => $1)"
+    };
+}
+
+/// Workflow runs n8n last reported on that long ago, ended or not: one still
+/// `running` after it has sent nothing for the whole retention is not coming back (a
+/// report after all makes it again: runs are upserted by execution id).
+macro_rules! cleanup_runs {
+    () => {
+        "SELECT id FROM workflow_runs WHERE updated_at < now() - make_interval(days => $1)"
     };
 }
 
@@ -924,6 +942,14 @@ const CLEANUP_EVENTS_BATCH: &str = concat!(
     , gone AS (DELETE FROM webhook_events WHERE id IN (SELECT id FROM doomed) RETURNING 1)
     SELECT count(*)::bigint FROM gone"
 );
+const CLEANUP_COUNT_RUNS: &str = concat!("SELECT count(*)::bigint FROM (", cleanup_runs!(), ") r");
+const CLEANUP_RUNS_BATCH: &str = concat!(
+    "WITH doomed AS (",
+    cleanup_runs!(),
+    " LIMIT $2 FOR UPDATE SKIP LOCKED)
+    , gone AS (DELETE FROM workflow_runs WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+    SELECT count(*)::bigint FROM gone"
+);
 const CLEANUP_LOOSE_LOGS_BATCH: &str = concat!(
     "WITH doomed AS (",
     cleanup_loose_logs!(),
@@ -934,7 +960,8 @@ const CLEANUP_LOOSE_LOGS_BATCH: &str = concat!(
 
 /// Deletes finished rows older than `days`: sent and cancelled queue rows (failed
 /// too with `include_failed`) with their logs and retry history, routed outbox
-/// events nothing still waits on, and incoming logs. Works in batches of
+/// events nothing still waits on, incoming logs, and workflow runs n8n last reported
+/// on before then. Works in batches of
 /// [`CLEANUP_BATCH`], each its own statement, so the relay keeps running alongside.
 pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<CleanupReport> {
     let mut statuses = vec![QueueStatus::Sent.as_str(), QueueStatus::Cancelled.as_str()];
@@ -961,6 +988,7 @@ pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<Cleanup
             .query_one(CLEANUP_COUNT_LOOSE_LOGS, &[&days])
             .await?
             .get::<_, i64>(0);
+        report.workflow_runs = client.query_one(CLEANUP_COUNT_RUNS, &[&days]).await?.get(0);
         return Ok(report);
     }
     // Each part goes as far as it can: a queue whose last batch outlasts the statement
@@ -999,16 +1027,20 @@ pub async fn cleanup(client: &Client, options: CleanupOptions) -> Result<Cleanup
         &mut report.logs,
     )
     .await;
+    let runs = delete_in_batches(
+        client,
+        CLEANUP_RUNS_BATCH,
+        days,
+        &mut report.batches,
+        &mut report.workflow_runs,
+    )
+    .await;
     // Each batch committed on its own: what the parts that ran removed is said with the
     // first error, not lost in it.
-    match queue.err().or(events.err()).or(loose.err()) {
+    match queue.err().or(events.err()).or(loose.err()).or(runs.err()) {
         None => Ok(report),
         // Nothing removed (no schema, no connection): the error alone says it.
-        Some(cause)
-            if report.queue_rows + report.logs + report.retry_history + report.events == 0 =>
-        {
-            Err(cause)
-        }
+        Some(cause) if report.removed() == 0 => Err(cause),
         Some(cause) => Err(QueueAdminError::CleanupIncomplete {
             done: Box::new(report),
             cause: Box::new(cause),

@@ -139,12 +139,13 @@ async fn retention(db: Db, days: u64) {
     };
     // Each batch is its own statement, bounded by statement_timeout.
     match queue_admin::cleanup(&client, options).await {
-        Ok(report) if report.queue_rows + report.events + report.logs > 0 => info!(
+        Ok(report) if report.removed() > 0 => info!(
             days,
             queue_rows = report.queue_rows,
             logs = report.logs,
             retry_history = report.retry_history,
             events = report.events,
+            workflow_runs = report.workflow_runs,
             "retention cleanup"
         ),
         Ok(_) => {}

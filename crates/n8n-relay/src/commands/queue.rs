@@ -580,6 +580,10 @@ fn render_cleanup(report: &CleanupReport, options: CleanupOptions) -> String {
         report.retry_history.to_string(),
     ]);
     table.row(vec!["outbox events".into(), report.events.to_string()]);
+    table.row(vec![
+        "workflow runs".into(),
+        report.workflow_runs.to_string(),
+    ]);
     out.push_str(&indent(&table.render()));
     if !report.dry_run {
         out.push_str(&format!(

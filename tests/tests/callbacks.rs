@@ -821,6 +821,48 @@ async fn an_identical_request_inside_the_window_is_applied_once_and_answered_the
     );
 }
 
+/// The signature covers the timestamp and the body, not the path: a captured error
+/// report posted again as `workflow-completed` (which reads a missing status as
+/// success) set the failed run to success inside the window. It is refused, and the
+/// run stays as the report left it.
+#[tokio::test]
+async fn a_signed_request_sent_again_to_another_endpoint_is_refused_and_changes_nothing() {
+    let l = Listener::start().await;
+    let body = json!({"workflow_id": "wf1", "execution_id": "ex-777", "error": "SMTP down"})
+        .to_string()
+        .into_bytes();
+    let headers = signed(&body, signature::unix_now());
+    let reported = l
+        .send(
+            "POST",
+            &format!("{N8N}/error-notification"),
+            &headers,
+            &body,
+        )
+        .await;
+    assert_eq!(reported.status, 200, "{:?}", reported.body);
+    for other in ["workflow-completed", "workflow-status"] {
+        let again = l
+            .send("POST", &format!("{N8N}/{other}"), &headers, &body)
+            .await;
+        again.assert_refused(401, "already sent to");
+        assert!(
+            again.json()["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("error-notification")),
+            "{other}: {}",
+            again.json()
+        );
+    }
+    assert_eq!(
+        l.json("SELECT to_jsonb(status) FROM workflow_runs WHERE execution_id = 'ex-777'")
+            .await,
+        json!("error"),
+        "the failed run is still failed"
+    );
+    assert_eq!(l.events("workflow_error").await, 1);
+}
+
 #[tokio::test]
 async fn concurrent_identical_requests_apply_once() {
     let l = Listener::start().await;
@@ -1127,13 +1169,11 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     assert!(seen.starts_with("HTTP/1.1 413"), "{seen}");
 }
 
-#[tokio::test]
-async fn connections_beyond_the_cap_wait_for_a_request_in_progress() {
-    let l = Listener::start_with(|b| b.env("RELAY_CALLBACKS__MAX_CONNECTIONS", 1)).await;
-    // A request in progress holds the one slot: the listener has asked for its body
-    // (100 Continue) and waits for it.
-    let mut holder = TcpStream::connect(&l.addr).await.expect("connect");
-    holder
+/// A connection with a request in progress: the listener has asked for its 2-byte
+/// body (100 Continue) and waits for it.
+async fn request_in_progress(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
         .write_all(
             format!(
                 "POST {N8N}/workflow-status HTTP/1.1\r\nHost: x\r\n\
@@ -1145,11 +1185,19 @@ async fn connections_beyond_the_cap_wait_for_a_request_in_progress() {
         .await
         .expect("write");
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(WAIT, holder.read(&mut buf))
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
         .await
         .expect("100 Continue in time")
         .expect("read");
     assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", &buf[..n]);
+    stream
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_request_in_progress() {
+    let l = Listener::start_with(|b| b.env("RELAY_CALLBACKS__MAX_CONNECTIONS", 1)).await;
+    // A request in progress holds the one slot.
+    let holder = request_in_progress(&l.addr).await;
 
     let addr = l.addr.clone();
     let health = format!("{N8N}/health");
@@ -1187,6 +1235,100 @@ async fn at_the_cap_an_idle_connection_is_closed_to_make_room() {
         read_until_closed(&mut idle, WAIT).await.is_some(),
         "the idle connection was closed"
     );
+}
+
+/// At the cap with every connection busy, the one busy longest is asked to close: it
+/// answers its request and then closes, and the connection waiting gets its place.
+/// (It was asked once, passed over while busy, and the waiting connection stayed
+/// behind the busy one's keep-alive until its idle timeout: connections kept busy
+/// with cheap requests locked n8n out for as long as they kept at it.)
+#[tokio::test]
+async fn at_the_cap_a_busy_connection_is_closed_after_its_request_to_make_room() {
+    let l = Listener::start_with(|b| {
+        b.env("RELAY_CALLBACKS__MAX_CONNECTIONS", 1)
+            .env("RELAY_CALLBACKS__HEADER_READ_TIMEOUT_SECONDS", 60)
+    })
+    .await;
+    let mut busy = request_in_progress(&l.addr).await;
+
+    let addr = l.addr.clone();
+    let health = format!("{N8N}/health");
+    let waiting = tokio::spawn(async move { send(&addr, "GET", &health, &[], b"").await });
+    // The busy connection's request ends (unsigned: 401); it is not kept alive for
+    // the next one, and the waiting connection is served well before the 60 s the
+    // busy one could otherwise idle.
+    busy.write_all(b"{}").await.expect("the body");
+    let answered = read_until_closed(&mut busy, WAIT)
+        .await
+        .expect("answered, then closed");
+    assert!(answered.starts_with("HTTP/1.1 401"), "{answered}");
+    let answer = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("served once the busy connection closed")
+        .expect("task");
+    assert_eq!(answer.status, 200);
+}
+
+/// Bodies are read whole before their signature is checked: unsigned clients each
+/// sending most of a body could hold `max_connections` of them in memory (and over
+/// HTTP/2, 200 per connection). At most 32 bodies of the largest size are held at
+/// once: past that, a body is refused with 503 as its bytes arrive, and once those
+/// clients are gone requests are served again.
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded_and_past_that_refused_503() {
+    let l = Listener::start_with(|b| {
+        b.env("RELAY_CALLBACKS__MAX_CONNECTIONS", 64)
+            .env("RELAY_CALLBACKS__MAX_BODY_BYTES", 4096)
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(&l.addr).await.expect("connect");
+        stream
+            .write_all(
+                format!(
+                    "POST {N8N}/workflow-status HTTP/1.1\r\nHost: x\r\n\
+                     Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n{}",
+                    " ".repeat(4000)
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("headers and most of a body");
+        clients.push(stream);
+    }
+    let answers = futures_util::future::join_all(clients.iter_mut().map(|stream| async move {
+        let mut buf = vec![0u8; 2048];
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+            Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).to_string()),
+            _ => None,
+        }
+    }))
+    .await;
+    let refused: Vec<&String> = answers.iter().flatten().collect();
+    let held = answers.iter().filter(|a| a.is_none()).count();
+    assert!(
+        refused.len() >= 8 && (1..=32).contains(&held),
+        "{} refused, {held} held",
+        refused.len()
+    );
+    for answer in &refused {
+        assert!(
+            answer.starts_with("HTTP/1.1 503") && answer.contains("too many request bodies"),
+            "{answer}"
+        );
+    }
+    drop(clients);
+    wait_until("a request is served once they are gone", WAIT, || async {
+        let answer = l
+            .post(
+                "workflow-status",
+                &json!({"workflow_id": "w", "execution_id": "e"}),
+            )
+            .await;
+        (answer.status == 200).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1,13 +1,48 @@
 //! The request body: JSON only, and never more than `callbacks.max_body_bytes` read,
-//! nor read for longer than `callbacks.request_timeout_seconds`.
+//! nor read for longer than `callbacks.request_timeout_seconds`, nor more bodies held
+//! at once than [`BODIES_AT_ONCE`] of the largest size.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::response::Refusal;
+
+/// How many bodies of `callbacks.max_body_bytes` may be held in memory at once, all
+/// connections together. Bodies are read whole before their signature is checked, so
+/// without a bound anyone who can reach the port could hold `max_connections` of them
+/// (256 MiB with the defaults), or, over HTTP/2, as many per connection as it opens
+/// streams: past it a body is refused with 503 as its bytes arrive. n8n's callbacks
+/// are a few KiB each and take a sliver of it.
+pub const BODIES_AT_ONCE: usize = 32;
+
+/// The bytes of request bodies held at once, counted in KiB.
+#[derive(Clone)]
+pub struct Budget(Arc<Semaphore>);
+
+impl Budget {
+    pub fn new(max_body_bytes: usize) -> Budget {
+        let kib = kib(max_body_bytes)
+            .saturating_mul(BODIES_AT_ONCE)
+            .min(Semaphore::MAX_PERMITS);
+        Budget(Arc::new(Semaphore::new(kib)))
+    }
+}
+
+/// A body's share of the [`Budget`], given back when dropped (when its request is
+/// answered).
+pub struct Held {
+    _share: OwnedSemaphorePermit,
+}
+
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
+}
 
 /// 415 unless the Content-Type is `application/json` or `application/*+json`
 /// (parameters such as `charset` allowed).
@@ -36,17 +71,19 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// Reads the whole body. A declared Content-Length over the limit is refused before
-/// a byte is read; a body without one (chunked) is cut off as soon as it passes the
+/// Reads the whole body, holding its bytes' share of `budget` until the [`Held`] it
+/// returns is dropped. A declared Content-Length over the limit is refused before a
+/// byte is read; a body without one (chunked) is cut off as soon as it passes the
 /// limit. The deadline covers the whole read, so a client trickling bytes is cut off
 /// too.
 pub async fn read(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
+    budget: &Budget,
     deadline: std::time::Instant,
     timeout_seconds: u64,
-) -> Result<Bytes, Refusal> {
+) -> Result<(Bytes, Held), Refusal> {
     if let Some(length) = headers.get(header::CONTENT_LENGTH) {
         let declared = length
             .to_str()
@@ -57,14 +94,44 @@ pub async fn read(
             return Err(Refusal::too_large(limit));
         }
     }
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout_at(Instant::from_std(deadline), collect).await {
+    let mut held = budget
+        .0
+        .clone()
+        .try_acquire_many_owned(0)
+        .map_err(|_| Refusal::internal("the body budget is closed"))?;
+    let mut body = Limited::new(body, limit);
+    let reading = async {
+        let mut data = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Refusal::too_large(limit)
+                } else {
+                    Refusal::bad_body(format!("the body could not be read: {e}"))
+                }
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            let short = kib(data.len() + chunk.len()).saturating_sub(held.num_permits());
+            if short > 0 {
+                let more = u32::try_from(short)
+                    .ok()
+                    .and_then(|n| budget.0.clone().try_acquire_many_owned(n).ok())
+                    .ok_or_else(|| {
+                        Refusal::busy(
+                            "too many request bodies are being read at once; try again shortly",
+                        )
+                    })?;
+                held.merge(more);
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data.freeze())
+    };
+    match tokio::time::timeout_at(Instant::from_std(deadline), reading).await {
         Err(_) => Err(Refusal::timeout(timeout_seconds)),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::too_large(limit)),
-        Ok(Err(e)) => Err(Refusal::bad_body(format!(
-            "the body could not be read: {e}"
-        ))),
+        Ok(read) => read.map(|bytes| (bytes, Held { _share: held })),
     }
 }
 

@@ -1,7 +1,10 @@
 //! Replay protection. The first answer to a signed request is kept (by a hash of
-//! endpoint, timestamp (and Standard Webhooks message id) and body) in the same transaction as the change it
-//! made; an identical request inside the signature window gets that answer back and
-//! changes nothing. A request re-signed with a new timestamp is a new request.
+//! timestamp (and Standard Webhooks message id) and body) in the same transaction as
+//! the change it made; an identical request inside the signature window gets that
+//! answer back and changes nothing. A request re-signed with a new timestamp is a new
+//! request. The signature does not cover the path, so the endpoint is not part of the
+//! key: the same signed request sent to another endpoint (an error report posted as
+//! `workflow-completed`, which reads a missing status as success) is refused.
 //!
 //! Concurrent identical requests are safe: the second one's INSERT waits on the
 //! first one's uncommitted receipt row, then sees it and replays.
@@ -17,8 +20,8 @@ use crate::response::{Refusal, Reply};
 const CLAIM: &str = "INSERT INTO webhook_callback_receipts \
     (request_hash, endpoint, response_status, response_body) VALUES ($1, $2, 0, '') \
     ON CONFLICT (request_hash) DO NOTHING";
-const STORED: &str =
-    "SELECT response_status, response_body FROM webhook_callback_receipts WHERE request_hash = $1";
+const STORED: &str = "SELECT response_status, response_body, endpoint \
+    FROM webhook_callback_receipts WHERE request_hash = $1";
 const RECORD: &str = "UPDATE webhook_callback_receipts \
     SET response_status = $2, response_body = $3 WHERE request_hash = $1";
 const CLEAN: &str = "DELETE FROM webhook_callback_receipts \
@@ -42,6 +45,13 @@ pub async fn claim(tx: &Transaction<'_>, key: &str, endpoint: &str) -> Result<Cl
         if let Some(row) = tx.query_opt(STORED, &[&key]).await? {
             let status: i32 = row.get(0);
             let body: String = row.get(1);
+            let first: String = row.get(2);
+            if first != endpoint {
+                return Err(Refusal::unauthorized(format!(
+                    "this signed request was already sent to {first}; a signature is good \
+                     for one endpoint"
+                )));
+            }
             let status = u16::try_from(status)
                 .ok()
                 .and_then(|s| StatusCode::from_u16(s).ok())

@@ -200,6 +200,12 @@ impl Refusal {
         )
     }
 
+    /// More requests at once than the listener takes (every body it may hold is
+    /// being read): 503, so n8n retries.
+    pub fn busy(detail: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "busy", detail)
+    }
+
     pub fn internal(detail: impl Into<String>) -> Refusal {
         Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", detail)
     }

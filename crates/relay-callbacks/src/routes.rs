@@ -90,17 +90,30 @@ pub fn resolve(method: &Method, path: &str, test_enabled: bool) -> Result<Endpoi
     Ok(endpoint)
 }
 
-/// A request path as it may be logged or echoed: bounded length.
+/// A request path (or header text) as it may be logged or echoed: bounded length,
+/// and every byte that is not visible ASCII percent-encoded, so that a path of
+/// bidirectional overrides or look-alike letters cannot dress up a log line or the
+/// console's page (hyper takes UTF-8 in a path; it refuses control bytes).
 pub fn shorten(path: &str) -> String {
     const MAX: usize = 200;
-    if path.len() <= MAX {
-        return path.to_string();
+    let mut out = String::with_capacity(path.len().min(MAX + 3));
+    for c in path.chars() {
+        let mut buf = [0u8; 4];
+        let shown = if c.is_ascii_graphic() || c == ' ' {
+            c.encode_utf8(&mut buf).to_string()
+        } else {
+            c.encode_utf8(&mut buf)
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect()
+        };
+        if out.len() + shown.len() > MAX {
+            out.push_str("...");
+            break;
+        }
+        out.push_str(&shown);
     }
-    let mut end = MAX;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &path[..end])
+    out
 }
 
 /// One request through every check. Returns the endpoint (once known) for the log.
@@ -136,22 +149,19 @@ async fn signed(
     let (parts, body) = request.into_parts();
     crate::body::require_json(&parts.headers)?;
     let limits = &state.config.callbacks;
-    let bytes = crate::body::read(
+    // Held until the answer: its bytes count against the listener's budget till then.
+    let (bytes, _held) = crate::body::read(
         &parts.headers,
         body,
         limits.max_body_bytes,
+        &state.bodies,
         started + std::time::Duration::from_secs(limits.request_timeout_seconds),
         limits.request_timeout_seconds,
     )
     .await?;
     let verified = state
         .verifier
-        .check(
-            endpoint.path(),
-            &parts.headers,
-            &bytes,
-            relay_core::signature::unix_now(),
-        )
+        .check(&parts.headers, &bytes, relay_core::signature::unix_now())
         .map_err(|e| Refusal::unauthorized(e.to_string()))?;
     let callback = payload::decode(endpoint, &bytes)?;
     handlers::apply(state, endpoint, &verified, callback).await
@@ -194,10 +204,16 @@ mod tests {
     }
 
     #[test]
-    fn long_paths_are_shortened_on_a_char_boundary() {
+    fn long_paths_are_shortened_and_what_is_not_ascii_is_encoded() {
         let long = "é".repeat(300);
         let short = shorten(&long);
         assert!(short.len() <= 203);
+        assert!(short.starts_with("%C3%A9%C3%A9"), "{short}");
         assert!(short.ends_with("..."));
+        assert_eq!(shorten("/caf\u{e9}\u{202e}-rtl"), "/caf%C3%A9%E2%80%AE-rtl");
+        assert_eq!(
+            shorten("/webhooks/n8n/demo-approval"),
+            "/webhooks/n8n/demo-approval"
+        );
     }
 }

@@ -33,7 +33,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use relay_core::Config;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
@@ -47,6 +46,9 @@ use crate::{log, receipts, routes, CallbackError};
 /// At shutdown, how long requests in flight may take to finish (n8n retries one cut
 /// short: every callback is idempotent).
 const STOP_REQUESTS: Duration = Duration::from_secs(10);
+/// With every connection taken, how often one more is asked to close while the next
+/// one waits for its place.
+const MAKE_ROOM_EVERY: Duration = Duration::from_millis(100);
 /// At shutdown, how long the `webhook_logs` rows of those requests may take to write.
 const STOP_LOGS: Duration = Duration::from_secs(5);
 
@@ -55,10 +57,14 @@ pub struct State {
     pub config: Arc<Config>,
     pub pool: Pool,
     pub verifier: Verifier,
+    /// Request bodies held at once (see [`crate::body::BODIES_AT_ONCE`]).
+    pub bodies: crate::body::Budget,
     logs: log::Writer,
     /// The health endpoint found the database unreachable last time: it warns once
     /// per outage, since anyone who can reach it may ask as often as they like.
     pub(crate) health_failing: std::sync::atomic::AtomicBool,
+    /// The health endpoint's last look at the database, and when.
+    pub(crate) health_seen: tokio::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
 }
 
 /// Serves callbacks on `listener` until `shutdown` is cancelled, then drains.
@@ -78,10 +84,12 @@ pub async fn serve(
     let logs_done = CancellationToken::new();
     let state = Arc::new(State {
         verifier: Verifier::new(&config.security)?,
+        bodies: crate::body::Budget::new(config.callbacks.max_body_bytes),
         config: config.clone(),
         pool: pool.clone(),
         logs: log::Writer::start(pool.clone(), &tasks, logs_done.clone()),
         health_failing: std::sync::atomic::AtomicBool::new(false),
+        health_seen: tokio::sync::Mutex::new(None),
     });
     tasks.spawn(receipts::clean_periodically(
         pool,
@@ -94,8 +102,11 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
+    // One request at a time per connection, as HTTP/1.1 has it: hyper's default of 200
+    // streams let one connection read 200 bodies at once.
     builder
         .http2()
+        .max_concurrent_streams(1)
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(limits.header_read_timeout_seconds))
         .keep_alive_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
@@ -110,7 +121,8 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(OpenConnections::default());
     let handshakes = Arc::new(FailedHandshakes::default());
-    let graceful = GracefulShutdown::new();
+    // Every connection's task: at the stop, each finishes its request in progress.
+    let connections = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, https = tls.is_some(), "callback listener ready");
     }
@@ -129,18 +141,28 @@ pub async fn serve(
         };
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
+            // Every place taken: ask one connection after another to close until one
+            // does, so that connections kept busy with cheap requests (which a single
+            // ask passed over) cannot keep this one, and n8n behind it, waiting.
             Err(_) => {
-                if open.make_room() {
-                    tracing::debug!(
-                        "callbacks.max_connections reached: closing the connection idle longest"
+                let waited = loop {
+                    if open.make_room() {
+                        tracing::debug!(
+                        "callbacks.max_connections reached: closing the connection idle or busy longest"
                     );
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    slot = slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => break, // the semaphore is never closed
-                    },
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break None,
+                        slot = slots.clone().acquire_owned() => match slot {
+                            Ok(slot) => break Some(slot),
+                            Err(_) => break None, // the semaphore is never closed
+                        },
+                        () = tokio::time::sleep(MAKE_ROOM_EVERY) => {}
+                    }
+                };
+                match waited {
+                    Some(slot) => slot,
+                    None => break,
                 }
             }
         };
@@ -160,10 +182,10 @@ pub async fn serve(
         let idle_limit = Duration::from_secs(limits.header_read_timeout_seconds);
         let open = open.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let stop = shutdown.clone();
         let tls = tls.clone();
         let handshakes = handshakes.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // The TLS handshake counts as idle time: bounded like a client that
             // sends nothing, and the first to go when room is needed.
             let io = match tls {
@@ -176,6 +198,7 @@ pub async fn serve(
                     let peeked = tokio::select! {
                         done = tokio::time::timeout(idle_limit, stream.peek(&mut first)) => done.ok(),
                         () = evict.notified() => None,
+                        () = stop.cancelled() => None,
                     };
                     if matches!(peeked, Some(Ok(1))) && first[0].is_ascii_uppercase() {
                         tracing::info!("plain HTTP on the HTTPS callback listener: answered 400");
@@ -186,6 +209,7 @@ pub async fn serve(
                     let handshake = tokio::select! {
                         done = tokio::time::timeout(idle_limit, acceptor.accept(stream)) => done.ok(),
                         () = evict.notified() => None,
+                        () = stop.cancelled() => None,
                     };
                     match handshake {
                         Some(Ok(tls_stream)) => Either::Right(tls_stream),
@@ -204,25 +228,34 @@ pub async fn serve(
             let connection = builder
                 .serve_connection(TokioIo::new(io), service)
                 .into_owned();
-            let connection = watcher.watch(connection);
             tokio::pin!(connection);
+            // Once asked to close (to make room, or by the stop), the request in
+            // progress is answered and the connection then ends.
+            let mut closing = false;
             loop {
                 tokio::select! {
-                    ended = &mut connection => {
+                    ended = connection.as_mut() => {
                         if let Err(e) = ended {
                             tracing::debug!(error = %e, "callback connection ended with an error");
                         }
                         break;
                     }
-                    _ = activity.idle_for(idle_limit) => {
+                    _ = activity.idle_for(idle_limit), if !closing => {
                         tracing::debug!("closing an idle callback connection");
                         break;
                     }
-                    () = evict.notified() => {
-                        // A request may have started since it was picked: serve it.
+                    () = evict.notified(), if !closing => {
                         if activity.in_flight.load(Ordering::SeqCst) == 0 {
                             break;
                         }
+                        // A request in progress (it started since this one was picked,
+                        // or every connection was busy): answered, then closed.
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = stop.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
                     }
                 }
             }
@@ -236,7 +269,8 @@ pub async fn serve(
     // grace + 15 s), so a database that stopped answering cannot hold it past the
     // service manager's kill: each part waited out the request timeout (30 s) before.
     let grace = Duration::from_secs(limits.request_timeout_seconds).min(STOP_REQUESTS);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
@@ -292,16 +326,24 @@ impl OpenConnections {
         self.lock().remove(&id);
     }
 
-    /// Asks the connection that has gone longest without a request in progress to
-    /// close; false when every connection has a request in progress.
+    /// Asks one connection to close: the one that has gone longest without a request
+    /// in progress, or, when every one has a request in progress, the one busy the
+    /// longest (it closes once that request is answered). Each is asked once; false
+    /// when every connection has been.
     fn make_room(&self) -> bool {
         let open = self.lock();
-        let idlest = open
+        let pick = open
             .values()
-            .filter(|(activity, _)| activity.in_flight.load(Ordering::SeqCst) == 0)
-            .min_by_key(|(activity, _)| activity.last_change());
-        match idlest {
-            Some((_, evict)) => {
+            .filter(|(activity, _)| !activity.asked.load(Ordering::SeqCst))
+            .min_by_key(|(activity, _)| {
+                (
+                    activity.in_flight.load(Ordering::SeqCst) > 0,
+                    activity.last_change(),
+                )
+            });
+        match pick {
+            Some((activity, evict)) => {
+                activity.asked.store(true, Ordering::SeqCst);
                 evict.notify_one();
                 true
             }
@@ -323,6 +365,8 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened`.
     last_change_ms: AtomicU64,
+    /// Asked to close to make room.
+    asked: std::sync::atomic::AtomicBool,
 }
 
 /// Marks a request in progress until dropped (also when the request is cancelled).
@@ -334,6 +378,7 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_change_ms: AtomicU64::new(0),
+            asked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -26,8 +26,8 @@ and {HEADER_SIGNATURE}, or enable security.allow_legacy_signature"
 /// A request whose signature checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// Names this exact request (endpoint, message id and timestamp, body) for the
-    /// receipts table. The signature is left out: with several secrets a request
+    /// Names this exact request (message id and timestamp, body; not the endpoint,
+    /// which the signature does not cover) for the receipts table. The signature is left out: with several secrets a request
     /// carries several, and a copy resent with only one of them is the same request.
     pub receipt_key: String,
 }
@@ -54,7 +54,6 @@ impl Verifier {
     /// timestamp alongside `X-N8N-Signature`.
     pub fn check(
         &self,
-        endpoint: &str,
         headers: &HeaderMap,
         body: &[u8],
         now: u64,
@@ -70,7 +69,7 @@ impl Verifier {
                 }
                 self.keys.verify_legacy(legacy, body)?;
                 return Ok(Verified {
-                    receipt_key: receipt_key(endpoint, "legacy", body),
+                    receipt_key: receipt_key("legacy", body),
                 });
             }
         }
@@ -80,7 +79,7 @@ impl Verifier {
             None => signed.timestamp.to_string(),
         };
         Ok(Verified {
-            receipt_key: receipt_key(endpoint, &name, body),
+            receipt_key: receipt_key(&name, body),
         })
     }
 }
@@ -93,9 +92,9 @@ fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// SHA-256 over the parts that make a request identical, each length-delimited so
 /// no two different requests can collide by moving bytes between fields.
-fn receipt_key(endpoint: &str, signed_as: &str, body: &[u8]) -> String {
+fn receipt_key(signed_as: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
-    for part in [endpoint.as_bytes(), signed_as.as_bytes(), body] {
+    for part in [signed_as.as_bytes(), body] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -128,22 +127,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_signed_request_passes_and_gets_a_stable_receipt_key() {
+    fn a_signed_request_passes_and_gets_a_stable_receipt_key_whatever_its_endpoint() {
         let body = br#"{"demo_id":1,"approved":true}"#;
         let v = verifier(false);
         let a = v
-            .check("/p", &signed_headers(1000, body), body, 1000)
+            .check(&signed_headers(1000, body), body, 1000)
             .expect("ok");
         let b = v
-            .check("/p", &signed_headers(1000, body), body, 1100)
+            .check(&signed_headers(1000, body), body, 1100)
             .expect("ok");
         assert_eq!(a, b, "same request, same key");
-        let other_endpoint = v
-            .check("/q", &signed_headers(1000, body), body, 1000)
-            .expect("ok");
-        assert_ne!(a, other_endpoint);
         let re_signed = v
-            .check("/p", &signed_headers(1001, body), body, 1000)
+            .check(&signed_headers(1001, body), body, 1000)
             .expect("ok");
         assert_ne!(a, re_signed, "a new timestamp makes a new request");
     }
@@ -153,13 +148,13 @@ pub(crate) mod tests {
         let v = verifier(false);
         let body = b"{}";
         assert_eq!(
-            v.check("/p", &HeaderMap::new(), body, 1000),
+            v.check(&HeaderMap::new(), body, 1000),
             Err(SignatureError::Invalid(VerifyError::Missing(
                 HEADER_SIGNATURE
             )))
         );
         assert!(matches!(
-            v.check("/p", &signed_headers(1000, body), body, 1301),
+            v.check(&signed_headers(1000, body), body, 1301),
             Err(SignatureError::Invalid(VerifyError::Expired(301, 300)))
         ));
     }
@@ -173,13 +168,13 @@ pub(crate) mod tests {
             HeaderValue::from_str(&signature::sign_legacy(b"k", body)).expect("header"),
         );
         assert_eq!(
-            verifier(false).check("/p", &h, body, 1000),
+            verifier(false).check(&h, body, 1000),
             Err(SignatureError::LegacyDisabled)
         );
-        assert!(verifier(true).check("/p", &h, body, 1000).is_ok());
+        assert!(verifier(true).check(&h, body, 1000).is_ok());
         h.insert(HEADER_TIMESTAMP, HeaderValue::from_static("1"));
         assert!(
-            verifier(true).check("/p", &h, body, 1000).is_err(),
+            verifier(true).check(&h, body, 1000).is_err(),
             "a present timestamp selects the current scheme"
         );
     }
@@ -193,7 +188,7 @@ pub(crate) mod tests {
         };
         let body = b"{}";
         assert_eq!(
-            v.check("/p", &signed_headers(1000, body), body, 1000),
+            v.check(&signed_headers(1000, body), body, 1000),
             Err(SignatureError::Invalid(VerifyError::NoSecret))
         );
     }
@@ -222,22 +217,22 @@ pub(crate) mod tests {
         let body = br#"{"demo_id":1,"approved":true}"#;
         let v = standard_verifier();
         let a = v
-            .check("/p", &standard_headers("msg_1", 1000, body), body, 1000)
+            .check(&standard_headers("msg_1", 1000, body), body, 1000)
             .expect("ok");
         let again = v
-            .check("/p", &standard_headers("msg_1", 1000, body), body, 1200)
+            .check(&standard_headers("msg_1", 1000, body), body, 1200)
             .expect("ok");
         assert_eq!(a, again, "an identical copy is the same request");
         let other_id = v
-            .check("/p", &standard_headers("msg_2", 1000, body), body, 1000)
+            .check(&standard_headers("msg_2", 1000, body), body, 1000)
             .expect("ok");
         assert_ne!(a, other_id);
         assert_eq!(
-            v.check("/p", &standard_headers("msg_1", 1000, body), b"{}", 1000),
+            v.check(&standard_headers("msg_1", 1000, body), b"{}", 1000),
             Err(SignatureError::Invalid(VerifyError::Mismatch))
         );
         assert_eq!(
-            v.check("/p", &signed_headers(1000, body), body, 1000),
+            v.check(&signed_headers(1000, body), body, 1000),
             Err(SignatureError::Invalid(VerifyError::Missing("webhook-id"))),
             "the X-Webhook headers are not accepted under standard-webhooks"
         );

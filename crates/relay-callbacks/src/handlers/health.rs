@@ -42,10 +42,29 @@ pub async fn answer(state: &State) -> Reply {
     reply
 }
 
+/// How long one look at the database answers for: the endpoint is unsigned, and a
+/// flood of it took a pooled connection (shared with the deliveries under `run`) and
+/// a catalog query per request.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The last look at the database, at most [`FRESH_FOR`] old; requests that come while
+/// a look is under way wait for it rather than start their own.
+async fn database(state: &State) -> Value {
+    let mut last = state.health_seen.lock().await;
+    if let Some((at, seen)) = &*last {
+        if at.elapsed() < FRESH_FOR {
+            return seen.clone();
+        }
+    }
+    let seen = look(state).await;
+    *last = Some((std::time::Instant::now(), seen.clone()));
+    seen
+}
+
 /// Whether the database answers, and if not, why in a few words. The endpoint is
 /// unsigned, so the driver's own message (which names the database, the role, and
 /// why a login failed) goes only to the process log, at warn level.
-async fn database(state: &State) -> Value {
+async fn look(state: &State) -> Value {
     let limit = Duration::from_secs(state.config.database.connect_timeout_seconds + 1);
     let probe = async {
         let client = state.pool.get().await.map_err(|e| {

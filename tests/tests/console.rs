@@ -666,12 +666,27 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
     );
     // The overview it leads to shows the pause at once, not the sample from before it.
     let location = r.header("location").unwrap_or_default().to_string();
-    assert_eq!(location, "/?done=paused");
+    assert_eq!(location, "/?done=paused&scope=event%3Alead_scraped");
     let after = http(&addr, "GET", &location, Some(&cookie), None).await;
+    // The notice names what was paused (it said "Paused." whatever it was).
     assert!(
-        after.body.contains("Paused.") && after.body.contains("maintenance"),
+        after.body.contains("Paused event lead_scraped.") && after.body.contains("maintenance"),
         "{}",
         after.body
+    );
+    // A scope the console does not know is not echoed.
+    let forged = http(
+        &addr,
+        "GET",
+        "/?done=paused&scope=event%3A%3Cb%3Eyou%20were%20hacked",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(
+        forged.body.contains("Paused.") && !forged.body.contains("hacked"),
+        "{}",
+        forged.body
     );
     assert!(!after.body.contains("Nothing is paused."), "{}", after.body);
     let r = http(
@@ -714,6 +729,19 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
     )
     .await;
     assert_eq!(r.status, 303);
+    let resumed = http(
+        &addr,
+        "GET",
+        r.header("location").unwrap_or_default(),
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(
+        resumed.body.contains("Resumed URL http"),
+        "{}",
+        resumed.body
+    );
     for scope in ["url:99", "url:x", "url:http://elsewhere/", "nonsense"] {
         let r = http(
             &addr,

@@ -14,12 +14,17 @@ use tokio::time::Instant;
 use crate::response::Refusal;
 
 /// How many bodies of `callbacks.max_body_bytes` may be held in memory at once, all
-/// connections together. Bodies are read whole before their signature is checked, so
-/// without a bound anyone who can reach the port could hold `max_connections` of them
-/// (256 MiB with the defaults), or, over HTTP/2, as many per connection as it opens
-/// streams: past it a body is refused with 503 as its bytes arrive. n8n's callbacks
-/// are a few KiB each and take a sliver of it.
+/// connections together, beyond the first [`FREE_KIB`] of each. Bodies are read whole
+/// before their signature is checked, so without a bound anyone who can reach the port
+/// could hold `max_connections` of them (256 MiB with the defaults), or, over HTTP/2,
+/// as many per connection as it opens streams: past it a body is refused with 503 as
+/// its bytes arrive.
 pub const BODIES_AT_ONCE: usize = 32;
+
+/// The first KiB of every body, which the budget does not count: n8n's callbacks are a
+/// few KiB each, so clients holding the budget with large bodies never turn them
+/// away, and these parts are bounded by `max_connections` (16 MiB with the defaults).
+pub const FREE_KIB: usize = 64;
 
 /// The bytes of request bodies held at once, counted in KiB.
 #[derive(Clone)]
@@ -28,6 +33,7 @@ pub struct Budget(Arc<Semaphore>);
 impl Budget {
     pub fn new(max_body_bytes: usize) -> Budget {
         let kib = kib(max_body_bytes)
+            .saturating_sub(FREE_KIB)
             .saturating_mul(BODIES_AT_ONCE)
             .min(Semaphore::MAX_PERMITS);
         Budget(Arc::new(Semaphore::new(kib)))
@@ -113,7 +119,9 @@ pub async fn read(
             let Ok(chunk) = frame.into_data() else {
                 continue;
             };
-            let short = kib(data.len() + chunk.len()).saturating_sub(held.num_permits());
+            let short = kib(data.len() + chunk.len())
+                .saturating_sub(FREE_KIB)
+                .saturating_sub(held.num_permits());
             if short > 0 {
                 let more = u32::try_from(short)
                     .ok()

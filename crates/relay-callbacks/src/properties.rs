@@ -109,7 +109,7 @@ proptest! {
         if let Some(ts) = &ts { pairs.push((HEADER_TIMESTAMP, ts.as_str())); }
         if let Some(sig) = &sig { pairs.push((HEADER_SIGNATURE, sig.as_str())); }
         if let Some(l) = &legacy { pairs.push((HEADER_LEGACY_SIGNATURE, l.as_str())); }
-        let result = verifier(allow_legacy).check(&header_map(&pairs), &body, 1_000_000);
+        let result = verifier(allow_legacy).check("/p", &header_map(&pairs), &body, 1_000_000);
         prop_assert!(result.is_err(), "random headers verified: {:?}", pairs);
     }
 
@@ -122,18 +122,18 @@ proptest! {
     ) {
         let now = ts.saturating_add_signed(skew);
         let v = verifier(false);
-        prop_assert!(v.check(&signed_headers(ts, &body), &body, now).is_ok());
+        prop_assert!(v.check("/p", &signed_headers(ts, &body), &body, now).is_ok());
         if !body.is_empty() {
             let mut tampered = body.clone();
             let i = flip.index(tampered.len());
             tampered[i] ^= 0x01;
             prop_assert_eq!(
-                v.check(&signed_headers(ts, &body), &tampered, now),
+                v.check("/p", &signed_headers(ts, &body), &tampered, now),
                 Err(SignatureError::Invalid(VerifyError::Mismatch))
             );
         }
         let late = ts + 301;
-        prop_assert!(v.check(&signed_headers(ts, &body), &body, late).is_err());
+        prop_assert!(v.check("/p", &signed_headers(ts, &body), &body, late).is_err());
         prop_assert_eq!(signature::sign(b"k", ts, &body).len(), 64);
     }
 

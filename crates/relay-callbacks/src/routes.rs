@@ -161,7 +161,12 @@ async fn signed(
     .await?;
     let verified = state
         .verifier
-        .check(&parts.headers, &bytes, relay_core::signature::unix_now())
+        .check(
+            endpoint.path(),
+            &parts.headers,
+            &bytes,
+            relay_core::signature::unix_now(),
+        )
         .map_err(|e| Refusal::unauthorized(e.to_string()))?;
     let callback = payload::decode(endpoint, &bytes)?;
     handlers::apply(state, endpoint, &verified, callback).await

@@ -49,6 +49,15 @@ const STOP_REQUESTS: Duration = Duration::from_secs(10);
 /// With every connection taken, how often one more is asked to close while the next
 /// one waits for its place.
 const MAKE_ROOM_EVERY: Duration = Duration::from_millis(100);
+/// How long after its last request ended a connection is taken to have written its
+/// answer: asked to close before then, it closes through hyper's graceful shutdown
+/// (at most [`IDLE_CLOSE`]), after it at once.
+const ANSWER_WRITTEN: Duration = Duration::from_millis(200);
+/// How long a connection that has just answered may take to close once asked.
+const IDLE_CLOSE: Duration = Duration::from_secs(1);
+/// How long past `callbacks.request_timeout_seconds` a connection with a request in
+/// progress may take to close once asked.
+const BUSY_CLOSE_EXTRA: Duration = Duration::from_secs(10);
 /// At shutdown, how long the `webhook_logs` rows of those requests may take to write.
 const STOP_LOGS: Duration = Duration::from_secs(5);
 
@@ -180,6 +189,9 @@ pub async fn serve(
             }
         });
         let idle_limit = Duration::from_secs(limits.header_read_timeout_seconds);
+        // A request's body has request_timeout to arrive; its answer then takes what
+        // its statements take, bounded by their own timeouts.
+        let busy_close = Duration::from_secs(limits.request_timeout_seconds) + BUSY_CLOSE_EXTRA;
         let open = open.clone();
         let builder = builder.clone();
         let stop = shutdown.clone();
@@ -230,8 +242,11 @@ pub async fn serve(
                 .into_owned();
             tokio::pin!(connection);
             // Once asked to close (to make room, or by the stop), the request in
-            // progress is answered and the connection then ends.
-            let mut closing = false;
+            // progress is answered and the connection then ends: through hyper's
+            // graceful shutdown, so an answer not yet written (in_flight drops when
+            // the handler returns, before its bytes are sent) is not cut off; with a
+            // deadline of its own, short for a connection with nothing in progress.
+            let mut close_by: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     ended = connection.as_mut() => {
@@ -240,22 +255,28 @@ pub async fn serve(
                         }
                         break;
                     }
-                    _ = activity.idle_for(idle_limit), if !closing => {
+                    _ = activity.idle_for(idle_limit), if close_by.is_none() => {
                         tracing::debug!("closing an idle callback connection");
                         break;
                     }
-                    () = evict.notified(), if !closing => {
-                        if activity.in_flight.load(Ordering::SeqCst) == 0 {
+                    () = evict.notified(), if close_by.is_none() => {
+                        let busy = activity.in_flight.load(Ordering::SeqCst) > 0;
+                        // Nothing in progress for a while (a client dripping its
+                        // headers, an idle keep-alive): closed at once, as hyper's
+                        // graceful shutdown would wait for a half-sent head.
+                        if !busy && activity.last_change().elapsed() >= ANSWER_WRITTEN {
                             break;
                         }
-                        // A request in progress (it started since this one was picked,
-                        // or every connection was busy): answered, then closed.
                         connection.as_mut().graceful_shutdown();
-                        closing = true;
+                        close_by = Some(tokio::time::Instant::now() + if busy { busy_close } else { IDLE_CLOSE });
                     }
-                    () = stop.cancelled(), if !closing => {
+                    () = stop.cancelled(), if close_by.is_none() => {
                         connection.as_mut().graceful_shutdown();
-                        closing = true;
+                        close_by = Some(tokio::time::Instant::now() + busy_close);
+                    }
+                    () = tokio::time::sleep_until(close_by.unwrap_or_else(tokio::time::Instant::now)), if close_by.is_some() => {
+                        tracing::debug!("a callback connection asked to close did not: closed");
+                        break;
                     }
                 }
             }
@@ -328,20 +349,22 @@ impl OpenConnections {
 
     /// Asks one connection to close: the one that has gone longest without a request
     /// in progress, or, when every one has a request in progress, the one busy the
-    /// longest (it closes once that request is answered). Each is asked once; false
-    /// when every connection has been.
+    /// longest (it closes once that request is answered), unless one asked before is
+    /// still finishing its request: one waiting client closes one busy connection at
+    /// a time, not one every tenth of a second. Each is asked once; false when none
+    /// was asked.
     fn make_room(&self) -> bool {
         let open = self.lock();
+        let busy = |a: &Activity| a.in_flight.load(Ordering::SeqCst) > 0;
         let pick = open
             .values()
             .filter(|(activity, _)| !activity.asked.load(Ordering::SeqCst))
-            .min_by_key(|(activity, _)| {
-                (
-                    activity.in_flight.load(Ordering::SeqCst) > 0,
-                    activity.last_change(),
-                )
-            });
+            .min_by_key(|(activity, _)| (busy(activity), activity.last_change()));
+        let finishing = open
+            .values()
+            .any(|(activity, _)| activity.asked.load(Ordering::SeqCst) && busy(activity));
         match pick {
+            Some((activity, _)) if busy(activity) && finishing => false,
             Some((activity, evict)) => {
                 activity.asked.store(true, Ordering::SeqCst);
                 evict.notify_one();
@@ -475,4 +498,33 @@ async fn refuse_plain_http(mut stream: tokio::net::TcpStream) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_made_idle_connection_first_and_one_busy_connection_at_a_time() {
+        let open = OpenConnections::default();
+        let busy: Vec<Arc<Activity>> = (0..3).map(|_| Arc::new(Activity::new())).collect();
+        let _requests: Vec<Busy> = busy.iter().map(|a| a.begin()).collect();
+        let idle = Arc::new(Activity::new());
+        for a in busy.iter().chain([&idle]) {
+            open.add(a.clone());
+        }
+        assert!(open.make_room(), "the idle one");
+        assert!(idle.asked.load(Ordering::SeqCst));
+        assert!(open.make_room(), "then one busy one");
+        assert_eq!(
+            busy.iter()
+                .filter(|a| a.asked.load(Ordering::SeqCst))
+                .count(),
+            1
+        );
+        assert!(
+            !open.make_room(),
+            "no second busy one while the first is finishing its request"
+        );
+    }
 }

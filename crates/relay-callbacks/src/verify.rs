@@ -54,6 +54,7 @@ impl Verifier {
     /// timestamp alongside `X-N8N-Signature`.
     pub fn check(
         &self,
+        endpoint: &str,
         headers: &HeaderMap,
         body: &[u8],
         now: u64,
@@ -68,8 +69,11 @@ impl Verifier {
                     return Err(SignatureError::LegacyDisabled);
                 }
                 self.keys.verify_legacy(legacy, body)?;
+                // No timestamp: the same body is the same signature for ever, so the
+                // endpoint stays in its key (a status and a completion with the same
+                // body would otherwise refuse each other until the receipt expires).
                 return Ok(Verified {
-                    receipt_key: receipt_key("legacy", body),
+                    receipt_key: receipt_key(&format!("legacy {endpoint}"), body),
                 });
             }
         }
@@ -131,14 +135,18 @@ pub(crate) mod tests {
         let body = br#"{"demo_id":1,"approved":true}"#;
         let v = verifier(false);
         let a = v
-            .check(&signed_headers(1000, body), body, 1000)
+            .check("/p", &signed_headers(1000, body), body, 1000)
             .expect("ok");
         let b = v
-            .check(&signed_headers(1000, body), body, 1100)
+            .check("/p", &signed_headers(1000, body), body, 1100)
             .expect("ok");
         assert_eq!(a, b, "same request, same key");
+        let elsewhere = v
+            .check("/q", &signed_headers(1000, body), body, 1000)
+            .expect("ok");
+        assert_eq!(a, elsewhere, "the signature does not cover the path");
         let re_signed = v
-            .check(&signed_headers(1001, body), body, 1000)
+            .check("/p", &signed_headers(1001, body), body, 1000)
             .expect("ok");
         assert_ne!(a, re_signed, "a new timestamp makes a new request");
     }
@@ -148,13 +156,13 @@ pub(crate) mod tests {
         let v = verifier(false);
         let body = b"{}";
         assert_eq!(
-            v.check(&HeaderMap::new(), body, 1000),
+            v.check("/p", &HeaderMap::new(), body, 1000),
             Err(SignatureError::Invalid(VerifyError::Missing(
                 HEADER_SIGNATURE
             )))
         );
         assert!(matches!(
-            v.check(&signed_headers(1000, body), body, 1301),
+            v.check("/p", &signed_headers(1000, body), body, 1301),
             Err(SignatureError::Invalid(VerifyError::Expired(301, 300)))
         ));
     }
@@ -168,13 +176,13 @@ pub(crate) mod tests {
             HeaderValue::from_str(&signature::sign_legacy(b"k", body)).expect("header"),
         );
         assert_eq!(
-            verifier(false).check(&h, body, 1000),
+            verifier(false).check("/p", &h, body, 1000),
             Err(SignatureError::LegacyDisabled)
         );
-        assert!(verifier(true).check(&h, body, 1000).is_ok());
+        assert!(verifier(true).check("/p", &h, body, 1000).is_ok());
         h.insert(HEADER_TIMESTAMP, HeaderValue::from_static("1"));
         assert!(
-            verifier(true).check(&h, body, 1000).is_err(),
+            verifier(true).check("/p", &h, body, 1000).is_err(),
             "a present timestamp selects the current scheme"
         );
     }
@@ -188,7 +196,7 @@ pub(crate) mod tests {
         };
         let body = b"{}";
         assert_eq!(
-            v.check(&signed_headers(1000, body), body, 1000),
+            v.check("/p", &signed_headers(1000, body), body, 1000),
             Err(SignatureError::Invalid(VerifyError::NoSecret))
         );
     }
@@ -217,22 +225,22 @@ pub(crate) mod tests {
         let body = br#"{"demo_id":1,"approved":true}"#;
         let v = standard_verifier();
         let a = v
-            .check(&standard_headers("msg_1", 1000, body), body, 1000)
+            .check("/p", &standard_headers("msg_1", 1000, body), body, 1000)
             .expect("ok");
         let again = v
-            .check(&standard_headers("msg_1", 1000, body), body, 1200)
+            .check("/p", &standard_headers("msg_1", 1000, body), body, 1200)
             .expect("ok");
         assert_eq!(a, again, "an identical copy is the same request");
         let other_id = v
-            .check(&standard_headers("msg_2", 1000, body), body, 1000)
+            .check("/p", &standard_headers("msg_2", 1000, body), body, 1000)
             .expect("ok");
         assert_ne!(a, other_id);
         assert_eq!(
-            v.check(&standard_headers("msg_1", 1000, body), b"{}", 1000),
+            v.check("/p", &standard_headers("msg_1", 1000, body), b"{}", 1000),
             Err(SignatureError::Invalid(VerifyError::Mismatch))
         );
         assert_eq!(
-            v.check(&signed_headers(1000, body), body, 1000),
+            v.check("/p", &signed_headers(1000, body), body, 1000),
             Err(SignatureError::Invalid(VerifyError::Missing("webhook-id"))),
             "the X-Webhook headers are not accepted under standard-webhooks"
         );

@@ -34,7 +34,9 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(600);
 /// - `missing`: an id between two rows above `$1`, or between the first of them and
 ///   `$1` (at the first sample: the row before it, of any age), that is not (`id`; gaps of more than [`GAP_MAX`] ids are a jump of the
 ///   identity, not rows in flight, and are not listed);
-/// - `max`: the highest id above `$1` (`id`).
+/// - `max`: the highest id above `$1` (`id`);
+/// - `top`: the highest id there is (`id`, NULL when there is none): below `$1`, the
+///   table was emptied (`TRUNCATE ... RESTART IDENTITY`) and the reading starts over.
 const DELIVERIES: &str = "WITH fresh AS (
         SELECT id, direction, created_at, outcome, response_status, event_type, webhook_url
         FROM webhook_logs
@@ -61,7 +63,9 @@ const DELIVERIES: &str = "WITH fresh AS (
     FROM above, generate_series(above.prev + 1, above.id - 1) AS g
     WHERE above.id - above.prev - 1 BETWEEN 1 AND $3
     UNION ALL
-    SELECT 'max', NULL, NULL, NULL, NULL, NULL, max(id) FROM above HAVING count(*) > 0";
+    SELECT 'max', NULL, NULL, NULL, NULL, NULL, max(id) FROM above HAVING count(*) > 0
+    UNION ALL
+    SELECT 'top', NULL, NULL, NULL, NULL, NULL, (SELECT max(id) FROM webhook_logs)";
 
 /// How long an id missing below the highest seen is looked for: far past any outcome
 /// writer's transaction (its statements time out well before).
@@ -210,6 +214,7 @@ enum Reading {
     Found(i64),
     Missing(i64),
     Max(i64),
+    Top(Option<i64>),
 }
 
 impl Reading {
@@ -225,6 +230,7 @@ impl Reading {
             },
             "found" => Reading::Found(id()?),
             "missing" => Reading::Missing(id()?),
+            "top" => Reading::Top(row.try_get(6)?),
             _ => Reading::Max(id()?),
         })
     }
@@ -244,6 +250,17 @@ struct Window {
 impl Window {
     /// Takes in one reading of [`DELIVERIES`].
     fn take(&mut self, readings: Vec<Reading>, now: Instant) {
+        let top = readings.iter().find_map(|r| match r {
+            Reading::Top(top) => Some(top.unwrap_or(0)),
+            _ => None,
+        });
+        if top.is_some_and(|top| top < self.last_id) {
+            // Emptied and numbered from 1 again: nothing above the old highest id would
+            // ever be seen. What is there now is read from the start next time.
+            self.last_id = 0;
+            self.missing.clear();
+            return;
+        }
         for reading in readings {
             match reading {
                 Reading::Count {
@@ -260,6 +277,7 @@ impl Window {
                     self.missing.insert(id, now);
                 }
                 Reading::Max(id) => self.last_id = self.last_id.max(id),
+                Reading::Top(_) => {}
             }
         }
         self.missing
@@ -466,6 +484,26 @@ mod tests {
         // 7 never comes (its insert rolled back): let go after MISSING_FOR.
         w.take(Vec::new(), t0 + MISSING_FOR);
         assert!(w.missing.is_empty());
+    }
+
+    #[test]
+    fn a_table_emptied_and_numbered_again_is_read_from_the_start() {
+        let mut w = Window::default();
+        let t0 = Instant::now();
+        w.take(
+            vec![
+                Reading::Max(500),
+                Reading::Missing(7),
+                Reading::Top(Some(500)),
+            ],
+            t0,
+        );
+        assert_eq!(w.last_id, 500);
+        w.take(vec![Reading::Top(Some(3))], t0);
+        assert_eq!(w.last_id, 0, "rows 1 to 3 are new: read them");
+        assert!(w.missing.is_empty());
+        w.take(vec![Reading::Top(None)], t0);
+        assert_eq!(w.last_id, 0);
     }
 
     #[test]

@@ -218,6 +218,28 @@ fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 impl Console {
+    /// What a pause form's `scope` stands for, in words, from this console's own lists
+    /// (never the query's text): `every delivery`, `event lead_scraped`, `URL ...`.
+    fn scope_named(&self, scope: &str) -> Option<String> {
+        match scope.split_once(':') {
+            None if scope == "all" => Some("every delivery".into()),
+            Some(("event", e)) => self
+                .events
+                .iter()
+                .find(|name| **name == e)
+                .map(|name| format!("event {name}")),
+            Some(("url", n)) => {
+                let urls = pages::route_urls(&self.routes);
+                let url = n.parse::<usize>().ok().and_then(|n| urls.get(n).copied())?;
+                Some(format!(
+                    "URL {}",
+                    relay_core::config::url_without_userinfo(url)
+                ))
+            }
+            _ => None,
+        }
+    }
+
     async fn respond(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let answer = self.route(peer.ip(), request).await;
         answer.into_response()
@@ -383,7 +405,12 @@ impl Console {
         match path {
             "/" => {
                 let snap = self.snapshot.view();
-                let flash = field(&q, "done").and_then(flash_text);
+                let flash = field(&q, "done").and_then(flash_text).map(|text| {
+                    match field(&q, "scope").and_then(|s| self.scope_named(s)) {
+                        Some(scope) => format!("{} {scope}.", text.trim_end_matches('.')),
+                        None => text,
+                    }
+                });
                 Answer::page(
                     StatusCode::OK,
                     pages::overview(ctx, &snap, &self.routes, flash.as_deref()),
@@ -680,11 +707,15 @@ impl Console {
                     Ok(()) => {
                         info!(client = %ip, %scope, "console action: pause or resume");
                         self.snapshot.refreshed(REFRESH_AFTER_ACTION).await;
-                        Answer::redirect(if resume {
-                            "/?done=resumed"
-                        } else {
-                            "/?done=paused"
-                        })
+                        // The form's scope as sent (all, event:NAME, url:N), which the
+                        // overview names again from its own lists.
+                        let sent = field(form, "scope").unwrap_or_default();
+                        Answer::redirect(&format!(
+                            "/?done={}&scope={}",
+                            if resume { "resumed" } else { "paused" },
+                            url::form_urlencoded::byte_serialize(sent.as_bytes())
+                                .collect::<String>()
+                        ))
                     }
                     Err(e @ QueueAdminError::NotPaused(_)) => {
                         error_page(StatusCode::CONFLICT, &e.to_string(), Some(ctx))

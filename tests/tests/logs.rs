@@ -75,6 +75,20 @@ async fn json_format_writes_one_object_per_line_with_the_delivery_span() {
     assert_eq!(retry["span"]["webhook_id"], webhook_id.as_str());
     assert_eq!(retry["span"]["event"], "lead_scraped");
     assert_eq!(retry["span"]["attempt"], 1);
+    // What leads from the line to `queue show`, and numbers a log store can compare
+    // (they were the strings "3" and "1.93s").
+    let queue_id = db
+        .count("SELECT id FROM webhook_queue WHERE event_type = 'lead_scraped'")
+        .await;
+    assert_eq!(retry["span"]["queue_id"], queue_id, "{retry}");
+    assert!(
+        retry["span"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http")),
+        "{retry}"
+    );
+    assert!(retry["ms"].is_u64(), "{retry}");
+    assert!(retry["retry_in_seconds"].is_f64(), "{retry}");
     let delivered = lines
         .iter()
         .find(|l| l["message"] == "delivered")

@@ -297,6 +297,78 @@ async fn failed_attempts_count_as_retry_then_failed() {
     .await;
 }
 
+/// A relay that cannot route (here the queue refuses every insert, as a revoked grant
+/// or a schema older than the binary would) showed an empty, idle queue on every
+/// gauge: the events waiting in the outbox, and how long the oldest has, are gauges
+/// of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_relay_cannot_route_show_in_the_outbox_gauges() {
+    let db = TestDb::migrated().await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'permission denied for table webhook_queue'
+                 USING ERRCODE = 'insufficient_privilege'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON webhook_queue
+                 FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .expect("a queue that refuses rows");
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
+    let addr = relay.builder.metrics_addr();
+    emit(&db, "lead_scraped", 3).await;
+    let m = wait_until("three unrouted events in /metrics", T, || async {
+        let m = scrape(&addr).await?;
+        (m.value("n8n_relay_outbox_unrouted", &[]) == 3.0).then_some(m)
+    })
+    .await;
+    assert!(m.value("n8n_relay_outbox_oldest_unrouted_seconds", &[]) >= 0.0);
+    assert_eq!(
+        m.value("n8n_relay_queue_depth", &[("status", "pending")]),
+        0.0
+    );
+    assert!(
+        m.value("n8n_relay_queue_sampled_timestamp_seconds", &[]) > 1.7e9,
+        "sampled"
+    );
+}
+
+/// Rows that are due and not going out make `n8n_relay_queue_oldest_due_seconds` grow
+/// (here a relay with delivery switched off queues and sends nothing); a row waiting
+/// out its retry delay would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_row_that_is_not_sent_shows_how_late_it_is() {
+    let db = TestDb::migrated().await;
+    let sink = Sink::start().await;
+    let relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("N8N_ENABLED", "false")
+        .spawn();
+    let addr = relay.builder.metrics_addr();
+    emit(&db, "lead_scraped", 1).await;
+    wait_until("the queued row is late in /metrics", T, || async {
+        let m = scrape(&addr).await?;
+        (m.value("n8n_relay_queue_depth", &[("status", "pending")]) == 1.0
+            && m.value("n8n_relay_queue_oldest_due_seconds", &[]) > 0.0)
+            .then_some(())
+    })
+    .await;
+    db.client()
+        .await
+        .execute(
+            "UPDATE webhook_queue SET next_attempt_at = now() + interval '1 hour'",
+            &[],
+        )
+        .await
+        .expect("a retry delay");
+    wait_until("a row waiting out its delay is not late", T, || async {
+        let m = scrape(&addr).await?;
+        (m.value("n8n_relay_queue_oldest_due_seconds", &[]) == 0.0).then_some(())
+    })
+    .await;
+}
+
 /// `/readyz` and the queue count shared one connection: a count that took more than
 /// the probe's second (a large queue, a lock) made a healthy relay unready, and
 /// Kubernetes took it out of its Service, callbacks and all.
@@ -499,6 +571,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     // observation, as with any Prometheus client: record one callback.
     let metrics = relay_core::metrics::Metrics::new();
     metrics.callback("demo-approval", 200);
+    metrics.set_endpoint_unhealthy("http://n8n.test/webhook/x", true);
     let registry = parse_exposition(&metrics.render()).expect("the registry renders valid text");
     let exported = registry.names();
 

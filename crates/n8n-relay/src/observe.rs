@@ -280,17 +280,17 @@ async fn sample(pool: Pool, shutdown: CancellationToken) {
             // The count's own time, not the wait for the connection (a readiness
             // probe may hold it) nor its creation.
             let started = tokio::time::Instant::now();
-            let (counts, oldest) = relay_core::queue_admin::depth(&client)
+            let depth = relay_core::queue_admin::depth(&client)
                 .await
                 .context("queue depth")?;
             let held = relay_core::pause::held(&client)
                 .await
                 .context("rows held by pauses")?;
-            anyhow::Ok((counts, oldest, held, started.elapsed()))
+            anyhow::Ok((depth, held, started.elapsed()))
         };
         let sampled = match tokio::time::timeout(SAMPLE_TIMEOUT, result).await {
-            Ok(Ok((counts, oldest, held, took))) => {
-                metrics::global().set_queue_depth(&counts, oldest);
+            Ok(Ok((depth, held, took))) => {
+                metrics::global().set_queue_depth(&depth);
                 metrics::global().set_held(held);
                 if std::mem::take(&mut failing) {
                     info!("the queue gauges are current again");

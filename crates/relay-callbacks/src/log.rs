@@ -54,12 +54,45 @@ struct Row {
     error: Option<String>,
 }
 
+/// Refusals as the process log tells them: anyone who reaches the port can make one
+/// (a scanner's 404, a flood of unsigned requests), so the first is a warning and then
+/// at most one a minute, with how many came since; the rest are at debug. Every one of
+/// them is a `webhook_logs` row all the same (or, under a flood, counted as dropped).
+#[derive(Default)]
+pub struct Refusals {
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(refused since the last warning)` when this refusal is to be warned of.
+    fn say(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some((at, ref mut since)) if at.elapsed() < Self::EVERY => {
+                *since += 1;
+                None
+            }
+            Some((_, since)) => {
+                *last = Some((std::time::Instant::now(), 0));
+                Some(since)
+            }
+            None => {
+                *last = Some((std::time::Instant::now(), 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 /// Hands rows to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Row>,
     tasks: TaskTracker,
     dropped: Arc<AtomicU64>,
+    refusals: Arc<Refusals>,
 }
 
 impl Writer {
@@ -73,6 +106,7 @@ impl Writer {
             tx,
             tasks: tasks.clone(),
             dropped,
+            refusals: Arc::default(),
         }
     }
 }
@@ -92,8 +126,18 @@ pub fn record(writer: &Writer, entry: Entry, reply: &Reply) {
             replay = reply.replay,
             "callback"
         );
-    } else {
+    } else if let Some(since) = writer.refusals.say() {
         tracing::warn!(
+            method = %entry.method,
+            endpoint = %entry.path,
+            status,
+            duration_ms,
+            error = reply.error.as_deref().unwrap_or(""),
+            refused_since_last = since,
+            "callback refused (further refusals are summed here once a minute; each is in webhook_logs)"
+        );
+    } else {
+        tracing::debug!(
             method = %entry.method,
             endpoint = %entry.path,
             status,
@@ -192,5 +236,28 @@ async fn write(pool: &Pool, batch: &mut Vec<Row>) {
     };
     if let Err(e) = written.await {
         tracing::warn!(error = %e, rows, "could not write webhook_logs rows");
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_warned_of_once_then_summed_once_a_minute() {
+        let r = Refusals::default();
+        assert_eq!(r.say(), Some(0), "the first");
+        assert_eq!(r.say(), None);
+        assert_eq!(r.say(), None);
+        if let Some(a_minute_ago) =
+            std::time::Instant::now().checked_sub(Refusals::EVERY + Duration::from_secs(1))
+        {
+            let mut last = r.last.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, _)) = last.as_mut() {
+                *at = a_minute_ago;
+            }
+        }
+        assert_eq!(r.say(), Some(2), "a minute on: the two since");
+        assert_eq!(r.say(), None);
     }
 }

@@ -14,6 +14,9 @@
 //! | `n8n_relay_attempt_duration_seconds` | histogram | |
 //! | `n8n_relay_queue_depth` | gauge | `status` |
 //! | `n8n_relay_queue_oldest_pending_seconds` | gauge | |
+//! | `n8n_relay_queue_oldest_due_seconds` | gauge | (how late the most overdue pending row is) |
+//! | `n8n_relay_outbox_unrouted` | gauge | (events not yet routed) |
+//! | `n8n_relay_outbox_oldest_unrouted_seconds` | gauge | |
 //! | `n8n_relay_queue_held` | gauge | (rows held by pauses) |
 //! | `n8n_relay_queue_sampled_timestamp_seconds` | gauge | (last successful sample) |
 //! | `n8n_relay_endpoint_unhealthy` | gauge | `url` |
@@ -114,6 +117,9 @@ pub struct Metrics {
     attempt_duration: Histogram,
     queue_depth: Family<StatusLabel, GaugeF64>,
     queue_oldest_pending: GaugeF64,
+    queue_oldest_due: GaugeF64,
+    outbox_unrouted: Gauge,
+    outbox_oldest_unrouted: GaugeF64,
     queue_held: Gauge,
     queue_sampled: Gauge,
     endpoint_unhealthy: Family<UrlLabel, Gauge>,
@@ -147,6 +153,9 @@ impl Metrics {
             attempt_duration: Histogram::new(ATTEMPT_BUCKETS.iter().copied()),
             queue_depth: Family::default(),
             queue_oldest_pending: GaugeF64::default(),
+            queue_oldest_due: GaugeF64::default(),
+            outbox_unrouted: Gauge::default(),
+            outbox_oldest_unrouted: GaugeF64::default(),
             queue_held: Gauge::default(),
             queue_sampled: Gauge::default(),
             endpoint_unhealthy: Family::default(),
@@ -199,6 +208,24 @@ impl Metrics {
             self.queue_oldest_pending.clone(),
         );
         r.register(
+            "queue_oldest_due_seconds",
+            "How long ago the pending webhook_queue row due longest ago became due (0 when \
+             none is due), sampled: the relay is behind, n8n is refusing, or a pause holds \
+             it (n8n_relay_queue_held); rows waiting out a retry delay do not count",
+            self.queue_oldest_due.clone(),
+        );
+        r.register(
+            "outbox_unrouted",
+            "Events in the outbox (webhook_events) not yet routed into webhook_queue, sampled: \
+             more than a moment's worth means the relay cannot route (see its log)",
+            self.outbox_unrouted.clone(),
+        );
+        r.register(
+            "outbox_oldest_unrouted_seconds",
+            "Age of the oldest event not yet routed (0 when none), sampled",
+            self.outbox_oldest_unrouted.clone(),
+        );
+        r.register(
             "queue_held",
             "Pending webhook_queue rows held by a run-time pause (n8n-relay queue pause), sampled",
             self.queue_held.clone(),
@@ -246,7 +273,9 @@ impl Metrics {
                     .inc_by(0);
             }
         }
-        self.set_queue_depth(&StatusCounts::default(), None);
+        // Every status reads 0 from the start; the sample time stays 0 until a count
+        // succeeds (stamped here, a relay that never counted looked freshly sampled).
+        self.set_counts(&StatusCounts::default());
         self
     }
 
@@ -289,7 +318,7 @@ impl Metrics {
 
     /// Every status is set, 0 included, so a drained status reads 0 rather than
     /// keeping its last value.
-    pub fn set_queue_depth(&self, counts: &StatusCounts, oldest_pending_seconds: Option<f64>) {
+    fn set_counts(&self, counts: &StatusCounts) {
         for status in QueueStatus::ALL {
             self.queue_depth
                 .get_or_create(&StatusLabel {
@@ -297,8 +326,17 @@ impl Metrics {
                 })
                 .set(counts.get(status) as f64);
         }
+    }
+
+    /// One successful sample of the queue and the outbox.
+    pub fn set_queue_depth(&self, depth: &crate::queue_admin::Depth) {
+        self.set_counts(&depth.counts);
         self.queue_oldest_pending
-            .set(oldest_pending_seconds.unwrap_or(0.0));
+            .set(depth.oldest_pending.unwrap_or(0.0));
+        self.queue_oldest_due.set(depth.oldest_due.unwrap_or(0.0));
+        self.outbox_unrouted.set(depth.unrouted);
+        self.outbox_oldest_unrouted
+            .set(depth.oldest_unrouted.unwrap_or(0.0));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -387,6 +425,9 @@ mod tests {
             "n8n_relay_attempt_duration_seconds",
             "n8n_relay_queue_depth",
             "n8n_relay_queue_oldest_pending_seconds",
+            "n8n_relay_queue_oldest_due_seconds",
+            "n8n_relay_outbox_unrouted",
+            "n8n_relay_outbox_oldest_unrouted_seconds",
             "n8n_relay_listener_reconnects_total",
             "n8n_relay_listener_connected",
             "n8n_relay_callbacks_total",
@@ -402,6 +443,9 @@ mod tests {
             .contains("n8n_relay_deliveries_total{event=\"lead_scraped\",outcome=\"sent\"} 0\n"));
         assert!(text.contains("n8n_relay_queue_depth{status=\"pending\"} 0.0\n"));
         assert!(text.contains("n8n_relay_listener_connected 0\n"));
+        // Not sampled yet: the sample time says so (it was stamped at start, and a
+        // relay that never counted looked freshly sampled).
+        assert!(text.contains("n8n_relay_queue_sampled_timestamp_seconds 0\n"));
     }
 
     #[test]
@@ -453,12 +497,21 @@ mod tests {
             total: 5,
             ..StatusCounts::default()
         };
-        m.set_queue_depth(&counts, Some(12.5));
+        m.set_queue_depth(&crate::queue_admin::Depth {
+            counts,
+            oldest_pending: Some(12.5),
+            oldest_due: Some(3.0),
+            unrouted: 7,
+            oldest_unrouted: Some(40.0),
+        });
         m.callback("weird\"path\\\n", 401);
         let text = m.render();
         assert!(text.contains("n8n_relay_queue_depth{status=\"pending\"} 4.0\n"));
         assert!(text.contains("n8n_relay_queue_depth{status=\"sent\"} 0.0\n"));
         assert!(text.contains("n8n_relay_queue_oldest_pending_seconds 12.5\n"));
+        assert!(text.contains("n8n_relay_queue_oldest_due_seconds 3.0\n"));
+        assert!(text.contains("n8n_relay_outbox_unrouted 7\n"));
+        assert!(text.contains("n8n_relay_outbox_oldest_unrouted_seconds 40.0\n"));
         let sampled_at: i64 = text
             .lines()
             .find_map(|l| l.strip_prefix("n8n_relay_queue_sampled_timestamp_seconds "))

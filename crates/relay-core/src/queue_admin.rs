@@ -335,10 +335,19 @@ const STATS: &str = "
 /// set only by versions before that, whose routed rows `migrate` removes).
 const NOT_YET_ROUTED: &str = "SELECT count(*)::bigint FROM webhook_events WHERE routed_at IS NULL";
 
+/// Per status: rows, the oldest one's age, and (for pending rows) how late the one
+/// due longest ago is: a row waiting out a retry delay or parked is not late.
 const DEPTH: &str = "
-    SELECT status, count(*)::bigint, extract(epoch FROM now() - min(created_at))::float8
+    SELECT status, count(*)::bigint, extract(epoch FROM now() - min(created_at))::float8,
+           extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()))::float8
     FROM webhook_queue
     GROUP BY status";
+
+/// Events still in the outbox, and the oldest one's age: events the router has not
+/// taken up (a relay that cannot route looks idle on every queue gauge).
+const UNROUTED: &str = "
+    SELECT count(*)::bigint, extract(epoch FROM now() - min(occurred_at))::float8
+    FROM webhook_events WHERE routed_at IS NULL";
 
 const LIST: &str = concat!(
     "SELECT ",
@@ -502,19 +511,36 @@ pub async fn stats(client: &Client, by_event: bool) -> Result<Stats> {
     Ok(stats)
 }
 
-/// Rows per status and the oldest pending row's age in seconds, for the queue
-/// gauges: one GROUP BY, the cheapest query that answers both.
-pub async fn depth(client: &Client) -> Result<(StatusCounts, Option<f64>)> {
-    let mut counts = StatusCounts::default();
-    let mut oldest_pending = None;
+/// What the queue gauges show: see [`depth`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Depth {
+    pub counts: StatusCounts,
+    /// Age of the oldest pending row, seconds.
+    pub oldest_pending: Option<f64>,
+    /// How long ago the pending row due longest ago became due, seconds.
+    pub oldest_due: Option<f64>,
+    /// Events in the outbox not yet routed, and the oldest one's age.
+    pub unrouted: i64,
+    pub oldest_unrouted: Option<f64>,
+}
+
+/// Rows per status, the oldest pending row's age and how late the most overdue one
+/// is, and the outbox's unrouted events, for the queue gauges: one GROUP BY over the
+/// queue and one count of the outbox (which routing keeps small).
+pub async fn depth(client: &Client) -> Result<Depth> {
+    let mut depth = Depth::default();
     for row in client.query(DEPTH, &[]).await? {
         let status: &str = row.get(0);
-        counts.add(status, row.get(1));
+        depth.counts.add(status, row.get(1));
         if status == QueueStatus::Pending.as_str() {
-            oldest_pending = row.get(2);
+            depth.oldest_pending = row.get(2);
+            depth.oldest_due = row.get(3);
         }
     }
-    Ok((counts, oldest_pending))
+    let outbox = client.query_one(UNROUTED, &[]).await?;
+    depth.unrouted = outbox.get(0);
+    depth.oldest_unrouted = outbox.get(1);
+    Ok(depth)
 }
 
 /// Newest rows first, filtered by status and event type (both checked by name).

@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::delivery::Deliverer;
 use crate::health::{self, Tracker};
@@ -499,9 +499,13 @@ async fn work(shared: Arc<Shared>) {
             return;
         };
         held.row = Some((ready.job.id, ready.job.url.clone()));
+        // The queue row's id and URL too, so that a log line leads to `n8n-relay queue
+        // show ID` (the URL without its `user:password@`).
         let span = tracing::info_span!(
             "delivery",
             webhook_id = %ready.job.webhook_id,
+            queue_id = ready.job.id,
+            url = %relay_core::config::url_without_userinfo(&ready.job.url),
             event = %ready.job.event_type,
             attempt = ready.job.attempt(),
         );
@@ -554,7 +558,9 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
     }
     let attempt = shared.deliverer.deliver(&job, policy.timeout).await;
     let verdict = outcome::judge(&job, &attempt, policy);
-    let ms = attempt.duration.as_millis();
+    // Numbers in the JSON log, not strings: u128 (as_millis) and a Debug Duration were
+    // written as "3" and "1.93s", which a log store cannot compare.
+    let ms = u64::try_from(attempt.duration.as_millis()).unwrap_or(u64::MAX);
     let error = attempt.error.as_deref().unwrap_or_default();
     match verdict {
         Verdict::Sent => {
@@ -568,14 +574,22 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
         // Once the URL is unhealthy (said once, with its last error, by
         // crate::health), each of its rows' retries is one of many: at debug.
         Verdict::Retry { delay, .. } if shared.state().health.is_unhealthy(&job.url) => debug!(
-            status = attempt.status, ms, error, retry_in = ?delay,
+            status = attempt.status,
+            ms,
+            error,
+            retry_in_seconds = delay.as_secs_f64(),
             "delivery failed; will retry"
         ),
         Verdict::Retry { delay, .. } => warn!(
-            status = attempt.status, ms, error, retry_in = ?delay,
+            status = attempt.status,
+            ms,
+            error,
+            retry_in_seconds = delay.as_secs_f64(),
             "delivery failed; will retry"
         ),
-        Verdict::Failed => warn!(
+        // Retries spent: a delivery that will not happen without someone, where a
+        // retry is routine. Error, so on-call can filter for it.
+        Verdict::Failed => error!(
             status = attempt.status,
             ms, error, "delivery failed; no retries left, the row is failed"
         ),

@@ -79,8 +79,12 @@ pub(crate) async fn run(
                     "listener could not connect; trying again"
                 };
                 match failing.failed(what) {
-                    Say::Warn => warn!(error = %e, retry_in = ?delay, "{what}"),
-                    Say::Quietly => debug!(error = %e, retry_in = ?delay, "{what}"),
+                    Say::Warn => {
+                        warn!(error = %e, retry_in_seconds = delay.as_secs_f64(), "{what}")
+                    }
+                    Say::Quietly => {
+                        debug!(error = %e, retry_in_seconds = delay.as_secs_f64(), "{what}")
+                    }
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return,

@@ -342,7 +342,7 @@ async fn write_with_retry(db: &Db, batch: &[Finished], stop: &CancellationToken)
             }
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                warn!(error = %e, rows = batch.len(), retry_in = ?delay, "could not record outcomes; retrying");
+                warn!(error = %e, rows = batch.len(), retry_in_seconds = delay.as_secs_f64(), "could not record outcomes; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => break,

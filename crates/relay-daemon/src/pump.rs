@@ -340,8 +340,12 @@ impl Pump {
                         "database error; backing off"
                     };
                     match streak.failed(what) {
-                        Say::Warn => warn!(error = %e, retry_in = ?delay, "{what}"),
-                        Say::Quietly => debug!(error = %e, retry_in = ?delay, "{what}"),
+                        Say::Warn => {
+                            warn!(error = %e, retry_in_seconds = delay.as_secs_f64(), "{what}")
+                        }
+                        Say::Quietly => {
+                            debug!(error = %e, retry_in_seconds = delay.as_secs_f64(), "{what}")
+                        }
                     }
                     // The listener's reconnect ends the wait: Postgres is back, and
                     // deliveries resume within a round trip, not at the next try.

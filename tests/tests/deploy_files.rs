@@ -111,9 +111,13 @@ fn concrete(var: &str, value: &str) -> String {
         let dir = std::env::temp_dir().join(format!("deploy-files-secrets-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("secrets dir");
         let path = dir.join(var);
-        std::fs::write(&path, "placeholder-secret").expect("secret file");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        // Written aside and renamed into place: the tests run side by side and write the
+        // same names, and a file truncated by one was read empty by another.
+        let aside = dir.join(format!("{var}.{:?}", std::thread::current().id()));
+        std::fs::write(&aside, "placeholder-secret").expect("secret file");
+        std::fs::set_permissions(&aside, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .expect("chmod 600");
+        std::fs::rename(&aside, &path).expect("secret file in place");
         return path.to_string_lossy().to_string();
     }
     if out.is_empty() {

@@ -483,6 +483,57 @@ async fn an_unknown_id_is_an_error_that_names_it() {
     }
 }
 
+/// What on-call has in hand from n8n's side is the delivery's X-Webhook-Id (in the
+/// execution's headers, and in the relay's log): `queue show` takes it for the row
+/// (it said "invalid digit found in string").
+#[tokio::test]
+async fn show_finds_a_row_by_the_webhook_id_its_deliveries_carry() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "failed").insert(&client).await;
+    let webhook_id: String = client
+        .query_one(
+            "SELECT webhook_id::text FROM webhook_queue WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("webhook id")
+        .get(0);
+    let json = cli(
+        &db,
+        &format!("queue show {} --json", webhook_id.to_uppercase()),
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(json["id"], id, "{json}");
+    // A failed row has no next attempt (it showed the column's last value).
+    let text = cli(&db, &format!("queue show {webhook_id}"))
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("next attempt") && l.trim_end().ends_with(" -")),
+        "{text}"
+    );
+    let out = cli(&db, "queue show 00000000-0000-0000-0000-000000000000").await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no queue row with webhook id 00000000-0000-0000-0000-000000000000"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&db, "queue show row-7").await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("neither a queue row id"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[tokio::test]
 async fn retry_puts_a_failed_row_back_to_pending_and_records_it() {
     let db = TestDb::migrated().await;

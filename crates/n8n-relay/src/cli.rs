@@ -88,8 +88,9 @@ pub enum QueueCommand {
     },
     /// Show one row with its attempts and last error.
     Show {
-        /// The queue row's id.
-        id: i64,
+        /// The queue row's id, or the webhook id its deliveries carry (X-Webhook-Id,
+        /// in n8n's execution data and the relay's log).
+        id: relay_core::queue_admin::RowRef,
         /// Print JSON (stable keys, for scripts) instead of a table.
         #[arg(long)]
         json: bool,

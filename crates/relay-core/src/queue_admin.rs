@@ -60,6 +60,8 @@ impl std::fmt::Display for QueueStatus {
 pub enum QueueAdminError {
     #[error("no queue row with id {0}")]
     UnknownId(i64),
+    #[error("no queue row with webhook id {0} (the X-Webhook-Id of its deliveries)")]
+    UnknownWebhookId(String),
     #[error(
         "queue row {0} is in flight (status sending): a delivery attempt is running; \
          try again once it has finished"
@@ -565,6 +567,55 @@ pub async fn list(client: &Client, filter: &ListFilter) -> Result<Vec<QueueRow>>
 
 /// One row with its payload, its history (attempts and operator notes, oldest
 /// first) and its most recent log entries.
+/// A queue row as an operator names it: by its id, or by the webhook id its deliveries
+/// carry (`X-Webhook-Id`, in n8n's execution data and the relay's log), which is what
+/// one has in hand from n8n's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowRef {
+    Id(i64),
+    WebhookId(String),
+}
+
+impl std::str::FromStr for RowRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<RowRef, String> {
+        let text = text.trim();
+        if let Ok(id) = text.parse::<i64>() {
+            return Ok(RowRef::Id(id));
+        }
+        let uuid = text.len() == 36
+            && text.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if uuid {
+            Ok(RowRef::WebhookId(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "{text:?} is neither a queue row id (a number) nor a webhook id (a UUID, \
+                 the X-Webhook-Id of a delivery)"
+            ))
+        }
+    }
+}
+
+/// No index on `webhook_id` (every delivered event would pay for one), so looking a
+/// row up by it reads the queue: for an operator's one look, not for scripts in a loop.
+const ID_OF_WEBHOOK: &str = "SELECT id FROM webhook_queue WHERE webhook_id = $1::text::uuid";
+
+/// The id of the row `row` names.
+pub async fn row_id(client: &Client, row: &RowRef) -> Result<i64> {
+    match row {
+        RowRef::Id(id) => Ok(*id),
+        RowRef::WebhookId(w) => client
+            .query_opt(ID_OF_WEBHOOK, &[w])
+            .await?
+            .map(|r| r.get(0))
+            .ok_or_else(|| QueueAdminError::UnknownWebhookId(w.clone())),
+    }
+}
+
 pub async fn show(client: &Client, id: i64) -> Result<Detail> {
     let row = client
         .query_opt(SHOW_ROW, &[&id])
@@ -1179,6 +1230,25 @@ fn queue_row(r: &Row) -> QueueRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_is_named_by_its_id_or_its_webhook_id() {
+        assert_eq!("42".parse(), Ok(RowRef::Id(42)));
+        assert_eq!(
+            " 3F0C9A52-6F1E-4B7A-9D2C-8E1F0A6B5C43 ".parse(),
+            Ok(RowRef::WebhookId(
+                "3f0c9a52-6f1e-4b7a-9d2c-8e1f0a6b5c43".into()
+            ))
+        );
+        for bad in [
+            "row-7",
+            "",
+            "3f0c9a52-6f1e-4b7a-9d2c-8e1f0a6b5c4",
+            "3f0c9a52x6f1e-4b7a-9d2c-8e1f0a6b5c43",
+        ] {
+            assert!(bad.parse::<RowRef>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn statuses_round_trip() {

@@ -60,6 +60,7 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
             }
         }
         QueueCommand::Show { id, json } => {
+            let id = queue_admin::row_id(&client, &id).await.map_err(failure)?;
             let detail = queue_admin::show(&client, id).await.map_err(failure)?;
             let waits = waits_for(&client, &detail).await?;
             if json {
@@ -402,7 +403,7 @@ fn render_list(rows: &[QueueRow]) -> String {
             r.event_type.clone(),
             entity(r),
             format!("{}/{}", r.retry_count, r.max_retries),
-            r.next_attempt_at.clone(),
+            next_attempt(r),
             r.created_at.clone(),
             r.last_error
                 .as_deref()
@@ -456,7 +457,7 @@ fn render_detail(d: &Detail, waits: &Waits) -> String {
         ("status", r.status.clone()),
         ("priority", r.priority.to_string()),
         ("retries", format!("{} of {}", r.retry_count, r.max_retries)),
-        ("next attempt", r.next_attempt_at.clone()),
+        ("next attempt", next_attempt(r)),
         ("occurred", r.occurred_at.clone()),
         ("created", r.created_at.clone()),
         ("updated", r.updated_at.clone()),
@@ -593,6 +594,15 @@ fn render_cleanup(report: &CleanupReport, options: CleanupOptions) -> String {
         ));
     }
     out
+}
+
+/// When the row goes out next: only a pending or sending row has a next attempt (a
+/// failed, sent or cancelled row keeps the column's last value, which read as one).
+fn next_attempt(r: &QueueRow) -> String {
+    match r.status.as_str() {
+        "pending" | "sending" => r.next_attempt_at.clone(),
+        _ => "-".to_string(),
+    }
 }
 
 fn cleanup_statuses(include_failed: bool) -> Vec<&'static str> {

@@ -318,7 +318,18 @@ async fn events_the_relay_cannot_route_show_in_the_outbox_gauges() {
     let sink = Sink::start().await;
     let relay = RelayBuilder::new(&db.url, &sink.url()).spawn();
     let addr = relay.builder.metrics_addr();
-    emit(&db, "lead_scraped", 3).await;
+    emit(&db, "lead_scraped", 2).await;
+    // A time written by hand as -infinity (an infinite interval is an error, and it
+    // stopped every gauge).
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO webhook_events (event_type, entity_type, entity_id, payload, occurred_at)
+             VALUES ('lead_scraped', 'lead', 9, '{}', '-infinity')",
+            &[],
+        )
+        .await
+        .expect("an event of -infinity");
     let m = wait_until("three unrouted events in /metrics", T, || async {
         let m = scrape(&addr).await?;
         (m.value("n8n_relay_outbox_unrouted", &[]) == 3.0).then_some(m)

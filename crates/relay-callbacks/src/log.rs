@@ -134,7 +134,7 @@ pub fn record(writer: &Writer, entry: Entry, reply: &Reply) {
             duration_ms,
             error = reply.error.as_deref().unwrap_or(""),
             refused_since_last = since,
-            "callback refused (further refusals are summed here once a minute; each is in webhook_logs)"
+            "callback refused (the next warning, a minute on at the earliest, says how many came between; each is in webhook_logs)"
         );
     } else {
         tracing::debug!(

@@ -210,14 +210,17 @@ impl Metrics {
         r.register(
             "queue_oldest_due_seconds",
             "How long ago the pending webhook_queue row due longest ago became due (0 when \
-             none is due), sampled: the relay is behind, n8n is refusing, or a pause holds \
-             it (n8n_relay_queue_held); rows waiting out a retry delay do not count",
+             none is due), sampled: the relay is behind or n8n is refusing, or the row is \
+             held on purpose (a pause: n8n_relay_queue_held; a disabled route or delivery; \
+             an earlier event of its entity); rows waiting out a retry delay do not count",
             self.queue_oldest_due.clone(),
         );
         r.register(
             "outbox_unrouted",
             "Events in the outbox (webhook_events) not yet routed into webhook_queue, sampled: \
-             more than a moment's worth means the relay cannot route (see its log)",
+             a backlog waits here while every worker is busy; events waiting while \
+             n8n_relay_events_routed_total stands still mean the relay cannot route (its log \
+             says why)",
             self.outbox_unrouted.clone(),
         );
         r.register(

@@ -338,17 +338,24 @@ const STATS: &str = "
 const NOT_YET_ROUTED: &str = "SELECT count(*)::bigint FROM webhook_events WHERE routed_at IS NULL";
 
 /// Per status: rows, the oldest one's age, and (for pending rows) how late the one
-/// due longest ago is: a row waiting out a retry delay or parked is not late.
+/// due longest ago is: a row waiting out a retry delay or parked is not late. Times
+/// written by hand as `-infinity` are left out (an infinite interval is an error, and
+/// it stopped every gauge).
 const DEPTH: &str = "
-    SELECT status, count(*)::bigint, extract(epoch FROM now() - min(created_at))::float8,
-           extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()))::float8
+    SELECT status, count(*)::bigint,
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE isfinite(created_at)))::float8,
+           extract(epoch FROM now() - min(next_attempt_at)
+                   FILTER (WHERE next_attempt_at <= now() AND isfinite(next_attempt_at)))::float8
     FROM webhook_queue
     GROUP BY status";
 
-/// Events still in the outbox, and the oldest one's age: events the router has not
-/// taken up (a relay that cannot route looks idle on every queue gauge).
+/// Events still in the outbox, and the oldest one's age. Under load the backlog waits
+/// here (the router takes up as many events as workers are free), so a count alone is
+/// not a fault; with nothing routed for minutes it is (a relay that cannot route
+/// looks idle on every queue gauge).
 const UNROUTED: &str = "
-    SELECT count(*)::bigint, extract(epoch FROM now() - min(occurred_at))::float8
+    SELECT count(*)::bigint,
+           extract(epoch FROM now() - min(occurred_at) FILTER (WHERE isfinite(occurred_at)))::float8
     FROM webhook_events WHERE routed_at IS NULL";
 
 const LIST: &str = concat!(
@@ -528,7 +535,7 @@ pub struct Depth {
 
 /// Rows per status, the oldest pending row's age and how late the most overdue one
 /// is, and the outbox's unrouted events, for the queue gauges: one GROUP BY over the
-/// queue and one count of the outbox (which routing keeps small).
+/// queue and one count of the outbox.
 pub async fn depth(client: &Client) -> Result<Depth> {
     let mut depth = Depth::default();
     for row in client.query(DEPTH, &[]).await? {

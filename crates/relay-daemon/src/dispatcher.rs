@@ -587,13 +587,13 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
             retry_in_seconds = delay.as_secs_f64(),
             "delivery failed; will retry"
         ),
-        // Retries spent: a delivery that will not happen without someone, where a
-        // retry is routine. Error, so on-call can filter for it.
+        // Retries spent, or refused for good: a delivery that will not happen without
+        // someone, where a retry is routine. Error, so on-call can filter for it.
         Verdict::Failed => error!(
             status = attempt.status,
             ms, error, "delivery failed; no retries left, the row is failed"
         ),
-        Verdict::Refused => warn!(
+        Verdict::Refused => error!(
             status = attempt.status,
             ms,
             error,
@@ -612,7 +612,7 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
         if let (Some(429 | 503), Some(after)) = (attempt.status, attempt.retry_after) {
             let after = after.min(shared.max_retry_after);
             let until = Instant::now() + after;
-            info!(url = %relay_core::config::url_without_userinfo(&job.url), retry_after = ?after,
+            info!(url = %relay_core::config::url_without_userinfo(&job.url), retry_after_seconds = after.as_secs_f64(),
                 "n8n asked to slow down: nothing more is sent to this URL until then");
             state.cooldown.insert(job.url.clone(), until);
         }

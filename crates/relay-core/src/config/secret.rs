@@ -180,11 +180,64 @@ pub(super) fn de_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>,
 pub const REDACTED: &str = "(redacted)";
 
 /// A webhook URL without its `user:password@`, as logs, metrics, events and the
-/// console show it: n8n basic-auth credentials may ride in a route's URL.
+/// console show it: n8n basic-auth credentials may ride in a route's URL, and so may a
+/// token in its query (a proxy in front of n8n that takes `?token=`): the value of a
+/// query parameter whose name says it is a credential is hidden too.
 pub fn url_without_userinfo(url: &str) -> String {
-    match split_userinfo(url) {
+    let bare = match split_userinfo(url) {
         Some((scheme, _, after)) => format!("{scheme}://{after}"),
         None => url.to_string(),
+    };
+    query_credentials_hidden(&bare)
+}
+
+/// Whether a query parameter's name says it carries a credential: one of its words
+/// (split at `_`, `-`, `.`) is `token`, `key`, `secret`, `password`, `sig`, ... .
+fn names_a_credential(name: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "token",
+        "key",
+        "apikey",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "auth",
+        "sig",
+        "signature",
+        "credential",
+        "credentials",
+        "accesstoken",
+        "authtoken",
+    ];
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    name.split(['_', '-', '.'])
+        .any(|word| WORDS.contains(&word))
+}
+
+/// `url` with the value of every query parameter [`names_a_credential`] hidden.
+fn query_credentials_hidden(url: &str) -> String {
+    let Some((before, rest)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let query = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if names_a_credential(k) => format!("{k}={REDACTED}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    match fragment {
+        Some(f) => format!("{before}?{query}#{f}"),
+        None => format!("{before}?{query}"),
     }
 }
 
@@ -212,13 +265,14 @@ pub fn url_standing_for<'a>(typed: &str, urls: impl Iterator<Item = &'a str>) ->
 /// A webhook URL with its password (or a lone token in the user's place) hidden and
 /// its user kept, as `check-config` shows it: `https://n8n:(redacted)@host/...`.
 pub fn url_password_hidden(url: &str) -> String {
-    match split_userinfo(url) {
+    let shown = match split_userinfo(url) {
         Some((scheme, userinfo, after)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{after}"),
             None => format!("{scheme}://{REDACTED}@{after}"),
         },
         None => url.to_string(),
-    }
+    };
+    query_credentials_hidden(&shown)
 }
 
 /// `scheme://userinfo@rest` as its three parts, when there is a userinfo: the last

@@ -823,6 +823,28 @@ fn webhook_urls_are_shown_without_their_credentials() {
         "http://n8n/webhook/a@b"
     );
     assert_eq!(url_without_userinfo("not a url"), "not a url");
+    // A credential in the query, by the parameter's name; other parameters stay.
+    assert_eq!(
+        url_without_userinfo(
+            "https://proxy.example/hook?api_key=s3cret&workflow=7&X-Auth-Token=t0k#top"
+        ),
+        "https://proxy.example/hook?api_key=(redacted)&workflow=7&X-Auth-Token=(redacted)#top"
+    );
+    assert_eq!(
+        url_without_userinfo("https://u:p@n8n/webhook/x?token=abc"),
+        "https://n8n/webhook/x?token=(redacted)"
+    );
+    // Shown twice, the same: a URL typed as shown stands for the route's.
+    let shown = url_without_userinfo("https://n8n/webhook/x?token=abc");
+    assert_eq!(url_without_userinfo(&shown), shown);
+    assert_eq!(
+        super::url_standing_for(&shown, ["https://n8n/webhook/x?token=abc"].into_iter()),
+        Some("https://n8n/webhook/x?token=abc")
+    );
+    assert_eq!(
+        url_without_userinfo("https://n8n/webhook/x?design=1&monkey=2"),
+        "https://n8n/webhook/x?design=1&monkey=2"
+    );
 }
 
 #[test]

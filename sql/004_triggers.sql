@@ -271,6 +271,13 @@ BEGIN
         BEGIN
             PERFORM set_config('lock_timeout',
                 greatest(1, (extract(epoch FROM v_deadline - clock_timestamp()) * 1000)::int)::text, true);
+            -- A DBA may have disabled it on purpose (a bulk load): said, since this
+            -- enables it again.
+            IF EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = v_rel AND g.tgname = t.name
+                         AND g.tgenabled = 'D') THEN
+                RAISE NOTICE 'n8n-relay: trigger % on % was disabled; it is enabled again (ALTER TABLE % DISABLE TRIGGER % after this script keeps it off)',
+                    t.name, t.tbl, t.tbl, t.name;
+            END IF;
             -- DROP TRIGGER locks out reads too, even when there is nothing to drop:
             -- only when there is. CREATE TRIGGER alone lets reads through.
             IF EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = v_rel AND g.tgname = t.name) THEN

@@ -376,6 +376,28 @@ async fn uninstall_leaves_the_database_as_before_the_install_with_its_business_r
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 }
 
+/// A client whose connection's notices are collected, returned once the client is
+/// dropped (as psql prints them).
+async fn noting_client(
+    db: &TestDb,
+) -> (tokio_postgres::Client, tokio::task::JoinHandle<Vec<String>>) {
+    use futures_util::StreamExt;
+    let (client, mut conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+    let notices = tokio::spawn(async move {
+        let mut said = Vec::new();
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = message {
+                said.push(n.message().to_string());
+            }
+        }
+        said
+    });
+    (client, notices)
+}
+
 /// The trigger script, as `n8n-relay migrate` or psql runs it.
 fn triggers_sql() -> &'static str {
     relay_core::schema::SCRIPTS
@@ -427,15 +449,20 @@ async fn reinstalling_the_triggers_waits_for_no_business_transaction() {
     tx.commit().await.expect("the business write commits");
     assert_eq!(db.count("SELECT count(*) FROM webhook_events").await, 1);
 
-    // A trigger a DBA disabled is attached again, as before, when nothing holds the table.
+    // A trigger a DBA disabled is attached again, as before, when nothing holds the
+    // table, and the script says so (it did so without a word).
     installer
         .batch_execute("ALTER TABLE leads DISABLE TRIGGER webhook_leads_update")
         .await
         .expect("disable");
-    installer
-        .batch_execute(triggers_sql())
-        .await
-        .expect("re-run");
+    let (noting, notices) = noting_client(&db).await;
+    noting.batch_execute(triggers_sql()).await.expect("re-run");
+    drop(noting);
+    let said = notices.await.expect("notices").join("\n");
+    assert!(
+        said.contains("trigger webhook_leads_update on leads was disabled; it is enabled again"),
+        "{said}"
+    );
     assert!(
         trigger_states(&installer)
             .await

@@ -169,14 +169,14 @@ async fn session(
         info!(
             channel = NOTIFY_CHANNEL,
             failed_tries,
-            down_for = ?down_for,
+            down_for_seconds = down_for.map_or(0.0, |d| d.as_secs_f64()),
             "listener reconnected; catching up on the outbox"
         );
     } else if outage.is_some() {
         info!(
             channel = NOTIFY_CHANNEL,
             failed_tries,
-            down_for = ?down_for,
+            down_for_seconds = down_for.map_or(0.0, |d| d.as_secs_f64()),
             "listening for notifications"
         );
     } else {

@@ -376,7 +376,13 @@ impl Pump {
             if failing {
                 let (failed_tries, down_for) =
                     streak.ended().map_or((0, None), |(n, d)| (n, Some(d)));
-                info!(failed_tries, down_for = ?down_for, "database reachable again; relay resumed");
+                // Said of an outage and of a statement that kept failing alike (a
+                // missing grant put right): what came back is the relay's work.
+                info!(
+                    failed_tries,
+                    failing_for_seconds = down_for.map_or(0.0, |d| d.as_secs_f64()),
+                    "the relay's statements succeed again; routing and delivery resumed"
+                );
                 failing = false;
                 backoff = crate::db_backoff();
             }

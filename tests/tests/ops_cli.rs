@@ -1230,8 +1230,9 @@ async fn emit_refuses_unknown_events_and_bad_data_and_records_nothing() {
         assert!(out.stderr.contains(named), "{line}: {}", out.stderr);
     }
     // An empty or blank entity type (webhook_emit refuses '' itself; a blank one got
-    // through).
-    for blank in ["", "   "] {
+    // through), or one of any length (it went into every table the CLI prints).
+    let long = "x".repeat(65);
+    for blank in ["", "   ", long.as_str()] {
         let out = cli_args(
             &db,
             &[

@@ -534,6 +534,49 @@ async fn show_finds_a_row_by_the_webhook_id_its_deliveries_carry() {
     );
 }
 
+/// A pending row that this configuration does not deliver (delivery or its route
+/// switched off) is due and goes nowhere: `queue show` says why, where it said
+/// nothing (only the start-up log did).
+#[tokio::test]
+async fn show_says_when_delivery_or_the_rows_route_is_switched_off() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    let id = Row::new("lead_scraped", "pending").insert(&client).await;
+    client
+        .execute(
+            "UPDATE webhook_queue SET webhook_url = $2 WHERE id = $1",
+            &[&id, &format!("{NO_N8N}/webhook/lead-scraped")],
+        )
+        .await
+        .expect("the route's URL");
+    let show = |env: (&'static str, &'static str)| {
+        let url = db.url.clone();
+        async move {
+            let out = RelayBuilder::new(&url, NO_N8N)
+                .env(env.0, env.1)
+                .args(["queue", "show", &id.to_string()])
+                .output()
+                .await;
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let off = show(("N8N_ENABLED", "false")).await;
+    assert!(
+        off.lines()
+            .any(|l| l.starts_with("waits for") && l.contains("delivery, switched off")),
+        "{off}"
+    );
+    let route_off = show(("RELAY_ROUTES__LEAD_SCRAPED__ENABLED", "false")).await;
+    assert!(
+        route_off.lines().any(
+            |l| l.starts_with("waits for") && l.contains("routes.lead_scraped.enabled = false")
+        ),
+        "{route_off}"
+    );
+    let on = show(("RELAY_LOG__LEVEL", "info")).await;
+    assert!(!on.contains("switched off"), "{on}");
+}
+
 #[tokio::test]
 async fn retry_puts_a_failed_row_back_to_pending_and_records_it() {
     let db = TestDb::migrated().await;

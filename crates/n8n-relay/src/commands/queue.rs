@@ -62,12 +62,14 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
         QueueCommand::Show { id, json } => {
             let id = queue_admin::row_id(&client, &id).await.map_err(failure)?;
             let detail = queue_admin::show(&client, id).await.map_err(failure)?;
-            let waits = waits_for(&client, &detail).await?;
+            let mut waits = waits_for(&client, &detail).await?;
+            waits.switched_off = switched_off(config, &detail);
             if json {
                 let mut shown = serde_json::to_value(&detail).unwrap_or_default();
                 if let Some(object) = shown.as_object_mut() {
                     object.insert("ordering".into(), json!(waits.ordering));
                     object.insert("held_by_pause".into(), json!(waits.pause));
+                    object.insert("switched_off".into(), json!(waits.switched_off));
                 }
                 to_json(&shown)
             } else {
@@ -422,6 +424,29 @@ struct Waits {
     ordering: queue_admin::OrderingState,
     /// The pause that holds it, as `queue paused` names it.
     pause: Option<String>,
+    /// Delivery switched off in this configuration, for every route or the row's.
+    switched_off: Option<String>,
+}
+
+/// Whether this configuration delivers the row at all: a pending row of a route or a
+/// relay switched off is due and goes nowhere, which the row itself does not show.
+fn switched_off(config: &Config, d: &Detail) -> Option<String> {
+    if d.row.status != QueueStatus::Pending.as_str() {
+        return None;
+    }
+    if !config.n8n.enabled {
+        return Some("delivery, switched off (N8N_ENABLED=false, n8n.enabled)".into());
+    }
+    config
+        .routes()
+        .iter()
+        .find(|r| r.event.as_str() == d.row.event_type && r.url == d.row.webhook_url && !r.enabled)
+        .map(|r| {
+            format!(
+                "its route, switched off (routes.{}.enabled = false)",
+                r.event.as_str()
+            )
+        })
 }
 
 async fn waits_for(client: &tokio_postgres::Client, d: &Detail) -> Result<Waits, Failure> {
@@ -438,7 +463,11 @@ async fn waits_for(client: &tokio_postgres::Client, d: &Detail) -> Result<Waits,
     } else {
         None
     };
-    Ok(Waits { ordering, pause })
+    Ok(Waits {
+        ordering,
+        pause,
+        switched_off: None,
+    })
 }
 
 fn render_detail(d: &Detail, waits: &Waits) -> String {
@@ -476,6 +505,9 @@ fn render_detail(d: &Detail, waits: &Waits) -> String {
     }
     if r.status == QueueStatus::Pending.as_str() {
         let mut why = Vec::new();
+        if let Some(off) = &waits.switched_off {
+            why.push(off.clone());
+        }
         if let Some(p) = &waits.pause {
             why.push(format!("the pause of {p} (`n8n-relay queue resume`)"));
         }

@@ -21,6 +21,7 @@ mod receipts;
 mod response;
 mod routes;
 mod server;
+mod summed;
 mod tls;
 mod verify;
 

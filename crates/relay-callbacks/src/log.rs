@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::response::Reply;
 use crate::routes::Endpoint;
+use crate::summed::Summed;
 
 const INSERT_LOGS: &str = "INSERT INTO webhook_logs \
     (direction, event_type, endpoint, response_status, response_body, duration_ms, error_message) \
@@ -54,45 +55,14 @@ struct Row {
     error: Option<String>,
 }
 
-/// Refusals as the process log tells them: anyone who reaches the port can make one
-/// (a scanner's 404, a flood of unsigned requests), so the first is a warning and then
-/// at most one a minute, with how many came since; the rest are at debug. Every one of
-/// them is a `webhook_logs` row all the same (or, under a flood, counted as dropped).
-#[derive(Default)]
-pub struct Refusals {
-    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
-}
-
-impl Refusals {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    /// `Some(refused since the last warning)` when this refusal is to be warned of.
-    fn say(&self) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match *last {
-            Some((at, ref mut since)) if at.elapsed() < Self::EVERY => {
-                *since += 1;
-                None
-            }
-            Some((_, since)) => {
-                *last = Some((std::time::Instant::now(), 0));
-                Some(since)
-            }
-            None => {
-                *last = Some((std::time::Instant::now(), 0));
-                Some(0)
-            }
-        }
-    }
-}
-
 /// Hands rows to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Row>,
     tasks: TaskTracker,
     dropped: Arc<AtomicU64>,
-    refusals: Arc<Refusals>,
+    /// Refusals in the process log (see [`Summed`]).
+    refusals: Arc<Summed>,
 }
 
 impl Writer {
@@ -236,28 +206,5 @@ async fn write(pool: &Pool, batch: &mut Vec<Row>) {
     };
     if let Err(e) = written.await {
         tracing::warn!(error = %e, rows, "could not write webhook_logs rows");
-    }
-}
-
-#[cfg(test)]
-mod refusal_tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_warned_of_once_then_summed_once_a_minute() {
-        let r = Refusals::default();
-        assert_eq!(r.say(), Some(0), "the first");
-        assert_eq!(r.say(), None);
-        assert_eq!(r.say(), None);
-        if let Some(a_minute_ago) =
-            std::time::Instant::now().checked_sub(Refusals::EVERY + Duration::from_secs(1))
-        {
-            let mut last = r.last.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, _)) = last.as_mut() {
-                *at = a_minute_ago;
-            }
-        }
-        assert_eq!(r.say(), Some(2), "a minute on: the two since");
-        assert_eq!(r.say(), None);
     }
 }

@@ -445,31 +445,20 @@ impl Drop for Busy {
 
 /// Failed TLS handshakes, as the log tells them: n8n refusing an expired certificate or
 /// one without its intermediate fails every callback this way, which at debug level
-/// alone nobody saw; a scanner's garbage must not flood the log either. The first is a
-/// warning, then at most one a minute (with how many since), the rest at debug.
+/// alone nobody saw; a scanner's garbage must not flood the log either.
 #[derive(Default)]
-struct FailedHandshakes {
-    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
-}
+struct FailedHandshakes(crate::summed::Summed);
 
 impl FailedHandshakes {
-    const EVERY: Duration = Duration::from_secs(60);
-
     fn failed(&self, e: &std::io::Error) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match *last {
-            Some((at, ref mut since)) if at.elapsed() < Self::EVERY => {
-                *since += 1;
-                tracing::debug!(error = %e, "callback TLS handshake failed");
-            }
-            Some((_, since)) => {
-                tracing::warn!(error = %e, failed_since_last = since, "callback TLS handshakes failing (a client that does not trust the certificate, or one not speaking TLS)");
-                *last = Some((std::time::Instant::now(), 0));
-            }
-            None => {
-                tracing::warn!(error = %e, "callback TLS handshake failed (a client that does not trust the certificate, or one not speaking TLS); later ones are summed once a minute");
-                *last = Some((std::time::Instant::now(), 0));
-            }
+        match self.0.say() {
+            Some(since) => tracing::warn!(
+                error = %e,
+                failed_since_last = since,
+                "callback TLS handshake failed (a client that does not trust the certificate, \
+                 or one not speaking TLS); later ones are summed once a minute"
+            ),
+            None => tracing::debug!(error = %e, "callback TLS handshake failed"),
         }
     }
 }

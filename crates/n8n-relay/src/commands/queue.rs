@@ -62,8 +62,7 @@ pub async fn run(config: &Config, cmd: QueueCommand) -> CmdResult {
         QueueCommand::Show { id, json } => {
             let id = queue_admin::row_id(&client, &id).await.map_err(failure)?;
             let detail = queue_admin::show(&client, id).await.map_err(failure)?;
-            let mut waits = waits_for(&client, &detail).await?;
-            waits.switched_off = switched_off(config, &detail);
+            let waits = waits_for(&client, config, &detail).await?;
             if json {
                 let mut shown = serde_json::to_value(&detail).unwrap_or_default();
                 if let Some(object) = shown.as_object_mut() {
@@ -449,7 +448,11 @@ fn switched_off(config: &Config, d: &Detail) -> Option<String> {
         })
 }
 
-async fn waits_for(client: &tokio_postgres::Client, d: &Detail) -> Result<Waits, Failure> {
+async fn waits_for(
+    client: &tokio_postgres::Client,
+    config: &Config,
+    d: &Detail,
+) -> Result<Waits, Failure> {
     let ordering = queue_admin::ordering(client, d.row.id)
         .await
         .map_err(|e| failure(e.into()))?;
@@ -466,7 +469,7 @@ async fn waits_for(client: &tokio_postgres::Client, d: &Detail) -> Result<Waits,
     Ok(Waits {
         ordering,
         pause,
-        switched_off: None,
+        switched_off: switched_off(config, d),
     })
 }
 

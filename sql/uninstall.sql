@@ -94,6 +94,7 @@ BEGIN
     END LOOP;
     PERFORM set_config('lock_timeout',
         greatest(1, (extract(epoch FROM v_deadline - clock_timestamp()) * 1000)::int)::text, true);
+    -- The relay's tables there are: locked here, dropped at the end.
     SELECT string_agg(r::text, ', ') INTO v_relay_tables
       FROM unnest(ARRAY[to_regclass('webhook_events'), to_regclass('webhook_queue'),
                         to_regclass('webhook_logs'), to_regclass('webhook_retry_history'),
@@ -112,16 +113,11 @@ BEGIN
     DROP FUNCTION IF EXISTS webhook_event_types();
     DROP FUNCTION IF EXISTS webhook_order_gate(text, text, bigint, bigint, text, text[]);
     DROP SEQUENCE IF EXISTS webhook_relay_wakeup;
-    DROP TABLE IF EXISTS webhook_retry_history;
-    DROP TABLE IF EXISTS webhook_logs;
-    DROP TABLE IF EXISTS webhook_queue;
-    DROP TABLE IF EXISTS webhook_events;
-    DROP TABLE IF EXISTS workflow_runs;
-    DROP TABLE IF EXISTS webhook_callback_receipts;
-    DROP TABLE IF EXISTS webhook_pauses;
-    DROP TABLE IF EXISTS webhook_rate_budget;
-    DROP TABLE IF EXISTS webhook_endpoints;
-    DROP TABLE IF EXISTS relay_schema_migrations;
+    -- The tables locked above, in one statement (webhook_retry_history refers to
+    -- webhook_queue).
+    IF v_relay_tables IS NOT NULL THEN
+        EXECUTE 'DROP TABLE ' || v_relay_tables;
+    END IF;
 END;
 $$;
 

@@ -313,11 +313,19 @@ mod lax {
         int_of(Value::deserialize(d)?)
     }
 
+    /// An optional number that an expression inside quotes left empty (`""`, or the
+    /// words n8n renders for a missing value) is absent, as JSON null is: refusing it
+    /// would lose an error report whose workflow had no lead id to give.
     pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
         match Value::deserialize(d)? {
             Value::Null => Ok(None),
+            Value::String(text) if absent_word(&text) => Ok(None),
             value => int_of(value).map(Some),
         }
+    }
+
+    fn absent_word(text: &str) -> bool {
+        matches!(text.trim(), "" | "null" | "undefined")
     }
 
     /// An id that is text, or an integer (n8n's execution ids are digits, and
@@ -593,6 +601,27 @@ mod tests {
         };
         assert_eq!((run.lead_id, run.duration_ms), (Some(123), Some(45000)));
         assert_eq!(body["lead_id"], "123", "the request is kept as sent");
+    }
+
+    /// `"lead_id": "{{ $json.lead_id }}"` on an item without one renders as `""`: an
+    /// error report refused for it was an alert lost, since its workflow had failed.
+    #[test]
+    fn an_optional_number_left_empty_by_an_expression_is_absent() {
+        for empty in [r#""""#, r#"" ""#, r#""null""#, r#""undefined""#] {
+            let body = format!(r#"{{"error":"boom","lead_id":{empty},"duration_ms":{empty}}}"#);
+            let Ok(Callback::ErrorNotification(err, _)) =
+                decode(Endpoint::ErrorNotification, body.as_bytes())
+            else {
+                panic!("{empty} decodes");
+            };
+            assert_eq!((err.lead_id, err.duration_ms), (None, None), "{empty}");
+        }
+        let e = decode(
+            Endpoint::ErrorNotification,
+            br#"{"error":"boom","lead_id":"none"}"#,
+        )
+        .expect_err("a word that is no number is still refused");
+        assert_eq!(field_of(e), "lead_id");
     }
 
     #[test]

@@ -268,6 +268,30 @@ async fn an_approval_with_its_id_and_decision_as_text_is_applied() {
     );
 }
 
+/// A migrating user's `demo_sites` without a `reviewer` column: the answer names the
+/// column, where it said only "the relay's log has the reason" to the workflow builder.
+#[tokio::test]
+async fn an_approval_the_tables_cannot_take_is_refused_naming_what_is_missing() {
+    let l = Listener::start().await;
+    let (_lead, demo, _video) = l.lead_with_assets().await;
+    l.query("ALTER TABLE demo_sites DROP COLUMN reviewer").await;
+    let answer = l
+        .post("demo-approval", &json!({"demo_id": demo, "approved": true}))
+        .await;
+    assert_eq!(answer.status, 500, "{:?}", answer.json());
+    assert_eq!(answer.json()["error"], "internal_error");
+    let detail = answer.json()["detail"].as_str().unwrap_or("").to_string();
+    assert!(detail.contains("\"reviewer\""), "{detail}");
+    assert_eq!(
+        l.json(&format!(
+            "SELECT to_jsonb(status) FROM demo_sites WHERE id = {demo}"
+        ))
+        .await,
+        "pending_approval",
+        "nothing changed"
+    );
+}
+
 #[tokio::test]
 async fn demo_approval_updates_the_row_emits_demo_completed_and_answers_like_the_guide() {
     let l = Listener::start().await;

@@ -230,6 +230,10 @@ impl From<deadpool_postgres::PoolError> for Refusal {
     }
 }
 
+/// SQLSTATEs of a schema that lacks what the relay writes: undefined column, table or
+/// function, and a privilege missing.
+const SCHEMA_MISFITS: [&str; 4] = ["42703", "42P01", "42883", "42501"];
+
 impl From<tokio_postgres::Error> for Refusal {
     /// Connection trouble, timeouts and conflicts are 503 (n8n should retry later);
     /// a value Postgres refuses is the request's fault (400); anything else is ours.
@@ -249,6 +253,14 @@ impl From<tokio_postgres::Error> for Refusal {
             Refusal::retry_later(format!("database unavailable: {}", db.message()))
         } else if code.starts_with("22") {
             Refusal::invalid_value(format!("the database refused a value: {}", db.message()))
+        } else if SCHEMA_MISFITS.contains(&code) {
+            // A column, table or grant the DBA must add: Postgres's message names it,
+            // and the caller, whose signature checked out, is the one who must know.
+            tracing::error!(sqlstate = code, error = %db, "callback query failed");
+            Refusal::internal(format!(
+                "the database's tables or grants do not fit the relay: {}",
+                db.message()
+            ))
         } else {
             tracing::error!(sqlstate = code, error = %db, "callback query failed");
             Refusal::internal("the database refused the change; the relay's log has the reason")

@@ -41,9 +41,8 @@ export class N8nRelayApi implements ICredentialType {
 			type: 'string',
 			typeOptions: { password: true },
 			default: '',
-			required: true,
 			description:
-				"The relay's WEBHOOK_SECRET, which signs every delivery. Under Standard Webhooks it is whsec_ followed by base64.",
+				"The relay's WEBHOOK_SECRET, which signs every delivery; the n8n-relay Trigger needs it, the action node does not. Under Standard Webhooks it is whsec_ followed by base64.",
 		},
 		{
 			displayName: 'Additional Delivery Secret (Rotation)',
@@ -70,7 +69,7 @@ export class N8nRelayApi implements ICredentialType {
 			default: 'http://127.0.0.1:8000',
 			placeholder: 'http://relay:8000',
 			description:
-				"Where the relay's callback listener is (callbacks.listen); the action node appends /api/v1/webhooks/n8n/<endpoint>",
+				"Where the relay's callback listener is (callbacks.listen); the action node appends /api/v1/webhooks/n8n/<endpoint>. Test asks this address's health endpoint: it proves the listener answers and reaches its database, not the secrets. From n8n in a container, 127.0.0.1 is n8n's own container.",
 		},
 	];
 

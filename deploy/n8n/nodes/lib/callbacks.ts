@@ -51,7 +51,8 @@ export function shownUrl(url: string): string {
 /** What the node's parameters hold; empty strings and NaN mean "not given". */
 export interface CallbackFields {
 	entityId?: number | string;
-	approved?: boolean;
+	/** A boolean, or a word the relay reads as one (see decision()). */
+	approved?: unknown;
 	reviewer?: string;
 	notes?: string;
 	workflowId?: string;
@@ -89,6 +90,44 @@ function text(v: unknown): string {
 }
 
 /**
+ * A decision as the relay takes it: a boolean, or the words the relay reads as one
+ * ("true", "yes", "on", "1" and their opposites, any case), which is what an expression
+ * fed by a form or a chat button gives. Anything else is an Error quoting the value.
+ */
+export function decision(v: unknown): boolean {
+	if (typeof v === 'boolean') return v;
+	if (typeof v === 'number' && (v === 0 || v === 1)) return v === 1;
+	if (typeof v === 'string') {
+		const word = v.trim().toLowerCase();
+		if (['true', 'yes', 'on', '1'].includes(word)) return true;
+		if (['false', 'no', 'off', '0'].includes(word)) return false;
+	}
+	const shown = JSON.stringify(v) ?? String(v);
+	throw new Error(`approved must be true or false (or yes/no, on/off, 1/0); got ${shown.slice(0, 40)}`);
+}
+
+/**
+ * What an Error Trigger's item says about the failed run: its workflow's id and name and
+ * the execution's id, for the Report Error fields left empty. Without them the relay
+ * records no workflow_runs row, the event has no workflow_name, and a retried report
+ * cannot be told from a second failure.
+ */
+export function fromErrorTrigger(item: unknown): Pick<CallbackFields, 'workflowId' | 'workflowName' | 'executionId'> {
+	const object = (v: unknown): Record<string, unknown> =>
+		v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+	const workflow = object(object(item).workflow);
+	const execution = object(object(item).execution);
+	const pick = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ? v : undefined);
+	const name = pick(workflow.name);
+	const id = pick(workflow.id);
+	return {
+		workflowId: id === undefined ? undefined : String(id),
+		workflowName: name === undefined ? undefined : String(name),
+		executionId: pick(execution.id),
+	};
+}
+
+/**
  * The body of one callback, as an object whose JSON text is what gets signed and sent.
  * Throws an Error naming the field when a required one is missing or mistyped, so the
  * node fails before anything is sent.
@@ -107,8 +146,7 @@ export function buildBody(operation: Operation, fields: CallbackFields): Record<
 				throw new Error(`${key} is required`);
 			}
 			body[key] = integer(key, fields.entityId);
-			if (typeof fields.approved !== 'boolean') throw new Error('approved must be true or false');
-			body.approved = fields.approved;
+			body.approved = decision(fields.approved);
 			put('reviewer', fields.reviewer);
 			put('notes', fields.notes);
 			return body;

@@ -4,7 +4,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { RecentIds } = require('../dist/lib/dedup');
 const { EVENTS, defaultPath, parseDelivery } = require('../dist/lib/events');
-const { buildBody, callbackUrl, readAnswer, ENDPOINTS } = require('../dist/lib/callbacks');
+const { buildBody, callbackUrl, readAnswer, decision, fromErrorTrigger, ENDPOINTS } = require('../dist/lib/callbacks');
 
 test('dedup: an id answered 2xx is a duplicate within the window, new after it', () => {
 	const ids = new RecentIds(60);
@@ -94,7 +94,8 @@ test('callbacks: missing or mistyped fields are named before anything is sent', 
 	assert.throws(() => buildBody('demoApproval', { approved: true }), /demo_id is required/);
 	assert.throws(() => buildBody('videoApproval', { entityId: 0, approved: true }), /video_id is required/);
 	assert.throws(() => buildBody('videoApproval', { entityId: 'abc', approved: true }), /video_id must be a whole number/);
-	assert.throws(() => buildBody('demoApproval', { entityId: 1 }), /approved must be true or false/);
+	assert.throws(() => buildBody('demoApproval', { entityId: 1 }), /approved must be true or false.*got undefined/);
+	assert.throws(() => buildBody('demoApproval', { entityId: 1, approved: 'maybe' }), /got "maybe"/);
 	assert.throws(() => buildBody('workflowStatus', { executionId: '1' }), /workflow_id is required/);
 	assert.throws(() => buildBody('workflowCompleted', { workflowId: 'w' }), /execution_id is required/);
 	assert.throws(() => buildBody('errorNotification', { error: ' ' }), /error is required/);
@@ -113,4 +114,28 @@ test('callbacks: the relay\'s answers, accepted and refused', () => {
 	const proxy = readAnswer(502, Buffer.from('<html>bad gateway</html>'));
 	assert.equal(proxy.error, 'HTTP 502');
 	assert.equal(proxy.detail, '<html>bad gateway</html>');
+});
+
+test('callbacks: a decision given as the words the relay takes, as a form or chat button sends it', () => {
+	for (const yes of [true, 'true', ' Yes ', 'on', '1', 1]) assert.equal(decision(yes), true, String(yes));
+	for (const no of [false, 'false', 'NO', 'off', '0', 0]) assert.equal(decision(no), false, String(no));
+	assert.deepEqual(buildBody('demoApproval', { entityId: 4, approved: 'yes' }), { demo_id: 4, approved: true });
+	for (const bad of ['', 'approve', 2, null, {}]) assert.throws(() => decision(bad), /approved must be true or false/);
+});
+
+test("callbacks: Report Error's empty fields come from the Error Trigger's item", () => {
+	const item = {
+		execution: { id: '231', url: 'http://n8n/execution/231', error: { message: 'boom' } },
+		workflow: { id: '1', name: 'Lead Enrichment' },
+	};
+	assert.deepEqual(fromErrorTrigger(item), { workflowId: '1', workflowName: 'Lead Enrichment', executionId: '231' });
+	// A workflow that failed in its trigger has no execution.
+	assert.deepEqual(fromErrorTrigger({ trigger: { error: {} }, workflow: { id: 7, name: 'W' } }), {
+		workflowId: '7',
+		workflowName: 'W',
+		executionId: undefined,
+	});
+	for (const other of [null, 'text', [], { workflow: 'x' }]) {
+		assert.deepEqual(fromErrorTrigger(other), { workflowId: undefined, workflowName: undefined, executionId: undefined });
+	}
 });

@@ -198,12 +198,12 @@ test('trigger: a run whose connection the relay closed before an answer is still
 	assert.ok(rerun.result.workflowData);
 });
 
-function actionContext({ operation, params = {}, answer, continueOnFail = false, credentials = {} }) {
+function actionContext({ operation, params = {}, answer, continueOnFail = false, credentials = {}, input = {} }) {
 	const sent = [];
 	const values = { operation, ...params };
 	const ctx = {
 		sent,
-		getInputData: () => [{ json: {} }],
+		getInputData: () => [{ json: input }],
 		getCredentials: async () => ({
 			scheme: 'x-webhook-signature',
 			callbackSecret: 'callback-secret',
@@ -293,6 +293,35 @@ test('action: a relay that cannot be reached fails the item, or is an error item
 	assert.equal(item.json.error, 'unreachable');
 	assert.match(item.json.detail, /ECONNREFUSED/);
 	assert.equal(item.json.statusCode, null);
+});
+
+test("action: Report Error after an Error Trigger sends the failed run's ids and workflow name unless set", async () => {
+	const input = {
+		execution: { id: '231', url: 'http://n8n/execution/231', error: { message: 'boom' } },
+		workflow: { id: '1', name: 'Lead Enrichment' },
+	};
+	const answer = { statusCode: 200, body: { status: 'received' } };
+	const defaults = actionContext({ operation: 'errorNotification', params: { error: 'boom' }, answer, input });
+	await new N8nRelay().execute.call(defaults);
+	assert.deepEqual(JSON.parse(defaults.sent[0].body), {
+		error: 'boom',
+		workflow_id: '1',
+		execution_id: '231',
+		workflow_name: 'Lead Enrichment',
+	});
+	const set = actionContext({
+		operation: 'errorNotification',
+		params: { error: 'boom', additionalFields: { workflowId: 'w9', workflowName: ' ', executionId: '5' } },
+		answer,
+		input,
+	});
+	await new N8nRelay().execute.call(set);
+	assert.deepEqual(JSON.parse(set.sent[0].body), {
+		error: 'boom',
+		workflow_id: 'w9',
+		execution_id: '5',
+		workflow_name: 'Lead Enrichment',
+	});
 });
 
 test('action: a missing field or callback secret fails before anything is sent', async () => {

@@ -12,6 +12,7 @@ import { NodeConnectionTypes, NodeOperationError } from 'n8n-workflow';
 import {
 	buildBody,
 	callbackUrl,
+	fromErrorTrigger,
 	isOperation,
 	readAnswer,
 	shownUrl,
@@ -57,7 +58,7 @@ const approvalFields: INodeProperties[] = [
 		default: false,
 		displayOptions: show('demoApproval', 'videoApproval'),
 		description:
-			'Whether it is approved (the row becomes approved, which the relay turns into demo_completed or video_completed) or rejected (nothing is emitted)',
+			'Whether it is approved (the row becomes approved, which the relay turns into demo_completed or video_completed) or rejected (nothing is emitted). An expression may also give the words the relay takes: true/false, yes/no, on/off, 1/0.',
 	},
 	{
 		displayName: 'Reviewer',
@@ -134,7 +135,7 @@ const runFields: INodeProperties[] = [
 				type: 'string',
 				default: '',
 				displayOptions: { show: { '/operation': ['errorNotification'] } },
-				description: 'The failed execution (from an Error Trigger: {{ $json.execution.id }})',
+				description: "The failed execution; left empty, the Error Trigger's execution.id",
 			},
 			{ displayName: 'Lead ID', name: 'leadId', type: 'number', default: 0 },
 			{ displayName: 'Node', name: 'node', type: 'string', default: '' },
@@ -152,8 +153,15 @@ const runFields: INodeProperties[] = [
 				type: 'string',
 				default: '',
 				displayOptions: { show: { '/operation': ['errorNotification'] } },
+				description: "Left empty, the Error Trigger's workflow.id",
 			},
-			{ displayName: 'Workflow Name', name: 'workflowName', type: 'string', default: '' },
+			{
+				displayName: 'Workflow Name',
+				name: 'workflowName',
+				type: 'string',
+				default: '',
+				description: "For Report Error, left empty: the Error Trigger's workflow.name",
+			},
 		],
 	},
 ];
@@ -245,7 +253,7 @@ export class N8nRelay implements INodeType {
 			let body: string;
 			try {
 				url = callbackUrl(String(credentials.callbackBaseUrl ?? ''), operation);
-				body = JSON.stringify(buildBody(operation, fields(this, operation, i)));
+				body = JSON.stringify(buildBody(operation, fields(this, operation, i, items[i].json)));
 			} catch (error) {
 				throw new NodeOperationError(this.getNode(), (error as Error).message, { itemIndex: i });
 			}
@@ -314,14 +322,14 @@ export class N8nRelay implements INodeType {
 }
 
 /** The parameters of one item, as lib/callbacks.ts wants them. */
-function fields(ctx: IExecuteFunctions, operation: Operation, i: number): CallbackFields {
+function fields(ctx: IExecuteFunctions, operation: Operation, i: number, item: unknown): CallbackFields {
 	const param = (name: string, fallback: unknown = undefined) => ctx.getNodeParameter(name, i, fallback);
 	switch (operation) {
 		case 'demoApproval':
 		case 'videoApproval':
 			return {
 				entityId: param(operation === 'demoApproval' ? 'demoId' : 'videoId') as number,
-				approved: param('approved') as boolean,
+				approved: param('approved'),
 				reviewer: param('reviewer', '') as string,
 				notes: param('notes', '') as string,
 			};
@@ -353,11 +361,16 @@ function fields(ctx: IExecuteFunctions, operation: Operation, i: number): Callba
 				extra,
 			};
 			if (operation === 'errorNotification') {
+				// Fields left empty come from the Error Trigger's item, when it is one.
+				const failed = fromErrorTrigger(item);
+				const or = <T>(set: unknown, fallback: T) =>
+					typeof set === 'string' ? (set.trim() === '' ? fallback : set) : (set ?? fallback);
 				return {
 					...common,
 					error: param('error') as string,
-					workflowId: more.workflowId as string | undefined,
-					executionId: more.executionId as string | undefined,
+					workflowId: or(more.workflowId, failed.workflowId) as string | undefined,
+					workflowName: or(more.workflowName, failed.workflowName) as string | undefined,
+					executionId: or(more.executionId, failed.executionId) as string | number | undefined,
 				};
 			}
 			return {

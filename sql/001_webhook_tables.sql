@@ -6,28 +6,55 @@
 -- records every attempt in webhook_logs and webhook_retry_history.
 
 -- Tables of these names made by the older backend this replaces (its
--- 005_webhook_tables.sql) are not the relay's: CREATE TABLE IF NOT EXISTS would keep
--- them and the script fail further down on a column they lack ("column event_id does
--- not exist"), with nothing said about what to do. Each column looked for here has been
--- in the relay's table of that name since its first release.
+-- 005_webhook_tables.sql), or by anything else, are not the relay's: CREATE TABLE IF
+-- NOT EXISTS would keep them, and the script fail further down on a column they lack,
+-- or worse, succeed, and every write of the relay fail on it later (an outcome never
+-- recorded, its delivery sent again). A table is the relay's when it has every column
+-- the relay's table of that name has had since its first release (the columns added
+-- since, 001 adds below); the refusal names what each lacks.
 DO $$
 DECLARE
     foreign_tables text;
+    how_many       integer;
 BEGIN
-    SELECT string_agg(t.name, ', ' ORDER BY t.name) INTO foreign_tables
-    FROM (VALUES ('webhook_queue', 'event_id'), ('webhook_logs', 'attempt'),
-                 ('webhook_retry_history', 'note')) AS t (name, relay_column)
-    -- No schema to create in (a search_path naming none that exists): the CREATE
-    -- TABLE below says so in Postgres's words.
-    WHERE current_schema() IS NOT NULL
-      AND to_regclass(format('%I.%I', current_schema(), t.name)) IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                      WHERE a.attrelid = to_regclass(format('%I.%I', current_schema(), t.name))
-                        AND a.attname = t.relay_column AND NOT a.attisdropped);
+    SELECT string_agg(format('%s (without %s)', t.name, t.missing), '; ' ORDER BY t.name), count(*)
+    INTO foreign_tables, how_many
+    FROM (
+        SELECT r.name, string_agg(c.col, ', ' ORDER BY c.ord) AS missing
+        FROM (VALUES
+            ('webhook_events', ARRAY['id', 'event_type', 'entity_type', 'entity_id', 'payload',
+                                     'occurred_at']),
+            ('webhook_queue', ARRAY['id', 'webhook_id', 'event_id', 'event_type', 'entity_type',
+                                    'entity_id', 'webhook_url', 'payload', 'priority', 'status',
+                                    'retry_count', 'max_retries', 'next_attempt_at',
+                                    'lease_expires_at', 'last_error', 'last_response_status',
+                                    'occurred_at', 'sent_at', 'created_at', 'updated_at']),
+            ('webhook_logs', ARRAY['id', 'direction', 'event_type', 'webhook_queue_id',
+                                   'webhook_url', 'endpoint', 'attempt', 'response_status',
+                                   'response_body', 'duration_ms', 'error_message', 'created_at']),
+            ('webhook_retry_history', ARRAY['id', 'webhook_queue_id', 'attempt', 'response_status',
+                                            'error_message', 'duration_ms', 'next_attempt_at',
+                                            'note', 'created_at']),
+            ('workflow_runs', ARRAY['id', 'execution_id', 'workflow_id', 'status', 'current_step',
+                                    'duration_ms', 'lead_id', 'error_message', 'payload',
+                                    'created_at', 'updated_at']),
+            ('webhook_callback_receipts', ARRAY['request_hash', 'endpoint', 'response_status',
+                                                'response_body', 'created_at'])
+        ) AS r (name, columns)
+        CROSS JOIN LATERAL unnest(r.columns) WITH ORDINALITY AS c (col, ord)
+        -- No schema to create in (a search_path naming none that exists): the CREATE
+        -- TABLE below says so in Postgres's words.
+        WHERE current_schema() IS NOT NULL
+          AND to_regclass(format('%I.%I', current_schema(), r.name)) IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                          WHERE a.attrelid = to_regclass(format('%I.%I', current_schema(), r.name))
+                            AND a.attname = c.col AND a.attnum > 0 AND NOT a.attisdropped)
+        GROUP BY r.name
+    ) AS t;
     IF foreign_tables IS NOT NULL THEN
         RAISE EXCEPTION 'n8n-relay: % in schema % % not n8n-relay''s (the older backend''s?); nothing was changed',
             foreign_tables, current_schema(),
-            CASE WHEN foreign_tables LIKE '%,%' THEN 'are' ELSE 'is' END
+            CASE WHEN how_many > 1 THEN 'are' ELSE 'is' END
             USING HINT = 'Rename the older tables, e.g. ALTER TABLE webhook_queue RENAME TO webhook_queue_old '
                          '(and webhook_logs, webhook_retry_history), then run this again; their rows '
                          'are not carried over: re-send what was still pending with webhook_emit() or '

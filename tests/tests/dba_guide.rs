@@ -6,11 +6,14 @@ use relay_tests::TestDb;
 const GUIDE: &str = include_str!("../../sql/README.md");
 const MARKER: &str = "<!-- example: customers";
 
-/// The first ```sql block after the example's marker.
+/// The first ```sql block after the customers example's marker.
 fn customers_example() -> &'static str {
-    let from = GUIDE
-        .find(MARKER)
-        .expect("the guide marks its customers example");
+    example(MARKER)
+}
+
+/// The first ```sql block after `marker`.
+fn example(marker: &str) -> &'static str {
+    let from = GUIDE.find(marker).expect("the guide marks its example");
     let rest = &GUIDE[from..];
     let start = rest
         .find("```sql\n")
@@ -114,4 +117,46 @@ async fn the_psql_install_without_the_example_tables_skips_their_triggers() {
         .expect("webhook_emit works without business tables")
         .get(0);
     assert!(id > 0);
+}
+
+/// "Coming from the older backend": its rows still waiting are sent again, failed ones
+/// with retries left among them (that backend retried them), from a `json` payload
+/// column as SQLAlchemy makes it (the recipe without a cast found no webhook_emit()).
+#[tokio::test]
+async fn the_guides_resend_recipe_emits_what_the_older_backend_still_had_waiting() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE webhook_queue_old (id serial PRIMARY KEY, event_type text,
+                 entity_type text, entity_id bigint, payload json, status text,
+                 retry_count int, max_retries int);
+             INSERT INTO webhook_queue_old (event_type, entity_type, entity_id, payload, status,
+                                            retry_count, max_retries) VALUES
+                 ('lead_scraped', 'lead', 1, '{\"lead_id\": 1}', 'pending', 0, 3),
+                 ('lead_qualified', 'lead', 2, '{\"lead_id\": 2}', 'sending', 1, 3),
+                 ('email_sent', 'lead', 3, '{\"lead_id\": 3}', 'failed', 2, 3),
+                 ('email_failed', 'lead', 4, '{\"lead_id\": 4}', 'failed', 3, 3),
+                 ('demo_completed', NULL, 5, '{\"demo_site_id\": 5}', 'sent', 0, 3);",
+        )
+        .await
+        .expect("the older backend's queue, renamed");
+    client
+        .batch_execute(example("<!-- example: resend"))
+        .await
+        .expect("the guide's recipe runs");
+    let sent_again: Vec<(String, Option<i64>)> = events(&db)
+        .await
+        .into_iter()
+        .map(|(event, _, id, _)| (event, id))
+        .collect();
+    assert_eq!(
+        sent_again,
+        vec![
+            ("lead_scraped".to_string(), Some(1)),
+            ("lead_qualified".to_string(), Some(2)),
+            ("email_sent".to_string(), Some(3)),
+        ],
+        "pending, sending, and failed with retries left; not the exhausted or the sent"
+    );
 }

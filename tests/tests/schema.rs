@@ -1143,8 +1143,11 @@ async fn migrate_over_the_older_backends_tables_names_them_and_changes_nothing()
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
         said.contains(
-            "webhook_logs, webhook_queue, webhook_retry_history in schema public are not \
-             n8n-relay's"
+            "webhook_logs (without webhook_queue_id, endpoint, attempt, response_body); \
+             webhook_queue (without webhook_id, event_id, lease_expires_at, \
+             last_response_status, occurred_at, sent_at); webhook_retry_history (without \
+             attempt, response_status, duration_ms, next_attempt_at, note) in schema public \
+             are not n8n-relay's"
         ) && said.contains("ALTER TABLE webhook_queue RENAME TO webhook_queue_old"),
         "{said}"
     );
@@ -1172,4 +1175,42 @@ async fn migrate_over_the_older_backends_tables_names_them_and_changes_nothing()
     assert!(out.status.success(), "{out:?}");
     assert_eq!(db.count("SELECT count(*) FROM webhook_queue_old").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM webhook_queue").await, 0);
+}
+
+/// A table of one of the relay's names that has the one column the install used to
+/// look for, but not the others: the install went through, and every write of the
+/// relay into it failed afterwards (an outcome never recorded, its delivery sent
+/// again). A `workflow_runs` of the business's own was not looked at at all.
+#[tokio::test]
+async fn migrate_over_a_look_alike_table_names_what_it_lacks_and_changes_nothing() {
+    let db = TestDb::empty().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE webhook_logs (id serial PRIMARY KEY, direction text, event_type text,
+                 attempt int, response_status int, duration_ms int, error_message text,
+                 created_at timestamptz);
+             CREATE TABLE workflow_runs (id serial PRIMARY KEY, name text, started timestamptz);",
+        )
+        .await
+        .expect("look-alike tables");
+    let migrate = relay_tests::RelayBuilder::new(&db.url, "http://127.0.0.1:9").args(["migrate"]);
+    let out = migrate.output().await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "webhook_logs (without webhook_queue_id, webhook_url, endpoint, response_body); \
+             workflow_runs (without execution_id, workflow_id, status, current_step, \
+             duration_ms, lead_id, error_message, payload, created_at, updated_at) in schema \
+             public are not n8n-relay's"
+        ),
+        "{said}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_class WHERE relname = 'webhook_events'")
+            .await,
+        0,
+        "nothing was created"
+    );
 }

@@ -170,6 +170,8 @@ struct Shared {
     confirmed: crate::shared::Confirmed,
     /// Told when a worker runs out of rows it may start.
     wake: mpsc::Sender<Wake>,
+    /// `queue.lease_seconds`: how long a claim holds its row.
+    lease: Duration,
 }
 
 impl Shared {
@@ -204,6 +206,7 @@ impl Dispatcher {
                     Pace::new(Duration::from_secs(config.queue.lease_seconds)),
                 )),
                 max_per_endpoint: config.queue.max_per_endpoint,
+                lease: Duration::from_secs(config.queue.lease_seconds),
                 deliverer,
                 recorder,
                 policies: Policies::new(config),
@@ -515,6 +518,18 @@ async fn work(shared: Arc<Shared>) {
     }
 }
 
+/// At most this long, after a request's timeout, for its outcome to be written.
+const OUTCOME_MARGIN: Duration = Duration::from_secs(5);
+
+/// The lease a row needs left to be started: its request's timeout, plus time to write
+/// the outcome before another relay's sweeper may give the row back (an outcome
+/// written after that is dropped, and a delivery n8n took is sent again). The margin is
+/// at most half of what the lease has beyond the timeout, so a lease set just above
+/// the timeout still lets rows start.
+fn start_allowance(timeout: Duration, lease: Duration) -> Duration {
+    timeout + OUTCOME_MARGIN.min(lease.saturating_sub(timeout) / 2)
+}
+
 /// One attempt of one ready row, handed to the recorder. `held` is cleared where the
 /// row's place at its URL is given back.
 async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>) {
@@ -525,10 +540,11 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
         lapses,
     } = ready;
     let policy = shared.policies.of(&job.event_type);
-    // A request's whole allowance: a ready row is started only with this much lease
-    // left, and only if this relay's hold on it was confirmed throughout since it was
-    // claimed.
-    let too_late = lease_until.saturating_duration_since(Instant::now()) < policy.timeout;
+    // A request's whole allowance and the time to write its outcome: a ready row is
+    // started only with this much lease left, and only if this relay's hold on it was
+    // confirmed throughout since it was claimed.
+    let too_late = lease_until.saturating_duration_since(Instant::now())
+        < start_allowance(policy.timeout, shared.lease);
     let lapsed = lapses != shared.confirmed.lapses();
     if too_late || lapsed {
         // Another relay may take it once the lease runs out, or took it back while
@@ -631,9 +647,24 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
 
 #[cfg(test)]
 mod tests {
-    use super::{counted, Held, State};
+    use super::{counted, start_allowance, Held, State};
     use std::sync::Mutex;
     use std::time::Duration;
+
+    /// A row started with exactly its timeout of lease left had no time to record an
+    /// answer that took the whole timeout: the sweeper could give it back first, and
+    /// the delivery n8n took was sent again.
+    #[test]
+    fn a_row_starts_only_with_time_left_to_record_its_outcome() {
+        let s = Duration::from_secs;
+        assert_eq!(start_allowance(s(30), s(120)), s(35), "the defaults");
+        assert_eq!(
+            start_allowance(s(30), s(31)),
+            Duration::from_millis(30_500),
+            "a lease just above the timeout still lets rows start"
+        );
+        assert_eq!(start_allowance(s(10), s(10)), s(10));
+    }
 
     #[test]
     fn a_worker_that_panics_gives_back_its_place_and_its_rows_place_at_the_url() {

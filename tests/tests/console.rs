@@ -210,6 +210,36 @@ async fn without_a_login_every_page_sends_you_to_it_and_a_wrong_token_is_refused
     })
     .await;
     assert!(!relay.log().contains("not-the-token"));
+    // While a failure from this address waits out its penalty, the address's other
+    // logins are refused at once, unchecked: 64 connections guessed 64 times as fast.
+    // (A second failure first, answered after its second: the third then waits 2 s.)
+    let r = http(&addr, "POST", "/login", None, Some("token=not-it-either")).await;
+    assert_eq!(r.status, 401);
+    let waiting = tokio::spawn({
+        let addr = addr.clone();
+        async move { http(&addr, "POST", "/login", None, Some("token=still-not-it")).await }
+    });
+    wait_until("the third failure counted (and waiting)", T, || async {
+        (relay.log().matches("console login failed").count() >= 3).then_some(())
+    })
+    .await;
+    let refused = http(&addr, "POST", "/login", None, Some("token=another-guess")).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(
+        refused.header("retry-after").is_some() && refused.body.contains("still being answered"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(waiting.await.expect("the first guess").status, 401);
+    let r = http(
+        &addr,
+        "POST",
+        "/login",
+        None,
+        Some(&format!("token={OPERATOR}")),
+    )
+    .await;
+    assert_eq!(r.status, 303, "once answered, the address may log in");
     // A forged session cookie is no session.
     let r = http(&addr, "GET", "/", Some("n8n_relay_console=forged"), None).await;
     assert_eq!(r.status, 303);
@@ -545,6 +575,13 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
     .await;
     assert_eq!(ask.status, 200);
     assert!(ask.body.contains("id=\"confirm-count\">3<"), "{}", ask.body);
+    // The question names the filter it will act on, as applied.
+    assert!(
+        ask.body
+            .contains("<ul id=\"confirm-filter\"><li>status = failed</li></ul>"),
+        "{}",
+        ask.body
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM webhook_queue WHERE status = 'failed'")
             .await,
@@ -742,7 +779,64 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
         "{}",
         resumed.body
     );
-    for scope in ["url:99", "url:x", "url:http://elsewhere/", "nonsense"] {
+    // The form starts on no scope: a click on Pause alone stopped every delivery.
+    assert!(
+        overview
+            .body
+            .contains("<select name=\"scope\" required><option value=\"\" disabled selected>"),
+        "{}",
+        overview.body
+    );
+    // Resuming "all" lifts that pause alone, and says so: "Resumed every delivery."
+    // stood beside an event's pause still holding its rows.
+    for (scope, action) in [
+        ("all", "pause"),
+        ("event:lead_scraped", "pause"),
+        ("all", "resume"),
+    ] {
+        let r = http(
+            &addr,
+            "POST",
+            "/pause",
+            Some(&cookie),
+            Some(&format!("csrf={token}&scope={}&do={action}", enc(scope))),
+        )
+        .await;
+        assert_eq!(r.status, 303, "{scope} {action}: {}", r.body);
+        if action == "resume" {
+            let page = http(
+                &addr,
+                "GET",
+                r.header("location").unwrap_or_default(),
+                Some(&cookie),
+                None,
+            )
+            .await;
+            assert!(
+                page.body.contains(
+                    "Lifted the pause of every delivery; pauses of an event or a URL stay"
+                ),
+                "{}",
+                page.body
+            );
+        }
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_pauses WHERE scope = 'event'")
+            .await,
+        1,
+        "the event's pause stays"
+    );
+    let r = http(
+        &addr,
+        "POST",
+        "/pause",
+        Some(&cookie),
+        Some(&format!("csrf={token}&scope=event:lead_scraped&do=resume")),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    for scope in ["url:99", "url:x", "url:http://elsewhere/", "nonsense", ""] {
         let r = http(
             &addr,
             "POST",

@@ -270,7 +270,10 @@ pub fn overview(ctx: &Ctx, snap: &Snapshot, routes: &[Route], flash: Option<&str
                     h2 { "Pause or resume" }
                     form method="post" action="/pause" class="inline" {
                         (hidden_csrf(ctx))
-                        select name="scope" {
+                        // Nothing chosen at first: a click on Pause must not stop
+                        // every delivery because the list started there.
+                        select name="scope" required {
+                            option value="" disabled selected { "what to pause or resume…" }
                             option value="all" { "all delivery" }
                             @for r in routes { option value=(format!("event:{}", r.event.as_str())) { "event " (r.event.as_str()) } }
                             // By position: a URL may carry credentials the page must not hold.
@@ -283,7 +286,7 @@ pub fn overview(ctx: &Ctx, snap: &Snapshot, routes: &[Route], flash: Option<&str
                     h2 { "Clean up" }
                     form method="post" action="/cleanup" class="inline" {
                         (hidden_csrf(ctx))
-                        label { "sent and cancelled rows older than " input type="number" name="days" min="1" value="30" required; " days" }
+                        label { "sent and cancelled rows, their delivery and callback logs, routed outbox events and workflow runs not reported on, older than " input type="number" name="days" min="1" value="30" required; " days" }
                         label { input type="checkbox" name="dry_run" value="1" checked; " dry run" }
                         button type="submit" { "Clean up" }
                     }
@@ -382,6 +385,11 @@ pub fn confirm_retry(ctx: &Ctx, filter: &QueueFilter, count: i64, failed_by: u64
         html! {
             h1 { "Retry failed rows" }
             p { "This filter selects " strong id="confirm-count" { (count) } " failed row(s). Put them all back to pending, due now, with a fresh retry budget?" }
+            // What was applied, not what the filter inputs held when the button was
+            // pressed: the confirmation is the place to see the difference.
+            ul id="confirm-filter" {
+                @for (k, v) in filter.pairs() { li { (k) " = " (v) } }
+            }
             form method="post" action="/queue/retry-failed" {
                 (hidden_csrf(ctx))
                 @for (k, v) in filter.pairs() { input type="hidden" name=(k) value=(v); }

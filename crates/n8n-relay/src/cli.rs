@@ -157,8 +157,8 @@ pub enum QueueCommand {
         json: bool,
     },
     /// Delete what is finished and older than N days, in batches: sent and cancelled
-    /// rows with their logs and retry history, incoming callback logs, and routed
-    /// outbox events nothing waits on.
+    /// rows with their logs and retry history, incoming callback logs, routed outbox
+    /// events nothing waits on, and workflow runs n8n has not reported on since.
     Cleanup {
         /// Rows queued and finished more than this many days ago go (1 to 36500).
         #[arg(long, allow_negative_numbers = true,

@@ -565,6 +565,42 @@ async fn retry_all_failed_asks_with_a_count_first_and_cleanup_runs_dry() {
     let page = http(&addr, "GET", "/queue?status=failed", Some(&cookie), None).await;
     let token = csrf(&page.body);
 
+    // Ids are per table: video 7 is not lead 7, and a filter naming the type keeps it
+    // out of the page and out of a bulk retry (the entity id alone took both).
+    db.client()
+        .await
+        .execute(
+            "UPDATE webhook_queue SET entity_type = 'video' WHERE id = (SELECT min(id) FROM webhook_queue)",
+            &[],
+        )
+        .await
+        .expect("one row about video 7");
+    let leads = http(
+        &addr,
+        "GET",
+        "/queue?status=failed&entity_type=lead&entity_id=7",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert_eq!(
+        leads.body.matches("href=\"/row/").count(),
+        2,
+        "{}",
+        leads.body
+    );
+    let ask = http(
+        &addr,
+        "POST",
+        "/queue/retry-failed",
+        Some(&cookie),
+        Some(&format!(
+            "csrf={token}&status=failed&entity_type=lead&entity_id=7"
+        )),
+    )
+    .await;
+    assert!(ask.body.contains("id=\"confirm-count\">2<"), "{}", ask.body);
+
     let ask = http(
         &addr,
         "POST",

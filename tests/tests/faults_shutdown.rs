@@ -332,3 +332,53 @@ async fn a_relay_whose_database_stopped_answering_still_stops_before_it_is_kille
     db.wait_for_queue_status("sent", 1, T).await;
     assert_eq!(sink.distinct_ids().len(), 1);
 }
+
+/// n8n answers 429 with `Retry-After: 600` during a stop's grace, while the relay
+/// holds more rows for that URL: they go back due when n8n asked, so the relays that
+/// stay (or this one restarted) do not send them at once to an n8n that said it was
+/// overloaded. Rows given back at the stop were due now.
+#[tokio::test]
+async fn rows_held_for_a_url_that_asked_to_slow_down_stay_cooling_across_a_stop() {
+    let db = TestDb::migrated().await;
+    // The answer comes late enough for the relay to claim the others meanwhile.
+    let sink = Sink::with(|_| {
+        Reply::status(429)
+            .with_header("Retry-After", "600")
+            .after(Duration::from_millis(1500))
+    })
+    .await;
+    let mut relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", 1)
+        .env("RELAY_QUEUE__MAX_PER_ENDPOINT", 1)
+        .spawn();
+    db.insert_leads_concurrently(1, 3).await;
+    wait_until("all three claimed, one of them in flight", T, || async {
+        let claimed = count(
+            &db,
+            "SELECT count(*) FROM webhook_queue WHERE status = 'sending'",
+        )
+        .await;
+        (claimed == 3 && sink.count() == 1).then_some(())
+    })
+    .await;
+    // Stopped while n8n has not answered yet: its 429 comes during the grace, after
+    // the relay stopped claiming (and passing), and still counts for the rows it held.
+    assert_eq!(relay.terminate(Duration::from_secs(20)).await, Some(0));
+    assert!(
+        relay.log().contains("n8n asked to slow down"),
+        "{}",
+        relay.log()
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue
+             WHERE status = 'pending' AND next_attempt_at > now() + interval '500 seconds'"
+        )
+        .await,
+        3,
+        "every row the relay held waits out n8n's Retry-After: {}",
+        relay.log()
+    );
+    assert_eq!(sink.count(), 1, "nothing more went to the overloaded URL");
+}

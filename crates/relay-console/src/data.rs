@@ -44,6 +44,8 @@ pub struct QueueFilter {
     pub status: Option<String>,
     pub event: Option<String>,
     pub url: Option<String>,
+    /// Ids are per table: with it, `entity_id` is one entity (lead 7, not video 7 too).
+    pub entity_type: Option<String>,
     pub entity_id: Option<i64>,
     /// Unix seconds, inclusive.
     pub since: Option<i64>,
@@ -82,6 +84,12 @@ impl QueueFilter {
                         return Err(bad("url", "longer than 2048 characters"));
                     }
                     f.url = Some(value.to_string());
+                }
+                "entity_type" => {
+                    if value.chars().count() > 64 {
+                        return Err(bad("entity_type", "longer than 64 characters"));
+                    }
+                    f.entity_type = Some(value.to_string());
                 }
                 "entity_id" => {
                     f.entity_id = Some(value.parse().map_err(|_| {
@@ -134,6 +142,7 @@ impl QueueFilter {
         put("status", self.status.clone());
         put("event", self.event.clone());
         put("url", self.url.clone());
+        put("entity_type", self.entity_type.clone());
         put("entity_id", self.entity_id.map(|v| v.to_string()));
         put("since", self.since.map(format_unix));
         put("until", self.until.map(format_unix));
@@ -163,6 +172,7 @@ impl QueueFilter {
         FailedFilter {
             event: self.event.clone(),
             url: self.url.clone(),
+            entity_type: self.entity_type.clone(),
             entity_id: self.entity_id,
             since: self.since.map(to_system_time),
             until: self.until.map(to_system_time),
@@ -217,7 +227,8 @@ pub struct Listed {
 
 /// Both sorts walk an index range: by id (the primary key) or by (priority, id),
 /// each from the cursor on. The filters are checked on the rows the range hands
-/// over; `$10` is the page size plus one (to know whether a next page exists).
+/// over; `$10` is the page size plus one (to know whether a next page exists), `$11`
+/// the entity type.
 const LIST: &str = concat!(
     "SELECT q.id, q.event_type, coalesce(q.entity_type, ''),
         coalesce(q.entity_id::text, ''), q.webhook_url, q.priority, q.status,
@@ -236,6 +247,7 @@ const LIST: &str = concat!(
       AND ($8::int8 IS NULL OR q.id < $8)
       -- $9, the priority cursor, only counts when sorted by priority.
       AND ($9::int4 IS NULL OR true)
+      AND ($11::text IS NULL OR q.entity_type = $11)
     ORDER BY q.id DESC
     LIMIT $10"
 );
@@ -256,6 +268,7 @@ const LIST_BY_PRIORITY: &str = concat!(
       AND ($6::float8 IS NULL OR q.created_at < to_timestamp($6))
       AND ($7::text IS NULL OR strpos(lower(q.last_error), lower($7)) > 0)
       AND ($8::int8 IS NULL OR (q.priority, q.id) < ($9::int4, $8))
+      AND ($11::text IS NULL OR q.entity_type = $11)
     ORDER BY q.priority DESC, q.id DESC
     LIMIT $10"
 );
@@ -290,6 +303,7 @@ pub async fn list(
                 &after_id,
                 &after_priority,
                 &limit,
+                &f.entity_type,
             ],
         )
         .await?;
@@ -438,10 +452,18 @@ mod tests {
 
     #[test]
     fn filters_parse_and_bad_ones_name_their_field() {
-        let f = parse("status=failed&event=lead_scraped&entity_id=7&since=2025-11-04&q=HTTP+500&sort=priority&after=5:99")
+        let f = parse("status=failed&event=lead_scraped&entity_type=lead&entity_id=7&since=2025-11-04&q=HTTP+500&sort=priority&after=5:99")
             .expect("valid");
         assert_eq!(f.status.as_deref(), Some("failed"));
-        assert_eq!(f.entity_id, Some(7));
+        assert_eq!(
+            (f.entity_type.as_deref(), f.entity_id),
+            (Some("lead"), Some(7))
+        );
+        assert_eq!(
+            f.failed().entity_type.as_deref(),
+            Some("lead"),
+            "a bulk retry keeps it"
+        );
         assert_eq!(f.since, Some(1_762_214_400));
         assert_eq!(f.text.as_deref(), Some("HTTP 500"));
         assert_eq!((f.sort, f.after), (Sort::Priority, Some((5, 99))));
@@ -449,6 +471,7 @@ mod tests {
             ("status=lost", "status"),
             ("event=lead_scrapped", "event"),
             ("entity_id=seven", "entity_id"),
+            (&*format!("entity_type={}", "x".repeat(65)), "entity_type"),
             ("since=yesterday", "since"),
             ("since=2025-13-01", "since"),
             ("since=2025-11-05&until=2025-11-04", "until"),

@@ -336,6 +336,7 @@ pub fn queue(
                     }
                 }
                 input type="text" name="url" placeholder="URL" value=(value(&filter.url));
+                input type="text" name="entity_type" placeholder="entity type" size="10" value=(value(&filter.entity_type));
                 input type="text" name="entity_id" placeholder="entity id" value=(filter.entity_id.map(|v| v.to_string()).unwrap_or_default());
                 input type="text" name="since" placeholder="since 2025-11-04T12:00:00Z" value=(filter.since.map(format_unix).unwrap_or_default());
                 input type="text" name="until" placeholder="until" value=(filter.until.map(format_unix).unwrap_or_default());

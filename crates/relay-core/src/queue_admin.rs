@@ -411,6 +411,7 @@ const RETRY_FAILED: &str = "
           AND ($7::timestamptz IS NULL OR created_at < $7)
           AND ($8::text IS NULL OR strpos(lower(last_error), lower($8)) > 0)
           AND ($9::timestamptz IS NULL OR updated_at <= $9)
+          AND ($10::text IS NULL OR entity_type = $10)
         FOR UPDATE
     ), reset AS (
         UPDATE webhook_queue q
@@ -677,6 +678,8 @@ fn payload_for_display(text: String) -> serde_json::Value {
 pub struct FailedFilter {
     pub event: Option<String>,
     pub url: Option<String>,
+    /// With `entity_id`, one entity: ids are per table, so lead 7 and video 7 differ.
+    pub entity_type: Option<String>,
     pub entity_id: Option<i64>,
     pub since: Option<SystemTime>,
     pub until: Option<SystemTime>,
@@ -770,6 +773,7 @@ pub async fn count_failed_matching(
           AND ($4::bigint IS NULL OR entity_id = $4)
           AND ($5::timestamptz IS NULL OR created_at < $5)
           AND ($6::text IS NULL OR strpos(lower(last_error), lower($6)) > 0)
+          AND ($7::text IS NULL OR entity_type = $7)
           AND updated_at <= statement_timestamp()";
     let row = client
         .query_one(
@@ -781,6 +785,7 @@ pub async fn count_failed_matching(
                 &filter.entity_id,
                 &filter.until,
                 &filter.error_text,
+                &filter.entity_type,
             ],
         )
         .await?;
@@ -791,7 +796,7 @@ fn retry_params<'a>(
     id: &'a Option<i64>,
     filter: &'a FailedFilter,
     note: &'a &'a str,
-) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 9] {
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 10] {
     [
         id,
         &filter.event,
@@ -802,6 +807,7 @@ fn retry_params<'a>(
         &filter.until,
         &filter.error_text,
         &filter.failed_by,
+        &filter.entity_type,
     ]
 }
 

@@ -503,12 +503,21 @@ pub(crate) async fn claim_due(
     .map_err(|e| e.batch_outran("claiming due rows"))
 }
 
-/// Returns rows (id, claim token) to `pending`; how many were still ours.
-pub(crate) async fn release(db: &Db, rows: &[(i64, i64)]) -> Result<u64, DaemonError> {
-    release_for(db, rows, Duration::ZERO).await
+/// [`release_for`] for groups of rows, each due at its own time; how many were ours.
+pub(crate) async fn release_each(
+    db: &Db,
+    groups: &[crate::pump::Withdrawn],
+) -> Result<u64, DaemonError> {
+    let mut released = 0;
+    for (rows, due) in groups {
+        let wait = due.saturating_duration_since(tokio::time::Instant::now());
+        released += release_for(db, rows, wait).await?;
+    }
+    Ok(released)
 }
 
-/// [`release`], the rows due no sooner than `wait` from now.
+/// Returns rows (id, claim token) to `pending`, due no sooner than `wait` from now;
+/// how many were still ours.
 pub(crate) async fn release_for(
     db: &Db,
     rows: &[(i64, i64)],

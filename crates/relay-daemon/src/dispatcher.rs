@@ -401,16 +401,18 @@ impl Dispatcher {
     }
 
     /// Waits up to `grace` for requests in flight, aborts the rest and returns the rows
-    /// not delivered (id, claim token), ready or cut off, so they can be released.
-    pub(crate) async fn drain(mut self, grace: Duration) -> Vec<(i64, i64)> {
-        let mut rows: Vec<(i64, i64)> = {
+    /// not delivered (id, claim token), ready or cut off, so they can be released: due
+    /// now, except ready rows for a URL that asked to slow down (a 429/503 with
+    /// `Retry-After`, perhaps answered during the grace), due when it asked.
+    pub(crate) async fn drain(mut self, grace: Duration) -> Vec<crate::pump::Withdrawn> {
+        let ready: Vec<(i64, i64, String)> = {
             let mut state = self.shared.state();
             state.closed = true;
             state.waiting.clear();
             state
                 .ready
                 .drain(..)
-                .map(|r| (r.job.id, r.job.lease_token))
+                .map(|r| (r.job.id, r.job.lease_token, r.job.url))
                 .collect()
         };
         while self.tasks.try_join_next().is_some() {}
@@ -434,9 +436,23 @@ impl Dispatcher {
             }
         }
         let mut state = self.shared.state();
-        rows.extend(state.in_flight.drain());
+        let now = Instant::now();
+        let mut rows: Vec<(i64, i64)> = state.in_flight.drain().collect();
         rows.append(&mut state.late);
-        rows
+        let mut cooling: HashMap<String, (Vec<(i64, i64)>, Instant)> = HashMap::new();
+        for (id, token, url) in ready {
+            match state.cooldown.get(&url).copied() {
+                Some(until) if until > now => cooling
+                    .entry(url)
+                    .or_insert_with(|| (Vec::new(), until))
+                    .0
+                    .push((id, token)),
+                _ => rows.push((id, token)),
+            }
+        }
+        let mut groups = vec![(rows, now)];
+        groups.extend(cooling.into_values());
+        groups
     }
 }
 

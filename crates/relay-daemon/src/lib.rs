@@ -154,12 +154,16 @@ pub async fn run(
         armed: false,
     };
     outbox_ids::catch_up_at_start(&db).await;
-    let (dispatcher, withdrawn) = pump.run(wake_rx, &shutdown).await;
+    let (dispatcher, mut unfinished) = pump.run(wake_rx, &shutdown).await;
 
     info!("shutting down: no new claims");
+    // Rows held for a URL that asked to slow down (429/503 with Retry-After) go back
+    // due when it asked, as a pass gives them back: due now, the relays that stay
+    // would send them at once to an n8n that said it was overloaded.
     let grace = Duration::from_secs(config.queue.shutdown_grace_seconds);
-    let mut unfinished = dispatcher.drain(grace).await;
-    unfinished.extend(withdrawn);
+    unfinished.extend(dispatcher.drain(grace).await);
+    unfinished.retain(|(rows, _)| !rows.is_empty());
+    let rows: usize = unfinished.iter().map(|(rows, _)| rows.len()).sum();
     // What is left to write down gets WRITE_DOWN in all, however the database answers:
     // the outcomes all of it (a delivery n8n took that is not recorded is sent again),
     // the rows given back at most RELEASE_PATIENCE of it, in parallel (rows not given
@@ -167,15 +171,15 @@ pub async fn run(
     let write_down_until = tokio::time::Instant::now() + WRITE_DOWN;
     if !unfinished.is_empty() {
         let released =
-            tokio::time::timeout(RELEASE_PATIENCE, claim::release(&db, &unfinished)).await;
+            tokio::time::timeout(RELEASE_PATIENCE, claim::release_each(&db, &unfinished)).await;
         match released {
             Ok(Ok(n)) => info!(
                 released = n,
                 "deliveries still in flight were returned to the queue"
             ),
-            Ok(Err(e)) => error!(error = %e, rows = unfinished.len(),
+            Ok(Err(e)) => error!(error = %e, rows,
                 "could not release rows; they return to pending once this relay is gone"),
-            Err(_) => error!(rows = unfinished.len(), within = ?RELEASE_PATIENCE,
+            Err(_) => error!(rows, within = ?RELEASE_PATIENCE,
                 "the database did not answer the release in time (it may still take effect); \
                  rows it did not take return to pending once this relay is gone"),
         }

@@ -77,6 +77,9 @@ enum Pass {
     Unasked,
 }
 
+/// Rows taken back from the dispatcher (id, claim token), and when they are due.
+pub(crate) type Withdrawn = (Vec<(i64, i64)>, tokio::time::Instant);
+
 pub(crate) struct Pump {
     pub(crate) db: Db,
     pub(crate) routes: RouteTable,
@@ -96,7 +99,7 @@ pub(crate) struct Pump {
     /// Rows taken back from the dispatcher whose release failed: `(rows, due at)`,
     /// released again on the next pass (the release checks each claim token), so a
     /// failed write does not leave them `sending` for the rest of their lease.
-    pub(crate) unreleased: Vec<(Vec<(i64, i64)>, tokio::time::Instant)>,
+    pub(crate) unreleased: Vec<Withdrawn>,
     /// The last pass found the outbox and the queue empty (its route took fewer events
     /// than it asked for, its due claim fewer rows than it had room for), and nothing
     /// that brings work has woken the pump since: the next pass first asks whether
@@ -267,12 +270,13 @@ impl Pump {
 
     /// Runs until `shutdown`; returns the dispatcher so in-flight work can be drained,
     /// and the rows taken back from it whose release has not been written (a pass cut
-    /// at shutdown, or a release that failed), to be given back with the rest.
+    /// at shutdown, or a release that failed), each group with the time it is due (a
+    /// URL's cool-down), to be given back with the rest.
     pub(crate) async fn run(
         mut self,
         mut wake: mpsc::Receiver<Wake>,
         shutdown: &CancellationToken,
-    ) -> (Dispatcher, Vec<(i64, i64)>) {
+    ) -> (Dispatcher, Vec<Withdrawn>) {
         let mut backoff = crate::db_backoff();
         let mut failing = false;
         let mut streak = Streak::default();
@@ -407,12 +411,7 @@ impl Pump {
                 () = until => self.none_due_until = None,
             }
         }
-        let unreleased = self
-            .unreleased
-            .into_iter()
-            .flat_map(|(rows, _)| rows)
-            .collect();
-        (self.dispatcher, unreleased)
+        (self.dispatcher, self.unreleased)
     }
 
     /// A pass found nothing (or, `unasked`, was not asked to look: [`Pass::Unasked`]):

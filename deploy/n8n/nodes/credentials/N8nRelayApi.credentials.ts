@@ -29,7 +29,7 @@ export class N8nRelayApi implements ICredentialType {
 					name: 'Standard Webhooks',
 					value: 'standard-webhooks',
 					description:
-						'webhook-ID, webhook-timestamp, webhook-signature "v1,<base64>" with whsec_ secrets (the relay\'s security.scheme = "standard-webhooks")',
+						'webhook-ID, webhook-timestamp, webhook-signature "v1,{base64}" with whsec_ secrets (the relay\'s security.scheme = "standard-webhooks")',
 				},
 			],
 			default: 'x-webhook-signature',
@@ -69,7 +69,7 @@ export class N8nRelayApi implements ICredentialType {
 			default: 'http://127.0.0.1:8000',
 			placeholder: 'http://relay:8000',
 			description:
-				"Where the relay's callback listener is (callbacks.listen); the action node appends /api/v1/webhooks/n8n/<endpoint>. Test asks this address's health endpoint: it proves the listener answers and reaches its database, not the secrets. From n8n in a container, 127.0.0.1 is n8n's own container.",
+				"Where the relay's callback listener is (callbacks.listen); the action node appends /api/v1/webhooks/n8n/ and the endpoint. Test asks this address's health endpoint: it proves the listener answers and reaches its database, not the secrets. From n8n in a container, 127.0.0.1 is n8n's own container.",
 		},
 	];
 

@@ -72,7 +72,7 @@ test('package.json names what n8n loads, and the nodes are what it says', () => 
 	const action = new N8nRelay().description;
 	assert.deepEqual(
 		action.properties.find((p) => p.name === 'operation').options.map((o) => o.value),
-		['demoApproval', 'videoApproval', 'workflowStatus', 'workflowCompleted', 'errorNotification'],
+		['demoApproval', 'videoApproval', 'errorNotification', 'workflowCompleted', 'workflowStatus'],
 	);
 });
 

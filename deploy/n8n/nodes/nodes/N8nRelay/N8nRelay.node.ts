@@ -184,6 +184,8 @@ export class N8nRelay implements INodeType {
 		inputs: [NodeConnectionTypes.Main],
 		outputs: [NodeConnectionTypes.Main],
 		credentials: [{ name: 'n8nRelayApi', required: true }],
+		// An AI agent may send these callbacks as a tool, with the same checks.
+		usableAsTool: true,
 		properties: [
 			{
 				displayName: 'Operation',
@@ -204,10 +206,10 @@ export class N8nRelay implements INodeType {
 						description: 'POST /api/v1/webhooks/n8n/video-approval',
 					},
 					{
-						name: 'Workflow Status',
-						value: 'workflowStatus',
-						action: 'Report a workflow run s status',
-						description: 'POST /api/v1/webhooks/n8n/workflow-status',
+						name: 'Report Error',
+						value: 'errorNotification',
+						action: 'Report a workflow error',
+						description: 'POST /api/v1/webhooks/n8n/error-notification (the relay records a workflow_error event)',
 					},
 					{
 						name: 'Workflow Completed',
@@ -216,10 +218,10 @@ export class N8nRelay implements INodeType {
 						description: 'POST /api/v1/webhooks/n8n/workflow-completed',
 					},
 					{
-						name: 'Report Error',
-						value: 'errorNotification',
-						action: 'Report a workflow error',
-						description: 'POST /api/v1/webhooks/n8n/error-notification (the relay records a workflow_error event)',
+						name: 'Workflow Status',
+						value: 'workflowStatus',
+						action: 'Report the status of a workflow run',
+						description: 'POST /api/v1/webhooks/n8n/workflow-status',
 					},
 				],
 				default: 'demoApproval',

@@ -77,12 +77,12 @@ export class N8nRelayTrigger implements INodeType {
 				required: true,
 				placeholder: 'lead-scraped',
 				description:
-					"The webhook path, /webhook/<path>. The relay's default route for an event is /webhook/<event-with-dashes> (lead_scraped → lead-scraped); for several events on one path, point their [routes.EVENT] url here.",
+					"The webhook path, /webhook/{path}. The relay's default route for an event is /webhook/ followed by the event name with dashes (lead_scraped → lead-scraped); for several events on one path, point their [routes.EVENT] url here.",
 			},
 			{
 				// The default path is no route of the relay's own: say so where it is kept.
 				displayName:
-					"The relay sends each event to /webhook/<event-with-dashes> (lead_scraped → /webhook/lead-scraped) unless its [routes.EVENT] url says otherwise: set Path to that, or point the routes of the events below at /webhook/n8n-relay",
+					"The relay sends each event to /webhook/ and the event's name with dashes (lead_scraped → /webhook/lead-scraped) unless its [routes.EVENT] url says otherwise: set Path to that, or point the routes of the events below at /webhook/n8n-relay",
 				name: 'pathNotice',
 				type: 'notice',
 				default: '',

@@ -394,8 +394,8 @@ async fn rows_given_back_at_shutdown_are_found_by_key_when_statistics_predate_th
         SENDING_BACKLOG,
         Statistics::FromBeforeTheBacklog,
         relay_daemon::claim::RELEASE,
-        "int8[], int8[], float8",
-        "'{1}', '{1}', 0",
+        "int8[], int8[], float8[]",
+        "'{1}', '{1}', '{0}'",
     )
     .await;
 }

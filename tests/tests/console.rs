@@ -210,36 +210,6 @@ async fn without_a_login_every_page_sends_you_to_it_and_a_wrong_token_is_refused
     })
     .await;
     assert!(!relay.log().contains("not-the-token"));
-    // While a failure from this address waits out its penalty, the address's other
-    // logins are refused at once, unchecked: 64 connections guessed 64 times as fast.
-    // (A second failure first, answered after its second: the third then waits 2 s.)
-    let r = http(&addr, "POST", "/login", None, Some("token=not-it-either")).await;
-    assert_eq!(r.status, 401);
-    let waiting = tokio::spawn({
-        let addr = addr.clone();
-        async move { http(&addr, "POST", "/login", None, Some("token=still-not-it")).await }
-    });
-    wait_until("the third failure counted (and waiting)", T, || async {
-        (relay.log().matches("console login failed").count() >= 3).then_some(())
-    })
-    .await;
-    let refused = http(&addr, "POST", "/login", None, Some("token=another-guess")).await;
-    assert_eq!(refused.status, 429, "{}", refused.body);
-    assert!(
-        refused.header("retry-after").is_some() && refused.body.contains("still being answered"),
-        "{}",
-        refused.body
-    );
-    assert_eq!(waiting.await.expect("the first guess").status, 401);
-    let r = http(
-        &addr,
-        "POST",
-        "/login",
-        None,
-        Some(&format!("token={OPERATOR}")),
-    )
-    .await;
-    assert_eq!(r.status, 303, "once answered, the address may log in");
     // A forged session cookie is no session.
     let r = http(&addr, "GET", "/", Some("n8n_relay_console=forged"), None).await;
     assert_eq!(r.status, 303);

@@ -382,3 +382,45 @@ async fn rows_held_for_a_url_that_asked_to_slow_down_stay_cooling_across_a_stop(
     );
     assert_eq!(sink.count(), 1, "nothing more went to the overloaded URL");
 }
+
+/// The same, for a delivery to that URL still in flight when the grace ends: cut off,
+/// it goes back due when n8n asked, not at once.
+#[tokio::test]
+async fn a_delivery_cut_off_at_a_stop_to_a_url_that_asked_to_slow_down_stays_cooling() {
+    let db = TestDb::migrated().await;
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let sink = Sink::with(move |_| {
+        if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Reply::status(429)
+                .with_header("Retry-After", "600")
+                .after(Duration::from_millis(500))
+        } else {
+            Reply::Hang
+        }
+    })
+    .await;
+    let mut relay = RelayBuilder::new(&db.url, &sink.url())
+        .env("RELAY_QUEUE__WORKERS", 2)
+        .env("RELAY_QUEUE__MAX_PER_ENDPOINT", 2)
+        .env("RELAY_QUEUE__SHUTDOWN_GRACE_SECONDS", 2)
+        .spawn();
+    db.insert_leads_concurrently(1, 2).await;
+    sink.wait_for(2, T).await;
+    assert_eq!(relay.terminate(Duration::from_secs(20)).await, Some(0));
+    assert!(
+        relay.log().contains("n8n asked to slow down"),
+        "{}",
+        relay.log()
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM webhook_queue
+             WHERE status = 'pending' AND next_attempt_at > now() + interval '500 seconds'"
+        )
+        .await,
+        2,
+        "the one answered 429 and the one cut off: {}",
+        relay.log()
+    );
+}

@@ -201,20 +201,6 @@ impl Auth {
         penalty(entry.0)
     }
 
-    /// While the last failed login from `ip` is still waiting out its penalty: how long
-    /// it has left. Logins from that address are refused meanwhile without their token
-    /// being looked at, so parallel connections guess no faster than one at a time.
-    pub fn penalized(&self, ip: IpAddr) -> Option<Duration> {
-        self.penalized_at(ip, Instant::now())
-    }
-
-    fn penalized_at(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, at) = failures.get(&ip)?;
-        let left = (*at + penalty(*count)).saturating_duration_since(now);
-        (!left.is_zero()).then_some(left)
-    }
-
     pub fn succeeded(&self, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(&ip);
@@ -338,34 +324,6 @@ mod tests {
         assert_eq!(waits[7], MAX_PENALTY);
         auth.succeeded(ip);
         assert_eq!(auth.failed(ip), PENALTY);
-    }
-
-    #[test]
-    fn an_address_is_refused_unchecked_while_its_last_failure_waits() {
-        let auth = Auth::new("operator-token-0123456789", "");
-        let ip: IpAddr = [10, 0, 0, 2].into();
-        let other: IpAddr = [10, 0, 0, 3].into();
-        let now = Instant::now();
-        assert_eq!(auth.penalized_at(ip, now), None, "no failure yet");
-        let wait = auth.failed_at(ip, now);
-        assert_eq!(auth.penalized_at(ip, now), Some(wait));
-        assert_eq!(auth.penalized_at(ip, now + wait / 2), Some(wait / 2));
-        assert_eq!(
-            auth.penalized_at(ip, now + wait),
-            None,
-            "answered: may try again"
-        );
-        assert_eq!(
-            auth.penalized_at(other, now),
-            None,
-            "other addresses are not held"
-        );
-        let longer = auth.failed_at(ip, now + wait);
-        assert!(longer > wait);
-        assert_eq!(
-            auth.penalized_at(ip, now + wait + longer / 2),
-            Some(longer / 2)
-        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use relay_core::queue_admin::{self, CleanupOptions, FailedFilter, QueueAdminErro
 use relay_core::{Config, EventType};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::auth::{self, Auth, Role, Session};
 use crate::data::{self, BadFilter, CallbackFilter, QueueFilter};
@@ -373,18 +373,6 @@ impl Console {
         }
         if method != Method::POST {
             return Answer::page(StatusCode::OK, pages::login(None));
-        }
-        if let Some(left) = self.auth.penalized(ip) {
-            // Not logged at warn: a flood of these would flood the log.
-            debug!(client = %ip, "console login refused unchecked: a failure is still waiting");
-            let seconds = left.as_secs().max(1);
-            return Answer::page(
-                StatusCode::TOO_MANY_REQUESTS,
-                pages::login(Some(&format!(
-                    "A failed login from this address is still being answered: try again in {seconds} s."
-                ))),
-            )
-            .with(header::RETRY_AFTER, seconds.to_string());
         }
         let token = field(form, "token").unwrap_or_default();
         match self.auth.check(token) {

@@ -228,14 +228,16 @@ static ROUTE_BEGIN: LazyLock<String> = LazyLock::new(|| {
 pub const CLAIM_DUE: &str = include_str!("../sql/claim_due.sql");
 
 /// Give rows back untouched (shutdown after the grace period; rows withdrawn by a
-/// pause or a 429/503 cool-down before they went out): pending again, due in `$3`
-/// seconds, retry_count unchanged. $1 ids, $2 their claim tokens. By primary key,
-/// never through the lease index, as `crate::outcome::RECORD` explains.
+/// pause or a 429/503 cool-down before they went out): pending again, each due in its
+/// own number of seconds, retry_count unchanged. $1 ids, $2 their claim tokens, $3
+/// their waits: one statement for rows of several due times (a stop gives back rows
+/// of several cooling URLs at once). By primary key, never through the lease index,
+/// as `crate::outcome::RECORD` explains.
 pub const RELEASE: &str = "UPDATE webhook_queue q
     SET status = 'pending', lease_expires_at = NULL, claimed_by = NULL,
-        next_attempt_at = greatest(q.next_attempt_at, now() + make_interval(secs => $3)),
+        next_attempt_at = greatest(q.next_attempt_at, now() + make_interval(secs => r.wait)),
         updated_at = now()
-    FROM unnest($1::int8[], $2::int8[]) AS r(id, token)
+    FROM unnest($1::int8[], $2::int8[], $3::float8[]) AS r(id, token, wait)
     WHERE q.id = ANY ($1::int8[]) AND q.id = r.id
       AND CASE WHEN q.status = 'sending' THEN true END
       AND (extract(epoch FROM q.lease_expires_at) * 1000000)::int8 = r.token";
@@ -503,19 +505,6 @@ pub(crate) async fn claim_due(
     .map_err(|e| e.batch_outran("claiming due rows"))
 }
 
-/// [`release_for`] for groups of rows, each due at its own time; how many were ours.
-pub(crate) async fn release_each(
-    db: &Db,
-    groups: &[crate::pump::Withdrawn],
-) -> Result<u64, DaemonError> {
-    let mut released = 0;
-    for (rows, due) in groups {
-        let wait = due.saturating_duration_since(tokio::time::Instant::now());
-        released += release_for(db, rows, wait).await?;
-    }
-    Ok(released)
-}
-
 /// Returns rows (id, claim token) to `pending`, due no sooner than `wait` from now;
 /// how many were still ours.
 pub(crate) async fn release_for(
@@ -523,16 +512,32 @@ pub(crate) async fn release_for(
     rows: &[(i64, i64)],
     wait: Duration,
 ) -> Result<u64, DaemonError> {
-    if rows.is_empty() {
+    release_each(db, &[(rows.to_vec(), tokio::time::Instant::now() + wait)]).await
+}
+
+/// [`release_for`] for groups of rows, each due at its own time, in one statement (all
+/// or nothing, within one bound); how many were ours.
+pub(crate) async fn release_each(
+    db: &Db,
+    groups: &[crate::pump::Withdrawn],
+) -> Result<u64, DaemonError> {
+    let now = tokio::time::Instant::now();
+    let (mut ids, mut tokens, mut waits) = (Vec::new(), Vec::new(), Vec::new());
+    for (rows, due) in groups {
+        let wait = due.saturating_duration_since(now).as_secs_f64();
+        for &(id, token) in rows {
+            ids.push(id);
+            tokens.push(token);
+            waits.push(wait);
+        }
+    }
+    if ids.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    let tokens: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let wait = wait.as_secs_f64();
     db.bounded("releasing rows", async {
         let client = db.client().await?;
         let statement = client.prepare_cached(RELEASE).await?;
-        Ok(client.execute(&statement, &[&ids, &tokens, &wait]).await?)
+        Ok(client.execute(&statement, &[&ids, &tokens, &waits]).await?)
     })
     .await
 }

@@ -67,9 +67,9 @@ struct State {
     waiting: HashMap<String, usize>,
     /// Worker loops running.
     workers: usize,
-    /// Rows delivering right now: id -> claim token. A worker removes its row just
-    /// before handing the outcome over; what is left after an abort is released.
-    in_flight: HashMap<i64, i64>,
+    /// Rows delivering right now: id -> (claim token, URL). A worker removes its row
+    /// just before handing the outcome over; what is left after an abort is released.
+    in_flight: HashMap<i64, (i64, String)>,
     /// Rows a worker found with too little lease left to start (id, claim token):
     /// released by the pump at its next pass, or by [`Dispatcher::drain`].
     late: Vec<(i64, i64)>,
@@ -402,7 +402,7 @@ impl Dispatcher {
 
     /// Waits up to `grace` for requests in flight, aborts the rest and returns the rows
     /// not delivered (id, claim token), ready or cut off, so they can be released: due
-    /// now, except ready rows for a URL that asked to slow down (a 429/503 with
+    /// now, except rows for a URL that asked to slow down (a 429/503 with
     /// `Retry-After`, perhaps answered during the grace), due when it asked.
     pub(crate) async fn drain(mut self, grace: Duration) -> Vec<crate::pump::Withdrawn> {
         let ready: Vec<(i64, i64, String)> = {
@@ -437,10 +437,14 @@ impl Dispatcher {
         }
         let mut state = self.shared.state();
         let now = Instant::now();
-        let mut rows: Vec<(i64, i64)> = state.in_flight.drain().collect();
-        rows.append(&mut state.late);
+        let mut rows: Vec<(i64, i64)> = std::mem::take(&mut state.late);
+        let cut_off: Vec<(i64, i64, String)> = state
+            .in_flight
+            .drain()
+            .map(|(id, (token, url))| (id, token, url))
+            .collect();
         let mut cooling: HashMap<String, (Vec<(i64, i64)>, Instant)> = HashMap::new();
-        for (id, token, url) in ready {
+        for (id, token, url) in ready.into_iter().chain(cut_off) {
             match state.cooldown.get(&url).copied() {
                 Some(until) if until > now => cooling
                     .entry(url)
@@ -507,7 +511,9 @@ async fn work(shared: Arc<Shared>) {
             };
             match &next {
                 Some(ready) => {
-                    state.in_flight.insert(ready.job.id, ready.job.lease_token);
+                    state
+                        .in_flight
+                        .insert(ready.job.id, (ready.job.lease_token, ready.job.url.clone()));
                 }
                 None => state.workers = state.workers.saturating_sub(1),
             }
@@ -691,7 +697,7 @@ mod tests {
         let url = "http://n8n.test/webhook/a".to_string();
         state.workers = 2;
         state.sending.insert(url.clone(), 1);
-        state.in_flight.insert(7, 1);
+        state.in_flight.insert(7, (1, url.clone()));
         let state = Mutex::new(state);
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _held = Held {

@@ -322,6 +322,20 @@ test("action: Report Error after an Error Trigger sends the failed run's ids and
 		execution_id: '5',
 		workflow_name: 'Lead Enrichment',
 	});
+	// Given in More Fields (JSON), a field is not overwritten by the trigger's.
+	const extra = actionContext({
+		operation: 'errorNotification',
+		params: { error: 'boom', additionalFields: { extra: '{"execution_id": "77", "workflow_name": "Mine"}' } },
+		answer,
+		input,
+	});
+	await new N8nRelay().execute.call(extra);
+	assert.deepEqual(JSON.parse(extra.sent[0].body), {
+		error: 'boom',
+		workflow_id: '1',
+		execution_id: '77',
+		workflow_name: 'Mine',
+	});
 });
 
 test('action: a missing field or callback secret fails before anything is sent', async () => {

@@ -363,16 +363,19 @@ function fields(ctx: IExecuteFunctions, operation: Operation, i: number, item: u
 				extra,
 			};
 			if (operation === 'errorNotification') {
-				// Fields left empty come from the Error Trigger's item, when it is one.
+				// Fields left empty, here and in More Fields (JSON), come from the Error
+				// Trigger's item, when it is one.
 				const failed = fromErrorTrigger(item);
-				const or = <T>(set: unknown, fallback: T) =>
-					typeof set === 'string' ? (set.trim() === '' ? fallback : set) : (set ?? fallback);
+				const or = <T>(set: unknown, key: string, fallback: T) => {
+					if (typeof set === 'string' ? set.trim() !== '' : set !== undefined && set !== null) return set;
+					return key in extra ? undefined : fallback;
+				};
 				return {
 					...common,
 					error: param('error') as string,
-					workflowId: or(more.workflowId, failed.workflowId) as string | undefined,
-					workflowName: or(more.workflowName, failed.workflowName) as string | undefined,
-					executionId: or(more.executionId, failed.executionId) as string | number | undefined,
+					workflowId: or(more.workflowId, 'workflow_id', failed.workflowId) as string | undefined,
+					workflowName: or(more.workflowName, 'workflow_name', failed.workflowName) as string | undefined,
+					executionId: or(more.executionId, 'execution_id', failed.executionId) as string | number | undefined,
 				};
 			}
 			return {

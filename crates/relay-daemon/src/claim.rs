@@ -512,8 +512,13 @@ pub(crate) async fn release_for(
     rows: &[(i64, i64)],
     wait: Duration,
 ) -> Result<u64, DaemonError> {
-    release_each(db, &[(rows.to_vec(), tokio::time::Instant::now() + wait)]).await
+    let now = tokio::time::Instant::now();
+    let due = now.checked_add(wait).unwrap_or(now + MAX_WAIT);
+    release_each(db, &[(rows.to_vec(), due)]).await
 }
+
+/// A wait past any `Instant` this clock can hold is taken as this long: a year.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// [`release_for`] for groups of rows, each due at its own time, in one statement (all
 /// or nothing, within one bound); how many were ours.

@@ -70,9 +70,9 @@ struct State {
     /// Rows delivering right now: id -> (claim token, URL). A worker removes its row
     /// just before handing the outcome over; what is left after an abort is released.
     in_flight: HashMap<i64, (i64, String)>,
-    /// Rows a worker found with too little lease left to start (id, claim token):
-    /// released by the pump at its next pass, or by [`Dispatcher::drain`].
-    late: Vec<(i64, i64)>,
+    /// Rows a worker found with too little lease left to start (id, claim token,
+    /// URL): released by the pump at its next pass, or by [`Dispatcher::drain`].
+    late: Vec<(i64, i64, String)>,
     /// Shutting down: start nothing new.
     closed: bool,
     /// URLs that answered 429 or 503 with a `Retry-After`: nothing more is claimed
@@ -85,6 +85,31 @@ struct State {
 }
 
 impl State {
+    /// Rows (id, claim token, URL) to give back, in groups by when each is due: now,
+    /// or when its URL's 429/503 cool-down ends (other relays wait for it too).
+    fn due_groups(
+        &self,
+        rows: Vec<(i64, i64, String)>,
+        now: Instant,
+    ) -> Vec<crate::pump::Withdrawn> {
+        let mut due_now = Vec::new();
+        let mut cooling: HashMap<String, (Vec<(i64, i64)>, Instant)> = HashMap::new();
+        for (id, token, url) in rows {
+            match self.cooldown.get(&url).copied() {
+                Some(until) if until > now => cooling
+                    .entry(url)
+                    .or_insert_with(|| (Vec::new(), until))
+                    .0
+                    .push((id, token)),
+                _ => due_now.push((id, token)),
+            }
+        }
+        let mut groups = vec![(due_now, now)];
+        groups.extend(cooling.into_values());
+        groups.retain(|(rows, _)| !rows.is_empty());
+        groups
+    }
+
     fn new(health: Tracker, pace: Pace) -> State {
         State {
             ready: VecDeque::new(),
@@ -336,10 +361,12 @@ impl Dispatcher {
             .collect()
     }
 
-    /// The rows workers found too late to start, taken: `(id, claim token)`, to
-    /// release now.
-    pub(crate) fn take_late(&self) -> Vec<(i64, i64)> {
-        std::mem::take(&mut self.shared.state().late)
+    /// The rows workers found too late to start, taken, to release: due now, or when
+    /// their URL's cool-down ends.
+    pub(crate) fn take_late(&self) -> Vec<crate::pump::Withdrawn> {
+        let mut state = self.shared.state();
+        let late = std::mem::take(&mut state.late);
+        state.due_groups(late, Instant::now())
     }
 
     /// The URLs cooling down after a 429/503 and how long each still waits.
@@ -436,27 +463,15 @@ impl Dispatcher {
             }
         }
         let mut state = self.shared.state();
-        let now = Instant::now();
-        let mut rows: Vec<(i64, i64)> = std::mem::take(&mut state.late);
-        let cut_off: Vec<(i64, i64, String)> = state
-            .in_flight
-            .drain()
-            .map(|(id, (token, url))| (id, token, url))
-            .collect();
-        let mut cooling: HashMap<String, (Vec<(i64, i64)>, Instant)> = HashMap::new();
-        for (id, token, url) in ready.into_iter().chain(cut_off) {
-            match state.cooldown.get(&url).copied() {
-                Some(until) if until > now => cooling
-                    .entry(url)
-                    .or_insert_with(|| (Vec::new(), until))
-                    .0
-                    .push((id, token)),
-                _ => rows.push((id, token)),
-            }
-        }
-        let mut groups = vec![(rows, now)];
-        groups.extend(cooling.into_values());
-        groups
+        let mut rows = std::mem::take(&mut state.late);
+        rows.extend(ready);
+        rows.extend(
+            state
+                .in_flight
+                .drain()
+                .map(|(id, (token, url))| (id, token, url)),
+        );
+        state.due_groups(rows, Instant::now())
     }
 }
 
@@ -589,7 +604,7 @@ async fn deliver(shared: &Shared, ready: Ready, held: &mut Option<(i64, String)>
         }
         let mut state = shared.state();
         state.give_back(job.id, &job.url);
-        state.late.push((job.id, job.lease_token));
+        state.late.push((job.id, job.lease_token, job.url));
         drop(state);
         *held = None;
         return;
@@ -672,6 +687,40 @@ mod tests {
     use super::{counted, start_allowance, Held, State};
     use std::sync::Mutex;
     use std::time::Duration;
+
+    /// Rows given back (ready, cut off, or found too late to start) for a URL that
+    /// asked to slow down wait for it; the rest are due now; no empty group.
+    #[test]
+    fn rows_given_back_are_due_when_their_url_asked() {
+        let mut state = State::new(
+            crate::health::Tracker::new(0),
+            crate::pace::Pace::new(Duration::from_secs(60)),
+        );
+        let now = tokio::time::Instant::now();
+        let until = now + Duration::from_secs(600);
+        state.cooldown.insert("http://slow/".into(), until);
+        state.cooldown.insert(
+            "http://was-slow/".into(),
+            now.checked_sub(Duration::from_millis(1)).unwrap_or(now),
+        );
+        let groups = state.due_groups(
+            vec![
+                (1, 10, "http://slow/".into()),
+                (2, 20, "http://fine/".into()),
+                (3, 30, "http://slow/".into()),
+                (4, 40, "http://was-slow/".into()),
+            ],
+            now,
+        );
+        assert_eq!(
+            groups,
+            vec![
+                (vec![(2, 20), (4, 40)], now),
+                (vec![(1, 10), (3, 30)], until)
+            ]
+        );
+        assert!(state.due_groups(Vec::new(), now).is_empty());
+    }
 
     /// A row started with exactly its timeout of lease left had no time to record an
     /// answer that took the whole timeout: the sweeper could give it back first, and

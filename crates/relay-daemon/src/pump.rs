@@ -531,10 +531,7 @@ impl Pump {
                     .push((rows, tokio::time::Instant::now() + wait));
             }
         }
-        let late = self.dispatcher.take_late();
-        if !late.is_empty() {
-            self.unreleased.push((late, tokio::time::Instant::now()));
-        }
+        self.unreleased.extend(self.dispatcher.take_late());
         self.release_withdrawn().await?;
         self.dispatcher.kick();
         self.steering.top_up(&self.db).await?;

@@ -69,7 +69,8 @@ export interface CallbackFields {
 	extra?: Record<string, unknown>;
 }
 
-function given(v: unknown): boolean {
+/** Whether a value counts as given: not undefined or null, not blank text, not NaN. */
+export function given(v: unknown): boolean {
 	if (v === undefined || v === null) return false;
 	if (typeof v === 'string') return v.trim().length > 0;
 	if (typeof v === 'number') return Number.isFinite(v);

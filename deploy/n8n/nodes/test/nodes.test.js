@@ -325,7 +325,7 @@ test("action: Report Error after an Error Trigger sends the failed run's ids and
 	// Given in More Fields (JSON), a field is not overwritten by the trigger's.
 	const extra = actionContext({
 		operation: 'errorNotification',
-		params: { error: 'boom', additionalFields: { extra: '{"execution_id": "77", "workflow_name": "Mine"}' } },
+		params: { error: 'boom', additionalFields: { extra: '{"execution_id": "77", "workflow_name": "Mine", "workflow_id": null}' } },
 		answer,
 		input,
 	});

@@ -13,6 +13,7 @@ import {
 	buildBody,
 	callbackUrl,
 	fromErrorTrigger,
+	given,
 	isOperation,
 	readAnswer,
 	shownUrl,
@@ -368,7 +369,7 @@ function fields(ctx: IExecuteFunctions, operation: Operation, i: number, item: u
 				const failed = fromErrorTrigger(item);
 				const or = <T>(set: unknown, key: string, fallback: T) => {
 					if (typeof set === 'string' ? set.trim() !== '' : set !== undefined && set !== null) return set;
-					return key in extra ? undefined : fallback;
+					return given(extra[key]) ? undefined : fallback;
 				};
 				return {
 					...common,

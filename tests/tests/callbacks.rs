@@ -292,6 +292,30 @@ async fn an_approval_the_tables_cannot_take_is_refused_naming_what_is_missing() 
     );
 }
 
+/// A business trigger's own RAISE under one of those codes is not Postgres naming a
+/// column: its text, which may hold anything, stays in the relay's log.
+#[tokio::test]
+async fn a_business_triggers_own_refusal_is_not_echoed_to_n8n() {
+    let l = Listener::start().await;
+    let (_lead, demo, _video) = l.lead_with_assets().await;
+    l.db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'card 4111-1111 on file' USING ERRCODE = '42501'; END $$;
+             CREATE TRIGGER refuse BEFORE UPDATE ON demo_sites
+                 FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .expect("a business trigger that refuses");
+    let answer = l
+        .post("demo-approval", &json!({"demo_id": demo, "approved": true}))
+        .await;
+    assert_eq!(answer.status, 500, "{:?}", answer.json());
+    let detail = answer.json()["detail"].as_str().unwrap_or("").to_string();
+    assert!(!detail.contains("4111"), "{detail}");
+}
+
 #[tokio::test]
 async fn demo_approval_updates_the_row_emits_demo_completed_and_answers_like_the_guide() {
     let l = Listener::start().await;

@@ -231,8 +231,12 @@ impl From<deadpool_postgres::PoolError> for Refusal {
 }
 
 /// SQLSTATEs of a schema that lacks what the relay writes: undefined column, table or
-/// function, and a privilege missing.
+/// function, and a privilege missing. Postgres's own messages for these name objects,
+/// never values.
 const SCHEMA_MISFITS: [&str; 4] = ["42703", "42P01", "42883", "42501"];
+/// The routine of a PL/pgSQL `RAISE`: a business trigger's own text under one of those
+/// codes may say anything, and stays in the relay's log.
+const PLPGSQL_RAISE: &str = "exec_stmt_raise";
 
 impl From<tokio_postgres::Error> for Refusal {
     /// Connection trouble, timeouts and conflicts are 503 (n8n should retry later);
@@ -253,7 +257,7 @@ impl From<tokio_postgres::Error> for Refusal {
             Refusal::retry_later(format!("database unavailable: {}", db.message()))
         } else if code.starts_with("22") {
             Refusal::invalid_value(format!("the database refused a value: {}", db.message()))
-        } else if SCHEMA_MISFITS.contains(&code) {
+        } else if SCHEMA_MISFITS.contains(&code) && db.routine() != Some(PLPGSQL_RAISE) {
             // A column, table or grant the DBA must add: Postgres's message names it,
             // and the caller, whose signature checked out, is the one who must know.
             tracing::error!(sqlstate = code, error = %db, "callback query failed");

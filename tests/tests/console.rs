@@ -1140,6 +1140,12 @@ async fn n8n_relay_console_serves_the_console_alone() {
     );
     let behind = page(ids[2]).await;
     assert!(behind.contains("still in the outbox"), "{behind}");
+    // The overview counts the outbox: with no relay routing, that is the backlog.
+    wait_until("the overview counts the unrouted event", T, || async {
+        let overview = http(&addr, "GET", "/", Some(&cookie), None).await;
+        overview.body.contains("id=\"outbox\">1<").then_some(())
+    })
+    .await;
     let free = page(ids[3]).await;
     assert!(
         free.contains("entity (on_failure = skip)") && !free.contains("waits for"),

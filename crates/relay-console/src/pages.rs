@@ -148,6 +148,12 @@ pub fn overview_live(snap: &Snapshot, routes: &[Route]) -> Markup {
                         span class="n" id="due-now" { (stats.due_now) }
                         span class="label" { "due now" }
                     }
+                    // Under load, and with no relay running, the backlog waits here, not
+                    // in the queue: a few pending rows can stand for thousands of events.
+                    div class="card" {
+                        span class="n" id="outbox" { (stats.not_yet_routed) }
+                        span class="label" { "in the outbox" }
+                    }
                     div class="card" {
                         span class="n" { (stats.oldest_pending_age_seconds.map(age).unwrap_or_else(|| "-".into())) }
                         span class="label" { "oldest pending" }

@@ -344,7 +344,7 @@ async fn rows_held_for_a_url_that_asked_to_slow_down_stay_cooling_across_a_stop(
     let sink = Sink::with(|_| {
         Reply::status(429)
             .with_header("Retry-After", "600")
-            .after(Duration::from_millis(1500))
+            .after(Duration::from_secs(3))
     })
     .await;
     let mut relay = RelayBuilder::new(&db.url, &sink.url())
@@ -391,9 +391,11 @@ async fn a_delivery_cut_off_at_a_stop_to_a_url_that_asked_to_slow_down_stays_coo
     let answered = std::sync::atomic::AtomicUsize::new(0);
     let sink = Sink::with(move |_| {
         if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            // Late enough for the second request to go out first, early enough to
+            // come within the grace.
             Reply::status(429)
                 .with_header("Retry-After", "600")
-                .after(Duration::from_millis(500))
+                .after(Duration::from_secs(1))
         } else {
             Reply::Hang
         }
@@ -402,7 +404,7 @@ async fn a_delivery_cut_off_at_a_stop_to_a_url_that_asked_to_slow_down_stays_coo
     let mut relay = RelayBuilder::new(&db.url, &sink.url())
         .env("RELAY_QUEUE__WORKERS", 2)
         .env("RELAY_QUEUE__MAX_PER_ENDPOINT", 2)
-        .env("RELAY_QUEUE__SHUTDOWN_GRACE_SECONDS", 2)
+        .env("RELAY_QUEUE__SHUTDOWN_GRACE_SECONDS", 4)
         .spawn();
     db.insert_leads_concurrently(1, 2).await;
     sink.wait_for(2, T).await;

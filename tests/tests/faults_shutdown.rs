@@ -364,22 +364,7 @@ async fn rows_held_for_a_url_that_asked_to_slow_down_stay_cooling_across_a_stop(
     // Stopped while n8n has not answered yet: its 429 comes during the grace, after
     // the relay stopped claiming (and passing), and still counts for the rows it held.
     assert_eq!(relay.terminate(Duration::from_secs(20)).await, Some(0));
-    assert!(
-        relay.log().contains("n8n asked to slow down"),
-        "{}",
-        relay.log()
-    );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM webhook_queue
-             WHERE status = 'pending' AND next_attempt_at > now() + interval '500 seconds'"
-        )
-        .await,
-        3,
-        "every row the relay held waits out n8n's Retry-After: {}",
-        relay.log()
-    );
+    assert_rows_wait_out_retry_after(&db, &relay, 3).await;
     assert_eq!(sink.count(), 1, "nothing more went to the overloaded URL");
 }
 
@@ -409,6 +394,13 @@ async fn a_delivery_cut_off_at_a_stop_to_a_url_that_asked_to_slow_down_stays_coo
     db.insert_leads_concurrently(1, 2).await;
     sink.wait_for(2, T).await;
     assert_eq!(relay.terminate(Duration::from_secs(20)).await, Some(0));
+    // The one answered 429 and the one cut off.
+    assert_rows_wait_out_retry_after(&db, &relay, 2).await;
+}
+
+/// The stopped relay took n8n's `Retry-After: 600`, and `n` rows (all there are) wait
+/// it out, pending.
+async fn assert_rows_wait_out_retry_after(db: &TestDb, relay: &relay_tests::Relay, n: i64) {
     assert!(
         relay.log().contains("n8n asked to slow down"),
         "{}",
@@ -416,13 +408,13 @@ async fn a_delivery_cut_off_at_a_stop_to_a_url_that_asked_to_slow_down_stays_coo
     );
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT count(*) FROM webhook_queue
              WHERE status = 'pending' AND next_attempt_at > now() + interval '500 seconds'"
         )
         .await,
-        2,
-        "the one answered 429 and the one cut off: {}",
+        n,
+        "every row the relay held waits out n8n's Retry-After: {}",
         relay.log()
     );
 }

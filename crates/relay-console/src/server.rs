@@ -408,7 +408,10 @@ impl Console {
                 let flash = field(&q, "done").and_then(flash_text).map(|text| {
                     match field(&q, "scope").and_then(|s| self.scope_named(s)) {
                         // Resuming "all" lifts that pause alone.
-                        Some(_) if field(&q, "scope") == Some("all") && text == "Resumed." => {
+                        Some(_)
+                            if field(&q, "scope") == Some("all")
+                                && field(&q, "done") == Some("resumed") =>
+                        {
                             "Lifted the pause of every delivery; pauses of an event or a URL \
                              stay (under Pauses)."
                                 .to_string()

@@ -573,8 +573,6 @@ pub async fn list(client: &Client, filter: &ListFilter) -> Result<Vec<QueueRow>>
     Ok(rows.iter().map(queue_row).collect())
 }
 
-/// One row with its payload, its history (attempts and operator notes, oldest
-/// first) and its most recent log entries.
 /// A queue row as an operator names it: by its id, or by the webhook id its deliveries
 /// carry (`X-Webhook-Id`, in n8n's execution data and the relay's log), which is what
 /// one has in hand from n8n's side.
@@ -624,6 +622,8 @@ pub async fn row_id(client: &Client, row: &RowRef) -> Result<i64> {
     }
 }
 
+/// One row with its payload, its history (attempts and operator notes, oldest
+/// first) and its most recent log entries.
 pub async fn show(client: &Client, id: i64) -> Result<Detail> {
     let row = client
         .query_opt(SHOW_ROW, &[&id])

@@ -505,24 +505,10 @@ pub(crate) async fn claim_due(
     .map_err(|e| e.batch_outran("claiming due rows"))
 }
 
-/// Returns rows (id, claim token) to `pending`, due no sooner than `wait` from now;
-/// how many were still ours.
-pub(crate) async fn release_for(
-    db: &Db,
-    rows: &[(i64, i64)],
-    wait: Duration,
-) -> Result<u64, DaemonError> {
-    let now = tokio::time::Instant::now();
-    let due = now.checked_add(wait).unwrap_or(now + MAX_WAIT);
-    release_each(db, &[(rows.to_vec(), due)]).await
-}
-
-/// A wait past any `Instant` this clock can hold is taken as this long: a year.
-const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// [`release_for`] for groups of rows, each due at its own time, in one statement (all
-/// or nothing, within one bound); how many were ours.
-pub(crate) async fn release_each(
+/// Returns rows (id, claim token) to `pending`, each group due no sooner than its
+/// time, in one statement (all or nothing, within one bound); how many were still
+/// ours.
+pub(crate) async fn release(
     db: &Db,
     groups: &[crate::pump::Withdrawn],
 ) -> Result<u64, DaemonError> {

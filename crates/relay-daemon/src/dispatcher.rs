@@ -85,6 +85,21 @@ struct State {
 }
 
 impl State {
+    /// The ready rows `keep` refuses, taken with their slots freed: (id, claim token,
+    /// URL).
+    fn take_ready(&mut self, keep: impl Fn(&Job) -> bool) -> Vec<(i64, i64, String)> {
+        let (kept, taken): (VecDeque<Ready>, VecDeque<Ready>) =
+            self.ready.drain(..).partition(|r| keep(&r.job));
+        self.ready = kept;
+        taken
+            .into_iter()
+            .map(|r| {
+                decrement(&mut self.waiting, &r.job.url);
+                (r.job.id, r.job.lease_token, r.job.url)
+            })
+            .collect()
+    }
+
     /// Rows (id, claim token, URL) to give back, in groups by when each is due: now,
     /// or when its URL's 429/503 cool-down ends (other relays wait for it too).
     fn due_groups(
@@ -348,17 +363,30 @@ impl Dispatcher {
     /// was paused, their URL asked to slow down): `(id, claim token)`, to release.
     /// Their slots are freed.
     pub(crate) fn withdraw(&self, keep: impl Fn(&Job) -> bool) -> Vec<(i64, i64)> {
-        let mut state = self.shared.state();
-        let (kept, taken): (VecDeque<Ready>, VecDeque<Ready>) =
-            state.ready.drain(..).partition(|r| keep(&r.job));
-        state.ready = kept;
-        for r in &taken {
-            decrement(&mut state.waiting, &r.job.url);
-        }
-        taken
+        self.shared
+            .state()
+            .take_ready(keep)
             .into_iter()
-            .map(|r| (r.job.id, r.job.lease_token))
+            .map(|(id, token, _)| (id, token))
             .collect()
+    }
+
+    /// Takes back the claimed rows not yet started for a URL that asked to slow down:
+    /// groups due when each URL asked, to release.
+    pub(crate) fn withdraw_cooling(&self) -> Vec<crate::pump::Withdrawn> {
+        let mut state = self.shared.state();
+        let now = Instant::now();
+        let cooling: HashMap<String, Instant> = state
+            .cooldown
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(url, until)| (url.clone(), *until))
+            .collect();
+        if cooling.is_empty() {
+            return Vec::new();
+        }
+        let taken = state.take_ready(|job| !cooling.contains_key(&job.url));
+        state.due_groups(taken, now)
     }
 
     /// The rows workers found too late to start, taken, to release: due now, or when
@@ -367,18 +395,6 @@ impl Dispatcher {
         let mut state = self.shared.state();
         let late = std::mem::take(&mut state.late);
         state.due_groups(late, Instant::now())
-    }
-
-    /// The URLs cooling down after a 429/503 and how long each still waits.
-    pub(crate) fn cooling(&self) -> Vec<(String, Duration)> {
-        let state = self.shared.state();
-        let now = Instant::now();
-        state
-            .cooldown
-            .iter()
-            .filter(|(_, until)| **until > now)
-            .map(|(url, until)| (url.clone(), *until - now))
-            .collect()
     }
 
     /// When the soonest 429/503 cool-down ends, if one is running.

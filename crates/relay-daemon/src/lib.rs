@@ -162,16 +162,15 @@ pub async fn run(
     // would send them at once to an n8n that said it was overloaded.
     let grace = Duration::from_secs(config.queue.shutdown_grace_seconds);
     unfinished.extend(dispatcher.drain(grace).await);
-    unfinished.retain(|(rows, _)| !rows.is_empty());
     let rows: usize = unfinished.iter().map(|(rows, _)| rows.len()).sum();
     // What is left to write down gets WRITE_DOWN in all, however the database answers:
     // the outcomes all of it (a delivery n8n took that is not recorded is sent again),
     // the rows given back at most RELEASE_PATIENCE of it, in parallel (rows not given
     // back only wait until this relay is gone).
     let write_down_until = tokio::time::Instant::now() + WRITE_DOWN;
-    if !unfinished.is_empty() {
+    if rows > 0 {
         let released =
-            tokio::time::timeout(RELEASE_PATIENCE, claim::release_each(&db, &unfinished)).await;
+            tokio::time::timeout(RELEASE_PATIENCE, claim::release(&db, &unfinished)).await;
         match released {
             Ok(Ok(n)) => info!(
                 released = n,

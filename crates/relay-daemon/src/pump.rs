@@ -494,14 +494,11 @@ impl Pump {
         Some(load.room(urls, self.limits.per_endpoint))
     }
 
-    /// Releases the rows taken back from the dispatcher; those a failed write left
-    /// stay for the next pass.
+    /// Releases the rows taken back from the dispatcher, in one statement; after a
+    /// failed write they stay for the next pass.
     async fn release_withdrawn(&mut self) -> Result<(), DaemonError> {
-        while let Some((rows, due)) = self.unreleased.last() {
-            let wait = due.saturating_duration_since(tokio::time::Instant::now());
-            claim::release_for(&self.db, rows, wait).await?;
-            self.unreleased.pop();
-        }
+        claim::release(&self.db, &self.unreleased).await?;
+        self.unreleased.clear();
         Ok(())
     }
 
@@ -524,13 +521,7 @@ impl Pump {
         }
         // Claimed rows for a URL that asked to slow down wait for it in the queue,
         // due when it asked (other relays respect that too).
-        for (url, wait) in self.dispatcher.cooling() {
-            let rows = self.dispatcher.withdraw(|job| job.url != url);
-            if !rows.is_empty() {
-                self.unreleased
-                    .push((rows, tokio::time::Instant::now() + wait));
-            }
-        }
+        self.unreleased.extend(self.dispatcher.withdraw_cooling());
         self.unreleased.extend(self.dispatcher.take_late());
         self.release_withdrawn().await?;
         self.dispatcher.kick();

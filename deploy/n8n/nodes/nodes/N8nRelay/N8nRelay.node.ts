@@ -367,10 +367,8 @@ function fields(ctx: IExecuteFunctions, operation: Operation, i: number, item: u
 				// Fields left empty, here and in More Fields (JSON), come from the Error
 				// Trigger's item, when it is one.
 				const failed = fromErrorTrigger(item);
-				const or = <T>(set: unknown, key: string, fallback: T) => {
-					if (typeof set === 'string' ? set.trim() !== '' : set !== undefined && set !== null) return set;
-					return given(extra[key]) ? undefined : fallback;
-				};
+				const or = <T>(set: unknown, key: string, fallback: T) =>
+					given(set) ? set : given(extra[key]) ? undefined : fallback;
 				return {
 					...common,
 					error: param('error') as string,
